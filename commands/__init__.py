@@ -1,0 +1,1 @@
+"""Front-end-neutral command handlers: turn raw options into validated requests and results into replies."""

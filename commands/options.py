@@ -1,0 +1,164 @@
+"""Raw options from a front end (CLI flags, slash-command options) to validated engine requests.
+
+Every parser raises `InvalidRequest` naming the option and what is allowed; prompts are normalised so the
+infotext written with the image reads back exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+from PIL import Image, ImageDraw
+
+from config import Limits
+from engine.errors import InvalidRequest
+from engine.image_io import open_image_checked, parse_region
+from engine.infotext import normalize_prompt
+from engine.requests import (
+    GenerationRequest,
+    HiresFix,
+    HiresUpscaler,
+    Img2ImgRequest,
+    InpaintArea,
+    InpaintRequest,
+    MaskedContent,
+    ResizeMode,
+)
+from engine.validation import check_generation, check_img2img, check_inpaint
+
+E = TypeVar("E", bound=StrEnum)
+_SIZE = re.compile(r"\s*(\d{1,6})\s*(?:[xX×]\s*(\d{1,6}))?\s*")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"512x768" → (512, 768); "512" → (512, 512)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise InvalidRequest("size", f"{text!r} is not WIDTHxHEIGHT, e.g. 512x768")
+    width = int(match.group(1))
+    return width, int(match.group(2) or width)
+
+
+def parse_choice(option: str, value: str | E, choices: type[E]) -> E:
+    """An enum member by its label, case-insensitively, or an error listing the labels."""
+    if isinstance(value, choices):
+        return value
+    folded = str(value).strip().casefold()
+    for member in choices:
+        if member.value.casefold() == folded:
+            return member
+    allowed = ", ".join(m.value for m in choices)
+    raise InvalidRequest(option, f"{value!r} is not one of: {allowed}")
+
+
+def generation_request(
+    limits: Limits,
+    prompt: str,
+    *,
+    negative_prompt: str = "",
+    model: str | None = None,
+    sampler: str = GenerationRequest.sampler,
+    schedule: str = GenerationRequest.schedule,
+    steps: int = 20,
+    cfg_scale: float = 7.0,
+    seed: int = -1,
+    size: str | tuple[int, int] = (512, 512),
+    batch_size: int = 1,
+    batch_count: int = 1,
+    clip_skip: int = 1,
+    tiling: bool = False,
+    variation_seed: int = -1,
+    variation_strength: float = 0.0,
+    hires_scale: float | None = None,
+    hires_steps: int = 0,
+    hires_denoising_strength: float = 0.7,
+    hires_upscaler: str = HiresUpscaler.LATENT.value,
+) -> GenerationRequest:
+    """A checked txt2img request (also the shared part of img2img and inpaint)."""
+    width, height = parse_size(size) if isinstance(size, str) else size
+    hires = None
+    if hires_scale is not None:
+        upscaler = parse_choice("hires_upscaler", hires_upscaler, HiresUpscaler)
+        hires = HiresFix(hires_scale, hires_steps, hires_denoising_strength, upscaler)
+    request = GenerationRequest(
+        prompt=normalize_prompt(prompt),
+        negative_prompt=normalize_prompt(negative_prompt),
+        model=model or None,
+        sampler=sampler,
+        schedule=schedule,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        seed=seed,
+        width=width,
+        height=height,
+        batch_size=batch_size,
+        batch_count=batch_count,
+        clip_skip=clip_skip,
+        tiling=tiling,
+        variation_seed=variation_seed,
+        variation_strength=variation_strength,
+        hires=hires,
+    )
+    check_generation(request, limits)
+    return request
+
+
+def load_input_image(source: bytes | Path, limits: Limits, option: str = "image") -> Image.Image:
+    """An uploaded or local input image, checked from its header before decoding."""
+    return open_image_checked(source, max_pixels=limits.max_input_pixels, max_bytes=limits.max_upload_bytes,
+                              option=option)
+
+
+def img2img_request(
+    limits: Limits,
+    params: GenerationRequest,
+    image: Image.Image,
+    *,
+    denoising_strength: float = 0.75,
+    resize_mode: str = ResizeMode.JUST_RESIZE.value,
+    noise_multiplier: float = 1.0,
+) -> Img2ImgRequest:
+    request = Img2ImgRequest(
+        params, image, denoising_strength, parse_choice("resize_mode", resize_mode, ResizeMode), noise_multiplier
+    )
+    check_img2img(request, limits)
+    return request
+
+
+def region_mask(image: Image.Image, region: str) -> Image.Image:
+    """A mask (white = repaint) covering the rectangle "x,y,w,h" of the image."""
+    x, y, w, h = parse_region(region, image.width, image.height)
+    mask = Image.new("L", image.size, 0)
+    ImageDraw.Draw(mask).rectangle((x, y, x + w - 1, y + h - 1), fill=255)
+    return mask
+
+
+def inpaint_request(
+    limits: Limits,
+    params: GenerationRequest,
+    image: Image.Image,
+    mask: Image.Image,
+    *,
+    denoising_strength: float = 0.75,
+    resize_mode: str = ResizeMode.JUST_RESIZE.value,
+    mask_blur: int = 4,
+    masked_content: str = MaskedContent.ORIGINAL.value,
+    inpaint_area: str = InpaintArea.WHOLE_PICTURE.value,
+    padding: int = 32,
+) -> InpaintRequest:
+    request = InpaintRequest(
+        params,
+        image,
+        mask.convert("L"),
+        denoising_strength,
+        parse_choice("resize_mode", resize_mode, ResizeMode),
+        mask_blur,
+        parse_choice("masked_content", masked_content, MaskedContent),
+        parse_choice("inpaint_area", inpaint_area, InpaintArea),
+        padding,
+    )
+    check_inpaint(request, limits)
+    return request

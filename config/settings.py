@@ -1,0 +1,137 @@
+"""The settings schema. Read once by the composition root (CLI, bot) and passed down; nothing reads it at import.
+
+Sources, highest priority first: explicit keyword arguments, environment (`SALON_…`, nested with `__`, e.g.
+`SALON_LIMITS__MAX_STEPS=80`; `DISCORD_TOKEN` for the token), the TOML file (`--config`, `SALON_CONFIG` or
+`./salon.toml`), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "SALON_CONFIG"
+DEFAULT_CONFIG_FILE = Path("salon.toml")
+
+
+class Limits(BaseModel):
+    """What one request may ask for. Per-guild settings may lower these, never raise them."""
+
+    max_width: int = Field(2048, ge=64)
+    max_height: int = Field(2048, ge=64)
+    max_pixels: int = Field(2048 * 2048, ge=64 * 64, description="width × height of one output image")
+    max_steps: int = Field(150, ge=1)
+    max_cfg_scale: float = Field(30.0, gt=0)
+    max_batch_size: int = Field(8, ge=1)
+    max_batch_count: int = Field(4, ge=1)
+    max_prompt_chars: int = Field(4000, ge=1)
+    max_hires_scale: float = Field(4.0, ge=1)
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    max_input_pixels: int = Field(4096 * 4096, ge=64 * 64, description="pixels of an uploaded input image")
+
+
+class Settings(BaseSettings):
+    """Everything Salon needs to know about this machine and community, in one place."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SALON_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    data_dir: Path = Field(Path("salon-data"), description="catalog, outputs, caches and the queue live here")
+    models_dir: Path | None = Field(None, description="A1111-style models/ folder; default data_dir/models")
+    embeddings_dir: Path | None = Field(None, description="textual inversion embeddings; default data_dir/embeddings")
+    outputs_dir: Path | None = Field(None, description="generated images; default data_dir/outputs")
+    default_model: str | None = Field(None, description="checkpoint name used when a request names none")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    limits: Limits = Field(default_factory=Limits)
+    discord_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN", "SALON_DISCORD_TOKEN")
+    )
+    config_file: Path | None = Field(None, exclude=True, description="the TOML file these settings came from")
+
+    @model_validator(mode="after")
+    def _fill_folders(self) -> Settings:
+        self.models_dir = self.models_dir or self.data_dir / "models"
+        self.embeddings_dir = self.embeddings_dir or self.data_dir / "embeddings"
+        self.outputs_dir = self.outputs_dir or self.data_dir / "outputs"
+        return self
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.models_path / "Stable-diffusion"
+
+    @property
+    def lora_dir(self) -> Path:
+        return self.models_path / "Lora"
+
+    @property
+    def vae_dir(self) -> Path:
+        return self.models_path / "VAE"
+
+    @property
+    def hypernetworks_dir(self) -> Path:
+        return self.models_path / "hypernetworks"
+
+    @property
+    def models_path(self) -> Path:
+        assert self.models_dir is not None  # filled by the validator
+        return self.models_dir
+
+    @property
+    def embeddings_path(self) -> Path:
+        assert self.embeddings_dir is not None
+        return self.embeddings_dir
+
+    @property
+    def outputs_path(self) -> Path:
+        assert self.outputs_dir is not None
+        return self.outputs_dir
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file comes from model_config["toml_file"], which load_settings sets on a subclass.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: object) -> Settings:
+    """Read settings from `config_file` (or $SALON_CONFIG, or ./salon.toml when present) plus the environment."""
+    path = Path(config_file) if config_file else None
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    if path is None and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is None:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    settings = FileSettings(**overrides)  # type: ignore[arg-type]
+    settings.config_file = path
+    return settings

@@ -1,0 +1,1 @@
+"""Salon's engine: the only room that imports torch and diffusers (lazily, so metadata commands stay fast)."""

@@ -1,0 +1,16 @@
+"""Paths of the diffusers configs shipped with Salon, so single-file checkpoints load without the network.
+
+`SD15_CONFIG` and `SDXL_CONFIG` are diffusers pipeline folders without weights or tokenizers (pass them as
+`config=` to `from_single_file`); `CLIP_TOKENIZER` is the CLIP BPE tokenizer both models share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIG_ROOT: Path = Path(__file__).resolve().parent
+SD15_CONFIG: Path = CONFIG_ROOT / "sd15"
+SDXL_CONFIG: Path = CONFIG_ROOT / "sdxl"
+CLIP_TOKENIZER: Path = CONFIG_ROOT / "clip_tokenizer"
+
+__all__ = ["CLIP_TOKENIZER", "CONFIG_ROOT", "SD15_CONFIG", "SDXL_CONFIG"]

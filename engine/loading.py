@@ -1,0 +1,147 @@
+"""Loading checkpoints: diffusers folders and A1111 single-file `.safetensors`, SD 1.x and SDXL, offline.
+
+Every weight file passes the safetensors gate (`engine.model_files`) before diffusers sees it. Single files
+are converted with the configs shipped in `engine/configs` (or a `<name>.config/` diffusers folder beside the
+file, for architectures other than the published SD 1.5 and SDXL), and the CLIP tokenizer shipped beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.configs import CLIP_TOKENIZER, SD15_CONFIG, SDXL_CONFIG
+from engine.errors import InvalidRequest
+from engine.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
+from engine.registry import ModelEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint in memory: its diffusers pipeline (a container of components) and what it is."""
+
+    name: str
+    hash: str
+    entry: ModelEntry
+    pipe: object  # StableDiffusionPipeline or StableDiffusionXLPipeline
+    sdxl: bool
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def inpainting(self) -> bool:
+        """True for inpainting checkpoints whose UNet also takes the mask and the masked image (9 channels)."""
+        return int(self.unet.config.in_channels) == self.latent_channels * 2 + 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → CUDA when present, else Apple MPS, else CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"auto" → float16 on accelerators, float32 on the CPU (half precision is slow or missing there)."""
+    if name != "auto":
+        return getattr(torch, name)
+    return torch.float32 if device.type == "cpu" else torch.float16
+
+
+def load_model(entry: ModelEntry, model_hash: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """Load `entry` onto `device` in `dtype`, ready for inference (eval mode, no gradients)."""
+    if entry.is_diffusers_folder:
+        pipe, sdxl = _load_folder(entry.path, dtype)
+    else:
+        pipe, sdxl = _load_single_file(entry.path, dtype)
+    pipe.to(device)
+    for module in _modules(pipe):
+        module.eval().requires_grad_(False)
+    if sdxl and getattr(pipe.vae.config, "force_upcast", False):
+        pipe.vae.to(torch.float32)  # SDXL's VAE overflows in float16
+    pipe.set_progress_bar_config(disable=True)
+    log.info("loaded model %s [%s] (%s) on %s as %s", entry.name, model_hash, "SDXL" if sdxl else "SD1", device, dtype)
+    return LoadedModel(entry.name, model_hash, entry, pipe, sdxl, device, dtype)
+
+
+def _modules(pipe) -> list[torch.nn.Module]:
+    names = ("unet", "vae", "text_encoder", "text_encoder_2")
+    return [m for m in (getattr(pipe, n, None) for n in names) if isinstance(m, torch.nn.Module)]
+
+
+def _pipeline_classes(sdxl: bool):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # loading progress belongs to Salon's own log, not stderr bars
+    transformers_logging.disable_progress_bar()
+
+    return StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
+
+
+def _extra_kwargs(sdxl: bool) -> dict[str, object]:
+    # SD 1.x pipelines carry a safety checker slot; Salon applies its own NSFW policy elsewhere.
+    return {} if sdxl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
+def _load_folder(path: Path, dtype: torch.dtype):
+    index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    class_name = str(index.get("_class_name", ""))
+    if not class_name.startswith("StableDiffusion") or "3" in class_name or "Upscale" in class_name:
+        raise InvalidRequest("model", f"{path.name}: {class_name or 'unknown'} folders are not supported; "
+                             "use an SD 1.x or SDXL model")
+    for weights in path.rglob("*.safetensors"):
+        check_safetensors(weights)
+    sdxl = "XL" in class_name
+    cls = _pipeline_classes(sdxl)
+    pipe = cls.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, dtype=dtype, **_extra_kwargs(sdxl)
+    )
+    return pipe, sdxl
+
+
+def _load_single_file(path: Path, dtype: torch.dtype):
+    from transformers import CLIPTokenizer
+
+    header = check_safetensors(path)
+    kind = detect_checkpoint_kind(header)
+    sdxl = kind in (CheckpointKind.SDXL, CheckpointKind.SDXL_INPAINT)
+    sidecar = path.with_name(path.stem + ".config")
+    config = sidecar if (sidecar / "model_index.json").is_file() else (SDXL_CONFIG if sdxl else SD15_CONFIG)
+    kwargs: dict[str, object] = {"tokenizer": CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)}
+    if sdxl:
+        kwargs["tokenizer_2"] = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER, pad_token="!")
+    if kind in (CheckpointKind.SD1_INPAINT, CheckpointKind.SDXL_INPAINT):
+        kwargs["num_in_channels"] = 9
+    cls = _pipeline_classes(sdxl)
+    pipe = cls.from_single_file(
+        str(path), config=str(config), local_files_only=True, dtype=dtype, **kwargs, **_extra_kwargs(sdxl)
+    )
+    return pipe, sdxl

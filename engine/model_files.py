@@ -1,0 +1,617 @@
+"""Model files: the safetensors gate, checkpoint-kind detection and the diffusers → A1111 single-file writer.
+
+Every user-supplied weight file passes `check_safetensors` before anything loads it: the decision is made from
+the bytes (header length, JSON header, dtypes, shapes, offsets), never from the file name, so a pickle renamed
+`.safetensors` is refused without being unpickled. Legacy `.pt` embeddings and hypernetworks go through
+`torch.load(weights_only=True)` only, and only when the caller asks for it.
+
+`diffusers_to_ldm` is the inverse of diffusers' `single_file_utils` conversion (key names as in
+`scripts/convert_diffusers_to_original_stable_diffusion.py` and `..._sdxl.py`), driven by the model configs so
+any block layout converts. Torch and safetensors are imported inside functions, so importing this is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import InvalidRequest, UnsafeModelFile
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
+MIN_SAFE_TORCH = (2, 10)  # weights_only=True had known bypasses before 2.6 and again before 2.10
+METADATA_KEY = "__metadata__"
+SAFETENSORS_SUFFIX = ".safetensors"
+
+# Bytes per element of every dtype the safetensors torch loader can map to a torch dtype.
+DTYPE_SIZES: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+    "U64": 8, "U32": 4, "U16": 2, "U8": 1,
+    "BOOL": 1, "C64": 8,
+    "F8_E4M3": 1, "F8_E5M2": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1,
+}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The safetensors gate
+# ----------------------------------------------------------------------------------------------------------
+
+
+def check_safetensors(path: Path) -> dict[str, Any]:
+    """Validate a safetensors file from its header alone and return the parsed header; refuse all else."""
+    path = Path(path)
+    size = _regular_file_size(path)
+    raw = _read_header_bytes(path, size)
+    header = _parse_header(path, raw)
+    _check_metadata(path, header.get(METADATA_KEY))
+    data_len = size - 8 - len(raw)
+    spans = [
+        _check_entry(path, name, entry, data_len) for name, entry in header.items() if name != METADATA_KEY
+    ]
+    _check_layout(path, spans, data_len)
+    return header
+
+
+def _regular_file_size(path: Path) -> int:
+    """Size of `path`, refusing directories, FIFOs and devices (reading a FIFO would block forever)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeModelFile(path, "not a regular file")
+    if info.st_size < 8:
+        raise UnsafeModelFile(path, f"too short for safetensors ({info.st_size} bytes, need at least 8)")
+    return info.st_size
+
+
+def _read_header_bytes(path: Path, size: int) -> bytes:
+    """Read the 8-byte little-endian header length and then exactly that many header bytes."""
+    with path.open("rb") as fh:
+        length = int.from_bytes(fh.read(8), "little")
+        if length < 2 or length > MAX_HEADER_BYTES:
+            raise UnsafeModelFile(
+                path, f"not safetensors: header length {length} outside 2..{MAX_HEADER_BYTES}"
+            )
+        if 8 + length > size:
+            raise UnsafeModelFile(
+                path, f"not safetensors: header length {length} exceeds the file size {size}"
+            )
+        raw = fh.read(length)
+    if len(raw) != length:
+        raise UnsafeModelFile(path, "file changed while reading its header")
+    return raw
+
+
+def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
+    """Decode the header as a UTF-8 JSON object without duplicate keys (parsers disagree on duplicates)."""
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UnsafeModelFile(path, f"not safetensors: header is not UTF-8 JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise UnsafeModelFile(path, "not safetensors: header is not a JSON object")
+    return header
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON object hook that refuses a key given twice."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _check_metadata(path: Path, metadata: object) -> None:
+    """The optional `__metadata__` entry must map strings to strings."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise UnsafeModelFile(path, "__metadata__ must be an object of string values")
+
+
+def _is_int(value: object) -> bool:
+    """A JSON integer (bool is an int subclass in Python but not an integer in the format)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_entry(path: Path, name: str, entry: object, data_len: int) -> tuple[int, int, str]:
+    """Check one tensor entry (dtype, shape, offsets, byte size) and return its (begin, end, name) span."""
+    if not isinstance(entry, dict):
+        raise UnsafeModelFile(path, f"tensor {name!r}: entry is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_SIZES:
+        raise UnsafeModelFile(path, f"tensor {name!r}: unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise UnsafeModelFile(path, f"tensor {name!r}: shape must be a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        raise UnsafeModelFile(path, f"tensor {name!r}: data_offsets must be two integers")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_len:
+        raise UnsafeModelFile(
+            path, f"tensor {name!r}: data_offsets {offsets} outside the {data_len}-byte data"
+        )
+    expected = math.prod(shape) * DTYPE_SIZES[dtype]
+    if end - begin != expected:
+        raise UnsafeModelFile(
+            path, f"tensor {name!r}: {end - begin} bytes stored, {dtype}{shape} needs {expected}"
+        )
+    return begin, end, name
+
+
+def _check_layout(path: Path, spans: list[tuple[int, int, str]], data_len: int) -> None:
+    """Tensors must tile the data exactly: no overlap, gap or trailing bytes (as safetensors requires)."""
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin < position:
+            raise UnsafeModelFile(path, f"tensor {name!r}: data overlaps the previous tensor")
+        if begin > position:
+            raise UnsafeModelFile(path, f"tensor {name!r}: unused gap before its data")
+        position = end
+    if position != data_len:
+        raise UnsafeModelFile(path, f"data is {data_len} bytes but the tensors use {position}")
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` strings of a safetensors file (empty when absent), read through the gate."""
+    return dict(check_safetensors(path).get(METADATA_KEY) or {})
+
+
+def load_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Gate the file, then load every tensor with safetensors (no pickle anywhere on this path)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    check_safetensors(path)
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as exc:  # the file changed after the gate, or a check we do not duplicate
+        raise UnsafeModelFile(path, f"safetensors refused it: {exc}") from exc
+
+
+def _torch_version() -> tuple[int, int]:
+    """(major, minor) of the installed torch."""
+    import torch
+
+    match = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def load_torch_weights_only(path: Path) -> object:
+    """Load a legacy A1111 `.pt` embedding/hypernetwork with weights_only; refusals are UnsafeModelFile."""
+    import torch
+
+    if _torch_version() < MIN_SAFE_TORCH:
+        wanted = ".".join(map(str, MIN_SAFE_TORCH))
+        raise UnsafeModelFile(
+            path, f"legacy .pt files need torch >= {wanted}; convert the file to .safetensors"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # UnpicklingError for forbidden globals; RuntimeError/EOFError if corrupt
+        raise UnsafeModelFile(path, f"refused by torch.load(weights_only=True): {exc}") from exc
+
+
+def load_weights(path: Path, *, allow_legacy_pt: bool = False) -> object:
+    """Load weights: `.safetensors` (any case) through the gate; legacy pickles only when allowed."""
+    path = Path(path)
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return load_safetensors(path)
+    if not allow_legacy_pt:
+        raise UnsafeModelFile(path, f"only {SAFETENSORS_SUFFIX} files are accepted")
+    return load_torch_weights_only(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoint kind from the header
+# ----------------------------------------------------------------------------------------------------------
+
+
+class CheckpointKind(StrEnum):
+    """The single-file checkpoint families Salon loads."""
+
+    SD1 = "sd1"
+    SD1_INPAINT = "sd1-inpaint"
+    SDXL = "sdxl"
+    SDXL_INPAINT = "sdxl-inpaint"
+
+
+SUPPORTED_CHECKPOINTS = "supported: SD 1.x and SDXL base single-file checkpoints (normal or inpainting)"
+UNET_PREFIX = "model.diffusion_model."
+UNET_CONV_IN = UNET_PREFIX + "input_blocks.0.0.weight"
+SD1_TEXT_PREFIX = "cond_stage_model.transformer."
+SD2_TEXT_PREFIX = "cond_stage_model.model."
+SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+SDXL_REFINER_PREFIX = "conditioner.embedders.0.model."
+VAE_PREFIX = "first_stage_model."
+_VAE_ONLY_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+_LORA_MARKERS = (".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.", ".hada_w1_a", ".lokr_w1")
+
+
+def detect_checkpoint_kind(header: Mapping[str, Any]) -> CheckpointKind:
+    """Classify an A1111 single-file checkpoint from its tensor names and shapes (header only, no weights)."""
+    names = [name for name in header if name != METADATA_KEY]
+    _refuse_foreign_layouts(names, header)
+    if any(n.startswith(SDXL_OPENCLIP_PREFIX) for n in names) and UNET_CONV_IN in header:
+        return CheckpointKind.SDXL_INPAINT if _unet_in_channels(header) == 9 else CheckpointKind.SDXL
+    if any(n.startswith(SD1_TEXT_PREFIX) for n in names) and UNET_CONV_IN in header:
+        return CheckpointKind.SD1_INPAINT if _unet_in_channels(header) == 9 else CheckpointKind.SD1
+    raise InvalidRequest("model", f"unknown checkpoint layout{_layout_hint(names)}; {SUPPORTED_CHECKPOINTS}")
+
+
+def _refuse_foreign_layouts(names: list[str], header: Mapping[str, Any]) -> None:
+    """Refuse LoRAs, SD 2.x, SDXL refiner, SD3, Flux and UNets with unexpected input channels, by name."""
+    refusal = _foreign_layout(names, header)
+    if refusal:
+        raise InvalidRequest("model", f"{refusal}; {SUPPORTED_CHECKPOINTS}")
+    channels = _unet_in_channels(header)
+    if UNET_CONV_IN in header and channels not in (4, 9):
+        message = f"a UNet with {channels} input channels is not supported; {SUPPORTED_CHECKPOINTS}"
+        raise InvalidRequest("model", message)
+
+
+def _foreign_layout(names: list[str], header: Mapping[str, Any]) -> str | None:
+    """A sentence naming the recognised-but-unsupported family of these tensor names, or None."""
+    if any(n.startswith("lora_") or any(m in n for m in _LORA_MARKERS) for n in names):
+        return "this is a LoRA file, not a checkpoint: put it in models/Lora and use <lora:name:weight>"
+    if any("joint_blocks." in n for n in names):
+        return "Stable Diffusion 3 checkpoints are not supported"
+    if any("double_blocks." in n or "single_blocks." in n for n in names):
+        return "Flux checkpoints are not supported"
+    if any(n.startswith(SDXL_REFINER_PREFIX) for n in names):
+        return "the SDXL refiner cannot be loaded as a checkpoint"
+    if any(n.startswith(SD2_TEXT_PREFIX) for n in names):
+        return f"Stable Diffusion 2.x checkpoints are not supported{_sd2_width(header)}"
+    return None
+
+
+def _sd2_width(header: Mapping[str, Any]) -> str:
+    """' (1024-wide OpenCLIP text encoder)' when the SD 2.x token embedding says so."""
+    shape = _shape(header.get(SD2_TEXT_PREFIX + "token_embedding.weight"))
+    return f" ({shape[-1]}-wide OpenCLIP text encoder)" if shape else ""
+
+
+def _layout_hint(names: list[str]) -> str:
+    """A hint for well-known non-checkpoint files (a lone VAE, an embedding)."""
+    if names and all(n.startswith(_VAE_ONLY_PREFIXES) for n in names):
+        return " (this looks like a VAE: put it in models/VAE)"
+    if any(n in ("emb_params", "string_to_param", "clip_l", "clip_g") for n in names):
+        return " (this looks like an embedding: put it in embeddings/)"
+    return ""
+
+
+def _shape(entry: object) -> tuple[int, ...]:
+    """Shape of a header entry (dict with 'shape') or of a tensor, so state dicts classify too."""
+    if isinstance(entry, dict):
+        return tuple(entry.get("shape") or ())
+    shape = getattr(entry, "shape", None)
+    return tuple(shape) if shape is not None else ()
+
+
+def _unet_in_channels(header: Mapping[str, Any]) -> int:
+    """Input channels of the UNet's first convolution (4 normal, 9 inpainting, 8 instruct-pix2pix)."""
+    shape = _shape(header.get(UNET_CONV_IN))
+    return shape[1] if len(shape) > 1 else -1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# diffusers → A1111 (ldm) key names
+# ----------------------------------------------------------------------------------------------------------
+
+_UNET_FIXED = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
+    "class_embedding.linear_1": "label_emb.0.0",
+    "class_embedding.linear_2": "label_emb.0.2",
+}
+_UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+_VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+_OPENCLIP_FIXED = {
+    "embeddings.token_embedding.weight": "token_embedding.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "final_layer_norm.weight": "ln_final.weight",
+    "final_layer_norm.bias": "ln_final.bias",
+}
+_OPENCLIP_LAYER = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+_DOWN = re.compile(r"down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.(.+)")
+_MID = re.compile(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)")
+_UP = re.compile(r"up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.(.+)")
+_VAE_DOWN = re.compile(r"encoder\.down_blocks\.(\d+)\.(resnets|downsamplers)\.(\d+)\.(.+)")
+_VAE_UP = re.compile(r"decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.+)")
+_VAE_MID = re.compile(r"(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.+)")
+_CLIP_LAYER = re.compile(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)")
+_CLIP_QKV = re.compile(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)")
+
+
+def _unconvertible(component: str, key: str) -> InvalidRequest:
+    """The error for a weight this converter has no A1111 name for (never drop weights silently)."""
+    return InvalidRequest("model", f"cannot convert {component} weight {key!r} to the A1111 layout")
+
+
+def _rename_head(rest: str, table: Mapping[str, str]) -> str:
+    """Rename the leading module path of `rest` (e.g. 'norm1.weight') through `table`, keeping the tail."""
+    for old, new in table.items():
+        if rest.startswith(old + "."):
+            return new + rest[len(old) :]
+    return rest
+
+
+def _per_block(value: int | Sequence[int], count: int) -> list[int]:
+    """A per-block config value (int or sequence) as a list of `count` ints."""
+    return [int(value)] * count if isinstance(value, int) else [int(v) for v in value]
+
+
+def _starts(sizes: Sequence[int], first: int) -> list[int]:
+    """Running start indices: block i starts after blocks 0..i-1 of the given sizes."""
+    starts = [first]
+    for size in sizes[:-1]:
+        starts.append(starts[-1] + size)
+    return starts
+
+
+@dataclass(frozen=True)
+class _UNetLayout:
+    """Where each diffusers block lands in ldm's flat input_blocks/output_blocks numbering."""
+
+    down_layers: list[int]
+    down_start: list[int]
+    up_layers: list[int]
+    up_start: list[int]
+    up_has_attention: list[bool]
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any], keys: Sequence[str]) -> _UNetLayout:
+        """Derive the layout from the UNet config (block count, layers per block) and its attention keys."""
+        count = len(config["down_block_types"])
+        down = _per_block(config["layers_per_block"], count)
+        up = list(reversed(down))
+        has_attention = [any(k.startswith(f"up_blocks.{i}.attentions.") for k in keys) for i in range(count)]
+        down_start, up_start = _starts([n + 1 for n in down], 1), _starts([n + 1 for n in up], 0)
+        return cls(down, down_start, up, up_start, has_attention)
+
+
+def _unet_down_key(match: re.Match[str], layout: _UNetLayout) -> str:
+    """input_blocks name of a down-block resnet, attention or downsampler."""
+    block, kind, index, rest = int(match[1]), match[2], int(match[3]), match[4]
+    if kind == "downsamplers":
+        slot = layout.down_start[block] + layout.down_layers[block]
+        return f"input_blocks.{slot}.0.op.{rest.removeprefix('conv.')}"
+    if kind == "resnets":
+        return f"input_blocks.{layout.down_start[block] + index}.0.{_rename_head(rest, _UNET_RESNET)}"
+    return f"input_blocks.{layout.down_start[block] + index}.1.{rest}"
+
+
+def _unet_up_key(match: re.Match[str], layout: _UNetLayout) -> str:
+    """output_blocks name of an up-block resnet, attention or upsampler (after the attention if any)."""
+    block, kind, index, rest = int(match[1]), match[2], int(match[3]), match[4]
+    if kind == "upsamplers":
+        slot = 2 if layout.up_has_attention[block] else 1
+        return f"output_blocks.{layout.up_start[block] + layout.up_layers[block]}.{slot}.{rest}"
+    if kind == "resnets":
+        return f"output_blocks.{layout.up_start[block] + index}.0.{_rename_head(rest, _UNET_RESNET)}"
+    return f"output_blocks.{layout.up_start[block] + index}.1.{rest}"
+
+
+def _unet_mid_key(match: re.Match[str]) -> str:
+    """middle_block name: resnets at even slots, the attention between them."""
+    kind, index, rest = match[1], int(match[2]), match[3]
+    if kind == "resnets":
+        return f"middle_block.{2 * index}.{_rename_head(rest, _UNET_RESNET)}"
+    return f"middle_block.{2 * index + 1}.{rest}"
+
+
+def _unet_key(key: str, layout: _UNetLayout) -> str:
+    """The ldm name (without prefix) of one diffusers UNet weight."""
+    fixed = _rename_head(key, _UNET_FIXED)
+    if fixed != key:
+        return fixed
+    if match := _DOWN.fullmatch(key):
+        return _unet_down_key(match, layout)
+    if match := _UP.fullmatch(key):
+        return _unet_up_key(match, layout)
+    if match := _MID.fullmatch(key):
+        return _unet_mid_key(match)
+    raise _unconvertible("UNet", key)
+
+
+def convert_unet(unet: Any) -> dict[str, torch.Tensor]:
+    """UNet2DConditionModel weights under `model.diffusion_model.` with ldm block numbering."""
+    state = unet.state_dict()
+    layout = _UNetLayout.of(unet.config, list(state))
+    return {UNET_PREFIX + _unet_key(key, layout): value for key, value in state.items()}
+
+
+def _vae_resnet(rest: str) -> str:
+    """VAE resnets keep diffusers names except the shortcut."""
+    return _rename_head(rest, {"conv_shortcut": "nin_shortcut"})
+
+
+def _vae_mid_key(match: re.Match[str]) -> str:
+    """mid.block_1/2 and mid.attn_1 names of a VAE mid-block weight."""
+    side, kind, index, rest = match[1], match[2], int(match[3]), match[4]
+    if kind == "resnets":
+        return f"{side}.mid.block_{index + 1}.{_vae_resnet(rest)}"
+    return f"{side}.mid.attn_{index + 1}.{_rename_head(rest, _VAE_ATTENTION)}"
+
+
+def _vae_key(key: str, up_blocks: int) -> str:
+    """The ldm name (without prefix) of one diffusers VAE weight; decoder blocks are numbered in reverse."""
+    if match := _VAE_DOWN.fullmatch(key):
+        block, kind, index, rest = int(match[1]), match[2], int(match[3]), match[4]
+        if kind == "downsamplers":
+            return f"encoder.down.{block}.downsample.{rest}"
+        return f"encoder.down.{block}.block.{index}.{_vae_resnet(rest)}"
+    if match := _VAE_UP.fullmatch(key):
+        block, kind, index, rest = up_blocks - 1 - int(match[1]), match[2], int(match[3]), match[4]
+        if kind == "upsamplers":
+            return f"decoder.up.{block}.upsample.{rest}"
+        return f"decoder.up.{block}.block.{index}.{_vae_resnet(rest)}"
+    if match := _VAE_MID.fullmatch(key):
+        return _vae_mid_key(match)
+    side, _, rest = key.partition(".")
+    if side in ("encoder", "decoder") and rest.split(".")[0] in ("conv_in", "conv_out", "conv_norm_out"):
+        return f"{side}.{_rename_head(rest, {'conv_norm_out': 'norm_out'})}"
+    if side in ("quant_conv", "post_quant_conv"):
+        return key
+    raise _unconvertible("VAE", key)
+
+
+def convert_vae(vae: Any) -> dict[str, torch.Tensor]:
+    """AutoencoderKL weights under `first_stage_model.`, mid-block attention as 1×1 convolutions."""
+    up_blocks = len(vae.config["up_block_types"])
+    result = {}
+    for key, value in vae.state_dict().items():
+        name = _vae_key(key, up_blocks)
+        if ".mid.attn_" in name and name.endswith(".weight") and value.ndim == 2:
+            value = value.reshape(*value.shape, 1, 1)
+        result[VAE_PREFIX + name] = value
+    return result
+
+
+def _text_state(text_encoder: Any) -> dict[str, torch.Tensor]:
+    """CLIP text weights without the `text_model.` wrapper (transformers ≥ 5.6 flattened CLIPTextModel)."""
+    return {key.removeprefix("text_model."): value for key, value in text_encoder.state_dict().items()}
+
+
+def convert_clip_text(text_encoder: Any, prefix: str) -> dict[str, torch.Tensor]:
+    """OpenAI CLIP text encoder (SD1, SDXL's first) under `prefix + 'text_model.'`, HF names kept."""
+    result = {}
+    for key, value in _text_state(text_encoder).items():
+        if not key.startswith(("embeddings.", "encoder.", "final_layer_norm.")):
+            raise _unconvertible("text encoder", key)
+        result[f"{prefix}text_model.{key}"] = value
+    return result
+
+
+def _openclip_key(key: str) -> str:
+    """OpenCLIP name of a non-q/k/v weight of CLIPTextModelWithProjection."""
+    if key in _OPENCLIP_FIXED:
+        return _OPENCLIP_FIXED[key]
+    if match := _CLIP_LAYER.fullmatch(key):
+        module = match[2]
+        if module in _OPENCLIP_LAYER:
+            return f"transformer.resblocks.{match[1]}.{_OPENCLIP_LAYER[module]}.{match[3]}"
+    raise _unconvertible("text encoder 2", key)
+
+
+def _fuse_qkv(parts: Mapping[tuple[str, str], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate per-layer q, k, v projections into OpenCLIP's `attn.in_proj_weight`/`in_proj_bias`."""
+    import torch
+
+    result = {}
+    for (layer, kind), qkv in parts.items():
+        if set(qkv) != {"q", "k", "v"}:
+            raise InvalidRequest("model", f"text encoder 2 layer {layer} lacks one of q/k/v {kind}")
+        fused = torch.cat([qkv["q"], qkv["k"], qkv["v"]])
+        result[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = fused
+    return result
+
+
+def convert_openclip_text(text_encoder: Any, prefix: str = SDXL_OPENCLIP_PREFIX) -> dict[str, torch.Tensor]:
+    """SDXL's second text encoder in OpenCLIP layout: fused in_proj, transposed text_projection."""
+    result: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in _text_state(text_encoder).items():
+        if key == "text_projection.weight":
+            result["text_projection"] = value.T.contiguous()  # OpenCLIP computes x @ text_projection
+        elif match := _CLIP_QKV.fullmatch(key):
+            qkv.setdefault((match[1], match[3]), {})[match[2]] = value
+        else:
+            result[_openclip_key(key)] = value
+    result.update(_fuse_qkv(qkv))
+    return {prefix + key: value for key, value in result.items()}
+
+
+def diffusers_to_ldm(
+    unet: Any, vae: Any, text_encoder: Any, text_encoder_2: Any = None
+) -> dict[str, torch.Tensor]:
+    """One A1111/ldm single-file state dict from diffusers components (SDXL with `text_encoder_2`)."""
+    state = {**convert_unet(unet), **convert_vae(vae)}
+    if text_encoder_2 is None:
+        state.update(convert_clip_text(text_encoder, SD1_TEXT_PREFIX))
+    else:
+        state.update(convert_clip_text(text_encoder, SDXL_CLIP_L_PREFIX))
+        state.update(convert_openclip_text(text_encoder_2))
+    return state
+
+
+def _components(pipe_or_components: Any) -> Mapping[str, Any]:
+    """The component mapping of a diffusers pipeline, or the mapping itself."""
+    if isinstance(pipe_or_components, Mapping):
+        return pipe_or_components
+    return pipe_or_components.components
+
+
+def _check_metadata_arg(metadata: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Safetensors metadata must be str → str; fail before writing anything."""
+    if metadata is None:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError("safetensors metadata must map str to str")
+    return dict(metadata)
+
+
+def save_single_file(pipe_or_components: Any, path: Path, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write an A1111-loadable single-file `.safetensors` checkpoint atomically (temp file + os.replace)."""
+    checked = _check_metadata_arg(metadata)
+    parts = _components(pipe_or_components)
+    state = diffusers_to_ldm(parts["unet"], parts["vae"], parts["text_encoder"], parts.get("text_encoder_2"))
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+    return _atomic_save(tensors, Path(path), checked)
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> Path:
+    """save_file to a temp file next to `path`, fsync, rename over it: readers never see half a file."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, temp_name, metadata=metadata)
+        _fsync(temp_name)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fsync(name: str) -> None:
+    """Flush a written file to disk before it is renamed into place."""
+    with open(name, "r+b") as fh:  # write access: Windows refuses to flush a read-only handle
+        os.fsync(fh.fileno())

@@ -1,0 +1,240 @@
+"""The model registry: what checkpoints, LoRAs, VAEs, hypernetworks and embeddings are installed, and their
+A1111 hashes.
+
+Folders follow A1111 (`models/Stable-diffusion`, `models/Lora`, `models/VAE`, `models/hypernetworks`,
+`embeddings`). Names a user types are looked up among scanned entries only, so no user text ever becomes a
+path. Hashes are A1111's: checkpoints "AutoV2" (first 10 hex of the file's sha256), LoRAs the
+additional-networks hash (sha256 of a safetensors file's tensor data, after its header; 12 hex), embeddings
+and hypernetworks the file's sha256 (12 hex). They are cached by path, size and mtime in a JSON file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from engine.errors import ModelNotFound
+
+log = logging.getLogger(__name__)
+
+HASH_BLOCK_BYTES = 1024 * 1024
+
+
+class ModelKind(StrEnum):
+    CHECKPOINT = "checkpoint"
+    LORA = "lora"
+    VAE = "vae"
+    HYPERNETWORK = "hypernetwork"
+    EMBEDDING = "embedding"
+
+
+# Which files count, per kind. ".pt"/".bin" embeddings and hypernetworks are A1111's legacy formats, read with
+# torch.load(weights_only=True); checkpoints, LoRAs and VAEs must be safetensors (or a diffusers folder).
+ACCEPTED_SUFFIXES: dict[ModelKind, tuple[str, ...]] = {
+    ModelKind.CHECKPOINT: (".safetensors",),
+    ModelKind.LORA: (".safetensors",),
+    ModelKind.VAE: (".safetensors",),
+    ModelKind.HYPERNETWORK: (".pt", ".safetensors"),
+    ModelKind.EMBEDDING: (".pt", ".bin", ".safetensors"),
+}
+REFUSED_SUFFIXES = (".ckpt", ".pth", ".pkl", ".pickle")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One installed file (or diffusers folder) and where it lives."""
+
+    kind: ModelKind
+    name: str  # the file stem: what a prompt or the infotext `Model:` key uses
+    path: Path
+    size: int
+    mtime_ns: int
+    is_diffusers_folder: bool = False
+
+
+@dataclass(frozen=True)
+class RefusedFile:
+    """A file in a model folder that Salon will not load, and why (shown by `salon models`)."""
+
+    kind: ModelKind
+    path: Path
+    reason: str
+
+
+def sha256_file(path: Path, skip_bytes: int = 0) -> str:
+    """Hex sha256 of a file's bytes after `skip_bytes`, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(skip_bytes)
+        for block in iter(lambda: f.read(HASH_BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def addnet_sha256(path: Path) -> str:
+    """The additional-networks hash A1111 shows for safetensors LoRAs: sha256 of the data after the header."""
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+    return sha256_file(path, skip_bytes=8 + header_len)
+
+
+def sha256_folder(path: Path) -> str:
+    """A stable hash of a diffusers folder: its weight and config files, by relative path and content."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(bytes.fromhex(sha256_file(file)))
+    return digest.hexdigest()
+
+
+class HashCache:
+    """sha256 values keyed by path, size and mtime, kept in one JSON file so restarts never rehash."""
+
+    def __init__(self, file: Path) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+        self._data: dict[str, dict[str, object]] = self._read()
+
+    def _read(self) -> dict[str, dict[str, object]]:
+        try:
+            data = json.loads(self._file.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def get_or_compute(self, entry: ModelEntry, method: str) -> str:
+        key = f"{method}:{entry.path.resolve()}"
+        with self._lock:
+            hit = self._data.get(key)
+            if hit and hit.get("size") == entry.size and hit.get("mtime_ns") == entry.mtime_ns:
+                return str(hit["sha256"])
+        value = _HASHERS[method](entry.path)
+        with self._lock:
+            self._data[key] = {"size": entry.size, "mtime_ns": entry.mtime_ns, "sha256": value}
+            self._write()
+        return value
+
+    def _write(self) -> None:
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self._file)
+
+
+_HASHERS = {"sha256": sha256_file, "addnet": addnet_sha256, "folder": sha256_folder}
+
+
+def _folder_stat(path: Path) -> tuple[int, int]:
+    files = [p.stat() for p in path.rglob("*") if p.is_file()]
+    return sum(s.st_size for s in files), max((s.st_mtime_ns for s in files), default=0)
+
+
+class ModelRegistry:
+    """Scans the model folders on demand and resolves names to entries and hashes."""
+
+    def __init__(self, folders: dict[ModelKind, Path], hash_cache: HashCache) -> None:
+        self.folders = folders
+        self.hashes = hash_cache
+        self._entries: dict[ModelKind, list[ModelEntry]] = {}
+        self.refused: list[RefusedFile] = []
+        self.refresh()
+
+    @classmethod
+    def from_settings(cls, settings) -> ModelRegistry:  # settings: config.Settings
+        folders = {
+            ModelKind.CHECKPOINT: settings.checkpoints_dir,
+            ModelKind.LORA: settings.lora_dir,
+            ModelKind.VAE: settings.vae_dir,
+            ModelKind.HYPERNETWORK: settings.hypernetworks_dir,
+            ModelKind.EMBEDDING: settings.embeddings_path,
+        }
+        return cls(folders, HashCache(settings.cache_dir / "hashes.json"))
+
+    def refresh(self) -> None:
+        """Rescan every folder (cheap: stat calls only, no hashing)."""
+        self.refused = []
+        self._entries = {kind: self._scan(kind, folder) for kind, folder in self.folders.items()}
+
+    def _scan(self, kind: ModelKind, folder: Path) -> list[ModelEntry]:
+        if not folder.is_dir():
+            return []
+        entries: list[ModelEntry] = []
+        for path in sorted(folder.rglob("*")):
+            if kind is ModelKind.CHECKPOINT and path.is_dir() and (path / "model_index.json").is_file():
+                size, mtime = _folder_stat(path)
+                entries.append(ModelEntry(kind, path.name, path, size, mtime, is_diffusers_folder=True))
+            elif path.is_file() and not _inside_diffusers_folder(path, folder):
+                entry = self._file_entry(kind, path)
+                if entry is not None:
+                    entries.append(entry)
+        return entries
+
+    def _file_entry(self, kind: ModelKind, path: Path) -> ModelEntry | None:
+        suffix = path.suffix.lower()
+        if suffix in ACCEPTED_SUFFIXES[kind]:
+            stat = path.stat()
+            return ModelEntry(kind, path.stem, path, stat.st_size, stat.st_mtime_ns)
+        if suffix in REFUSED_SUFFIXES:
+            self.refused.append(RefusedFile(kind, path, f"{suffix} files are pickles; convert to .safetensors"))
+        return None
+
+    def entries(self, kind: ModelKind) -> list[ModelEntry]:
+        return list(self._entries.get(kind, []))
+
+    def names(self, kind: ModelKind) -> list[str]:
+        return [e.name for e in self.entries(kind)]
+
+    def find(self, kind: ModelKind, name: str) -> ModelEntry:
+        """The entry called `name` (file stem, A1111 title "name [hash]", or a hash prefix of ≥ 8 hex)."""
+        wanted = name.strip()
+        if wanted.endswith("]") and " [" in wanted:
+            wanted = wanted[: wanted.rindex(" [")]
+        for entry in self.entries(kind):
+            if entry.name == wanted:
+                return entry
+        folded = wanted.casefold()
+        for entry in self.entries(kind):
+            if entry.name.casefold() == folded:
+                return entry
+        if len(wanted) >= 8 and all(c in "0123456789abcdef" for c in folded):
+            for entry in self.entries(kind):
+                if self.sha256(entry).startswith(folded):
+                    return entry
+        raise ModelNotFound(kind.value if kind is not ModelKind.CHECKPOINT else "model", self._missing(kind, name))
+
+    def _missing(self, kind: ModelKind, name: str) -> str:
+        known = self.names(kind)
+        folder = self.folders[kind]
+        if not known:
+            return f"no {kind.value} named {name!r}: none installed in {folder}"
+        shown = ", ".join(known[:20]) + (", …" if len(known) > 20 else "")
+        return f"no {kind.value} named {name!r}; installed: {shown}"
+
+    def sha256(self, entry: ModelEntry) -> str:
+        method = "folder" if entry.is_diffusers_folder else "sha256"
+        if entry.kind is ModelKind.LORA and entry.path.suffix.lower() == ".safetensors":
+            method = "addnet"
+        return self.hashes.get_or_compute(entry, method)
+
+    def short_hash(self, entry: ModelEntry) -> str:
+        """The hash A1111 writes: 10 hex for checkpoints and VAEs, 12 for LoRAs, embeddings, hypernetworks."""
+        length = 10 if entry.kind in (ModelKind.CHECKPOINT, ModelKind.VAE) else 12
+        return self.sha256(entry)[:length]
+
+
+def _inside_diffusers_folder(path: Path, root: Path) -> bool:
+    return any((parent / "model_index.json").is_file() for parent in _parents_below(path, root))
+
+
+def _parents_below(path: Path, root: Path) -> Iterable[Path]:
+    for parent in path.parents:
+        if parent == root or root not in parent.parents:
+            return
+        yield parent

@@ -1,0 +1,144 @@
+"""Requests and results: small immutable values that travel from a front end through the queue to the engine.
+
+Validation of user input happens once, in `commands/`; the engine re-checks only what would corrupt a run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from engine.samplers import AUTOMATIC, DEFAULT_SAMPLER
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class ResizeMode(StrEnum):
+    """A1111 img2img resize modes, by their UI labels."""
+
+    JUST_RESIZE = "Just resize"
+    CROP_AND_RESIZE = "Crop and resize"
+    RESIZE_AND_FILL = "Resize and fill"
+    LATENT_UPSCALE = "Just resize (latent upscale)"
+
+
+class MaskedContent(StrEnum):
+    """What the masked area starts from before inpainting (A1111 "Masked content")."""
+
+    FILL = "fill"
+    ORIGINAL = "original"
+    LATENT_NOISE = "latent noise"
+    LATENT_NOTHING = "latent nothing"
+
+
+class InpaintArea(StrEnum):
+    WHOLE_PICTURE = "Whole picture"
+    ONLY_MASKED = "Only masked"
+
+
+class HiresUpscaler(StrEnum):
+    """Upscalers of the hires pass. "Latent" resizes latents; the others resize decoded pixels."""
+
+    LATENT = "Latent"
+    LATENT_NEAREST = "Latent (nearest)"
+    LANCZOS = "Lanczos"
+    NEAREST = "Nearest"
+
+
+@dataclass(frozen=True)
+class HiresFix:
+    """A1111's hires fix: generate at the base size, upscale, then img2img at the larger size."""
+
+    scale: float = 2.0
+    steps: int = 0  # 0 = as many as the first pass
+    denoising_strength: float = 0.7
+    upscaler: HiresUpscaler = HiresUpscaler.LATENT
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """txt2img with A1111 options; also the shared settings of img2img and inpaint requests."""
+
+    prompt: str
+    negative_prompt: str = ""
+    model: str | None = None
+    sampler: str = DEFAULT_SAMPLER
+    schedule: str = AUTOMATIC
+    steps: int = 20
+    cfg_scale: float = 7.0
+    seed: int = -1
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    batch_count: int = 1
+    clip_skip: int = 1
+    tiling: bool = False
+    variation_seed: int = -1
+    variation_strength: float = 0.0
+    hires: HiresFix | None = None
+
+
+@dataclass(frozen=True)
+class Img2ImgRequest:
+    """img2img: `params` gives the prompt, size and sampler; `image` is the (already checked) input."""
+
+    params: GenerationRequest
+    image: Image.Image = field(compare=False)
+    denoising_strength: float = 0.75
+    resize_mode: ResizeMode = ResizeMode.JUST_RESIZE
+    noise_multiplier: float = 1.0
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    """Inpaint upload: white pixels of `mask` are repainted, black ones kept."""
+
+    params: GenerationRequest
+    image: Image.Image = field(compare=False)
+    mask: Image.Image = field(compare=False)
+    denoising_strength: float = 0.75
+    resize_mode: ResizeMode = ResizeMode.JUST_RESIZE
+    mask_blur: int = 4
+    masked_content: MaskedContent = MaskedContent.ORIGINAL
+    inpaint_area: InpaintArea = InpaintArea.WHOLE_PICTURE
+    padding: int = 32
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """One denoising step finished. `preview` renders a cheap RGB approximation only when called."""
+
+    phase: str  # "txt2img", "hires", "img2img", "inpaint"
+    step: int
+    total: int
+    image_index: int  # first image of the batch being denoised (batches share one loop)
+    preview: Callable[[], Image.Image] | None = None
+
+
+@dataclass
+class RunControl:
+    """How a caller watches and stops a run: a per-step callback and a cancel flag checked between steps."""
+
+    on_step: Callable[[StepProgress], None] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Image.Image = field(compare=False)
+    seed: int
+    variation_seed: int | None
+    infotext: str
+    index: int  # position in the whole request (batch_count × batch_size)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: tuple[GeneratedImage, ...]
+    model_name: str
+    model_hash: str
+    elapsed_s: float

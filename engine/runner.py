@@ -1,0 +1,263 @@
+"""The engine: owns the loaded model and runs txt2img, img2img and inpaint requests one at a time.
+
+One `Engine` per process owns the device. It resolves a request (model, LoRAs, sampler, seeds, prompt
+conditioning), runs the task module batch by batch, and writes the A1111 infotext of every image.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+from PIL import Image
+
+from config import Settings
+from engine.conditioning import Conditioning, EncoderSlot, PromptChunker, encode_prompt_pair
+from engine.embeddings import EmbeddingLibrary
+from engine.errors import InvalidRequest, ModelNotFound
+from engine.img2img import run_img2img
+from engine.infotext import format_infotext
+from engine.inpaint import run_inpaint
+from engine.loading import LoadedModel, load_model, resolve_device, resolve_dtype
+from engine.lora import LoraSet, LoraUse
+from engine.noise import resolve_seed
+from engine.prompt_syntax import ExtraNetwork, extract_extra_networks
+from engine.registry import ModelEntry, ModelKind, ModelRegistry
+from engine.requests import (
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    Img2ImgRequest,
+    InpaintArea,
+    InpaintRequest,
+    MaskedContent,
+    RunControl,
+)
+from engine.samplers import resolve_sampler
+from engine.sampling import Prepared, tiling
+from engine.txt2img import run_txt2img
+from engine.validation import check_generation, check_img2img, check_inpaint
+
+log = logging.getLogger(__name__)
+
+LORA_KINDS = ("lora", "lyco")
+# A task runs one batch: (prepared request, seeds, variation seeds, control, index of the first image).
+BatchRunner = Callable[[Prepared, Sequence[int], Sequence[int] | None, RunControl, int], list[Image.Image]]
+
+
+def salon_version() -> str:
+    """`salon-X.Y` for the infotext's Version key."""
+    try:
+        major, minor = version("salon").split(".")[:2]
+    except PackageNotFoundError:
+        major, minor = "0", "0"
+    return f"salon-{major}.{minor}"
+
+
+def format_number(value: float) -> str:
+    """A1111 style: 7.0 → "7", 0.75 → "0.75"."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def hashes_value(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """`Lora hashes`/`TI hashes` value: "name: hash, other: hash" (":" and "," removed from names as A1111)."""
+    if not pairs:
+        return None
+    return ", ".join(f"{name.replace(':', '').replace(',', '')}: {h}" for name, h in pairs)
+
+
+class Engine:
+    """Runs generation requests on one device, one at a time, keeping one model loaded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry.from_settings(settings)
+        self.embeddings = EmbeddingLibrary(self.registry)
+        self.device = resolve_device(settings.device)
+        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self._model: LoadedModel | None = None
+        self._loras: LoraSet | None = None
+        self._lock = threading.Lock()  # diffusers models are not thread-safe: one run at a time
+
+    # ----- models -------------------------------------------------------------------------------------------
+    def checkpoint(self, name: str | None) -> ModelEntry:
+        """The checkpoint a request names, or the configured default, or the only one installed."""
+        name = name or self.settings.default_model
+        if name is None:
+            installed = self.registry.entries(ModelKind.CHECKPOINT)
+            if len(installed) == 1:
+                return installed[0]
+            self.registry.refresh()
+            installed = self.registry.entries(ModelKind.CHECKPOINT)
+            if len(installed) == 1:
+                return installed[0]
+            where = self.settings.checkpoints_dir
+            choice = "choose one with --model" if installed else f"put a .safetensors checkpoint in {where}"
+            raise ModelNotFound("model", f"no model given and no default_model set; {choice}")
+        return self._find(ModelKind.CHECKPOINT, name)
+
+    def _find(self, kind: ModelKind, name: str) -> ModelEntry:
+        try:
+            return self.registry.find(kind, name)
+        except ModelNotFound:
+            self.registry.refresh()  # a file added since the last scan
+            return self.registry.find(kind, name)
+
+    def load(self, name: str | None) -> LoadedModel:
+        """Make `name` the loaded model (switching only when it differs)."""
+        entry = self.checkpoint(name)
+        if self._model is not None and self._model.entry == entry:
+            return self._model
+        self._unload()
+        model_hash = self.registry.short_hash(entry)
+        self._model = load_model(entry, model_hash, self.device, self.dtype)
+        self._loras = LoraSet(self._model.pipe)
+        return self._model
+
+    def _unload(self) -> None:
+        self._model, self._loras = None, None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ----- tasks --------------------------------------------------------------------------------------------
+    def txt2img(self, request: GenerationRequest, control: RunControl | None = None) -> GenerationResult:
+        check_generation(request, self.settings.limits)
+        return self._run(request, run_txt2img, {}, control)
+
+    def img2img(self, request: Img2ImgRequest, control: RunControl | None = None) -> GenerationResult:
+        check_img2img(request, self.settings.limits)
+
+        def batch(prep, seeds, variation_seeds, ctl, first):
+            return run_img2img(prep, request, seeds, variation_seeds, ctl, first)
+
+        extra = {"Denoising strength": format_number(request.denoising_strength)}
+        return self._run(request.params, batch, extra, control)
+
+    def inpaint(self, request: InpaintRequest, control: RunControl | None = None) -> GenerationResult:
+        check_inpaint(request, self.settings.limits)
+
+        def batch(prep, seeds, variation_seeds, ctl, first):
+            return run_inpaint(prep, request, seeds, variation_seeds, ctl, first)
+
+        extra: dict[str, str | None] = {
+            "Denoising strength": format_number(request.denoising_strength),
+            "Mask blur": str(request.mask_blur),
+            "Masked content": None if request.masked_content is MaskedContent.ORIGINAL else request.masked_content.value,
+        }
+        if request.inpaint_area is InpaintArea.ONLY_MASKED:
+            extra["Inpaint area"] = request.inpaint_area.value
+            extra["Masked area padding"] = str(request.padding)
+        return self._run(request.params, batch, extra, control)
+
+    def _run(
+        self,
+        params: GenerationRequest,
+        run_batch: BatchRunner,
+        extra: dict[str, str | None],
+        control: RunControl | None,
+    ) -> GenerationResult:
+        control = control or RunControl()
+        with self._lock:
+            started = time.perf_counter()
+            model = self.load(params.model)
+            prompt, networks = extract_extra_networks(params.prompt)
+            loras = self._lora_uses(networks)
+            assert self._loras is not None
+            self._loras.activate(loras)
+            spec, schedule = resolve_sampler(params.sampler, params.schedule)
+            conditioning = self._conditioning(model, prompt, params.negative_prompt, params.clip_skip)
+            prep = Prepared(model, params, spec, schedule, conditioning)
+            info = self._infotext_params(prep, loras, extra)
+            images = self._run_batches(prep, run_batch, control, info)
+            elapsed = time.perf_counter() - started
+        log.info("%6.2fs → %d image(s) with %s", elapsed, len(images), model.name)
+        return GenerationResult(tuple(images), model.name, model.hash, elapsed)
+
+    def _run_batches(
+        self, prep: Prepared, run_batch: BatchRunner, control: RunControl, info: dict[str, str | None]
+    ) -> list[GeneratedImage]:
+        p = prep.params
+        seed = resolve_seed(p.seed)
+        variation = resolve_seed(p.variation_seed) if p.variation_strength > 0 else None
+        results: list[GeneratedImage] = []
+        with tiling(prep.model, p.tiling):
+            for batch in range(p.batch_count):
+                first = batch * p.batch_size
+                indices = range(first, first + p.batch_size)
+                seeds = [seed + i for i in indices]
+                variation_seeds = [variation + i for i in indices] if variation is not None else None
+                images = run_batch(prep, seeds, variation_seeds, control, first)
+                for i, image in zip(indices, images, strict=True):
+                    v_seed = variation + i if variation is not None else None
+                    text = self._infotext(p, info, seed + i, v_seed)
+                    results.append(GeneratedImage(image, seed + i, v_seed, text, i))
+        return results
+
+    # ----- prompt -------------------------------------------------------------------------------------------
+    def _lora_uses(self, networks: list[ExtraNetwork]) -> list[LoraUse]:
+        uses = []
+        for network in networks:
+            if network.kind in LORA_KINDS:
+                entry = self._find(ModelKind.LORA, network.name)
+                uses.append(LoraUse(entry, self.registry.short_hash(entry), network.multiplier))
+            elif network.kind == "hypernet":
+                raise InvalidRequest("hypernet", "hypernetworks are not supported yet; remove <hypernet:…> "
+                                     "from the prompt (they arrive with training)")
+            else:
+                raise InvalidRequest("prompt", f"unknown extra network <{network.kind}:…>; supported: <lora:name:weight>")
+        return uses
+
+    def _conditioning(self, model: LoadedModel, prompt: str, negative: str, clip_skip: int) -> Conditioning:
+        pipe = model.pipe
+        slots = [EncoderSlot("clip_l", pipe.tokenizer, pipe.text_encoder, pipe.tokenizer.pad_token_id, model.sdxl)]
+        if model.sdxl:
+            tok2 = pipe.tokenizer_2
+            slots.append(EncoderSlot("clip_g", tok2, pipe.text_encoder_2, tok2.pad_token_id, True))
+        widths = {s.key: int(s.encoder.config.hidden_size) for s in slots}
+        chunker = PromptChunker(pipe.tokenizer, self.embeddings.for_encoders(widths))
+        zero_negative = model.sdxl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", True))
+        return encode_prompt_pair(slots, chunker, prompt, negative, clip_skip, zero_negative)
+
+    # ----- infotext -----------------------------------------------------------------------------------------
+    def _infotext_params(
+        self, prep: Prepared, loras: list[LoraUse], extra: dict[str, str | None]
+    ) -> dict[str, str | None]:
+        p = prep.params
+        info: dict[str, str | None] = {
+            "Steps": str(p.steps),
+            "Sampler": prep.spec.name,
+            "Schedule type": prep.schedule,
+            "CFG scale": format_number(p.cfg_scale),
+            "Size": f"{p.width}x{p.height}",
+            "Model hash": prep.model.hash,
+            "Model": prep.model.name,
+            "Clip skip": str(p.clip_skip) if p.clip_skip > 1 else None,
+            "Tiling": "True" if p.tiling else None,
+            "RNG": "CPU",
+            **extra,
+        }
+        if p.hires is not None:
+            info["Denoising strength"] = format_number(p.hires.denoising_strength)
+            info["Hires upscale"] = format_number(p.hires.scale)
+            info["Hires steps"] = str(p.hires.steps) if p.hires.steps else None
+            info["Hires upscaler"] = p.hires.upscaler.value
+        active = [u for u in loras if u.weight != 0]
+        info["Lora hashes"] = hashes_value([(u.entry.name, u.short_hash) for u in active])
+        ti = [(e.name, self.registry.short_hash(e.entry)) for e in prep.conditioning.embeddings_used]
+        info["TI hashes"] = hashes_value(ti)
+        info["Version"] = salon_version()
+        return info
+
+    def _infotext(self, p: GenerationRequest, info: dict[str, str | None], seed: int, v_seed: int | None) -> str:
+        params = dict(info)
+        params["Seed"] = str(seed)
+        if v_seed is not None:
+            params["Variation seed"] = str(v_seed)
+            params["Variation seed strength"] = format_number(p.variation_strength)
+        return format_infotext(p.prompt, p.negative_prompt, params)

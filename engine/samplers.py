@@ -1,0 +1,151 @@
+"""A1111 sampler names and Schedule types mapped onto diffusers schedulers (SPEC §9).
+
+The tables are plain data so that front ends can validate and autocomplete without importing torch;
+`build_scheduler` imports diffusers only when a scheduler is actually made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import InvalidRequest
+
+AUTOMATIC = "Automatic"
+UNIFORM = "Uniform"
+
+# Schedule type → the scheduler arguments that select it. "Uniform" keeps the sampler's own spacing.
+SCHEDULE_ARGS: dict[str, dict[str, Any]] = {
+    AUTOMATIC: {},
+    UNIFORM: {},
+    "Karras": {"use_karras_sigmas": True},
+    "Exponential": {"use_exponential_sigmas": True},
+    "Beta": {"use_beta_sigmas": True},
+    "SGM Uniform": {"timestep_spacing": "trailing"},
+    "Simple": {"timestep_spacing": "trailing"},
+}
+SCHEDULE_TYPES: tuple[str, ...] = tuple(SCHEDULE_ARGS)
+SIGMA_SCHEDULES = frozenset({"Karras", "Exponential", "Beta"})
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One A1111 sampler: which diffusers class runs it, with what arguments, and its default schedule."""
+
+    name: str
+    scheduler_class: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    default_schedule: str = UNIFORM
+    # k-diffusion samplers space timesteps evenly from T to 0 (diffusers "linspace"); A1111's timestep
+    # samplers (DDIM, PLMS, UniPC, LCM) keep the model's own "leading" spacing with steps_offset.
+    k_diffusion: bool = True
+    sigma_schedules: bool = True  # False where the diffusers class cannot take Karras/Exponential/Beta sigmas
+
+    @property
+    def schedules(self) -> tuple[str, ...]:
+        """Schedule types this sampler accepts."""
+        if self.sigma_schedules:
+            return SCHEDULE_TYPES
+        return tuple(s for s in SCHEDULE_TYPES if s not in SIGMA_SCHEDULES)
+
+
+_SDE = {"algorithm_type": "sde-dpmsolver++"}
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    s.name: s
+    for s in (
+        SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}, "Karras"),
+        SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler", _SDE, "Exponential"),
+        SamplerSpec(
+            "DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler", {**_SDE, "solver_type": "heun"}, "Exponential"
+        ),
+        SamplerSpec("DPM++ 3M SDE", "DPMSolverMultistepScheduler", {**_SDE, "solver_order": 3}, "Exponential"),
+        SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, "Karras"),
+        SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, "Karras"),
+        SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, "Karras"),
+        SamplerSpec("Euler", "EulerDiscreteScheduler"),
+        SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", sigma_schedules=False),
+        SamplerSpec("Heun", "HeunDiscreteScheduler"),
+        SamplerSpec("LMS", "LMSDiscreteScheduler"),
+        SamplerSpec("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, k_diffusion=False, sigma_schedules=False),
+        SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, k_diffusion=False, sigma_schedules=False),
+        SamplerSpec("UniPC", "UniPCMultistepScheduler", k_diffusion=False),
+        SamplerSpec("LCM", "LCMScheduler", k_diffusion=False, sigma_schedules=False),
+    )
+}
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+DEFAULT_SAMPLER = "DPM++ 2M"
+
+# Samplers whose steps draw fresh noise; their generators must be seeded per image.
+STOCHASTIC = frozenset({"DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "DPM++ SDE", "DPM2 a", "Euler a"})
+
+
+def _lookup(names: tuple[str, ...], value: str) -> str | None:
+    folded = value.strip().casefold()
+    return next((n for n in names if n.casefold() == folded), None)
+
+
+def resolve_sampler(sampler: str, schedule: str = AUTOMATIC) -> tuple[SamplerSpec, str]:
+    """Validate an A1111 (sampler, schedule type) pair; return the spec and the concrete schedule to use.
+
+    Accepts legacy combined names ("DPM++ 2M Karras") when no schedule is given. "Automatic" becomes the
+    sampler's A1111 default, which is what the infotext records.
+    """
+    name = _lookup(SAMPLER_NAMES, sampler)
+    if name is None and schedule.strip().casefold() == AUTOMATIC.casefold():
+        name, schedule = _split_combined(sampler)
+    if name is None:
+        raise InvalidRequest("sampler", f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}")
+    spec = SAMPLERS[name]
+    chosen = _lookup(spec.schedules, schedule)
+    if chosen is None:
+        raise InvalidRequest(
+            "schedule",
+            f"schedule type {schedule!r} is not available for {name}; choose one of: {', '.join(spec.schedules)}",
+        )
+    return spec, spec.default_schedule if chosen == AUTOMATIC else chosen
+
+
+def _split_combined(sampler: str) -> tuple[str | None, str]:
+    for schedule in SCHEDULE_TYPES:
+        suffix = " " + schedule.casefold()
+        if sampler.strip().casefold().endswith(suffix):
+            name = _lookup(SAMPLER_NAMES, sampler.strip()[: -len(suffix)])
+            if name is not None:
+                return name, schedule
+    return None, AUTOMATIC
+
+
+def scheduler_kwargs(spec: SamplerSpec, schedule: str, seeds: list[int] | None = None) -> dict[str, Any]:
+    """The keyword arguments (over the model's scheduler config) that make `spec` with `schedule`."""
+    kwargs: dict[str, Any] = dict(spec.kwargs)
+    if spec.k_diffusion:
+        kwargs["timestep_spacing"] = "linspace"
+    kwargs.update(SCHEDULE_ARGS[schedule])
+    if spec.scheduler_class == "DPMSolverSDEScheduler" and seeds is not None:
+        # One Brownian tree per image, seeded by the image's seed, so a batch equals its images run alone.
+        kwargs["noise_sampler_seed"] = seeds if len(seeds) > 1 else seeds[0]
+    return kwargs
+
+
+def build_scheduler(spec: SamplerSpec, schedule: str, base_config: Mapping[str, Any], seeds: list[int] | None = None):
+    """A fresh diffusers scheduler for one run (schedulers keep per-run state, so never share one)."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, spec.scheduler_class)
+    accepted = inspect.signature(cls.__init__).parameters
+    # Keep the model's training facts (betas, prediction type, offset); drop settings of the model's own
+    # scheduler class that would change another sampler's algorithm.
+    config = {k: v for k, v in base_config.items() if k in accepted and k not in _ALGORITHM_KEYS}
+    config.update(scheduler_kwargs(spec, schedule, seeds))
+    return cls.from_config(config)
+
+
+_ALGORITHM_KEYS = frozenset({
+    "algorithm_type", "solver_type", "solver_order", "use_karras_sigmas", "use_exponential_sigmas",
+    "use_beta_sigmas", "skip_prk_steps", "timestep_spacing", "set_alpha_to_one", "final_sigmas_type",
+    "noise_sampler_seed",
+})

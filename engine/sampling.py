@@ -1,0 +1,194 @@
+"""The denoising loop and the small steps every task shares: schedulers, CFG, VAE encode/decode, tiling.
+
+txt2img, img2img, inpaint and the hires pass all call `denoise`; each task module reads top to bottom and
+differs only in how it prepares the starting latents and what it does with the result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.conditioning import Conditioning
+from engine.errors import JobCancelled
+from engine.loading import LoadedModel
+from engine.preview import latents_to_preview
+from engine.requests import GenerationRequest, RunControl, StepProgress
+from engine.samplers import SamplerSpec, build_scheduler
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a task needs after the request has been resolved: the model, the sampler and the conditioning."""
+
+    model: LoadedModel
+    params: GenerationRequest
+    spec: SamplerSpec
+    schedule: str
+    conditioning: Conditioning
+
+
+@dataclass(frozen=True)
+class KeepOriginal:
+    """Inpainting with an ordinary model: after each step, put back the (re-noised) original where keep = 1."""
+
+    init_latents: torch.Tensor
+    noise: torch.Tensor
+    keep: torch.Tensor  # (1, 1, h, w), 1 = keep the original, 0 = repaint
+
+
+def latent_shape(model: LoadedModel, width: int, height: int) -> tuple[int, int, int]:
+    f = model.vae_scale_factor
+    return model.latent_channels, height // f, width // f
+
+
+def new_scheduler(prep: Prepared, steps: int, seeds: Sequence[int]):
+    """A fresh scheduler for one loop, with its timesteps set (schedulers keep per-run state)."""
+    scheduler = build_scheduler(prep.spec, prep.schedule, prep.model.pipe.scheduler.config, list(seeds))
+    scheduler.set_timesteps(steps, device=prep.model.device)
+    return scheduler
+
+
+def strength_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """The tail of the schedule that img2img runs for a denoising strength (as many steps as steps × strength)."""
+    start = steps - min(int(steps * strength), steps)
+    begin = start * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    return scheduler.timesteps[begin:]
+
+
+def _unet_kwargs(prep: Prepared, batch: int, width: int, height: int, guided: bool) -> dict[str, object]:
+    cond = prep.conditioning
+    model = prep.model
+    states = cond.cond.expand(batch, -1, -1)
+    if guided:
+        states = torch.cat([cond.uncond.expand(batch, -1, -1), states])
+    kwargs: dict[str, object] = {"encoder_hidden_states": states.to(model.device, model.dtype)}
+    if model.sdxl:
+        pooled = cond.pooled_cond.expand(batch, -1)
+        if guided:
+            pooled = torch.cat([cond.pooled_uncond.expand(batch, -1), pooled])
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+        time_ids = time_ids.expand(pooled.shape[0], -1)
+        kwargs["added_cond_kwargs"] = {
+            "text_embeds": pooled.to(model.device, model.dtype),
+            "time_ids": time_ids.to(model.device, model.dtype),
+        }
+    return kwargs
+
+
+def denoise(
+    prep: Prepared,
+    latents: torch.Tensor,
+    scheduler,
+    timesteps: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    control: RunControl,
+    *,
+    phase: str,
+    first_index: int,
+    size: tuple[int, int],
+    keep: KeepOriginal | None = None,
+    extra_channels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run the sampler over `timesteps` with classifier-free guidance; returns the final latents (float32)."""
+    model, cfg = prep.model, prep.params.cfg_scale
+    guided = cfg != 1.0
+    width, height = size
+    unet_kwargs = _unet_kwargs(prep, latents.shape[0], width, height, guided)
+    step_kwargs = {"generator": list(generators)} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    total = len(timesteps)
+    for i, t in enumerate(timesteps):
+        if control.cancel.is_set():
+            raise JobCancelled(f"cancelled at step {i} of {total} ({phase})")
+        model_in = torch.cat([latents, latents]) if guided else latents
+        model_in = scheduler.scale_model_input(model_in, t)
+        if extra_channels is not None:
+            model_in = torch.cat([model_in, extra_channels.repeat(2 if guided else 1, 1, 1, 1)], dim=1)
+        with torch.no_grad():
+            eps = model.unet(model_in.to(model.dtype), t, **unet_kwargs).sample.float()
+        if guided:
+            uncond_eps, cond_eps = eps.chunk(2)
+            eps = uncond_eps + cfg * (cond_eps - uncond_eps)
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if keep is not None:
+            latents = _put_back_original(scheduler, keep, latents, timesteps, i)
+        _report(control, prep, phase, i, total, first_index, latents)
+    return latents
+
+
+def _put_back_original(scheduler, keep: KeepOriginal, latents: torch.Tensor, timesteps, i: int) -> torch.Tensor:
+    if i + 1 < len(timesteps):
+        original = scheduler.add_noise(keep.init_latents, keep.noise, timesteps[i + 1 : i + 2])
+    else:
+        original = keep.init_latents
+    return original * keep.keep + latents * (1.0 - keep.keep)
+
+
+def _report(control: RunControl, prep: Prepared, phase: str, i: int, total: int, first: int, latents) -> None:
+    if control.on_step is None:
+        return
+    steps = prep.params.steps
+    # Second-order samplers evaluate twice per step: report in the user's steps, not UNet calls.
+    shown = min(total, i + 1) if total <= steps else max(1, math.ceil((i + 1) * steps / total))
+    shown_total = min(total, steps) if total <= steps else steps
+    snapshot = latents.detach().clone()
+    sdxl = prep.model.sdxl
+    control.on_step(
+        StepProgress(phase, shown, shown_total, first, preview=lambda: latents_to_preview(snapshot, sdxl))
+    )
+
+
+def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB images to a (B, 3, H, W) float tensor in [-1, 1]."""
+    arrays = [np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0 for img in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def tensor_to_images(pixels: torch.Tensor) -> list[Image.Image]:
+    """A (B, 3, H, W) tensor in [-1, 1] to RGB images."""
+    arrays = ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy(), "RGB") for a in arrays]
+
+
+def encode_images(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+    """Images to scaled latents (the posterior mean: deterministic, no extra noise)."""
+    vae = model.vae
+    pixels = images_to_tensor(images).to(model.device, next(vae.parameters()).dtype)
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.mean
+    return latents.float() * vae.config.scaling_factor
+
+
+def decode_latents(model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
+    """Scaled latents to RGB images."""
+    vae = model.vae
+    scaled = (latents / vae.config.scaling_factor).to(model.device, next(vae.parameters()).dtype)
+    with torch.no_grad():
+        pixels = vae.decode(scaled).sample
+    return tensor_to_images(pixels)
+
+
+@contextmanager
+def tiling(model: LoadedModel, enabled: bool) -> Iterator[None]:
+    """Seamless tiling: every convolution of the UNet and VAE pads circularly while active."""
+    if not enabled:
+        yield
+        return
+    convs = [m for part in (model.unet, model.vae) for m in part.modules() if isinstance(m, torch.nn.Conv2d)]
+    saved = [m.padding_mode for m in convs]
+    for conv in convs:
+        conv.padding_mode = "circular"
+    try:
+        yield
+    finally:
+        for conv, mode in zip(convs, saved, strict=True):
+            conv.padding_mode = mode

@@ -1,0 +1,68 @@
+"""txt2img, with A1111's hires fix as an optional second pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from engine.img2img import img2img_latents
+from engine.noise import initial_noise, make_generators
+from engine.requests import HiresUpscaler, RunControl
+from engine.sampling import Prepared, decode_latents, denoise, encode_images, latent_shape, new_scheduler
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The hires target: the base size times the scale, rounded down to a multiple of 8."""
+    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
+
+
+def run_txt2img(
+    prep: Prepared,
+    seeds: Sequence[int],
+    variation_seeds: Sequence[int] | None,
+    control: RunControl,
+    first_index: int,
+) -> list[Image.Image]:
+    """One batch: noise from each image's seed, denoise, then the hires pass if asked, then decode."""
+    p = prep.params
+    # 1. Per-image generators and starting noise.
+    generators = make_generators(seeds)
+    noise = initial_noise(latent_shape(prep.model, p.width, p.height), generators, variation_seeds,
+                          p.variation_strength).to(prep.model.device)
+    # 2. Denoise from pure noise.
+    scheduler = new_scheduler(prep, p.steps, seeds)
+    latents = noise * scheduler.init_noise_sigma
+    latents = denoise(prep, latents, scheduler, scheduler.timesteps, generators, control,
+                      phase="txt2img", first_index=first_index, size=(p.width, p.height))
+    # 3. Hires fix: upscale, then img2img at the larger size with fresh noise from the same seeds.
+    if p.hires is not None:
+        latents = _hires_pass(prep, latents, seeds, variation_seeds, control, first_index)
+    # 4. Decode.
+    return decode_latents(prep.model, latents)
+
+
+def _hires_pass(
+    prep: Prepared,
+    latents: torch.Tensor,
+    seeds: Sequence[int],
+    variation_seeds: Sequence[int] | None,
+    control: RunControl,
+    first_index: int,
+) -> torch.Tensor:
+    p, hires = prep.params, prep.params.hires
+    assert hires is not None
+    width, height = hires_size(p.width, p.height, hires.scale)
+    shape = latent_shape(prep.model, width, height)
+    if hires.upscaler in (HiresUpscaler.LATENT, HiresUpscaler.LATENT_NEAREST):
+        mode = "bilinear" if hires.upscaler is HiresUpscaler.LATENT else "nearest"
+        upscaled = torch.nn.functional.interpolate(latents, size=shape[1:], mode=mode)
+    else:
+        resample = Image.Resampling.LANCZOS if hires.upscaler is HiresUpscaler.LANCZOS else Image.Resampling.NEAREST
+        images = [img.resize((width, height), resample) for img in decode_latents(prep.model, latents)]
+        upscaled = encode_images(prep.model, images)
+    generators = make_generators(seeds)
+    noise = initial_noise(shape, generators, variation_seeds, p.variation_strength).to(prep.model.device)
+    return img2img_latents(prep, upscaled, noise, generators, hires.denoising_strength, hires.steps or p.steps,
+                           control, phase="hires", first_index=first_index, size=(width, height))

@@ -1,0 +1,95 @@
+"""The limits every request is checked against before it is queued or run.
+
+Front ends call these once (in `commands/`); the engine calls them again, so a request from anywhere gets
+the same typed errors. Each error names the option and the allowed values.
+"""
+
+from __future__ import annotations
+
+from config import Limits
+from engine.errors import InvalidRequest
+from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest
+from engine.samplers import resolve_sampler
+
+SEED_LIMIT = 2**32 - 1
+MAX_CLIP_SKIP = 12
+MIN_SIDE = 64
+MAX_MASK_BLUR = 64
+MAX_PADDING = 256
+
+
+def _check_range(option: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InvalidRequest(option, f"{value} is out of range; allowed {_fmt(low)} to {_fmt(high)}")
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def check_size(option: str, value: int, limit: int) -> None:
+    """A side length: a multiple of 8 between 64 and the limit."""
+    if value % 8 != 0:
+        raise InvalidRequest(option, f"{value} is not a multiple of 8; use e.g. {max(MIN_SIDE, value // 8 * 8)}")
+    _check_range(option, value, MIN_SIDE, limit)
+
+
+def check_generation(p: GenerationRequest, limits: Limits) -> None:
+    """Everything of a txt2img request (and the shared part of img2img/inpaint)."""
+    if len(p.prompt) > limits.max_prompt_chars:
+        raise InvalidRequest("prompt", f"{len(p.prompt)} characters; at most {limits.max_prompt_chars} allowed")
+    if len(p.negative_prompt) > limits.max_prompt_chars:
+        raise InvalidRequest("negative_prompt", f"{len(p.negative_prompt)} characters; at most "
+                             f"{limits.max_prompt_chars} allowed")
+    check_size("width", p.width, limits.max_width)
+    check_size("height", p.height, limits.max_height)
+    _check_pixels("width × height", p.width, p.height, limits.max_pixels)
+    _check_range("steps", p.steps, 1, limits.max_steps)
+    _check_range("cfg_scale", p.cfg_scale, 1, limits.max_cfg_scale)
+    _check_range("batch_size", p.batch_size, 1, limits.max_batch_size)
+    _check_range("batch_count", p.batch_count, 1, limits.max_batch_count)
+    _check_range("clip_skip", p.clip_skip, 1, MAX_CLIP_SKIP)
+    if p.seed != -1:
+        _check_range("seed", p.seed, 0, SEED_LIMIT)
+    if p.variation_seed != -1:
+        _check_range("variation_seed", p.variation_seed, 0, SEED_LIMIT)
+    _check_range("variation_strength", p.variation_strength, 0, 1)
+    resolve_sampler(p.sampler, p.schedule)
+    if p.hires is not None:
+        _check_hires(p, limits)
+
+
+def _check_pixels(option: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InvalidRequest(option, f"{width}x{height} = {width * height} pixels; at most {max_pixels} allowed")
+
+
+def _check_hires(p: GenerationRequest, limits: Limits) -> None:
+    from engine.txt2img import hires_size
+
+    hires = p.hires
+    assert hires is not None
+    _check_range("hires_scale", hires.scale, 1, limits.max_hires_scale)
+    _check_range("hires_steps", hires.steps, 0, limits.max_steps)
+    _check_range("hires_denoising_strength", hires.denoising_strength, 0, 1)
+    width, height = hires_size(p.width, p.height, hires.scale)
+    if width > limits.max_width or height > limits.max_height:
+        raise InvalidRequest("hires_scale", f"{p.width}x{p.height} × {hires.scale} = {width}x{height} exceeds the "
+                             f"maximum {limits.max_width}x{limits.max_height}")
+    _check_pixels("hires_scale", width, height, limits.max_pixels)
+
+
+def check_img2img(request: Img2ImgRequest, limits: Limits) -> None:
+    check_generation(request.params, limits)
+    _check_range("denoising_strength", request.denoising_strength, 0, 1)
+    _check_range("noise_multiplier", request.noise_multiplier, 0, 2)
+
+
+def check_inpaint(request: InpaintRequest, limits: Limits) -> None:
+    check_generation(request.params, limits)
+    _check_range("denoising_strength", request.denoising_strength, 0, 1)
+    _check_range("mask_blur", request.mask_blur, 0, MAX_MASK_BLUR)
+    _check_range("padding", request.padding, 0, MAX_PADDING)
+    if request.mask.size != request.image.size:
+        raise InvalidRequest("mask", f"mask is {request.mask.width}x{request.mask.height} but the image is "
+                             f"{request.image.width}x{request.image.height}; they must match")

@@ -1,0 +1,135 @@
+"""Tiny random Stable Diffusion pipelines (SD 1.x and SDXL architecture) saved as diffusers folders.
+
+They take the real code path (save, load, generate) in well under a second per image on a CPU. Weights are
+random but seeded, so outputs are deterministic.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "engine" / "configs" / "clip_tokenizer"
+
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    steps_offset=1,
+    prediction_type="epsilon",
+)
+
+
+def _tokenizer(pad_token: str | None = None) -> CLIPTokenizer:
+    tok = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    if pad_token is not None:
+        tok.pad_token = pad_token
+    return tok
+
+
+def _text_config(hidden: int, projection: int | None = None) -> CLIPTextConfig:
+    extra = {"projection_dim": projection} if projection else {}
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        **extra,
+    )
+
+
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+
+
+def build_tiny_sd1(path: Path, seed: int = 0, in_channels: int = 4) -> Path:
+    """Write a tiny SD 1.x-architecture diffusers folder at `path` (VAE factor 2, so 64px -> 32 latents)."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    text_encoder = CLIPTextModel(_text_config(32))
+    pipe = StableDiffusionPipeline(
+        vae=_vae(),
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def build_tiny_sdxl(path: Path, seed: int = 0) -> Path:
+    """Write a tiny SDXL-architecture diffusers folder (two text encoders, text_time conditioning)."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
+        cross_attention_dim=64,  # 32 + 32 from the two text encoders
+        norm_num_groups=8,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config(32)),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(32, projection=32)),
+        tokenizer=_tokenizer(),
+        tokenizer_2=_tokenizer(pad_token="!"),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
