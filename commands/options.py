@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from config import Limits
 from engine.errors import InvalidRequest
 from engine.image_io import open_image_checked, parse_region
-from engine.infotext import normalize_prompt
+from engine.infotext import check_prompt, normalize_prompt
 from engine.requests import (
     GenerationRequest,
     HiresFix,
@@ -79,13 +79,16 @@ def generation_request(
 ) -> GenerationRequest:
     """A checked txt2img request (also the shared part of img2img and inpaint)."""
     width, height = parse_size(size) if isinstance(size, str) else size
+    prompt, negative_prompt = normalize_prompt(prompt), normalize_prompt(negative_prompt)
+    check_prompt("prompt", prompt)
+    check_prompt("negative_prompt", negative_prompt)
     hires = None
     if hires_scale is not None:
         upscaler = parse_choice("hires_upscaler", hires_upscaler, HiresUpscaler)
         hires = HiresFix(hires_scale, hires_steps, hires_denoising_strength, upscaler)
     request = GenerationRequest(
-        prompt=normalize_prompt(prompt),
-        negative_prompt=normalize_prompt(negative_prompt),
+        prompt=prompt,
+        negative_prompt=negative_prompt,
         model=model or None,
         sampler=sampler,
         schedule=schedule,

@@ -188,7 +188,6 @@ def _decode(data: bytes, kind: str, *, max_pixels: int, option: str) -> Image.Im
             # Pillow's idea of the size (e.g. a GIF frame) must pass the same limits as the header did.
             _check_dimensions(*image.size, max_pixels=max_pixels, option=option)
             image.load()  # the first frame only: later frames of a GIF/WebP/APNG are never decoded
-            ImageOps.exif_transpose(image, in_place=True)
     except InvalidImage:
         raise
     except Image.DecompressionBombError as error:
@@ -196,7 +195,16 @@ def _decode(data: bytes, kind: str, *, max_pixels: int, option: str) -> Image.Im
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, struct.error… on damage
         reason = str(error) or type(error).__name__
         raise InvalidImage(option, f"the {kind} data is damaged or truncated ({reason})") from error
+    _apply_orientation(image)
     return image
+
+
+def _apply_orientation(image: Image.Image) -> None:
+    """Turn the pixels as the EXIF Orientation tag says (phone photos), as A1111 does for img2img input."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # a damaged EXIF block only costs the orientation, not the image
+        return
 
 
 def _to_rgb(image: Image.Image, *, keep_alpha: bool) -> Image.Image:

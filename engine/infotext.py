@@ -38,34 +38,15 @@ from engine.errors import InvalidImage, InvalidRequest
 
 # Keys of A1111 v1.9/1.10 `create_infotext`, in the order it writes them; extra keys go between Tiling and
 # Version. `Clip skip` is written by A1111 only when > 1: callers pass None for 1.
+# fmt: off
 INFOTEXT_KEY_ORDER: tuple[str, ...] = (
-    "Steps",
-    "Sampler",
-    "Schedule type",
-    "CFG scale",
-    "Image CFG scale",
-    "Seed",
-    "Face restoration",
-    "Size",
-    "Model hash",
-    "Model",
-    "FP8 weight",
-    "Cache FP16 weight for LoRA",
-    "VAE hash",
-    "VAE",
-    "Variation seed",
-    "Variation seed strength",
-    "Seed resize from",
-    "Denoising strength",
-    "Conditional mask weight",
-    "Clip skip",
-    "ENSD",
-    "Token merging ratio",
-    "Token merging ratio hr",
-    "Init image hash",
-    "RNG",
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed", "Face restoration", "Size",
+    "Model hash", "Model", "FP8 weight", "Cache FP16 weight for LoRA", "VAE hash", "VAE", "Variation seed",
+    "Variation seed strength", "Seed resize from", "Denoising strength", "Conditional mask weight",
+    "Clip skip", "ENSD", "Token merging ratio", "Token merging ratio hr", "Init image hash", "RNG",
     "Tiling",
 )
+# fmt: on
 _LAST_KEYS: tuple[str, ...] = ("Version", "User")
 
 # A1111's `re_param`, kept verbatim as the definition of the parameter line; `_find_params` computes the same
@@ -80,20 +61,12 @@ _NEGATIVE_PREFIX = "Negative prompt:"
 _MIN_PARAMS = 3
 
 # A1111 >= 1.9 schedule labels (modules/sd_schedulers.py); lower-case names and aliases map to the label.
+# fmt: off
 SCHEDULE_LABELS: tuple[str, ...] = (
-    "Automatic",
-    "Uniform",
-    "Karras",
-    "Exponential",
-    "Polyexponential",
-    "SGM Uniform",
-    "KL Optimal",
-    "Align Your Steps",
-    "Simple",
-    "Normal",
-    "DDIM",
-    "Beta",
+    "Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
+    "Align Your Steps", "Simple", "Normal", "DDIM", "Beta",
 )
+# fmt: on
 _SCHEDULE_ALIASES: dict[str, str] = {
     **{label.lower(): label for label in SCHEDULE_LABELS},
     "sgm_uniform": "SGM Uniform",
@@ -142,8 +115,8 @@ def normalize_prompt(text: str) -> str:
 
 def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
     """Build A1111 infotext: prompt, optional negative line, then `key: value` items in A1111's key order."""
-    _check_prompt("prompt", prompt)
-    _check_prompt("negative_prompt", negative_prompt)
+    check_prompt("prompt", prompt)
+    check_prompt("negative_prompt", negative_prompt)
     items = [(key, value) for key, value in _ordered_items(params) if value is not None]
     if len(items) < _MIN_PARAMS:
         raise ValueError(f"infotext needs at least {_MIN_PARAMS} parameters to be readable, got {len(items)}")
@@ -155,8 +128,8 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, obje
     return f"{prompt}{negative_text}\n{params_text}".strip()
 
 
-def _check_prompt(option: str, text: str) -> None:
-    """Refuse a prompt with a line the reader would take for the start of the negative prompt."""
+def check_prompt(option: str, text: str) -> None:
+    """Refuse a prompt with a line the reader would take for the negative prompt (call it before queuing)."""
     for number, line in enumerate(text.split("\n"), start=1):
         if line.strip().startswith(_NEGATIVE_PREFIX):
             raise InvalidRequest(
@@ -177,10 +150,10 @@ def _ordered_items(params: Mapping[str, object]) -> list[tuple[str, object]]:
 
 def split_sampler_name(name: str) -> tuple[str, str | None]:
     """Split a pre-1.9 combined name ("DPM++ 2M Karras") into sampler and schedule label, or (name, None)."""
-    lowered = name.lower()
     for suffix in _SCHEDULE_SUFFIXES:
-        if lowered.endswith(" " + suffix):
-            prefix = name[: -len(suffix) - 1].rstrip()
+        cut = len(name) - len(suffix)
+        if cut > 1 and name[cut - 1] == " " and name[cut:].lower() == suffix:
+            prefix = name[: cut - 1].rstrip()
             if prefix:
                 return prefix, _SCHEDULE_ALIASES[suffix]
     return name, None
@@ -217,7 +190,7 @@ class Infotext:
     params: dict[str, str]
 
     def to_text(self) -> str:
-        """Write this infotext back (the values as read, re-quoted where needed)."""
+        """Write this infotext back: values as read, re-quoted where needed (limits of format_infotext)."""
         return format_infotext(self.prompt, self.negative_prompt, self.params)
 
     @property

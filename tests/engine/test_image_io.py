@@ -50,7 +50,9 @@ def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
 
 def noise(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
     """Incompressible pixels, so a cut file really misses image data."""
-    return Image.frombytes(mode, size, random.Random(size).randbytes(size[0] * size[1] * len(mode)))
+    return Image.frombytes(
+        mode, size, random.Random(size[0] * 10007 + size[1]).randbytes(size[0] * size[1] * len(mode))
+    )
 
 
 def refused(source: bytes | Path, **limits: int) -> InvalidImage:
@@ -103,6 +105,13 @@ def test_declared_size_is_read_from_each_header(image_format: str, options: dict
     data = encoded(Image.new("RGB", (37, 23)), image_format, **options)
     assert sniff_format(data) == image_format
     assert _declared_size(data, image_format, "image") == (37, 23)
+
+
+def test_top_down_bmp_declares_a_positive_height() -> None:
+    data = bytearray(encoded(Image.new("RGB", (37, 23)), "BMP"))
+    data[22:26] = struct.pack("<i", -23)  # negative height: rows stored top to bottom
+    assert _declared_size(bytes(data), "BMP", "image") == (37, 23)
+    assert open_image_checked(bytes(data), **LIMITS).size == (37, 23)
 
 
 def test_empty_file_is_refused(tmp_path: Path) -> None:

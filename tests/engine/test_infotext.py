@@ -20,6 +20,7 @@ from engine.infotext import (
     PARAM_PATTERN,
     Infotext,
     _find_params,
+    check_prompt,
     decode_user_comment,
     exif_with_user_comment,
     format_infotext,
@@ -176,6 +177,12 @@ def test_a_negative_prompt_line_inside_a_prompt_is_refused(prompt: str, negative
         format_infotext(prompt, negative, {"Steps": 1, "Seed": 1, "Sampler": "Euler"})
     assert caught.value.option == option
     assert "Negative prompt:" in caught.value.message
+
+
+def test_check_prompt_is_available_before_queuing() -> None:
+    check_prompt("prompt", "a cat\nNegative space, minimal")
+    with pytest.raises(InvalidRequest, match="line 2"):
+        check_prompt("prompt", "a cat\n Negative prompt: dog")
 
 
 def test_writer_refuses_what_the_reader_could_not_read_back() -> None:
