@@ -27,11 +27,17 @@ EXIT_NOT_AVAILABLE = 3
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="the prompt, with A1111 syntax: (word:1.2), [word], BREAK, <lora:name:0.8>")
+    parser.add_argument(
+        "prompt", help="the prompt, with A1111 syntax: (word:1.2), [word], BREAK, <lora:name:0.8>"
+    )
     parser.add_argument("--negative", "-n", default="", help="negative prompt")
     parser.add_argument("--model", "-m", default=None, help="checkpoint name (see `salon models`)")
-    parser.add_argument("--sampler", default="DPM++ 2M", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'")
-    parser.add_argument("--schedule", default="Automatic", help="Schedule type: Automatic, Karras, Exponential, …")
+    parser.add_argument(
+        "--sampler", default="DPM++ 2M", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'"
+    )
+    parser.add_argument(
+        "--schedule", default="Automatic", help="Schedule type: Automatic, Karras, Exponential, …"
+    )
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--cfg", type=float, default=7.0, help="CFG scale")
     parser.add_argument("--seed", type=int, default=-1, help="seed; -1 = random")
@@ -41,7 +47,9 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-skip", type=int, default=1, help="stop at the N-th last CLIP layer")
     parser.add_argument("--tiling", action="store_true", help="seamless tiling")
     parser.add_argument("--variation-seed", type=int, default=-1, help="variation seed; -1 = random")
-    parser.add_argument("--variation-strength", type=float, default=0.0, help="0 = off, 1 = only the variation")
+    parser.add_argument(
+        "--variation-strength", type=float, default=0.0, help="0 = off, 1 = only the variation"
+    )
     parser.add_argument("--output", "-o", type=Path, default=None, help="folder for the PNGs")
 
 
@@ -49,18 +57,27 @@ def _add_hires_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hires", type=float, default=None, metavar="SCALE", help="hires fix upscale factor")
     parser.add_argument("--hires-steps", type=int, default=0, help="hires steps; 0 = same as --steps")
     parser.add_argument("--hires-denoise", type=float, default=0.7, help="hires denoising strength")
-    parser.add_argument("--hires-upscaler", default="Latent", help="Latent, Latent (nearest), Lanczos, Nearest")
+    parser.add_argument(
+        "--hires-upscaler", default="Latent", help="Latent, Latent (nearest), Lanczos, Nearest"
+    )
 
 
 def _add_img2img_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strength", type=float, default=0.75, help="denoising strength, 0–1")
-    parser.add_argument("--resize-mode", default="Just resize",
-                        help="Just resize, Crop and resize, Resize and fill, Just resize (latent upscale)")
+    parser.add_argument(
+        "--resize-mode",
+        default="Just resize",
+        help="Just resize, Crop and resize, Resize and fill, Just resize (latent upscale)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="salon", description="Salon: a Stable Diffusion studio for Discord.")
-    parser.add_argument("--config", type=Path, default=None, help="settings TOML file (default: ./salon.toml)")
+    parser = argparse.ArgumentParser(
+        prog="salon", description="Salon: a Stable Diffusion studio for Discord."
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="settings TOML file (default: ./salon.toml)"
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log what the engine does")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -82,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_options(inpaint)
     _add_img2img_options(inpaint)
     inpaint.add_argument("--mask-blur", type=int, default=4, help="mask blur in pixels")
-    inpaint.add_argument("--masked-content", default="original", help="fill, original, latent noise, latent nothing")
+    inpaint.add_argument(
+        "--masked-content", default="original", help="fill, original, latent noise, latent nothing"
+    )
     inpaint.add_argument("--inpaint-area", default="Whole picture", help="Whole picture or Only masked")
     inpaint.add_argument("--padding", type=int, default=32, help="Only masked padding in pixels")
 
@@ -96,12 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # not transformers' torchvision notices
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
-        "imagine": _imagine, "img2img": _img2img, "inpaint": _inpaint,
-        "pnginfo": _pnginfo, "models": _models, "run": _run,
+        "imagine": _imagine,
+        "img2img": _img2img,
+        "inpaint": _inpaint,
+        "pnginfo": _pnginfo,
+        "models": _models,
+        "run": _run,
     }
     try:
         settings = load_settings(args.config)
@@ -119,11 +144,25 @@ def _generation_request(args: argparse.Namespace, settings: Settings):
 
     hires = getattr(args, "hires", None)
     return generation_request(
-        settings.limits, args.prompt, negative_prompt=args.negative, model=args.model, sampler=args.sampler,
-        schedule=args.schedule, steps=args.steps, cfg_scale=args.cfg, seed=args.seed, size=args.size,
-        batch_size=args.batch, batch_count=args.batch_count, clip_skip=args.clip_skip, tiling=args.tiling,
-        variation_seed=args.variation_seed, variation_strength=args.variation_strength, hires_scale=hires,
-        hires_steps=getattr(args, "hires_steps", 0), hires_denoising_strength=getattr(args, "hires_denoise", 0.7),
+        settings.limits,
+        args.prompt,
+        negative_prompt=args.negative,
+        model=args.model,
+        sampler=args.sampler,
+        schedule=args.schedule,
+        steps=args.steps,
+        cfg_scale=args.cfg,
+        seed=args.seed,
+        size=args.size,
+        batch_size=args.batch,
+        batch_count=args.batch_count,
+        clip_skip=args.clip_skip,
+        tiling=args.tiling,
+        variation_seed=args.variation_seed,
+        variation_strength=args.variation_strength,
+        hires_scale=hires,
+        hires_steps=getattr(args, "hires_steps", 0),
+        hires_denoising_strength=getattr(args, "hires_denoise", 0.7),
         hires_upscaler=getattr(args, "hires_upscaler", "Latent"),
     )
 
@@ -136,8 +175,11 @@ def _output_folder(args: argparse.Namespace, settings: Settings, kind: str) -> P
 
 def _imagine(args: argparse.Namespace, settings: Settings) -> int:
     request = _generation_request(args, settings)
-    return _generate(settings, lambda engine, control: engine.txt2img(request, control),
-                     _output_folder(args, settings, "txt2img"))
+    return _generate(
+        settings,
+        lambda engine, control: engine.txt2img(request, control),
+        _output_folder(args, settings, "txt2img"),
+    )
 
 
 def _img2img(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,10 +187,19 @@ def _img2img(args: argparse.Namespace, settings: Settings) -> int:
 
     params = _generation_request(args, settings)
     image = load_input_image(args.image, settings.limits)
-    request = img2img_request(settings.limits, params, image, denoising_strength=args.strength,
-                              resize_mode=args.resize_mode, noise_multiplier=args.noise_multiplier)
-    return _generate(settings, lambda engine, control: engine.img2img(request, control),
-                     _output_folder(args, settings, "img2img"))
+    request = img2img_request(
+        settings.limits,
+        params,
+        image,
+        denoising_strength=args.strength,
+        resize_mode=args.resize_mode,
+        noise_multiplier=args.noise_multiplier,
+    )
+    return _generate(
+        settings,
+        lambda engine, control: engine.img2img(request, control),
+        _output_folder(args, settings, "img2img"),
+    )
 
 
 def _inpaint(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,13 +207,28 @@ def _inpaint(args: argparse.Namespace, settings: Settings) -> int:
 
     params = _generation_request(args, settings)
     image = load_input_image(args.image, settings.limits)
-    mask = region_mask(image, args.region) if args.region else load_input_image(args.mask, settings.limits, "mask")
-    request = inpaint_request(settings.limits, params, image, mask, denoising_strength=args.strength,
-                              resize_mode=args.resize_mode, mask_blur=args.mask_blur,
-                              masked_content=args.masked_content, inpaint_area=args.inpaint_area,
-                              padding=args.padding)
-    return _generate(settings, lambda engine, control: engine.inpaint(request, control),
-                     _output_folder(args, settings, "img2img"))
+    mask = (
+        region_mask(image, args.region)
+        if args.region
+        else load_input_image(args.mask, settings.limits, "mask")
+    )
+    request = inpaint_request(
+        settings.limits,
+        params,
+        image,
+        mask,
+        denoising_strength=args.strength,
+        resize_mode=args.resize_mode,
+        mask_blur=args.mask_blur,
+        masked_content=args.masked_content,
+        inpaint_area=args.inpaint_area,
+        padding=args.padding,
+    )
+    return _generate(
+        settings,
+        lambda engine, control: engine.inpaint(request, control),
+        _output_folder(args, settings, "img2img"),
+    )
 
 
 def _generate(settings: Settings, run: Callable, folder: Path) -> int:
@@ -174,14 +240,22 @@ def _generate(settings: Settings, run: Callable, folder: Path) -> int:
     from engine.runner import Engine
 
     engine = Engine(settings)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
         tasks: dict[tuple[str, int], object] = {}
 
         def on_step(event: StepProgress) -> None:
             key = (event.phase, event.image_index)
             if key not in tasks:
-                tasks[key] = progress.add_task(f"{event.phase} image {event.image_index + 1}", total=event.total)
+                tasks[key] = progress.add_task(
+                    f"{event.phase} image {event.image_index + 1}", total=event.total
+                )
             progress.update(tasks[key], completed=event.step)
 
         result = run(engine, RunControl(on_step=on_step))
@@ -190,7 +264,9 @@ def _generate(settings: Settings, run: Callable, folder: Path) -> int:
         console.print(str(path))
         console.print(generated.infotext, markup=False, soft_wrap=True)
         console.print()
-    console.print(f"{len(paths)} image(s) in {result.elapsed_s:.2f}s with {result.model_name} [{result.model_hash}]")
+    console.print(
+        f"{len(paths)} image(s) in {result.elapsed_s:.2f}s with {result.model_name} [{result.model_hash}]"
+    )
     return 0
 
 
@@ -221,8 +297,14 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     for kind in ModelKind:
         for entry in registry.entries(kind):
             modified = dt.datetime.fromtimestamp(entry.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
-            table.add_row(kind.value, entry.name, registry.short_hash(entry), _human_size(entry.size), modified,
-                          str(entry.path))
+            table.add_row(
+                kind.value,
+                entry.name,
+                registry.short_hash(entry),
+                _human_size(entry.size),
+                modified,
+                str(entry.path),
+            )
     console.print(table)
     for refused in registry.refused:
         err_console.print(f"[yellow]not loaded[/yellow] {refused.path}: {refused.reason}")
@@ -241,7 +323,9 @@ def _human_size(size: int) -> str:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.discord_token is None:
-        err_console.print("DISCORD_TOKEN is not set: export DISCORD_TOKEN=… or set discord_token in salon.toml")
+        err_console.print(
+            "DISCORD_TOKEN is not set: export DISCORD_TOKEN=… or set discord_token in salon.toml"
+        )
         return EXIT_BAD_INPUT
     err_console.print("the Discord bot is not built yet (issue #6); use `salon imagine` meanwhile")
     return EXIT_NOT_AVAILABLE

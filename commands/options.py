@@ -34,7 +34,7 @@ _SIZE = re.compile(r"\s*(\d{1,6})\s*(?:[xX×]\s*(\d{1,6}))?\s*")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"512x768" → (512, 768); "512" → (512, 512)."""
+    """ "512x768" → (512, 768); "512" → (512, 512)."""
     match = _SIZE.fullmatch(text)
     if match is None:
         raise InvalidRequest("size", f"{text!r} is not WIDTHxHEIGHT, e.g. 512x768")
@@ -111,8 +111,9 @@ def generation_request(
 
 def load_input_image(source: bytes | Path, limits: Limits, option: str = "image") -> Image.Image:
     """An uploaded or local input image, checked from its header before decoding."""
-    return open_image_checked(source, max_pixels=limits.max_input_pixels, max_bytes=limits.max_upload_bytes,
-                              option=option)
+    return open_image_checked(
+        source, max_pixels=limits.max_input_pixels, max_bytes=limits.max_upload_bytes, option=option
+    )
 
 
 def img2img_request(
@@ -125,7 +126,11 @@ def img2img_request(
     noise_multiplier: float = 1.0,
 ) -> Img2ImgRequest:
     request = Img2ImgRequest(
-        params, image, denoising_strength, parse_choice("resize_mode", resize_mode, ResizeMode), noise_multiplier
+        params,
+        image,
+        denoising_strength,
+        parse_choice("resize_mode", resize_mode, ResizeMode),
+        noise_multiplier,
     )
     check_img2img(request, limits)
     return request

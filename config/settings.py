@@ -51,7 +51,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("salon-data"), description="catalog, outputs, caches and the queue live here")
     models_dir: Path | None = Field(None, description="A1111-style models/ folder; default data_dir/models")
-    embeddings_dir: Path | None = Field(None, description="textual inversion embeddings; default data_dir/embeddings")
+    embeddings_dir: Path | None = Field(
+        None, description="textual inversion embeddings; default data_dir/embeddings"
+    )
     outputs_dir: Path | None = Field(None, description="generated images; default data_dir/outputs")
     default_model: str | None = Field(None, description="checkpoint name used when a request names none")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")

@@ -74,10 +74,14 @@ def write_tokenizer(out: Path, vocab: dict[str, int], merges: list[tuple[str, st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("wheel", type=Path, help="path to an open_clip_torch wheel")
     parser.add_argument("out", type=Path, help="folder to write vocab.json, merges.txt and tokenizer configs")
-    parser.add_argument("--pad-token", default=EOS, help="SD 1.x pads with <|endoftext|>; SDXL's second uses '!'")
+    parser.add_argument(
+        "--pad-token", default=EOS, help="SD 1.x pads with <|endoftext|>; SDXL's second uses '!'"
+    )
     args = parser.parse_args(argv)
     vocab, merges = build_vocab(read_merge_lines(args.wheel))
     write_tokenizer(args.out, vocab, merges, args.pad_token)

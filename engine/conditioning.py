@@ -63,7 +63,9 @@ class PromptChunker:
         self.comma_id = tokenizer.convert_tokens_to_ids(",</w>")
         self._lookup = self._embedding_lookup(embeddings)
 
-    def _embedding_lookup(self, embeddings: dict[str, Embedding]) -> dict[int, list[tuple[list[int], Embedding]]]:
+    def _embedding_lookup(
+        self, embeddings: dict[str, Embedding]
+    ) -> dict[int, list[tuple[list[int], Embedding]]]:
         lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
         for name, embedding in embeddings.items():
             ids = self._token_ids([name])[0]
@@ -170,7 +172,9 @@ def frame_chunk(chunk: PromptChunk, bos: int, eos: int, pad: int) -> tuple[list[
 
 
 @contextmanager
-def embedding_fixes(encoder: torch.nn.Module, fixes: Sequence[list[tuple[int, Embedding]]], key: str) -> Iterator[None]:
+def embedding_fixes(
+    encoder: torch.nn.Module, fixes: Sequence[list[tuple[int, Embedding]]], key: str
+) -> Iterator[None]:
     """While active, the encoder's token embeddings of row i get fixes[i]'s vectors at their offsets (+1 for BOS)."""
     if not any(fixes):
         yield
@@ -194,7 +198,7 @@ def embedding_fixes(encoder: torch.nn.Module, fixes: Sequence[list[tuple[int, Em
 def encode_chunks(
     slot: EncoderSlot, chunks: Sequence[PromptChunk], clip_skip: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Hidden states (N, 77, width) of each chunk with emphasis applied, and pooled vectors when the encoder has them."""
+    """Hidden states (N, 77, width) of each chunk, emphasis applied, and pooled vectors if the encoder has them."""
     tok = slot.tokenizer
     framed = [frame_chunk(c, tok.bos_token_id, tok.eos_token_id, slot.pad_id) for c in chunks]
     device = slot.encoder.device

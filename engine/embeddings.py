@@ -96,11 +96,13 @@ class EmbeddingLibrary:
         return self._cache[key]
 
 
-def _match_encoders(vectors: dict[str, torch.Tensor], widths: dict[str, int]) -> dict[str, torch.Tensor] | None:
+def _match_encoders(
+    vectors: dict[str, torch.Tensor], widths: dict[str, int]
+) -> dict[str, torch.Tensor] | None:
     if ANY_ENCODER in vectors:
         if len(widths) != 1:
             return None
-        (encoder, width), = widths.items()
+        ((encoder, width),) = widths.items()
         tensor = vectors[ANY_ENCODER]
         return {encoder: tensor} if tensor.shape[1] == width else None
     if set(vectors) != set(widths) or len({v.shape[0] for v in vectors.values()}) != 1:

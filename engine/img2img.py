@@ -44,8 +44,19 @@ def img2img_latents(
         return init_latents
     batch = noise.shape[0]
     latents = scheduler.add_noise(init_latents.expand(batch, -1, -1, -1), noise, timesteps[:1].repeat(batch))
-    return denoise(prep, latents, scheduler, timesteps, generators, control, phase=phase,
-                   first_index=first_index, size=size, keep=keep, extra_channels=extra_channels)
+    return denoise(
+        prep,
+        latents,
+        scheduler,
+        timesteps,
+        generators,
+        control,
+        phase=phase,
+        first_index=first_index,
+        size=size,
+        keep=keep,
+        extra_channels=extra_channels,
+    )
 
 
 def run_img2img(
@@ -69,8 +80,18 @@ def run_img2img(
     shape = latent_shape(prep.model, p.width, p.height)
     noise = initial_noise(shape, generators, variation_seeds, p.variation_strength).to(prep.model.device)
     noise = noise * request.noise_multiplier
-    latents = img2img_latents(prep, init_latents, noise, generators, request.denoising_strength, p.steps, control,
-                              phase="img2img", first_index=first_index, size=(p.width, p.height))
+    latents = img2img_latents(
+        prep,
+        init_latents,
+        noise,
+        generators,
+        request.denoising_strength,
+        p.steps,
+        control,
+        phase="img2img",
+        first_index=first_index,
+        size=(p.width, p.height),
+    )
     return decode_latents(prep.model, latents)
 
 
@@ -81,5 +102,6 @@ def _init_latents(prep: Prepared, request: Img2ImgRequest) -> torch.Tensor:
         return encode_images(prep.model, [resize_image(request.resize_mode, image, p.width, p.height)])
     own_size = (max(8, image.width // 8 * 8), max(8, image.height // 8 * 8))
     latents = encode_images(prep.model, [image.resize(own_size, Image.Resampling.LANCZOS)])
-    return torch.nn.functional.interpolate(latents, size=latent_shape(prep.model, p.width, p.height)[1:],
-                                           mode="bilinear")
+    return torch.nn.functional.interpolate(
+        latents, size=latent_shape(prep.model, p.width, p.height)[1:], mode="bilinear"
+    )

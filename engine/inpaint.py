@@ -45,7 +45,11 @@ def prepare_canvas(request: InpaintRequest, width: int, height: int) -> InpaintC
     image = request.image.convert("RGB")
     mask = request.mask.convert("L").resize(image.size, Image.Resampling.NEAREST)
     blurred = blur_mask(mask, request.mask_blur)
-    box = mask_bounding_box(blurred, request.padding) if request.inpaint_area is InpaintArea.ONLY_MASKED else None
+    box = (
+        mask_bounding_box(blurred, request.padding)
+        if request.inpaint_area is InpaintArea.ONLY_MASKED
+        else None
+    )
     if box is None:
         work_image = resize_image(request.resize_mode, image, width, height)
         work_mask = resize_image(request.resize_mode, blurred, width, height)
@@ -68,10 +72,16 @@ def run_inpaint(
     p, model = prep.params, prep.model
     # 1. Work area and masked content.
     canvas = prepare_canvas(request, p.width, p.height)
-    start = fill_masked(canvas.image, canvas.mask) if request.masked_content is MaskedContent.FILL else canvas.image
+    start = (
+        fill_masked(canvas.image, canvas.mask)
+        if request.masked_content is MaskedContent.FILL
+        else canvas.image
+    )
     init_latents = encode_images(model, [start])
     shape = latent_shape(model, p.width, p.height)
-    repaint = torch.from_numpy(binary_latent_mask(canvas.mask, (shape[2], shape[1])))[None, None].to(model.device)
+    repaint = torch.from_numpy(binary_latent_mask(canvas.mask, (shape[2], shape[1])))[None, None].to(
+        model.device
+    )
     # 2. Noise per image; "latent noise" / "latent nothing" replace the masked latents before sampling.
     generators = make_generators(seeds)
     noise = initial_noise(shape, generators, variation_seeds, p.variation_strength).to(model.device)
@@ -86,14 +96,27 @@ def run_inpaint(
         extra = _inpainting_channels(prep, canvas, repaint, len(seeds))
     else:
         keep = KeepOriginal(init_latents, noise, 1.0 - repaint)
-    latents = img2img_latents(prep, init_latents, noise, generators, request.denoising_strength, p.steps, control,
-                              phase="inpaint", first_index=first_index, size=(p.width, p.height), keep=keep,
-                              extra_channels=extra)
+    latents = img2img_latents(
+        prep,
+        init_latents,
+        noise,
+        generators,
+        request.denoising_strength,
+        p.steps,
+        control,
+        phase="inpaint",
+        first_index=first_index,
+        size=(p.width, p.height),
+        keep=keep,
+        extra_channels=extra,
+    )
     # 4. Decode and paste over the original through the blurred mask.
     return [_paste_back(canvas, image) for image in decode_latents(model, latents)]
 
 
-def _inpainting_channels(prep: Prepared, canvas: InpaintCanvas, repaint: torch.Tensor, batch: int) -> torch.Tensor:
+def _inpainting_channels(
+    prep: Prepared, canvas: InpaintCanvas, repaint: torch.Tensor, batch: int
+) -> torch.Tensor:
     """The 5 extra UNet input channels of inpainting checkpoints: the mask and the latents of the kept image."""
     hard_mask = canvas.mask.point(lambda v: 255 if v >= 128 else 0)
     kept = Image.composite(Image.new("RGB", canvas.image.size, (127, 127, 127)), canvas.image, hard_mask)

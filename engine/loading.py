@@ -57,7 +57,7 @@ class LoadedModel:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA when present, else Apple MPS, else CPU."""
+    """ "auto" → CUDA when present, else Apple MPS, else CPU."""
     if name != "auto":
         return torch.device(name)
     if torch.cuda.is_available():
@@ -68,7 +68,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto" → float16 on accelerators, float32 on the CPU (half precision is slow or missing there)."""
+    """ "auto" → float16 on accelerators, float32 on the CPU (half precision is slow or missing there)."""
     if name != "auto":
         return getattr(torch, name)
     return torch.float32 if device.type == "cpu" else torch.float16
@@ -86,7 +86,14 @@ def load_model(entry: ModelEntry, model_hash: str, device: torch.device, dtype: 
     if sdxl and getattr(pipe.vae.config, "force_upcast", False):
         pipe.vae.to(torch.float32)  # SDXL's VAE overflows in float16
     pipe.set_progress_bar_config(disable=True)
-    log.info("loaded model %s [%s] (%s) on %s as %s", entry.name, model_hash, "SDXL" if sdxl else "SD1", device, dtype)
+    log.info(
+        "loaded model %s [%s] (%s) on %s as %s",
+        entry.name,
+        model_hash,
+        "SDXL" if sdxl else "SD1",
+        device,
+        dtype,
+    )
     return LoadedModel(entry.name, model_hash, entry, pipe, sdxl, device, dtype)
 
 
@@ -108,15 +115,19 @@ def _pipeline_classes(sdxl: bool):
 
 def _extra_kwargs(sdxl: bool) -> dict[str, object]:
     # SD 1.x pipelines carry a safety checker slot; Salon applies its own NSFW policy elsewhere.
-    return {} if sdxl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    return (
+        {} if sdxl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    )
 
 
 def _load_folder(path: Path, dtype: torch.dtype):
     index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     class_name = str(index.get("_class_name", ""))
     if not class_name.startswith("StableDiffusion") or "3" in class_name or "Upscale" in class_name:
-        raise InvalidRequest("model", f"{path.name}: {class_name or 'unknown'} folders are not supported; "
-                             "use an SD 1.x or SDXL model")
+        raise InvalidRequest(
+            "model",
+            f"{path.name}: {class_name or 'unknown'} folders are not supported; use an SD 1.x or SDXL model",
+        )
     for weights in path.rglob("*.safetensors"):
         check_safetensors(weights)
     sdxl = "XL" in class_name

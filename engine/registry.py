@@ -182,7 +182,9 @@ class ModelRegistry:
             stat = path.stat()
             return ModelEntry(kind, path.stem, path, stat.st_size, stat.st_mtime_ns)
         if suffix in REFUSED_SUFFIXES:
-            self.refused.append(RefusedFile(kind, path, f"{suffix} files are pickles; convert to .safetensors"))
+            self.refused.append(
+                RefusedFile(kind, path, f"{suffix} files are pickles; convert to .safetensors")
+            )
         return None
 
     def entries(self, kind: ModelKind) -> list[ModelEntry]:
@@ -207,7 +209,9 @@ class ModelRegistry:
             for entry in self.entries(kind):
                 if self.sha256(entry).startswith(folded):
                     return entry
-        raise ModelNotFound(kind.value if kind is not ModelKind.CHECKPOINT else "model", self._missing(kind, name))
+        raise ModelNotFound(
+            kind.value if kind is not ModelKind.CHECKPOINT else "model", self._missing(kind, name)
+        )
 
     def _missing(self, kind: ModelKind, name: str) -> str:
         known = self.names(kind)

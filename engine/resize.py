@@ -60,12 +60,17 @@ def mask_bounding_box(mask: Image.Image, padding: int) -> tuple[int, int, int, i
     if box is None:
         return None
     x1, y1, x2, y2 = box
-    return (max(0, x1 - padding), max(0, y1 - padding), min(mask.width, x2 + padding), min(mask.height, y2 + padding))
+    return (
+        max(0, x1 - padding),
+        max(0, y1 - padding),
+        min(mask.width, x2 + padding),
+        min(mask.height, y2 + padding),
+    )
 
 
-def expand_to_aspect(box: tuple[int, int, int, int], width: int, height: int, bounds: tuple[int, int]) -> tuple[
-    int, int, int, int
-]:
+def expand_to_aspect(
+    box: tuple[int, int, int, int], width: int, height: int, bounds: tuple[int, int]
+) -> tuple[int, int, int, int]:
     """Grow `box` so its aspect ratio matches width:height, staying inside bounds (image width, height)."""
     x1, y1, x2, y2 = box
     img_w, img_h = bounds

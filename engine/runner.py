@@ -148,7 +148,9 @@ class Engine:
         extra: dict[str, str | None] = {
             "Denoising strength": format_number(request.denoising_strength),
             "Mask blur": str(request.mask_blur),
-            "Masked content": None if request.masked_content is MaskedContent.ORIGINAL else request.masked_content.value,
+            "Masked content": None
+            if request.masked_content is MaskedContent.ORIGINAL
+            else request.masked_content.value,
         }
         if request.inpaint_area is InpaintArea.ONLY_MASKED:
             extra["Inpaint area"] = request.inpaint_area.value
@@ -207,15 +209,22 @@ class Engine:
                 entry = self._find(ModelKind.LORA, network.name)
                 uses.append(LoraUse(entry, self.registry.short_hash(entry), network.multiplier))
             elif network.kind == "hypernet":
-                raise InvalidRequest("hypernet", "hypernetworks are not supported yet; remove <hypernet:…> "
-                                     "from the prompt (they arrive with training)")
+                raise InvalidRequest(
+                    "hypernet",
+                    "hypernetworks are not supported yet; remove <hypernet:…> "
+                    "from the prompt (they arrive with training)",
+                )
             else:
-                raise InvalidRequest("prompt", f"unknown extra network <{network.kind}:…>; supported: <lora:name:weight>")
+                raise InvalidRequest(
+                    "prompt", f"unknown extra network <{network.kind}:…>; supported: <lora:name:weight>"
+                )
         return uses
 
     def _conditioning(self, model: LoadedModel, prompt: str, negative: str, clip_skip: int) -> Conditioning:
         pipe = model.pipe
-        slots = [EncoderSlot("clip_l", pipe.tokenizer, pipe.text_encoder, pipe.tokenizer.pad_token_id, model.sdxl)]
+        slots = [
+            EncoderSlot("clip_l", pipe.tokenizer, pipe.text_encoder, pipe.tokenizer.pad_token_id, model.sdxl)
+        ]
         if model.sdxl:
             tok2 = pipe.tokenizer_2
             slots.append(EncoderSlot("clip_g", tok2, pipe.text_encoder_2, tok2.pad_token_id, True))
@@ -254,7 +263,9 @@ class Engine:
         info["Version"] = salon_version()
         return info
 
-    def _infotext(self, p: GenerationRequest, info: dict[str, str | None], seed: int, v_seed: int | None) -> str:
+    def _infotext(
+        self, p: GenerationRequest, info: dict[str, str | None], seed: int, v_seed: int | None
+    ) -> str:
         params = dict(info)
         params["Seed"] = str(seed)
         if v_seed is not None:

@@ -60,7 +60,9 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec(
             "DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler", {**_SDE, "solver_type": "heun"}, "Exponential"
         ),
-        SamplerSpec("DPM++ 3M SDE", "DPMSolverMultistepScheduler", {**_SDE, "solver_order": 3}, "Exponential"),
+        SamplerSpec(
+            "DPM++ 3M SDE", "DPMSolverMultistepScheduler", {**_SDE, "solver_order": 3}, "Exponential"
+        ),
         SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, "Karras"),
         SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, "Karras"),
         SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, "Karras"),
@@ -68,8 +70,12 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", sigma_schedules=False),
         SamplerSpec("Heun", "HeunDiscreteScheduler"),
         SamplerSpec("LMS", "LMSDiscreteScheduler"),
-        SamplerSpec("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, k_diffusion=False, sigma_schedules=False),
-        SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, k_diffusion=False, sigma_schedules=False),
+        SamplerSpec(
+            "DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, k_diffusion=False, sigma_schedules=False
+        ),
+        SamplerSpec(
+            "PLMS", "PNDMScheduler", {"skip_prk_steps": True}, k_diffusion=False, sigma_schedules=False
+        ),
         SamplerSpec("UniPC", "UniPCMultistepScheduler", k_diffusion=False),
         SamplerSpec("LCM", "LCMScheduler", k_diffusion=False, sigma_schedules=False),
     )
@@ -78,7 +84,9 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 DEFAULT_SAMPLER = "DPM++ 2M"
 
 # Samplers whose steps draw fresh noise; their generators must be seeded per image.
-STOCHASTIC = frozenset({"DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "DPM++ SDE", "DPM2 a", "Euler a"})
+STOCHASTIC = frozenset(
+    {"DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "DPM++ SDE", "DPM2 a", "Euler a"}
+)
 
 
 def _lookup(names: tuple[str, ...], value: str) -> str | None:
@@ -96,7 +104,9 @@ def resolve_sampler(sampler: str, schedule: str = AUTOMATIC) -> tuple[SamplerSpe
     if name is None and schedule.strip().casefold() == AUTOMATIC.casefold():
         name, schedule = _split_combined(sampler)
     if name is None:
-        raise InvalidRequest("sampler", f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}")
+        raise InvalidRequest(
+            "sampler", f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}"
+        )
     spec = SAMPLERS[name]
     chosen = _lookup(spec.schedules, schedule)
     if chosen is None:
@@ -129,7 +139,9 @@ def scheduler_kwargs(spec: SamplerSpec, schedule: str, seeds: list[int] | None =
     return kwargs
 
 
-def build_scheduler(spec: SamplerSpec, schedule: str, base_config: Mapping[str, Any], seeds: list[int] | None = None):
+def build_scheduler(
+    spec: SamplerSpec, schedule: str, base_config: Mapping[str, Any], seeds: list[int] | None = None
+):
     """A fresh diffusers scheduler for one run (schedulers keep per-run state, so never share one)."""
     import inspect
 
@@ -144,8 +156,18 @@ def build_scheduler(spec: SamplerSpec, schedule: str, base_config: Mapping[str, 
     return cls.from_config(config)
 
 
-_ALGORITHM_KEYS = frozenset({
-    "algorithm_type", "solver_type", "solver_order", "use_karras_sigmas", "use_exponential_sigmas",
-    "use_beta_sigmas", "skip_prk_steps", "timestep_spacing", "set_alpha_to_one", "final_sigmas_type",
-    "noise_sampler_seed",
-})
+_ALGORITHM_KEYS = frozenset(
+    {
+        "algorithm_type",
+        "solver_type",
+        "solver_order",
+        "use_karras_sigmas",
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+        "skip_prk_steps",
+        "timestep_spacing",
+        "set_alpha_to_one",
+        "final_sigmas_type",
+        "noise_sampler_seed",
+    }
+)

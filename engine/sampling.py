@@ -104,7 +104,9 @@ def denoise(
     guided = cfg != 1.0
     width, height = size
     unet_kwargs = _unet_kwargs(prep, latents.shape[0], width, height, guided)
-    step_kwargs = {"generator": list(generators)} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    step_kwargs = (
+        {"generator": list(generators)} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    )
     total = len(timesteps)
     for i, t in enumerate(timesteps):
         if control.cancel.is_set():
@@ -125,7 +127,9 @@ def denoise(
     return latents
 
 
-def _put_back_original(scheduler, keep: KeepOriginal, latents: torch.Tensor, timesteps, i: int) -> torch.Tensor:
+def _put_back_original(
+    scheduler, keep: KeepOriginal, latents: torch.Tensor, timesteps, i: int
+) -> torch.Tensor:
     if i + 1 < len(timesteps):
         original = scheduler.add_noise(keep.init_latents, keep.noise, timesteps[i + 1 : i + 2])
     else:

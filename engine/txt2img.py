@@ -29,13 +29,23 @@ def run_txt2img(
     p = prep.params
     # 1. Per-image generators and starting noise.
     generators = make_generators(seeds)
-    noise = initial_noise(latent_shape(prep.model, p.width, p.height), generators, variation_seeds,
-                          p.variation_strength).to(prep.model.device)
+    noise = initial_noise(
+        latent_shape(prep.model, p.width, p.height), generators, variation_seeds, p.variation_strength
+    ).to(prep.model.device)
     # 2. Denoise from pure noise.
     scheduler = new_scheduler(prep, p.steps, seeds)
     latents = noise * scheduler.init_noise_sigma
-    latents = denoise(prep, latents, scheduler, scheduler.timesteps, generators, control,
-                      phase="txt2img", first_index=first_index, size=(p.width, p.height))
+    latents = denoise(
+        prep,
+        latents,
+        scheduler,
+        scheduler.timesteps,
+        generators,
+        control,
+        phase="txt2img",
+        first_index=first_index,
+        size=(p.width, p.height),
+    )
     # 3. Hires fix: upscale, then img2img at the larger size with fresh noise from the same seeds.
     if p.hires is not None:
         latents = _hires_pass(prep, latents, seeds, variation_seeds, control, first_index)
@@ -59,10 +69,22 @@ def _hires_pass(
         mode = "bilinear" if hires.upscaler is HiresUpscaler.LATENT else "nearest"
         upscaled = torch.nn.functional.interpolate(latents, size=shape[1:], mode=mode)
     else:
-        resample = Image.Resampling.LANCZOS if hires.upscaler is HiresUpscaler.LANCZOS else Image.Resampling.NEAREST
+        resample = (
+            Image.Resampling.LANCZOS if hires.upscaler is HiresUpscaler.LANCZOS else Image.Resampling.NEAREST
+        )
         images = [img.resize((width, height), resample) for img in decode_latents(prep.model, latents)]
         upscaled = encode_images(prep.model, images)
     generators = make_generators(seeds)
     noise = initial_noise(shape, generators, variation_seeds, p.variation_strength).to(prep.model.device)
-    return img2img_latents(prep, upscaled, noise, generators, hires.denoising_strength, hires.steps or p.steps,
-                           control, phase="hires", first_index=first_index, size=(width, height))
+    return img2img_latents(
+        prep,
+        upscaled,
+        noise,
+        generators,
+        hires.denoising_strength,
+        hires.steps or p.steps,
+        control,
+        phase="hires",
+        first_index=first_index,
+        size=(width, height),
+    )

@@ -30,17 +30,23 @@ def _fmt(value: float) -> str:
 def check_size(option: str, value: int, limit: int) -> None:
     """A side length: a multiple of 8 between 64 and the limit."""
     if value % 8 != 0:
-        raise InvalidRequest(option, f"{value} is not a multiple of 8; use e.g. {max(MIN_SIDE, value // 8 * 8)}")
+        raise InvalidRequest(
+            option, f"{value} is not a multiple of 8; use e.g. {max(MIN_SIDE, value // 8 * 8)}"
+        )
     _check_range(option, value, MIN_SIDE, limit)
 
 
 def check_generation(p: GenerationRequest, limits: Limits) -> None:
     """Everything of a txt2img request (and the shared part of img2img/inpaint)."""
     if len(p.prompt) > limits.max_prompt_chars:
-        raise InvalidRequest("prompt", f"{len(p.prompt)} characters; at most {limits.max_prompt_chars} allowed")
+        raise InvalidRequest(
+            "prompt", f"{len(p.prompt)} characters; at most {limits.max_prompt_chars} allowed"
+        )
     if len(p.negative_prompt) > limits.max_prompt_chars:
-        raise InvalidRequest("negative_prompt", f"{len(p.negative_prompt)} characters; at most "
-                             f"{limits.max_prompt_chars} allowed")
+        raise InvalidRequest(
+            "negative_prompt",
+            f"{len(p.negative_prompt)} characters; at most {limits.max_prompt_chars} allowed",
+        )
     check_size("width", p.width, limits.max_width)
     check_size("height", p.height, limits.max_height)
     _check_pixels("width × height", p.width, p.height, limits.max_pixels)
@@ -61,7 +67,9 @@ def check_generation(p: GenerationRequest, limits: Limits) -> None:
 
 def _check_pixels(option: str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise InvalidRequest(option, f"{width}x{height} = {width * height} pixels; at most {max_pixels} allowed")
+        raise InvalidRequest(
+            option, f"{width}x{height} = {width * height} pixels; at most {max_pixels} allowed"
+        )
 
 
 def _check_hires(p: GenerationRequest, limits: Limits) -> None:
@@ -74,8 +82,11 @@ def _check_hires(p: GenerationRequest, limits: Limits) -> None:
     _check_range("hires_denoising_strength", hires.denoising_strength, 0, 1)
     width, height = hires_size(p.width, p.height, hires.scale)
     if width > limits.max_width or height > limits.max_height:
-        raise InvalidRequest("hires_scale", f"{p.width}x{p.height} × {hires.scale} = {width}x{height} exceeds the "
-                             f"maximum {limits.max_width}x{limits.max_height}")
+        raise InvalidRequest(
+            "hires_scale",
+            f"{p.width}x{p.height} × {hires.scale} = {width}x{height} exceeds the "
+            f"maximum {limits.max_width}x{limits.max_height}",
+        )
     _check_pixels("hires_scale", width, height, limits.max_pixels)
 
 
@@ -91,5 +102,8 @@ def check_inpaint(request: InpaintRequest, limits: Limits) -> None:
     _check_range("mask_blur", request.mask_blur, 0, MAX_MASK_BLUR)
     _check_range("padding", request.padding, 0, MAX_PADDING)
     if request.mask.size != request.image.size:
-        raise InvalidRequest("mask", f"mask is {request.mask.width}x{request.mask.height} but the image is "
-                             f"{request.image.width}x{request.image.height}; they must match")
+        raise InvalidRequest(
+            "mask",
+            f"mask is {request.mask.width}x{request.mask.height} but the image is "
+            f"{request.image.width}x{request.image.height}; they must match",
+        )

@@ -116,14 +116,15 @@ def build_tiny_sdxl(path: Path, seed: int = 0) -> Path:
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
-        cross_attention_dim=64,  # 32 + 32 from the two text encoders
+        projection_class_embeddings_input_dim=88,  # 6 * 8 time ids + 40 pooled (projected) text
+        cross_attention_dim=80,  # 32 + 48 from the two text encoders
         norm_num_groups=8,
     )
     pipe = StableDiffusionXLPipeline(
         vae=_vae(),
         text_encoder=CLIPTextModel(_text_config(32)),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(32, projection=32)),
+        # Widths differ, as in real SDXL (768 vs 1280): diffusers' single-file loader tells them apart by width.
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(48, projection=40)),
         tokenizer=_tokenizer(),
         tokenizer_2=_tokenizer(pad_token="!"),
         unet=unet,

@@ -15,7 +15,6 @@ import pytest
 import torch
 from diffusers import (
     AutoencoderKL,
-    EulerDiscreteScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -23,10 +22,9 @@ from diffusers import (
 from diffusers.loaders.single_file_utils import (
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
-    convert_open_clip_checkpoint,
 )
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextModel
 
 from engine import model_files
 from engine.errors import InvalidRequest, UnsafeModelFile
@@ -42,10 +40,7 @@ from engine.model_files import (
     save_single_file,
 )
 from tests.tiny_models import (
-    SCHEDULER_CONFIG,
     _text_config,
-    _tokenizer,
-    _vae,
     build_tiny_sd1,
     build_tiny_sdxl,
 )
@@ -390,30 +385,17 @@ def test_sd1_round_trip_through_diffusers_single_file(
         _assert_same_weights(getattr(pipe, component), getattr(loaded, component))
 
 
-def _openclip_from_single_file(single: Path, folder: Path) -> CLIPTextModelWithProjection:
-    """text_encoder_2 rebuilt from the file by diffusers' OpenCLIP converter (the tiny SDXL's hint)."""
-    model = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
-    checkpoint = load_safetensors(single)
-    state = convert_open_clip_checkpoint(model, checkpoint, prefix="conditioner.embedders.1.model.")
-    model.load_state_dict(state, strict=True)
-    return model
-
-
 def test_sdxl_round_trip_through_diffusers_single_file(
     sdxl: tuple[Path, StableDiffusionXLPipeline, Path],
 ) -> None:
-    """Tiny SDXL round trip; text_encoder_2 comes from diffusers' OpenCLIP converter (see the comment)."""
-    # Both tiny text encoders are 32 wide, so diffusers' width-based detection would load the CLIP-L weights
-    # into text_encoder_2 as well; real SDXL (768 vs 1280) and the distinct-widths test below need no hint.
+    """Tiny SDXL round trip through diffusers' own detection (its text encoders differ in width)."""
     folder, pipe, single = sdxl
-    text_encoder_2 = _openclip_from_single_file(single, folder)
     loaded = StableDiffusionXLPipeline.from_single_file(
         str(single),
         config=str(folder),
         local_files_only=True,
         tokenizer=pipe.tokenizer,
         tokenizer_2=pipe.tokenizer_2,
-        text_encoder_2=text_encoder_2,
     )
     for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
         _assert_same_weights(getattr(pipe, component), getattr(loaded, component))
@@ -423,61 +405,14 @@ def test_sdxl_single_file_has_openclip_layout(sdxl: tuple[Path, StableDiffusionX
     _, pipe, single = sdxl
     header = check_safetensors(single)
     prefix = "conditioner.embedders.1.model."
-    assert header[prefix + "transformer.resblocks.0.attn.in_proj_weight"]["shape"] == [96, 32]
-    assert header[prefix + "transformer.resblocks.2.attn.in_proj_bias"]["shape"] == [96]
+    assert header[prefix + "transformer.resblocks.0.attn.in_proj_weight"]["shape"] == [144, 48]
+    assert header[prefix + "transformer.resblocks.2.attn.in_proj_bias"]["shape"] == [144]
     assert prefix + "positional_embedding" in header and prefix + "token_embedding.weight" in header
     assert prefix + "ln_final.weight" in header and prefix + "text_projection" in header
     assert "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight" in header
     assert "model.diffusion_model.label_emb.0.0.weight" in header
     projection = load_safetensors(single)[prefix + "text_projection"]
     assert torch.equal(projection, pipe.text_encoder_2.text_projection.weight.T)
-
-
-def _wide_sdxl(folder: Path) -> StableDiffusionXLPipeline:
-    """A tiny SDXL whose second text encoder is wider (48) with a 40-wide projection, as in real SDXL."""
-    torch.manual_seed(1)
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * 8 + 40,
-        cross_attention_dim=32 + 48,
-        norm_num_groups=8,
-    )
-    pipe = StableDiffusionXLPipeline(
-        vae=_vae(),
-        text_encoder=CLIPTextModel(_text_config(32)),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(48, projection=40)),
-        tokenizer=_tokenizer(),
-        tokenizer_2=_tokenizer(pad_token="!"),
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return pipe
-
-
-def test_sdxl_with_distinct_widths_loads_without_hints(tmp_path: Path) -> None:
-    """With real-SDXL-like distinct text widths diffusers' own detection loads the OpenCLIP part unaided."""
-    pipe = _wide_sdxl(tmp_path / "wide")
-    single = save_single_file(pipe, tmp_path / "wide.safetensors")
-    loaded = StableDiffusionXLPipeline.from_single_file(
-        str(single),
-        config=str(tmp_path / "wide"),
-        local_files_only=True,
-        tokenizer=pipe.tokenizer,
-        tokenizer_2=pipe.tokenizer_2,
-    )
-    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
-        _assert_same_weights(getattr(pipe, component), getattr(loaded, component))
-    assert detect_checkpoint_kind(check_safetensors(single)) is CheckpointKind.SDXL
 
 
 def test_sd15_block_layout_matches_the_original_numbering() -> None:

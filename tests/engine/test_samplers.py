@@ -11,8 +11,21 @@ from engine.samplers import SAMPLERS, resolve_sampler
 from tests.engine.helpers import pixels, request
 
 PAIRS = [(name, schedule) for name, spec in SAMPLERS.items() for schedule in spec.schedules]
-SPEC_SAMPLERS = {"DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "DPM2", "DPM2 a", "Euler", "Euler a", "Heun", "LMS",
-                 "DDIM", "PLMS", "UniPC", "LCM"}
+SPEC_SAMPLERS = {
+    "DPM++ 2M",
+    "DPM++ 2M SDE",
+    "DPM++ SDE",
+    "DPM2",
+    "DPM2 a",
+    "Euler",
+    "Euler a",
+    "Heun",
+    "LMS",
+    "DDIM",
+    "PLMS",
+    "UniPC",
+    "LCM",
+}
 
 
 def test_every_sampler_of_the_spec_is_offered():
@@ -55,7 +68,9 @@ def test_automatic_is_the_a1111_default_and_legacy_names_split(sampler, schedule
 
 
 def test_unknown_sampler_and_impossible_schedule_are_refused():
-    with pytest.raises(InvalidRequest, match="sampler: unknown sampler 'Euler b'; choose one of: DPM\\+\\+ 2M"):
+    with pytest.raises(
+        InvalidRequest, match="sampler: unknown sampler 'Euler b'; choose one of: DPM\\+\\+ 2M"
+    ):
         resolve_sampler("Euler b")
     with pytest.raises(InvalidRequest, match="schedule: schedule type 'Karras' is not available for DDIM"):
         resolve_sampler("DDIM", "Karras")

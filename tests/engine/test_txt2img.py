@@ -59,7 +59,11 @@ def test_options_change_the_image_and_are_recorded(engine, option):
     assert mean_difference(base, changed.image) > 0.1
     info = parse_infotext(changed.infotext)
     key, value = next(iter(option.items()))
-    expected = {"clip_skip": ("Clip skip", "2"), "tiling": ("Tiling", "True"), "cfg_scale": ("CFG scale", "3")}
+    expected = {
+        "clip_skip": ("Clip skip", "2"),
+        "tiling": ("Tiling", "True"),
+        "cfg_scale": ("CFG scale", "3"),
+    }
     assert info.params[expected[key][0]] == expected[key][1]
 
 
