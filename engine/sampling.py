@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,7 +121,10 @@ def denoise(
         if guided:
             uncond_eps, cond_eps = eps.chunk(2)
             eps = uncond_eps + cfg * (cond_eps - uncond_eps)
-        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        with warnings.catch_warnings():
+            # torchsde's Brownian tree warns about float rounding of its interval ends (harmless, every step).
+            warnings.filterwarnings("ignore", message="Should have ta>=t0", category=UserWarning)
+            latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         if keep is not None:
             latents = _put_back_original(scheduler, keep, latents, timesteps, i)
         _report(control, prep, phase, i, total, first_index, latents)

@@ -32,8 +32,8 @@ from engine.infotext import (
     save_image_with_infotext,
     split_sampler_name,
 )
+from tests.corpus import CORPUS  # noqa: E402
 
-CORPUS = Path("/work/shared/corpus/generator-metadata")
 A1111_DIR = CORPUS / "AUTOMATIC1111"
 OTHER_GENERATORS = sorted(
     path for name in ("ComfyUI", "Fooocus", "InvokeAI", "NovelAI") for path in (CORPUS / name).glob("*.png")

@@ -1,0 +1,38 @@
+# Salon on an NVIDIA GPU:
+#   docker build -t salon .
+#   docker run --gpus all -e DISCORD_TOKEN=… -v "$PWD/salon-data:/data" salon
+# Checkpoints go in salon-data/models/Stable-diffusion (A1111 layout); outputs and caches land in salon-data.
+FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    TRANSFORMERS_VERBOSITY=error \
+    SALON_DATA_DIR=/data \
+    SALON_DEVICE=cuda
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN python3 -m venv /opt/salon
+ENV PATH=/opt/salon/bin:$PATH
+
+# torch first, from the CUDA index, so the project's "torch>=2.4" is already satisfied.
+RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY catalog ./catalog
+COPY cli ./cli
+COPY commands ./commands
+COPY config ./config
+COPY engine ./engine
+RUN pip install .
+
+VOLUME /data
+CMD ["salon", "run"]

@@ -1,0 +1,216 @@
+"""The `salon` command line on the tiny model: imagine, img2img, inpaint, pnginfo, models, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.main import main
+from engine.infotext import parse_infotext, read_infotext
+from engine.registry import ModelKind, ModelRegistry
+from tests.corpus import CORPUS
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, data_dir):
+    path = tmp_path_factory.mktemp("cli") / "salon.toml"
+    path.write_text(f'data_dir = "{data_dir}"\n')
+    return path
+
+
+def salon(config_file, *args: str) -> int:
+    return main(["--config", str(config_file), *args])
+
+
+def test_imagine_writes_a_png_whose_infotext_reads_back(config_file, tmp_path, capsys, settings):
+    args = [
+        "imagine",
+        "a cat, (sitting:1.2)",
+        "--negative",
+        "blurry, dark",
+        "--seed",
+        "5",
+        "--steps",
+        "4",
+        "--size",
+        "64x64",
+        "--model",
+        "tiny",
+        "--sampler",
+        "Euler a",
+        "--cfg",
+        "6.5",
+    ]
+    assert salon(config_file, *args, "--output", str(tmp_path / "a")) == 0
+    assert salon(config_file, *args, "--output", str(tmp_path / "b")) == 0
+    first, second = tmp_path / "a" / "00000-5.png", tmp_path / "b" / "00000-5.png"
+    out = capsys.readouterr().out
+    assert str(first) in out and "Steps: 4, Sampler: Euler a, Schedule type: Uniform, CFG scale: 6.5" in out
+    info = parse_infotext(read_infotext(first))
+    registry = ModelRegistry.from_settings(settings)
+    tiny = registry.find(ModelKind.CHECKPOINT, "tiny")
+    assert (info.prompt, info.negative_prompt) == ("a cat, (sitting:1.2)", "blurry, dark")
+    assert (info.steps, info.sampler, info.schedule_type, info.cfg_scale, info.seed) == (
+        4,
+        "Euler a",
+        "Uniform",
+        6.5,
+        5,
+    )
+    assert (info.width, info.height, info.model, info.model_hash) == (
+        64,
+        64,
+        "tiny",
+        registry.short_hash(tiny),
+    )
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
+
+
+def test_batches_are_numbered_like_a1111(config_file, tmp_path):
+    assert (
+        salon(
+            config_file,
+            "imagine",
+            "a dog",
+            "--seed",
+            "7",
+            "--steps",
+            "2",
+            "--size",
+            "64x64",
+            "--batch",
+            "2",
+            "-o",
+            str(tmp_path),
+        )
+        == 0
+    )
+    assert (
+        salon(
+            config_file,
+            "imagine",
+            "a dog",
+            "--seed",
+            "9",
+            "--steps",
+            "2",
+            "--size",
+            "64x64",
+            "-o",
+            str(tmp_path),
+        )
+        == 0
+    )
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["00000-7.png", "00001-8.png", "00002-9.png"]
+
+
+def test_img2img_and_inpaint_from_files(config_file, tmp_path):
+    source = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(source)
+    assert (
+        salon(
+            config_file,
+            "img2img",
+            str(source),
+            "a blue square",
+            "--strength",
+            "0.5",
+            "--steps",
+            "4",
+            "--size",
+            "64x64",
+            "--seed",
+            "1",
+            "-o",
+            str(tmp_path / "i2i"),
+        )
+        == 0
+    )
+    assert parse_infotext(read_infotext(tmp_path / "i2i" / "00000-1.png")).denoising_strength == 0.5
+    assert (
+        salon(
+            config_file,
+            "inpaint",
+            str(source),
+            "a green circle",
+            "--region",
+            "0,0,32,64",
+            "--steps",
+            "4",
+            "--size",
+            "64x64",
+            "--seed",
+            "1",
+            "--mask-blur",
+            "0",
+            "-o",
+            str(tmp_path / "inp"),
+        )
+        == 0
+    )
+    result = np.asarray(Image.open(tmp_path / "inp" / "00000-1.png").convert("RGB"))
+    assert (result[:, 32:] == [200, 40, 40]).all()
+
+
+def test_pnginfo_prints_parameters(config_file, capsys):
+    corpus = CORPUS / "AUTOMATIC1111" / "automatic1111_cropped.png"
+    assert salon(config_file, "pnginfo", str(corpus)) == 0
+    out = capsys.readouterr().out
+    assert "prompt: 'photo of a duck'" in out and "Seed: 235284042" in out
+
+
+def test_models_lists_hashes(config_file, capsys):
+    assert salon(config_file, "models") == 0
+    assert "tiny" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["imagine", "a cat", "--size", "100x64"], "width: 100 is not a multiple of 8"),
+        (["imagine", "a cat", "--steps", "0"], "steps: 0 is out of range"),
+        (["imagine", "a cat", "--sampler", "Euler z"], "sampler: unknown sampler 'Euler z'"),
+        (
+            ["imagine", "a cat <lora:../x:1>", "--size", "64x64", "--steps", "1"],
+            "lora: name '../x' is not allowed",
+        ),
+        (["imagine", "a cat", "--model", "nope", "--size", "64x64"], "model: no checkpoint named 'nope'"),
+        (["run"], "DISCORD_TOKEN is not set"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(config_file, capsys, monkeypatch, args, message):
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    assert salon(config_file, *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_installed_console_script(config_file, tmp_path):
+    """The real entry point in a fresh process (what a newcomer runs)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "--config",
+            str(config_file),
+            "imagine",
+            "a cat",
+            "--seed",
+            "3",
+            "--steps",
+            "2",
+            "--size",
+            "64x64",
+            "-o",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "00000-3.png").is_file()
