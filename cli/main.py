@@ -271,7 +271,8 @@ def _generate(settings: Settings, run: Callable, folder: Path) -> int:
 
 
 def _pnginfo(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.infotext import parse_infotext, read_infotext
+    from engine.infotext import parse_infotext
+    from engine.infotext_files import read_infotext
 
     text = read_infotext(args.file)
     if text is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.infotext import save_image_with_infotext
+from engine.infotext_files import save_image_with_infotext
 from engine.requests import GenerationResult
 
 _NUMBERED = re.compile(r"^(\d{5})-")

@@ -139,9 +139,12 @@ def _folder_stat(path: Path) -> tuple[int, int]:
 class ModelRegistry:
     """Scans the model folders on demand and resolves names to entries and hashes."""
 
-    def __init__(self, folders: dict[ModelKind, Path], hash_cache: HashCache) -> None:
+    def __init__(
+        self, folders: dict[ModelKind, Path], hash_cache: HashCache, builtin_checkpoints: Iterable[Path] = ()
+    ) -> None:
         self.folders = folders
         self.hashes = hash_cache
+        self.builtin_checkpoints = tuple(builtin_checkpoints)
         self._entries: dict[ModelKind, list[ModelEntry]] = {}
         self.refused: list[RefusedFile] = []
         self.refresh()
@@ -155,12 +158,24 @@ class ModelRegistry:
             ModelKind.HYPERNETWORK: settings.hypernetworks_dir,
             ModelKind.EMBEDDING: settings.embeddings_path,
         }
-        return cls(folders, HashCache(settings.cache_dir / "hashes.json"))
+        from engine.demo import DEMO_MODEL_DIR
+
+        return cls(folders, HashCache(settings.cache_dir / "hashes.json"), builtin_checkpoints=[DEMO_MODEL_DIR])
 
     def refresh(self) -> None:
         """Rescan every folder (cheap: stat calls only, no hashing)."""
         self.refused = []
         self._entries = {kind: self._scan(kind, folder) for kind, folder in self.folders.items()}
+        self._entries[ModelKind.CHECKPOINT] += self.builtin_entries()
+
+    def builtin_entries(self) -> list[ModelEntry]:
+        """The checkpoints that ship with Salon (the demo model), after the user's own."""
+        entries = []
+        for path in self.builtin_checkpoints:
+            if (path / "model_index.json").is_file():
+                size, mtime = _folder_stat(path)
+                entries.append(ModelEntry(ModelKind.CHECKPOINT, path.name, path, size, mtime, is_diffusers_folder=True))
+        return entries
 
     def _scan(self, kind: ModelKind, folder: Path) -> list[ModelEntry]:
         if not folder.is_dir():

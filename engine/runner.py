@@ -86,20 +86,21 @@ class Engine:
 
     # ----- models -------------------------------------------------------------------------------------------
     def checkpoint(self, name: str | None) -> ModelEntry:
-        """The checkpoint a request names, or the configured default, or the only one installed."""
+        """The checkpoint a request names; else `default_model`; else the user's only checkpoint; else the
+        built-in demo model."""
         name = name or self.settings.default_model
-        if name is None:
-            installed = self.registry.entries(ModelKind.CHECKPOINT)
-            if len(installed) == 1:
-                return installed[0]
-            self.registry.refresh()
-            installed = self.registry.entries(ModelKind.CHECKPOINT)
-            if len(installed) == 1:
-                return installed[0]
-            where = self.settings.checkpoints_dir
-            choice = "choose one with --model" if installed else f"put a .safetensors checkpoint in {where}"
-            raise ModelNotFound("model", f"no model given and no default_model set; {choice}")
-        return self._find(ModelKind.CHECKPOINT, name)
+        if name is not None:
+            return self._find(ModelKind.CHECKPOINT, name)
+        self.registry.refresh()
+        builtin = self.registry.builtin_entries()
+        installed = [e for e in self.registry.entries(ModelKind.CHECKPOINT) if e not in builtin]
+        if len(installed) == 1:
+            return installed[0]
+        if builtin:
+            if installed:
+                log.info("several checkpoints installed and no default_model set: using %s", builtin[0].name)
+            return builtin[0]
+        raise ModelNotFound("model", "no model given and no default_model set; choose one with --model")
 
     def _find(self, kind: ModelKind, name: str) -> ModelEntry:
         try:

@@ -55,10 +55,14 @@ class ShapeSpec:
     size: str
 
     def phrase(self, with_size: bool = True, with_position: bool = True) -> str:
-        words = ["a"] + ([self.size] if with_size else []) + [self.colour, self.shape]
+        words = ([self.size] if with_size else []) + [self.colour, self.shape]
         if with_position:
             words.append(POSITION_PHRASES[self.position])
-        return " ".join(words)
+        return f"{article(words[0])} {' '.join(words)}"
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,10 @@ class Scene:
     def caption(self, style: int = 0) -> str:
         """Caption in one of three phrasings (0: full with comma, 1: "on a … background", 2: short)."""
         if style == 2 and len(self.shapes) == 1:
-            return f"{self.shapes[0].phrase(False, False)} on a {self.background} background"
+            return f"{self.shapes[0].phrase(False, False)} on {article(self.background)} {self.background} background"
         things = " and ".join(s.phrase() for s in self.shapes)
         if style == 1:
-            return f"{things} on a {self.background} background"
+            return f"{things} on {article(self.background)} {self.background} background"
         return f"{things}, {self.background} background"
 
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from engine.infotext import parse_infotext, read_infotext
+from engine.infotext import parse_infotext
+from engine.infotext_files import read_infotext
 from engine.registry import ModelKind, ModelRegistry
 from tests.corpus import CORPUS
 

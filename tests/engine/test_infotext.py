@@ -21,16 +21,18 @@ from engine.infotext import (
     Infotext,
     _find_params,
     check_prompt,
-    decode_user_comment,
-    exif_with_user_comment,
     format_infotext,
     normalize_prompt,
     parse_infotext,
     quote,
+    split_sampler_name,
+)
+from engine.infotext_files import (
+    decode_user_comment,
+    exif_with_user_comment,
     read_infotext,
     read_infotext_from_image,
     save_image_with_infotext,
-    split_sampler_name,
 )
 from tests.corpus import CORPUS  # noqa: E402
 
@@ -240,7 +242,8 @@ def test_linear_scanner_equals_a1111_regex(line: str) -> None:
 def test_hostile_lines_parse_in_linear_time(line: str) -> None:
     started = time.perf_counter()
     parse_infotext("prompt\n" + line)  # A1111's regex takes minutes on these (quadratic backtracking)
-    assert time.perf_counter() - started < 1.0
+    # Linear parsing takes well under a second; the bound only has to catch minutes, even on a loaded machine.
+    assert time.perf_counter() - started < 10.0
 
 
 # --- A1111 parser behaviour

@@ -1,0 +1,6 @@
+"""Salon's built-in demo model: a tiny SD-architecture model trained on coloured shapes, shipped in the repo."""
+
+from pathlib import Path
+
+DEMO_MODEL_NAME = "salon-demo-shapes"
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / DEMO_MODEL_NAME
