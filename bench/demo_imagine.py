@@ -46,14 +46,21 @@ def main() -> None:
     from engine.runner import Engine
 
     torch.set_num_threads(os.cpu_count() or 1)
-    pipe = StableDiffusionPipeline.from_pretrained(DEMO_MODEL_DIR, dtype=torch.float32, safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        DEMO_MODEL_DIR, dtype=torch.float32, safety_checker=None, requires_safety_checker=False
+    )
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
     pipe.set_progress_bar_config(disable=True)
 
     def plain() -> None:
-        pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=7.0, width=64, height=64,
-             generator=torch.Generator().manual_seed(1))
+        pipe(
+            PROMPT,
+            num_inference_steps=args.steps,
+            guidance_scale=7.0,
+            width=64,
+            height=64,
+            generator=torch.Generator().manual_seed(1),
+        )
 
     with tempfile.TemporaryDirectory() as data:
         engine = Engine(load_settings(None, data_dir=data))
@@ -67,11 +74,30 @@ def main() -> None:
         base_best, base_median = best_of(plain, args.repeats)
         salon_best, salon_median = best_of(salon, args.repeats)
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cli.main", "imagine", PROMPT, "--steps", str(args.steps), "--size",
-                        "64x64", "--seed", "1", "-o", str(Path(data) / "out")], check=True, capture_output=True,
-                       env={**os.environ, "SALON_DATA_DIR": data})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "imagine",
+                PROMPT,
+                "--steps",
+                str(args.steps),
+                "--size",
+                "64x64",
+                "--seed",
+                "1",
+                "-o",
+                str(Path(data) / "out"),
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "SALON_DATA_DIR": data},
+        )
         cold = time.perf_counter() - started
-    print(f"baseline diffusers pipeline, {args.steps} steps 64x64: {base_best:.3f}s best, {base_median:.3f}s median")
+    print(
+        f"baseline diffusers pipeline, {args.steps} steps 64x64: {base_best:.3f}s best, {base_median:.3f}s median"
+    )
     print(f"salon engine, same request:                {salon_best:.3f}s best, {salon_median:.3f}s median")
     print(f"ratio salon / baseline (best):             {salon_best / base_best:.2f}")
     print(f"cold `salon imagine` process (imports, load, one image): {cold:.2f}s")

@@ -68,7 +68,6 @@ _SCHEDULE_ALIASES: dict[str, str] = {
 _SCHEDULE_SUFFIXES: tuple[str, ...] = tuple(sorted(_SCHEDULE_ALIASES, key=len, reverse=True))
 
 
-
 # --- writing
 
 

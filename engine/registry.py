@@ -160,7 +160,9 @@ class ModelRegistry:
         }
         from engine.demo import DEMO_MODEL_DIR
 
-        return cls(folders, HashCache(settings.cache_dir / "hashes.json"), builtin_checkpoints=[DEMO_MODEL_DIR])
+        return cls(
+            folders, HashCache(settings.cache_dir / "hashes.json"), builtin_checkpoints=[DEMO_MODEL_DIR]
+        )
 
     def refresh(self) -> None:
         """Rescan every folder (cheap: stat calls only, no hashing)."""
@@ -174,7 +176,9 @@ class ModelRegistry:
         for path in self.builtin_checkpoints:
             if (path / "model_index.json").is_file():
                 size, mtime = _folder_stat(path)
-                entries.append(ModelEntry(ModelKind.CHECKPOINT, path.name, path, size, mtime, is_diffusers_folder=True))
+                entries.append(
+                    ModelEntry(ModelKind.CHECKPOINT, path.name, path, size, mtime, is_diffusers_folder=True)
+                )
         return entries
 
     def _scan(self, kind: ModelKind, folder: Path) -> list[ModelEntry]:

@@ -44,8 +44,14 @@ def nearest_colour(rgb: np.ndarray) -> str:
 
 
 def _border(pixels: np.ndarray) -> np.ndarray:
-    return np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3),
-                           pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    return np.concatenate(
+        [
+            pixels[:2].reshape(-1, 3),
+            pixels[-2:].reshape(-1, 3),
+            pixels[:, :2].reshape(-1, 3),
+            pixels[:, -2:].reshape(-1, 3),
+        ]
+    )
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
@@ -144,8 +150,15 @@ def _engine(model_dir: Path, workdir: Path):
 def _request(prompt: str, seed: int, args: argparse.Namespace):
     from engine.requests import GenerationRequest
 
-    return GenerationRequest(prompt=prompt, seed=seed, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler,
-                             width=64, height=64)
+    return GenerationRequest(
+        prompt=prompt,
+        seed=seed,
+        steps=args.steps,
+        cfg_scale=args.cfg,
+        sampler=args.sampler,
+        width=64,
+        height=64,
+    )
 
 
 def evaluate_prompts(engine, scenes: list[Scene], seeds: list[int], args) -> tuple[dict[str, float], list]:
@@ -171,8 +184,11 @@ def evaluate_img2img(engine, generated: list, args) -> float:
         before = read_image(image)
         request = Img2ImgRequest(_request(scene.caption(0), seed + 1, args), image, denoising_strength=0.3)
         after = read_image(engine.img2img(request).images[0].image)
-        kept += (before.background, before.colour, before.position) == (after.background, after.colour,
-                                                                          after.position)
+        kept += (before.background, before.colour, before.position) == (
+            after.background,
+            after.colour,
+            after.position,
+        )
     return kept / len(generated)
 
 
@@ -189,14 +205,17 @@ def evaluate_inpaint(engine, args, count: int) -> dict[str, float]:
         mask = Image.new("L", (64, 64), 0)
         mask.paste(255, (0, 0, 32, 64))
         new_prompt = Scene((ShapeSpec("circle", new, "left", "large"),), background).caption(0)
-        inpaint = InpaintRequest(_request(new_prompt, 2000 + i, args), image, mask, denoising_strength=0.9,
-                                 mask_blur=2)
+        inpaint = InpaintRequest(
+            _request(new_prompt, 2000 + i, args), image, mask, denoising_strength=0.9, mask_blur=2
+        )
         result = engine.inpaint(inpaint).images[0].image
         left = read_image(_left_half_on(result, background))
         towards += left.colour == new
         unchanged += bool(np.array_equal(np.asarray(result)[:, 40:], np.asarray(image)[:, 40:]))
-    return {"inpaint repaints towards the prompt": towards / len(pairs),
-            "inpaint keeps the other half": unchanged / len(pairs)}
+    return {
+        "inpaint repaints towards the prompt": towards / len(pairs),
+        "inpaint keeps the other half": unchanged / len(pairs),
+    }
 
 
 def _left_half_on(image: Image.Image, background: str) -> Image.Image:
@@ -228,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         if not args.quick:
             figures["img2img 0.3 keeps colours and layout"] = evaluate_img2img(engine, generated[::4], args)
             figures.update(evaluate_inpaint(engine, args, count=16))
-    print(f"{len(scenes)} held-out captions × {len(seeds)} seeds, {args.steps} steps, {args.sampler}, CFG {args.cfg}")
+    print(
+        f"{len(scenes)} held-out captions × {len(seeds)} seeds, {args.steps} steps, {args.sampler}, CFG {args.cfg}"
+    )
     for key, value in figures.items():
         print(f"{key:40s} {value:6.1%}")
     print(f"({time.perf_counter() - started:.0f}s)")

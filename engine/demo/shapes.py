@@ -119,7 +119,9 @@ def random_scene(rng: random.Random, two_shape_probability: float = 0.2) -> Scen
                 for colour, position in zip((first, second), pair, strict=True)
             )
             return Scene(shapes, background)
-        spec = ShapeSpec(rng.choice(SHAPES), rng.choice(colours), rng.choice(list(POSITIONS)), rng.choice(list(SIZES)))
+        spec = ShapeSpec(
+            rng.choice(SHAPES), rng.choice(colours), rng.choice(list(POSITIONS)), rng.choice(list(SIZES))
+        )
         if not held_out(spec, background):
             return Scene((spec,), background)
 
@@ -134,7 +136,10 @@ def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> l
     else:
         raise ValueError(shape)
     return [
-        (cx + r * math.cos(start + 2 * math.pi * k / corners), cy + r * math.sin(start + 2 * math.pi * k / corners))
+        (
+            cx + r * math.cos(start + 2 * math.pi * k / corners),
+            cy + r * math.sin(start + 2 * math.pi * k / corners),
+        )
         for k in range(corners)
     ]
 

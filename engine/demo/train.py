@@ -146,7 +146,9 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return tokenizer(
+        captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 # ----- schedules ------------------------------------------------------------------------------------------------
@@ -204,7 +206,10 @@ def train_vae(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator
 @torch.no_grad()
 def encode_dataset(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Posterior means of every image, unscaled."""
-    parts = [vae.encode(to_unit_range(images[i : i + batch])).latent_dist.mean for i in range(0, len(images), batch)]
+    parts = [
+        vae.encode(to_unit_range(images[i : i + batch])).latent_dist.mean
+        for i in range(0, len(images), batch)
+    ]
     return torch.cat(parts)
 
 
@@ -238,7 +243,9 @@ def train_unet(
     ema_unet, ema_text = Ema(unet, cfg.ema_decay), Ema(text_encoder, cfg.ema_decay)
     started, losses = time.perf_counter(), []
     for step in range(cfg.unet_steps):
-        rates = [learning_rate(step, cfg.unet_steps, lr, cfg.warmup_steps) for lr in (cfg.unet_lr, cfg.text_lr)]
+        rates = [
+            learning_rate(step, cfg.unet_steps, lr, cfg.warmup_steps) for lr in (cfg.unet_lr, cfg.text_lr)
+        ]
         set_lr(optimizer, rates)
         index = torch.randint(0, len(latents), (cfg.unet_batch,), generator=generator)
         x0 = latents[index]
@@ -247,7 +254,9 @@ def train_unet(
         tokens[dropped] = empty_ids
         noise = torch.randn(x0.shape, generator=generator)
         noise = noise + cfg.offset_noise * torch.randn((x0.shape[0], x0.shape[1], 1, 1), generator=generator)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=generator)
+        t = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=generator
+        )
         noisy = noise_scheduler.add_noise(x0, noise, t)
         states = text_encoder(tokens).last_hidden_state
         predicted = unet(noisy, t, states).sample
@@ -271,8 +280,15 @@ def _log_progress(phase: str, step: int, total: int, losses: list[float], starte
     if (step + 1) % 50 == 0 or step + 1 == total:
         elapsed = time.perf_counter() - started
         eta = elapsed / (step + 1) * (total - step - 1)
-        log.info("%s step %d/%d loss %.4f  %.0fs elapsed, %.0fs left", phase, step + 1, total,
-                 float(np.mean(losses[-50:])), elapsed, eta)
+        log.info(
+            "%s step %d/%d loss %.4f  %.0fs elapsed, %.0fs left",
+            phase,
+            step + 1,
+            total,
+            float(np.mean(losses[-50:])),
+            elapsed,
+            eta,
+        )
 
 
 # ----- saving ----------------------------------------------------------------------------------------------------
@@ -296,9 +312,13 @@ def save_model(out: Path, vae, text_encoder, unet, tokenizer, cfg: TrainConfig, 
     write_model_card(out, cfg, stats)
 
 
-def write_model_card(out: Path, cfg: TrainConfig, stats: dict, figures: dict[str, float] | None = None) -> None:
+def write_model_card(
+    out: Path, cfg: TrainConfig, stats: dict, figures: dict[str, float] | None = None
+) -> None:
     """README.md beside the weights: what the model is, how it was trained, and what it scores."""
-    params = {name: sum(p.numel() for p in module.parameters()) for name, module in _saved_modules(out).items()}
+    params = {
+        name: sum(p.numel() for p in module.parameters()) for name, module in _saved_modules(out).items()
+    }
     lines = [
         "# salon-demo-shapes",
         "",
@@ -312,13 +332,13 @@ def write_model_card(out: Path, cfg: TrainConfig, stats: dict, figures: dict[str
         "- tokenizer: the real CLIP BPE (49,408 tokens), rebuilt from OpenAI's merge list (`engine/clip_vocab.py`)",
         "- AutoencoderKL with factor 4 (64×64 images ↔ 16×16×4 latents), scaling factor "
         f"{stats.get('scaling_factor', 0):.4f}; UNet2DConditionModel with cross-attention at 8×8 and 4×4 and a",
-        "  pooled-text path into the timestep embedding (`addition_embed_type=\"text\"`); weights stored as float16.",
+        '  pooled-text path into the timestep embedding (`addition_embed_type="text"`); weights stored as float16.',
         "",
         "## Data",
         "",
         f"{cfg.examples:,} rendered 64×64 images: one shape (80 %) or two, circle/square/triangle/star in 8 colours,",
-        "5 positions, 2 sizes, on one of the other colours; captions like \"a small red circle on the left, blue",
-        "background\" or \"a red circle on a blue background\". 71 single-shape combinations are held out for the",
+        '5 positions, 2 sizes, on one of the other colours; captions like "a small red circle on the left, blue',
+        'background" or "a red circle on a blue background". 71 single-shape combinations are held out for the',
         "evaluation.",
         "",
         "## Training",
@@ -372,7 +392,10 @@ def train(cfg: TrainConfig, out: Path) -> dict:
     latents = raw * scaling
     tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
     ids, empty_ids = tokenize(tokenizer, captions), tokenize(tokenizer, [""])[0]
-    log.info("VAE done (reconstruction MSE %.4f, scaling factor %.4f)", stats["vae_reconstruction_mse"], scaling)
+    log.info(
+        "VAE done (reconstruction MSE %.4f, scaling factor %.4f)", stats["vae_reconstruction_mse"], scaling
+    )
+
     # 4. Text encoder and UNet.
     def checkpoint(step: int, unet, text_encoder) -> None:
         partial = {**stats, "unet_steps_done": step}
