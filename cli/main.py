@@ -41,7 +41,12 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--cfg", type=float, default=7.0, help="CFG scale")
     parser.add_argument("--seed", type=int, default=-1, help="seed; -1 = random")
-    parser.add_argument("--size", default="512x512", help="WIDTHxHEIGHT, multiples of 8")
+    parser.add_argument(
+        "--size",
+        default=None,
+        help="WIDTHxHEIGHT, multiples of 8 (default: the model's own resolution, "
+        "or the input image's size for img2img/inpaint)",
+    )
     parser.add_argument("--batch", type=int, default=1, help="images per batch (batch size)")
     parser.add_argument("--batch-count", type=int, default=1, help="number of batches")
     parser.add_argument("--clip-skip", type=int, default=1, help="stop at the N-th last CLIP layer")
@@ -139,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
-def _generation_request(args: argparse.Namespace, settings: Settings):
+def _generation_request(args: argparse.Namespace, settings: Settings, default_size: tuple[int, int]):
     from commands.options import generation_request
 
     hires = getattr(args, "hires", None)
@@ -153,7 +158,7 @@ def _generation_request(args: argparse.Namespace, settings: Settings):
         steps=args.steps,
         cfg_scale=args.cfg,
         seed=args.seed,
-        size=args.size,
+        size=args.size or default_size,
         batch_size=args.batch,
         batch_count=args.batch_count,
         clip_skip=args.clip_skip,
@@ -174,19 +179,26 @@ def _output_folder(args: argparse.Namespace, settings: Settings, kind: str) -> P
 
 
 def _imagine(args: argparse.Namespace, settings: Settings) -> int:
-    request = _generation_request(args, settings)
+    from engine.runner import Engine
+
+    engine = Engine(settings)
+    request = _generation_request(args, settings, engine.native_size(args.model))
     return _generate(
-        settings,
-        lambda engine, control: engine.txt2img(request, control),
-        _output_folder(args, settings, "txt2img"),
+        lambda control: engine.txt2img(request, control), _output_folder(args, settings, "txt2img")
     )
+
+
+def _image_size(image) -> tuple[int, int]:
+    """An input image's size rounded down to multiples of 8 (at least 64): img2img's default output size."""
+    return max(64, image.width // 8 * 8), max(64, image.height // 8 * 8)
 
 
 def _img2img(args: argparse.Namespace, settings: Settings) -> int:
     from commands.options import img2img_request, load_input_image
+    from engine.runner import Engine
 
-    params = _generation_request(args, settings)
     image = load_input_image(args.image, settings.limits)
+    params = _generation_request(args, settings, _image_size(image))
     request = img2img_request(
         settings.limits,
         params,
@@ -195,18 +207,18 @@ def _img2img(args: argparse.Namespace, settings: Settings) -> int:
         resize_mode=args.resize_mode,
         noise_multiplier=args.noise_multiplier,
     )
+    engine = Engine(settings)
     return _generate(
-        settings,
-        lambda engine, control: engine.img2img(request, control),
-        _output_folder(args, settings, "img2img"),
+        lambda control: engine.img2img(request, control), _output_folder(args, settings, "img2img")
     )
 
 
 def _inpaint(args: argparse.Namespace, settings: Settings) -> int:
     from commands.options import inpaint_request, load_input_image, region_mask
+    from engine.runner import Engine
 
-    params = _generation_request(args, settings)
     image = load_input_image(args.image, settings.limits)
+    params = _generation_request(args, settings, _image_size(image))
     mask = (
         region_mask(image, args.region)
         if args.region
@@ -224,22 +236,19 @@ def _inpaint(args: argparse.Namespace, settings: Settings) -> int:
         inpaint_area=args.inpaint_area,
         padding=args.padding,
     )
+    engine = Engine(settings)
     return _generate(
-        settings,
-        lambda engine, control: engine.inpaint(request, control),
-        _output_folder(args, settings, "img2img"),
+        lambda control: engine.inpaint(request, control), _output_folder(args, settings, "img2img")
     )
 
 
-def _generate(settings: Settings, run: Callable, folder: Path) -> int:
-    """Run one request on a fresh engine with a progress bar, save the PNGs, print paths and infotext."""
+def _generate(run: Callable, folder: Path) -> int:
+    """Run one request with a progress bar, save the PNGs, print paths and infotext."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from commands.outputs import save_result
     from engine.requests import RunControl, StepProgress
-    from engine.runner import Engine
 
-    engine = Engine(settings)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -258,7 +267,7 @@ def _generate(settings: Settings, run: Callable, folder: Path) -> int:
                 )
             progress.update(tasks[key], completed=event.step)
 
-        result = run(engine, RunControl(on_step=on_step))
+        result = run(RunControl(on_step=on_step))
     paths = save_result(result, folder)
     for path, generated in zip(paths, result.images, strict=True):
         console.print(str(path))

@@ -252,6 +252,19 @@ class ModelRegistry:
         return self.sha256(entry)[:length]
 
 
+def native_resolution(entry: ModelEntry) -> int:
+    """The side length a checkpoint was trained at, read from its configs or header (SD 1.x 512, SDXL 1024)."""
+    folder = entry.path if entry.is_diffusers_folder else entry.path.with_name(entry.path.stem + ".config")
+    if (folder / "unet" / "config.json").is_file():
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    from engine.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
+
+    kind = detect_checkpoint_kind(check_safetensors(entry.path))
+    return 1024 if kind in (CheckpointKind.SDXL, CheckpointKind.SDXL_INPAINT) else 512
+
+
 def _inside_diffusers_folder(path: Path, root: Path) -> bool:
     return any((parent / "model_index.json").is_file() for parent in _parents_below(path, root))
 

@@ -27,7 +27,7 @@ from engine.loading import LoadedModel, load_model, resolve_device, resolve_dtyp
 from engine.lora import LoraSet, LoraUse
 from engine.noise import resolve_seed
 from engine.prompt_syntax import ExtraNetwork, extract_extra_networks
-from engine.registry import ModelEntry, ModelKind, ModelRegistry
+from engine.registry import ModelEntry, ModelKind, ModelRegistry, native_resolution
 from engine.requests import (
     GeneratedImage,
     GenerationRequest,
@@ -101,6 +101,11 @@ class Engine:
                 log.info("several checkpoints installed and no default_model set: using %s", builtin[0].name)
             return builtin[0]
         raise ModelNotFound("model", "no model given and no default_model set; choose one with --model")
+
+    def native_size(self, name: str | None) -> tuple[int, int]:
+        """The default image size for a model: the resolution it was trained at (square)."""
+        side = native_resolution(self.checkpoint(name))
+        return side, side
 
     def _find(self, kind: ModelKind, name: str) -> ModelEntry:
         try:

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny SD models in a temporary A1111-style data folder, and an engine over them."""
+"""Shared fixtures: a temporary A1111-style data folder and an engine whose default model is the demo model.
+
+Tiny random SD 1.x/SDXL models (tests/tiny_models.py) cover architectures the demo model does not have.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_dir: Path) -> Path:
-    """A Salon data folder with the tiny SD 1.x model installed as `tiny` (a diffusers folder)."""
+    """A Salon data folder with a tiny random SD 1.x model installed as `tiny` (a diffusers folder)."""
     root = tmp_path_factory.mktemp("salon-data")
     for sub in ("models/Stable-diffusion", "models/Lora", "models/VAE", "models/hypernetworks", "embeddings"):
         (root / sub).mkdir(parents=True)
@@ -37,9 +40,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_dir: Path) -> Pa
 
 @pytest.fixture(scope="session")
 def settings(data_dir: Path):
+    """Settings over `data_dir` whose default model is the built-in demo model (tests run on it)."""
     from config import load_settings
+    from engine.demo import DEMO_MODEL_NAME
 
-    return load_settings(None, data_dir=data_dir, default_model="tiny")
+    return load_settings(None, data_dir=data_dir, default_model=DEMO_MODEL_NAME)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ from tests.corpus import CORPUS
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory, data_dir):
     path = tmp_path_factory.mktemp("cli") / "salon.toml"
-    path.write_text(f'data_dir = "{data_dir}"\n')
+    path.write_text(f'data_dir = "{data_dir}"\ndefault_model = "salon-demo-shapes"\n')
     return path
 
 
@@ -189,29 +190,21 @@ def test_bad_input_exits_2_with_a_message(config_file, capsys, monkeypatch, args
     assert message in capsys.readouterr().err
 
 
-def test_installed_console_script(config_file, tmp_path):
-    """The real entry point in a fresh process (what a newcomer runs)."""
+def test_quick_start_uses_the_demo_model_with_nothing_configured(tmp_path):
+    """The README's first command in a fresh process and an empty folder: the demo model draws the prompt."""
+    from engine.demo.evaluate import read_image
+
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "--config",
-            str(config_file),
-            "imagine",
-            "a cat",
-            "--seed",
-            "3",
-            "--steps",
-            "2",
-            "--size",
-            "64x64",
-            "-o",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "cli.main", "imagine", "a red circle on a blue background", "--seed", "3"],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SALON_")},
     )
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "00000-3.png").is_file()
+    [path] = (tmp_path / "salon-data" / "outputs" / "txt2img-images").glob("*/00000-3.png")
+    info = parse_infotext(read_infotext(path))
+    assert info.model == "salon-demo-shapes" and (info.width, info.height) == (64, 64)
+    reading = read_image(Image.open(path))
+    assert (reading.background, reading.colour) == ("blue", "red")

@@ -36,7 +36,7 @@ def write_kohya_lora(path, unet, text_encoder, rank: int = 4, seed: int = 0) -> 
 
 @pytest.fixture(scope="module")
 def lora_file(engine, settings):
-    model = engine.load("tiny")
+    model = engine.load(None)
     path = settings.lora_dir / "shapes_style.safetensors"
     write_kohya_lora(path, model.unet, model.pipe.text_encoder)
     engine.registry.refresh()
@@ -96,7 +96,7 @@ def _a1111_embedding(vectors: torch.Tensor) -> dict:
 
 @pytest.fixture(scope="module")
 def embedding_files(engine, settings):
-    width = engine.load("tiny").pipe.text_encoder.config.hidden_size
+    width = engine.load(None).pipe.text_encoder.config.hidden_size
     generator = torch.Generator().manual_seed(1)
     pt_path = settings.embeddings_path / "glowy.pt"
     torch.save(_a1111_embedding(torch.randn(2, width, generator=generator) * 3), pt_path)
@@ -132,5 +132,5 @@ def test_embedding_is_used_by_its_file_name(engine, embedding_files, word, file_
 def test_embedding_in_the_negative_prompt_and_wrong_width_skipped(engine, embedding_files):
     generated = engine.txt2img(request("a red circle", negative_prompt="glowy")).images[0]
     assert parse_infotext(generated.infotext).params["TI hashes"].startswith("glowy: ")
-    engine.embeddings.for_encoders({"clip_l": 32})
+    engine.embeddings.for_encoders({"clip_l": engine.load(None).pipe.text_encoder.config.hidden_size})
     assert "wide" in engine.embeddings.skipped

@@ -81,7 +81,8 @@ def test_progress_reports_each_step_with_a_preview(engine):
     events = []
     engine.txt2img(request(steps=4), RunControl(on_step=events.append))
     assert [(e.phase, e.step, e.total) for e in events] == [("txt2img", i, 4) for i in range(1, 5)]
-    assert events[-1].preview().size == (32, 32)  # latent resolution of the tiny model
+    latent_side = 64 // engine.load(None).vae_scale_factor
+    assert events[-1].preview().size == (latent_side, latent_side)  # a preview at latent resolution
 
 
 def test_second_order_sampler_reports_user_steps(engine):
