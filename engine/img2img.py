@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from engine.noise import initial_noise, make_generators
 from engine.requests import Img2ImgRequest, ResizeMode, RunControl
 from engine.resize import resize_image
 from engine.sampling import (
@@ -18,6 +17,7 @@ from engine.sampling import (
     encode_images,
     latent_shape,
     new_scheduler,
+    seeded_noise,
     strength_timesteps,
 )
 
@@ -76,9 +76,7 @@ def run_img2img(
     # 2. Encode the input at the target size (latent upscale: at its own size, then resize the latents).
     init_latents = _init_latents(prep, request)
     # 3. Noise from each image's seed, scaled by the noise multiplier, and denoise.
-    generators = make_generators(seeds)
-    shape = latent_shape(prep.model, p.width, p.height)
-    noise = initial_noise(shape, generators, variation_seeds, p.variation_strength).to(prep.model.device)
+    generators, noise = seeded_noise(prep, seeds, variation_seeds, p.width, p.height)
     noise = noise * request.noise_multiplier
     latents = img2img_latents(
         prep,

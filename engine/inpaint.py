@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from engine.img2img import img2img_latents
-from engine.noise import initial_noise, make_generators
 from engine.requests import InpaintArea, InpaintRequest, MaskedContent, ResizeMode, RunControl
 from engine.resize import (
     binary_latent_mask,
@@ -26,7 +25,7 @@ from engine.resize import (
     mask_bounding_box,
     resize_image,
 )
-from engine.sampling import KeepOriginal, Prepared, decode_latents, encode_images, latent_shape
+from engine.sampling import KeepOriginal, Prepared, decode_latents, encode_images, latent_shape, seeded_noise
 
 
 @dataclass(frozen=True)
@@ -83,8 +82,7 @@ def run_inpaint(
         model.device
     )
     # 2. Noise per image; "latent noise" / "latent nothing" replace the masked latents before sampling.
-    generators = make_generators(seeds)
-    noise = initial_noise(shape, generators, variation_seeds, p.variation_strength).to(model.device)
+    generators, noise = seeded_noise(prep, seeds, variation_seeds, p.width, p.height)
     init_latents = init_latents.expand(len(seeds), -1, -1, -1)
     if request.masked_content is MaskedContent.LATENT_NOISE:
         init_latents = init_latents * (1 - repaint) + noise * repaint

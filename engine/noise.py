@@ -56,8 +56,3 @@ def initial_noise(
             noise = slerp(variation_strength, noise, other)
         images.append(noise)
     return torch.stack(images)
-
-
-def more_noise(shape: tuple[int, int, int], generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Further per-image noise from the same generators (hires pass, latent-noise inpaint fill)."""
-    return torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])

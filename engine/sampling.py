@@ -20,6 +20,7 @@ from PIL import Image
 from engine.conditioning import Conditioning
 from engine.errors import JobCancelled
 from engine.loading import LoadedModel
+from engine.noise import initial_noise, make_generators
 from engine.preview import latents_to_preview
 from engine.requests import GenerationRequest, RunControl, StepProgress
 from engine.samplers import SamplerSpec, build_scheduler
@@ -48,6 +49,16 @@ class KeepOriginal:
 def latent_shape(model: LoadedModel, width: int, height: int) -> tuple[int, int, int]:
     f = model.vae_scale_factor
     return model.latent_channels, height // f, width // f
+
+
+def seeded_noise(
+    prep: Prepared, seeds: Sequence[int], variation_seeds: Sequence[int] | None, width: int, height: int
+) -> tuple[list[torch.Generator], torch.Tensor]:
+    """Per-image generators and each image's starting noise at width×height, variation seeds mixed in."""
+    generators = make_generators(seeds)
+    shape = latent_shape(prep.model, width, height)
+    noise = initial_noise(shape, generators, variation_seeds, prep.params.variation_strength)
+    return generators, noise.to(prep.model.device)
 
 
 def new_scheduler(prep: Prepared, steps: int, seeds: Sequence[int]):

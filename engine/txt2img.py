@@ -8,9 +8,16 @@ import torch
 from PIL import Image
 
 from engine.img2img import img2img_latents
-from engine.noise import initial_noise, make_generators
 from engine.requests import HiresUpscaler, RunControl
-from engine.sampling import Prepared, decode_latents, denoise, encode_images, latent_shape, new_scheduler
+from engine.sampling import (
+    Prepared,
+    decode_latents,
+    denoise,
+    encode_images,
+    latent_shape,
+    new_scheduler,
+    seeded_noise,
+)
 
 
 def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -28,10 +35,7 @@ def run_txt2img(
     """One batch: noise from each image's seed, denoise, then the hires pass if asked, then decode."""
     p = prep.params
     # 1. Per-image generators and starting noise.
-    generators = make_generators(seeds)
-    noise = initial_noise(
-        latent_shape(prep.model, p.width, p.height), generators, variation_seeds, p.variation_strength
-    ).to(prep.model.device)
+    generators, noise = seeded_noise(prep, seeds, variation_seeds, p.width, p.height)
     # 2. Denoise from pure noise.
     scheduler = new_scheduler(prep, p.steps, seeds)
     latents = noise * scheduler.init_noise_sigma
@@ -74,8 +78,7 @@ def _hires_pass(
         )
         images = [img.resize((width, height), resample) for img in decode_latents(prep.model, latents)]
         upscaled = encode_images(prep.model, images)
-    generators = make_generators(seeds)
-    noise = initial_noise(shape, generators, variation_seeds, p.variation_strength).to(prep.model.device)
+    generators, noise = seeded_noise(prep, seeds, variation_seeds, width, height)
     return img2img_latents(
         prep,
         upscaled,
