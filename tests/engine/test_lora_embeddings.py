@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from engine.errors import InvalidRequest, ModelNotFound
 from engine.infotext import parse_infotext
 from engine.lora import kohya_key
+from engine.prompt_syntax import extract_extra_networks
 from engine.registry import sha256_file
 from tests.engine.helpers import mean_difference, pixels, request
 
@@ -67,11 +68,26 @@ def test_lora_weight_zero_and_removal_leave_the_model_untouched(engine, lora_fil
     assert np.array_equal(pixels(base.image), pixels(after.image))
 
 
-def test_lora_weight_scales_the_effect(engine, lora_file):
-    base = engine.txt2img(request("a red circle")).images[0].image
-    half = engine.txt2img(request("a red circle <lora:shapes_style:0.3>")).images[0].image
-    full = engine.txt2img(request("a red circle <lora:shapes_style:1>")).images[0].image
-    assert 0 < mean_difference(base, half) < mean_difference(base, full)
+def test_lora_weight_scales_the_weight_delta(engine, lora_file):
+    """<lora:name:w> adds w times the LoRA's delta to every wrapped layer (checked on one attention projection)."""
+    engine.txt2img(request("a red circle <lora:shapes_style:1>"))  # loads the adapter
+    unet = engine.load(None).unet
+    layer = next(
+        m for name, m in unet.named_modules() if name.endswith("attn2.to_q") and hasattr(m, "base_layer")
+    )
+    x = torch.randn(1, 4, layer.in_features, generator=torch.Generator().manual_seed(0))
+
+    def delta(weight: float) -> torch.Tensor:
+        engine._loras.activate(
+            [engine._lora_uses(extract_extra_networks(f"<lora:shapes_style:{weight}>")[1])[0]]
+        )
+        with torch.no_grad():
+            return layer(x) - layer.base_layer(x)
+
+    full, part = delta(1.0), delta(0.3)
+    assert full.abs().mean() > 1e-3
+    assert torch.allclose(part, 0.3 * full, atol=1e-5)
+    engine._loras.activate([])
 
 
 def test_unknown_and_traversing_lora_names_are_refused(engine, lora_file):

@@ -88,7 +88,10 @@ def test_pickled_checkpoint_is_listed_as_refused_and_a_fake_safetensors_is_refus
     (checkpoints / "fake.safetensors").write_bytes(b"\x80\x04\x95pickle-not-safetensors")
     engine = Engine(load_settings(None, data_dir=tmp_path))
     assert [r.path.name for r in engine.registry.refused] == ["old.ckpt"]
-    assert engine.registry.names(ModelKind.CHECKPOINT) == ["fake"]
+    assert engine.registry.names(ModelKind.CHECKPOINT) == [
+        "fake",
+        "salon-demo-shapes",
+    ]  # yours, then built-in
     with pytest.raises(UnsafeModelFile):
         engine.load("fake")
 
