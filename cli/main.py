@@ -274,7 +274,8 @@ def _generate(run: Callable, folder: Path) -> int:
         console.print(generated.infotext, markup=False, soft_wrap=True)
         console.print()
     console.print(
-        f"{len(paths)} image(s) in {result.elapsed_s:.2f}s with {result.model_name} [{result.model_hash}]"
+        f"{len(paths)} image(s) in {result.elapsed_s:.2f}s with {result.model_name} [{result.model_hash}]",
+        markup=False,
     )
     return 0
 
@@ -298,6 +299,7 @@ def _pnginfo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from engine.registry import ModelKind, ModelRegistry
@@ -307,7 +309,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     for kind in ModelKind:
         for entry in registry.entries(kind):
             modified = dt.datetime.fromtimestamp(entry.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
-            table.add_row(
+            cells = (
                 kind.value,
                 entry.name,
                 registry.short_hash(entry),
@@ -315,6 +317,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
                 modified,
                 str(entry.path),
             )
+            table.add_row(*(escape(cell) for cell in cells))
     console.print(table)
     for refused in registry.refused:
         err_console.print(f"[yellow]not loaded[/yellow] {refused.path}: {refused.reason}")
