@@ -21,7 +21,7 @@ RUN apt-get update \
 RUN python3 -m venv /opt/salon
 ENV PATH=/opt/salon/bin:$PATH
 
-# torch first, from the CUDA index, so the project's "torch>=2.4" is already satisfied.
+# torch first, from the CUDA index, so the project's "torch>=2.10" is already satisfied.
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 
 WORKDIR /app

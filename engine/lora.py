@@ -19,8 +19,8 @@ from engine.registry import ModelEntry
 log = logging.getLogger(__name__)
 
 MAX_LOADED_ADAPTERS = 8
-KOHYA_UNET_PREFIX = "lora_unet_"
-KOHYA_TEXT_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_")
+# Key prefixes of LoRA files diffusers can read: kohya/A1111 (lora_unet_, lora_te_, lora_te1_, …), diffusers/peft.
+LORA_KEY_PREFIXES = ("lora_", "unet.", "text_encoder")
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,7 @@ class LoraSet:
             self._loaded.move_to_end(name)
             return name
         state_dict = load_safetensors(use.entry.path)
-        if not any(k.startswith((KOHYA_UNET_PREFIX, *KOHYA_TEXT_PREFIXES)) for k in state_dict) and not any(
-            k.startswith(("unet.", "text_encoder", "lora_")) for k in state_dict
-        ):
+        if not any(k.startswith(LORA_KEY_PREFIXES) for k in state_dict):
             raise InvalidRequest("lora", f"{use.entry.name}: not a LoRA file (no LoRA weight names inside)")
         try:
             self.pipe.load_lora_weights(state_dict, adapter_name=name)

@@ -13,11 +13,11 @@ import torch
 SEED_MAX = 4294967294  # A1111: random.randrange(4294967294)
 
 
-def resolve_seed(seed: int, rng: random.Random | None = None) -> int:
+def resolve_seed(seed: int) -> int:
     """A concrete seed: the given one, or a random one in 0…2³²−2 when it is −1 (or any negative)."""
     if seed >= 0:
         return seed
-    return (rng or random.SystemRandom()).randrange(SEED_MAX)
+    return random.SystemRandom().randrange(SEED_MAX)
 
 
 def batch_seeds(first_seed: int, count: int) -> list[int]:

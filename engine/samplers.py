@@ -83,11 +83,6 @@ SAMPLERS: dict[str, SamplerSpec] = {
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 DEFAULT_SAMPLER = "DPM++ 2M"
 
-# Samplers whose steps draw fresh noise; their generators must be seeded per image.
-STOCHASTIC = frozenset(
-    {"DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "DPM++ SDE", "DPM2 a", "Euler a"}
-)
-
 
 def _lookup(names: tuple[str, ...], value: str) -> str | None:
     folded = value.strip().casefold()
