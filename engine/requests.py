@@ -110,13 +110,14 @@ class InpaintRequest:
 
 @dataclass(frozen=True)
 class StepProgress:
-    """One denoising step finished. `preview` renders a cheap RGB approximation only when called."""
+    """One denoising step finished. `preview(i)` renders a cheap RGB approximation of image i of the batch
+    being denoised, only when called."""
 
     phase: str  # "txt2img", "hires", "img2img", "inpaint"
     step: int
     total: int
-    image_index: int  # first image of the batch being denoised (batches share one loop)
-    preview: Callable[[], Image.Image] | None = None
+    image_index: int  # the request's first image in the batch being denoised
+    preview: Callable[..., Image.Image] | None = None
 
 
 @dataclass
@@ -125,6 +126,9 @@ class RunControl:
 
     on_step: Callable[[StepProgress], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def cancelled(self) -> bool:
+        return self.cancel.is_set()
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,27 @@ conditioning), runs the task module batch by batch, and writes the A1111 infotex
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
 from PIL import Image
 
 from config import Settings
+from engine.batching import batch_key
 from engine.conditioning import Conditioning, EncoderSlot, PromptChunker, encode_prompt_pair
 from engine.embeddings import EmbeddingLibrary
 from engine.errors import InvalidRequest, ModelNotFound
 from engine.img2img import run_img2img
 from engine.infotext import format_infotext
 from engine.inpaint import run_inpaint
+from engine.invariance import batch_invariant
 from engine.loading import LoadedModel, load_model, resolve_device, resolve_dtype
 from engine.lora import LoraSet, LoraUse
 from engine.noise import resolve_seed
@@ -37,6 +41,7 @@ from engine.requests import (
     InpaintRequest,
     MaskedContent,
     RunControl,
+    StepProgress,
 )
 from engine.samplers import resolve_sampler
 from engine.sampling import Prepared, tiling
@@ -133,8 +138,18 @@ class Engine:
 
     # ----- tasks --------------------------------------------------------------------------------------------
     def txt2img(self, request: GenerationRequest, control: RunControl | None = None) -> GenerationResult:
-        check_generation(request, self.settings.limits)
-        return self._run(request, run_txt2img, {}, control)
+        return self.txt2img_many([request], [control or RunControl()])[0]
+
+    def txt2img_many(
+        self, requests: Sequence[GenerationRequest], controls: Sequence[RunControl]
+    ) -> list[GenerationResult]:
+        """Several txt2img requests with one `batch_key` denoised together; each image is bit-identical (on
+        the CPU) to what its request gives alone."""
+        for request in requests:
+            check_generation(request, self.settings.limits)
+        if len({batch_key(r) for r in requests}) != 1:
+            raise ValueError("txt2img_many needs requests with one batch_key")
+        return self._run(requests, controls, run_txt2img, {})
 
     def img2img(self, request: Img2ImgRequest, control: RunControl | None = None) -> GenerationResult:
         check_img2img(request, self.settings.limits)
@@ -143,7 +158,7 @@ class Engine:
             return run_img2img(prep, request, seeds, variation_seeds, ctl, first)
 
         extra = {"Denoising strength": format_number(request.denoising_strength)}
-        return self._run(request.params, batch, extra, control)
+        return self._run([request.params], [control or RunControl()], batch, extra)[0]
 
     def inpaint(self, request: InpaintRequest, control: RunControl | None = None) -> GenerationResult:
         check_inpaint(request, self.settings.limits)
@@ -161,51 +176,67 @@ class Engine:
         if request.inpaint_area is InpaintArea.ONLY_MASKED:
             extra["Inpaint area"] = request.inpaint_area.value
             extra["Masked area padding"] = str(request.padding)
-        return self._run(request.params, batch, extra, control)
+        return self._run([request.params], [control or RunControl()], batch, extra)[0]
 
     def _run(
         self,
-        params: GenerationRequest,
+        requests: Sequence[GenerationRequest],
+        controls: Sequence[RunControl],
         run_batch: BatchRunner,
         extra: dict[str, str | None],
-        control: RunControl | None,
-    ) -> GenerationResult:
-        control = control or RunControl()
+    ) -> list[GenerationResult]:
+        """Resolve the shared model, LoRAs and sampler, condition each prompt, then denoise in batches."""
+        first = requests[0]
         with self._lock:
             started = time.perf_counter()
-            model = self.load(params.model)
-            prompt, networks = extract_extra_networks(params.prompt)
-            loras = self._lora_uses(networks)
+            model = self.load(first.model)
+            loras = self._lora_uses(extract_extra_networks(first.prompt)[1])
             assert self._loras is not None
             self._loras.activate(loras)
-            spec, schedule = resolve_sampler(params.sampler, params.schedule)
-            conditioning = self._conditioning(model, prompt, params.negative_prompt, params.clip_skip)
-            prep = Prepared(model, params, spec, schedule, conditioning)
-            info = self._infotext_params(prep, loras, extra)
-            images = self._run_batches(prep, run_batch, control, info)
+            spec, schedule = resolve_sampler(first.sampler, first.schedule)
+            preps = [
+                Prepared(model, r, spec, schedule, self._prompt_conditioning(model, r)) for r in requests
+            ]
+            infos = [self._infotext_params(prep, loras, extra) for prep in preps]
+            images = self._run_slots(preps, controls, run_batch, infos)
             elapsed = time.perf_counter() - started
-        log.info("%6.2fs → %d image(s) with %s", elapsed, len(images), model.name)
-        return GenerationResult(tuple(images), model.name, model.hash, elapsed)
+        log.info(
+            "%6.2fs → %d image(s) for %d request(s) with %s",
+            elapsed,
+            sum(map(len, images)),
+            len(requests),
+            model.name,
+        )
+        return [GenerationResult(tuple(found), model.name, model.hash, elapsed) for found in images]
 
-    def _run_batches(
-        self, prep: Prepared, run_batch: BatchRunner, control: RunControl, info: dict[str, str | None]
-    ) -> list[GeneratedImage]:
-        p = prep.params
-        seed = resolve_seed(p.seed)
-        variation = resolve_seed(p.variation_seed) if p.variation_strength > 0 else None
-        results: list[GeneratedImage] = []
-        with tiling(prep.model, p.tiling):
-            for batch in range(p.batch_count):
-                first = batch * p.batch_size
-                indices = range(first, first + p.batch_size)
-                seeds = [seed + i for i in indices]
-                variation_seeds = [variation + i for i in indices] if variation is not None else None
-                images = run_batch(prep, seeds, variation_seeds, control, first)
-                for i, image in zip(indices, images, strict=True):
-                    v_seed = variation + i if variation is not None else None
-                    text = self._infotext(p, info, seed + i, v_seed)
-                    results.append(GeneratedImage(image, seed + i, v_seed, text, i))
+    def _run_slots(
+        self,
+        preps: list[Prepared],
+        controls: Sequence[RunControl],
+        run_batch: BatchRunner,
+        infos: list[dict[str, str | None]],
+    ) -> list[list[GeneratedImage]]:
+        """Every image of every request, denoised in chunks of images whose conditioning has the same length."""
+        results: list[list[GeneratedImage]] = [[] for _ in preps]
+        shared = preps[0]
+        modules = [shared.model.unet, shared.model.vae]
+        with tiling(shared.model, shared.params.tiling), batch_invariant(modules, shared.model.device):
+            for chunk in _chunks(_slots(preps), preps, self._max_batch(preps)):
+                merged = _merge(shared, [preps[s.request] for s in chunk])
+                variation = [s.variation_seed for s in chunk] if chunk[0].variation_seed is not None else None
+                control = _ChunkControl(chunk, controls)
+                images = run_batch(merged, [s.seed for s in chunk], variation, control, chunk[0].index)
+                for slot, image in zip(chunk, images, strict=True):
+                    p = preps[slot.request].params
+                    text = self._infotext(p, infos[slot.request], slot.seed, slot.variation_seed)
+                    results[slot.request].append(
+                        GeneratedImage(image, slot.seed, slot.variation_seed, text, slot.index)
+                    )
         return results
+
+    def _max_batch(self, preps: list[Prepared]) -> int:
+        """Images per denoising batch: the engine's cap, or a request's own batch size if that is larger."""
+        return max(self.settings.limits.max_batch_size, *(p.params.batch_size for p in preps))
 
     # ----- prompt -------------------------------------------------------------------------------------------
     def _lora_uses(self, networks: list[ExtraNetwork]) -> list[LoraUse]:
@@ -225,6 +256,11 @@ class Engine:
                     "prompt", f"unknown extra network <{network.kind}:…>; supported: <lora:name:weight>"
                 )
         return uses
+
+    def _prompt_conditioning(self, model: LoadedModel, request: GenerationRequest) -> Conditioning:
+        """The request's prompt without its <lora:…> tags, and its negative prompt, through the text encoders."""
+        prompt = extract_extra_networks(request.prompt)[0]
+        return self._conditioning(model, prompt, request.negative_prompt, request.clip_skip)
 
     def _conditioning(self, model: LoadedModel, prompt: str, negative: str, clip_skip: int) -> Conditioning:
         pipe = model.pipe
@@ -278,3 +314,71 @@ class Engine:
             params["Variation seed"] = str(v_seed)
             params["Variation seed strength"] = format_number(p.variation_strength)
         return format_infotext(p.prompt, p.negative_prompt, params)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One image to make: which request it belongs to, its index there, and its seeds."""
+
+    request: int
+    index: int
+    seed: int
+    variation_seed: int | None
+
+
+def _slots(preps: list[Prepared]) -> list[_Slot]:
+    """A1111 seeds for every image: seed + i (and variation seed + i), −1 resolved once per request."""
+    slots = []
+    for number, prep in enumerate(preps):
+        p = prep.params
+        seed = resolve_seed(p.seed)
+        variation = resolve_seed(p.variation_seed) if p.variation_strength > 0 else None
+        for i in range(p.batch_size * p.batch_count):
+            slots.append(_Slot(number, i, seed + i, variation + i if variation is not None else None))
+    return slots
+
+
+def _chunks(slots: list[_Slot], preps: list[Prepared], size: int) -> list[list[_Slot]]:
+    """Slots in request order, cut into batches of `size` that share a conditioning length."""
+    by_length: dict[int, list[_Slot]] = {}
+    for slot in slots:
+        by_length.setdefault(preps[slot.request].conditioning.cond.shape[1], []).append(slot)
+    return [group[i : i + size] for group in by_length.values() for i in range(0, len(group), size)]
+
+
+def _merge(shared: Prepared, members: list[Prepared]) -> Prepared:
+    """One Prepared for a batch: the shared settings, each image's own conditioning stacked."""
+    if all(m is members[0] for m in members):
+        return members[0]
+    conds = [m.conditioning for m in members]
+    pooled = conds[0].pooled_cond is not None
+    stacked = Conditioning(
+        torch.cat([c.cond for c in conds]),
+        torch.cat([c.uncond for c in conds]),
+        torch.cat([c.pooled_cond for c in conds]) if pooled else None,
+        torch.cat([c.pooled_uncond for c in conds]) if pooled else None,
+    )
+    return Prepared(shared.model, shared.params, shared.spec, shared.schedule, stacked)
+
+
+class _ChunkControl(RunControl):
+    """The control of a batch: steps are reported to each request in it; it stops once all are cancelled."""
+
+    def __init__(self, chunk: list[_Slot], controls: Sequence[RunControl]) -> None:
+        super().__init__()
+        # Each request's first image in the batch: its position there and its index in the request.
+        self.members: dict[int, tuple[int, int]] = {}
+        for position, slot in enumerate(chunk):
+            self.members.setdefault(slot.request, (position, slot.index))
+        self.controls = controls
+        self.on_step = self._fan_out
+
+    def cancelled(self) -> bool:
+        return all(self.controls[r].cancelled() for r in self.members)
+
+    def _fan_out(self, event: StepProgress) -> None:
+        for request, (position, index) in self.members.items():
+            callback = self.controls[request].on_step
+            if callback is not None and event.preview is not None:
+                preview = functools.partial(event.preview, position)
+                callback(StepProgress(event.phase, event.step, event.total, index, preview))

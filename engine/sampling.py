@@ -121,7 +121,7 @@ def denoise(
     )
     total = len(timesteps)
     for i, t in enumerate(timesteps):
-        if control.cancel.is_set():
+        if control.cancelled():
             raise JobCancelled(f"cancelled at step {i} of {total} ({phase})")
         model_in = torch.cat([latents, latents]) if guided else latents
         model_in = scheduler.scale_model_input(model_in, t)
@@ -161,9 +161,11 @@ def _report(control: RunControl, prep: Prepared, phase: str, i: int, total: int,
     shown_total = min(total, steps) if total <= steps else steps
     snapshot = latents.detach().clone()
     sdxl = prep.model.sdxl
-    control.on_step(
-        StepProgress(phase, shown, shown_total, first, preview=lambda: latents_to_preview(snapshot, sdxl))
-    )
+
+    def preview(index: int = 0) -> Image.Image:
+        return latents_to_preview(snapshot[index : index + 1], sdxl)
+
+    control.on_step(StepProgress(phase, shown, shown_total, first, preview=preview))
 
 
 def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:

@@ -29,9 +29,7 @@ def test_batch_images_use_consecutive_seeds_and_equal_their_solo_runs(engine):
     assert [g.seed for g in result.images] == [11, 12, 13, 14]
     assert [g.index for g in result.images] == [0, 1, 2, 3]
     solo = engine.txt2img(request(seed=12)).images[0]
-    # Same noise and sampler noise per image; only float rounding of batched matrix products may differ.
-    difference = np.abs(pixels(result.images[1].image) - pixels(solo.image))
-    assert difference.max() <= 2 and difference.mean() < 0.05
+    assert np.array_equal(pixels(result.images[1].image), pixels(solo.image))  # batch-invariant on the CPU
     assert parse_infotext(result.images[3].infotext).seed == 14
 
 

@@ -1,0 +1,35 @@
+"""Which txt2img requests can share one denoising batch: those that differ only in prompt, seed and count.
+
+Pure Python (no torch), so the queue can group waiting jobs before any of them reaches the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from engine.prompt_syntax import extract_extra_networks
+from engine.requests import GenerationRequest
+
+
+def batch_key(request: GenerationRequest) -> Hashable:
+    """Equal keys → the requests run together: same model, size, sampler, steps, CFG, options and LoRAs.
+
+    Prompts, negative prompts, seeds, variation seeds and image counts may differ. `model` should already be
+    resolved to a name (None means the engine's default, which is the same for every request).
+    """
+    _, networks = extract_extra_networks(request.prompt)
+    loras = tuple(sorted((n.kind, n.name, n.args) for n in networks))
+    return (
+        request.model,
+        request.width,
+        request.height,
+        request.sampler,
+        request.schedule,
+        request.steps,
+        request.cfg_scale,
+        request.clip_skip,
+        request.tiling,
+        request.hires,
+        request.variation_strength,
+        loras,
+    )
