@@ -32,6 +32,7 @@ COPY cli ./cli
 COPY commands ./commands
 COPY config ./config
 COPY engine ./engine
+COPY jobs ./jobs
 RUN pip install .
 
 VOLUME /data

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from config import Settings, load_settings
 from engine.errors import SalonError
@@ -22,6 +23,7 @@ from engine.errors import SalonError
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
+EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_AVAILABLE = 3
 
@@ -114,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     pnginfo.add_argument("file", type=Path)
 
     sub.add_parser("models", help="list installed checkpoints, LoRAs, VAEs, hypernetworks and embeddings")
+
+    queue = sub.add_parser("queue", help="list recent jobs with their status and place in line")
+    queue.add_argument("--limit", type=int, default=30, help="how many jobs to show")
+    worker = sub.add_parser("worker", help="run the GPU worker alone (jobs from the bot, the CLI, …)")
+    worker.add_argument("--exit-when-idle", action="store_true", help="stop once the queue is empty")
+    cancel = sub.add_parser("cancel", help="cancel a queued job (or a running one of this process)")
+    cancel.add_argument("job", type=int, help="job id (see `salon queue`)")
     sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
     return parser
 
@@ -132,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pnginfo": _pnginfo,
         "models": _models,
         "run": _run,
+        "queue": _queue,
+        "worker": _worker,
+        "cancel": _cancel,
     }
     try:
         settings = load_settings(args.config)
@@ -179,13 +191,13 @@ def _output_folder(args: argparse.Namespace, settings: Settings, kind: str) -> P
 
 
 def _imagine(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.runner import Engine
+    from engine.registry import ModelRegistry, native_resolution
 
-    engine = Engine(settings)
-    request = _generation_request(args, settings, engine.native_size(args.model))
-    return _generate(
-        lambda control: engine.txt2img(request, control), _output_folder(args, settings, "txt2img")
+    side = native_resolution(
+        ModelRegistry.from_settings(settings).checkpoint(args.model or settings.default_model)
     )
+    request = _generation_request(args, settings, (side, side))
+    return _through_queue(settings, request, args.output)
 
 
 def _image_size(image) -> tuple[int, int]:
@@ -195,7 +207,6 @@ def _image_size(image) -> tuple[int, int]:
 
 def _img2img(args: argparse.Namespace, settings: Settings) -> int:
     from commands.options import img2img_request, load_input_image
-    from engine.runner import Engine
 
     image = load_input_image(args.image, settings.limits)
     params = _generation_request(args, settings, _image_size(image))
@@ -207,15 +218,11 @@ def _img2img(args: argparse.Namespace, settings: Settings) -> int:
         resize_mode=args.resize_mode,
         noise_multiplier=args.noise_multiplier,
     )
-    engine = Engine(settings)
-    return _generate(
-        lambda control: engine.img2img(request, control), _output_folder(args, settings, "img2img")
-    )
+    return _through_queue(settings, request, args.output)
 
 
 def _inpaint(args: argparse.Namespace, settings: Settings) -> int:
     from commands.options import inpaint_request, load_input_image, region_mask
-    from engine.runner import Engine
 
     image = load_input_image(args.image, settings.limits)
     params = _generation_request(args, settings, _image_size(image))
@@ -236,48 +243,60 @@ def _inpaint(args: argparse.Namespace, settings: Settings) -> int:
         inpaint_area=args.inpaint_area,
         padding=args.padding,
     )
-    engine = Engine(settings)
-    return _generate(
-        lambda control: engine.inpaint(request, control), _output_folder(args, settings, "img2img")
-    )
+    return _through_queue(settings, request, args.output)
 
 
-def _generate(run: Callable, folder: Path) -> int:
-    """Run one request with a progress bar, save the PNGs, print paths and infotext."""
+def _through_queue(settings: Settings, request, output: Path | None) -> int:
+    """Submit to the queue, run the worker here unless another process runs it, show progress, print results."""
+    import asyncio
+
+    from commands.outputs import copy_results
+    from engine.infotext_files import read_infotext
+    from jobs.records import JobStatus
+
+    job = asyncio.run(_submit_and_wait(settings, request))
+    if job.status is not JobStatus.DONE:
+        err_console.print(f"job {job.id} {job.status.value}: {job.error or 'no images'}", markup=False)
+        return EXIT_JOB_FAILED
+    paths = copy_results([Path(p) for p in job.results], output) if output else [Path(p) for p in job.results]
+    for path in paths:
+        console.print(str(path), markup=False)
+        console.print(read_infotext(path) or "", markup=False, soft_wrap=True)
+        console.print()
+    elapsed = (job.finished_at or 0) - job.created_at
+    console.print(f"{len(paths)} image(s) in {elapsed:.2f}s (job {job.id}, model {job.model})", markup=False)
+    return 0
+
+
+async def _submit_and_wait(settings: Settings, request):
+    import asyncio
+    import signal
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from commands.outputs import save_result
-    from engine.requests import RunControl, StepProgress
+    from commands.generation import submit_and_wait
+    from jobs.queue import JobQueue, owner_for_cli
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        tasks: dict[tuple[str, int], object] = {}
+    queue = await JobQueue.open(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=err_console, transient=True) as progress:
+            task = progress.add_task("queued", total=None)
 
-        def on_step(event: StepProgress) -> None:
-            key = (event.phase, event.image_index)
-            if key not in tasks:
-                tasks[key] = progress.add_task(
-                    f"{event.phase} image {event.image_index + 1}", total=event.total
-                )
-            progress.update(tasks[key], completed=event.step)
+            def show(event) -> None:
+                if event.kind == "queued" and event.position:
+                    progress.update(task, description=f"queued, position {event.position}")
+                elif event.kind == "progress":
+                    progress.update(task, description=event.phase, completed=event.step, total=event.total)
 
-        result = run(RunControl(on_step=on_step))
-    paths = save_result(result, folder)
-    for path, generated in zip(paths, result.images, strict=True):
-        console.print(str(path))
-        console.print(generated.infotext, markup=False, soft_wrap=True)
-        console.print()
-    console.print(
-        f"{len(paths)} image(s) in {result.elapsed_s:.2f}s with {result.model_name} [{result.model_hash}]",
-        markup=False,
-    )
-    return 0
+            loop = asyncio.get_running_loop()
+            job_ids: list[int] = []
+            loop.add_signal_handler(
+                signal.SIGINT, lambda: [asyncio.ensure_future(queue.cancel(i)) for i in job_ids]
+            )
+            return await submit_and_wait(queue, request, owner_for_cli(), show, job_ids.append)
+    finally:
+        await queue.close()
 
 
 def _pnginfo(args: argparse.Namespace, settings: Settings) -> int:
@@ -299,7 +318,6 @@ def _pnginfo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.markup import escape
     from rich.table import Table
 
     from engine.registry import ModelKind, ModelRegistry
@@ -332,6 +350,89 @@ def _human_size(size: int) -> str:
             return f"{size:.0f} {unit}"
         size /= 1024
     return f"{size:.1f} TB"
+
+
+def _queue(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from rich.table import Table
+
+    from jobs.queue import JobQueue
+
+    async def listing():
+        queue = await JobQueue.open(settings)
+        try:
+            return await queue.store.recent(args.limit), await queue.positions()
+        finally:
+            await queue.close()
+
+    jobs, positions = asyncio.run(listing())
+    table = Table("job", "status", "kind", "owner", "place", "phase", "age", "prompt")
+    now = dt.datetime.now().timestamp()
+    for job in jobs:
+        prompt = str(job.request.get("params", {}).get("prompt", ""))
+        place = str(positions.get(job.id, ""))
+        row = (
+            str(job.id),
+            job.status.value,
+            job.kind.value,
+            job.owner,
+            place,
+            job.phase or "",
+            f"{now - job.created_at:.0f}s",
+            prompt[:40],
+        )
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import signal
+
+    from jobs.queue import JobQueue, WorkerBusy
+
+    async def work() -> None:
+        queue = await JobQueue.open(settings)
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            stop.set()
+            asyncio.ensure_future(queue.shutdown())
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await queue.run(stop=stop, until_empty=args.exit_when_idle)
+        finally:
+            await queue.close()
+
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        asyncio.run(work())
+    except WorkerBusy as exc:
+        err_console.print(str(exc), markup=False)
+        return EXIT_NOT_AVAILABLE
+    return 0
+
+
+def _cancel(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from jobs.queue import JobQueue
+
+    async def cancel():
+        queue = await JobQueue.open(settings)
+        try:
+            return await queue.cancel(args.job)
+        finally:
+            await queue.close()
+
+    job = asyncio.run(cancel())
+    console.print(f"job {job.id}: {job.status.value}", markup=False)
+    return 0
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

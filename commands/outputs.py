@@ -1,14 +1,13 @@
-"""Writing results to an output folder with A1111 file names (`00000-<seed>.png`) and infotext."""
+"""Copying finished results to a folder of the user's choice with A1111 file names (`00000-<seed>.png`)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
-from engine.infotext_files import save_image_with_infotext
-from engine.requests import GenerationResult
-
 _NUMBERED = re.compile(r"^(\d{5})-")
+_JOB_FILE = re.compile(r"^\d+-\d+-(\d+)\.png$")  # <job>-<index>-<seed>.png, as jobs.results names them
 
 
 def next_number(folder: Path) -> int:
@@ -17,12 +16,15 @@ def next_number(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def save_result(result: GenerationResult, folder: Path) -> list[Path]:
-    """Save every image of `result` as PNG with its infotext; returns the paths in order."""
+def copy_results(paths: list[Path], folder: Path) -> list[Path]:
+    """Copy result PNGs (infotext included) into `folder` as NNNNN-<seed>.png; returns the new paths."""
     folder.mkdir(parents=True, exist_ok=True)
     number = next_number(folder)
-    paths = []
-    for offset, generated in enumerate(result.images):
-        path = folder / f"{number + offset:05d}-{generated.seed}.png"
-        paths.append(save_image_with_infotext(generated.image, path, generated.infotext))
-    return paths
+    copies = []
+    for offset, path in enumerate(paths):
+        match = _JOB_FILE.match(path.name)
+        seed = match.group(1) if match else path.stem
+        target = folder / f"{number + offset:05d}-{seed}.png"
+        shutil.copyfile(path, target)
+        copies.append(target)
+    return copies

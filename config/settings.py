@@ -39,6 +39,17 @@ class Limits(BaseModel):
     max_input_pixels: int = Field(4096 * 4096, ge=64 * 64, description="pixels of an uploaded input image")
 
 
+class QueueSettings(BaseModel):
+    """The job queue: fairness limits, batching and how the worker reports progress."""
+
+    max_pending_per_user: int = Field(8, ge=1, description="queued + running jobs one user may have")
+    max_queued: int = Field(200, ge=1, description="queued jobs in all; more are refused")
+    max_batch_images: int = Field(8, ge=1, description="images denoised together by dynamic batching")
+    preview_every_steps: int = Field(5, ge=1, description="a live preview at most every N steps")
+    poll_interval_s: float = Field(0.5, gt=0, description="how often an idle worker looks for jobs of other processes")
+    max_attempts: int = Field(2, ge=1, description="runs of a job interrupted by crashes before it is failed")
+
+
 class Settings(BaseSettings):
     """Everything Salon needs to know about this machine and community, in one place."""
 
@@ -59,6 +70,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     limits: Limits = Field(default_factory=Limits)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
     discord_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN", "SALON_DISCORD_TOKEN")
     )
@@ -105,6 +117,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def queue_db(self) -> Path:
+        return self.data_dir / "queue.db"
 
     @classmethod
     def settings_customise_sources(

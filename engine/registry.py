@@ -232,6 +232,29 @@ class ModelRegistry:
             kind.value if kind is not ModelKind.CHECKPOINT else "model", self._missing(kind, name)
         )
 
+    def find_fresh(self, kind: ModelKind, name: str) -> ModelEntry:
+        """`find`, rescanning the folders once if the name is not known (a file added since the last scan)."""
+        try:
+            return self.find(kind, name)
+        except ModelNotFound:
+            self.refresh()
+            return self.find(kind, name)
+
+    def checkpoint(self, name: str | None) -> ModelEntry:
+        """The checkpoint called `name`; with None, the user's only checkpoint, else the built-in demo model."""
+        if name is not None:
+            return self.find_fresh(ModelKind.CHECKPOINT, name)
+        self.refresh()
+        builtin = self.builtin_entries()
+        installed = [e for e in self.entries(ModelKind.CHECKPOINT) if e not in builtin]
+        if len(installed) == 1:
+            return installed[0]
+        if builtin:
+            if installed:
+                log.info("several checkpoints installed and no default_model set: using %s", builtin[0].name)
+            return builtin[0]
+        raise ModelNotFound("model", "no model given and no default_model set; choose one with --model")
+
     def _missing(self, kind: ModelKind, name: str) -> str:
         known = self.names(kind)
         folder = self.folders[kind]

@@ -59,6 +59,11 @@ class HiresFix:
     upscaler: HiresUpscaler = HiresUpscaler.LATENT
 
 
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The hires target: the base size times the scale, rounded down to a multiple of 8."""
+    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """txt2img with A1111 options; also the shared settings of img2img and inpaint requests."""

@@ -22,7 +22,7 @@ from config import Settings
 from engine.batching import batch_key
 from engine.conditioning import Conditioning, EncoderSlot, PromptChunker, encode_prompt_pair
 from engine.embeddings import EmbeddingLibrary
-from engine.errors import InvalidRequest, ModelNotFound
+from engine.errors import InvalidRequest
 from engine.img2img import run_img2img
 from engine.infotext import format_infotext
 from engine.inpaint import run_inpaint
@@ -91,21 +91,8 @@ class Engine:
 
     # ----- models -------------------------------------------------------------------------------------------
     def checkpoint(self, name: str | None) -> ModelEntry:
-        """The checkpoint a request names; else `default_model`; else the user's only checkpoint; else the
-        built-in demo model."""
-        name = name or self.settings.default_model
-        if name is not None:
-            return self._find(ModelKind.CHECKPOINT, name)
-        self.registry.refresh()
-        builtin = self.registry.builtin_entries()
-        installed = [e for e in self.registry.entries(ModelKind.CHECKPOINT) if e not in builtin]
-        if len(installed) == 1:
-            return installed[0]
-        if builtin:
-            if installed:
-                log.info("several checkpoints installed and no default_model set: using %s", builtin[0].name)
-            return builtin[0]
-        raise ModelNotFound("model", "no model given and no default_model set; choose one with --model")
+        """The checkpoint a request names, or the default one (see `ModelRegistry.checkpoint`)."""
+        return self.registry.checkpoint(name or self.settings.default_model)
 
     def native_size(self, name: str | None) -> tuple[int, int]:
         """The default image size for a model: the resolution it was trained at (square)."""
@@ -113,11 +100,7 @@ class Engine:
         return side, side
 
     def _find(self, kind: ModelKind, name: str) -> ModelEntry:
-        try:
-            return self.registry.find(kind, name)
-        except ModelNotFound:
-            self.registry.refresh()  # a file added since the last scan
-            return self.registry.find(kind, name)
+        return self.registry.find_fresh(kind, name)
 
     def load(self, name: str | None) -> LoadedModel:
         """Make `name` the loaded model (switching only when it differs)."""

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from engine.img2img import img2img_latents
-from engine.requests import HiresUpscaler, RunControl
+from engine.requests import HiresUpscaler, RunControl, hires_size
 from engine.sampling import (
     Prepared,
     decode_latents,
@@ -18,11 +18,6 @@ from engine.sampling import (
     new_scheduler,
     seeded_noise,
 )
-
-
-def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """The hires target: the base size times the scale, rounded down to a multiple of 8."""
-    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
 
 
 def run_txt2img(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from config import Limits
 from engine.errors import InvalidRequest
-from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest
+from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_size
 from engine.samplers import resolve_sampler
 
 SEED_LIMIT = 2**32 - 1
@@ -73,8 +73,6 @@ def _check_pixels(option: str, width: int, height: int, max_pixels: int) -> None
 
 
 def _check_hires(p: GenerationRequest, limits: Limits) -> None:
-    from engine.txt2img import hires_size
-
     hires = p.hires
     assert hires is not None
     _check_range("hires_scale", hires.scale, 1, limits.max_hires_scale)

@@ -203,7 +203,7 @@ def test_quick_start_uses_the_demo_model_with_nothing_configured(tmp_path):
         env={k: v for k, v in os.environ.items() if not k.startswith("SALON_")},
     )
     assert done.returncode == 0, done.stderr
-    [path] = (tmp_path / "salon-data" / "outputs" / "txt2img-images").glob("*/00000-3.png")
+    [path] = (tmp_path / "salon-data" / "outputs" / "txt2img-images").glob("*/*-0-3.png")  # job-index-seed
     info = parse_infotext(read_infotext(path))
     assert info.model == "salon-demo-shapes" and (info.width, info.height) == (64, 64)
     reading = read_image(Image.open(path))

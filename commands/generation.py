@@ -1,0 +1,35 @@
+"""Submitting a generation and following it to the end, for any front end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from jobs.codec import AnyRequest
+from jobs.queue import JobQueue, WorkerBusy
+from jobs.records import JobEvent, JobRecord
+
+
+async def submit_and_wait(
+    queue: JobQueue,
+    request: AnyRequest,
+    owner: str,
+    on_event: Callable[[JobEvent], None] | None = None,
+    on_accepted: Callable[[int], None] | None = None,
+) -> JobRecord:
+    """Submit `request`; run the worker in this process unless another one runs it; return the finished job."""
+    job = await queue.submit(request, owner)
+    if on_accepted is not None:
+        on_accepted(job.id)
+    stop = asyncio.Event()
+    try:
+        queue.claim_worker()
+        runner: asyncio.Task | None = asyncio.create_task(queue.run(stop=stop))
+    except WorkerBusy:
+        runner = None  # the worker of another process (the bot, `salon worker`) will run it
+    try:
+        return await queue.wait(job.id, on_event)
+    finally:
+        stop.set()
+        if runner is not None:
+            await runner

@@ -1,0 +1,1 @@
+"""The durable fair job queue and the one GPU worker (see `jobs.queue` for the restart rule)."""

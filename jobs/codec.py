@@ -1,0 +1,115 @@
+"""Requests to JSON and back, so a job's request survives in SQLite and input images on disk.
+
+Input images are stored when the job is accepted (never fetched again when it runs): as PNG files named by
+the sha256 of their bytes under `<data_dir>/jobs/inputs/`, so the same upload is stored once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from engine.requests import (
+    GenerationRequest,
+    HiresFix,
+    HiresUpscaler,
+    Img2ImgRequest,
+    InpaintArea,
+    InpaintRequest,
+    MaskedContent,
+    ResizeMode,
+)
+from jobs.records import JobKind
+
+AnyRequest = GenerationRequest | Img2ImgRequest | InpaintRequest
+
+
+def _params_to_json(params: GenerationRequest) -> dict[str, Any]:
+    data = dataclasses.asdict(params)
+    if params.hires is not None:
+        data["hires"] = {**dataclasses.asdict(params.hires), "upscaler": params.hires.upscaler.value}
+    return data
+
+
+def _params_from_json(data: dict[str, Any]) -> GenerationRequest:
+    values = dict(data)
+    if values.get("hires") is not None:
+        hires = dict(values["hires"])
+        values["hires"] = HiresFix(**{**hires, "upscaler": HiresUpscaler(hires["upscaler"])})
+    return GenerationRequest(**values)
+
+
+def store_image(image: Image.Image, folder: Path) -> str:
+    """Save an input image as PNG under its content hash (atomically) and return the file name."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    name = hashlib.sha256(data).hexdigest() + ".png"
+    path = folder / name
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return name
+
+
+def load_image(folder: Path, name: str) -> Image.Image:
+    """An input image stored by `store_image` (the name comes from our own row, never from a user)."""
+    if "/" in name or "\\" in name or not name.endswith(".png"):
+        raise ValueError(f"bad stored image name {name!r}")
+    with Image.open(folder / name) as image:
+        return image.convert("RGBA" if image.mode in ("RGBA", "LA") else image.mode).copy()
+
+
+def request_to_json(request: AnyRequest, inputs: Path) -> tuple[JobKind, dict[str, Any]]:
+    """The job kind and a JSON-able dict of the request; input images are written to `inputs`."""
+    if isinstance(request, GenerationRequest):
+        return JobKind.IMAGINE, {"params": _params_to_json(request)}
+    common = {
+        "params": _params_to_json(request.params),
+        "image": store_image(request.image, inputs),
+        "denoising_strength": request.denoising_strength,
+        "resize_mode": request.resize_mode.value,
+    }
+    if isinstance(request, Img2ImgRequest):
+        return JobKind.IMG2IMG, {**common, "noise_multiplier": request.noise_multiplier}
+    return JobKind.INPAINT, {
+        **common,
+        "mask": store_image(request.mask, inputs),
+        "mask_blur": request.mask_blur,
+        "masked_content": request.masked_content.value,
+        "inpaint_area": request.inpaint_area.value,
+        "padding": request.padding,
+    }
+
+
+def request_from_json(kind: JobKind, data: dict[str, Any], inputs: Path) -> AnyRequest:
+    params = _params_from_json(data["params"])
+    if kind is JobKind.IMAGINE:
+        return params
+    image = load_image(inputs, data["image"])
+    resize_mode = ResizeMode(data["resize_mode"])
+    if kind is JobKind.IMG2IMG:
+        return Img2ImgRequest(
+            params, image, data["denoising_strength"], resize_mode, data["noise_multiplier"]
+        )
+    if kind is JobKind.INPAINT:
+        return InpaintRequest(
+            params,
+            image,
+            load_image(inputs, data["mask"]),
+            data["denoising_strength"],
+            resize_mode,
+            data["mask_blur"],
+            MaskedContent(data["masked_content"]),
+            InpaintArea(data["inpaint_area"]),
+            data["padding"],
+        )
+    raise ValueError(f"no request codec for job kind {kind}")

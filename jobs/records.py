@@ -1,0 +1,69 @@
+"""Job records, statuses and events: the values the queue stores and publishes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobKind(StrEnum):
+    IMAGINE = "imagine"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+    UPSCALE = "upscale"
+    TRAIN = "train"
+    ANIMATE = "animate"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One row of the jobs table."""
+
+    id: int
+    kind: JobKind
+    owner: str
+    guild: str | None
+    channel: str | None
+    request: dict[str, Any]
+    status: JobStatus
+    phase: str
+    progress: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    results: tuple[str, ...]
+    idempotency_key: str | None
+    attempts: int
+    batch_key: str  # jobs with equal keys may run in one denoising batch ("" = never batched)
+    model: str | None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something happened to a job; front ends subscribe to these."""
+
+    job_id: int
+    kind: str  # "queued", "started", "progress", "done", "failed", "cancelled"
+    status: JobStatus
+    position: int | None = None  # place in the queue (1 = next), for "queued"
+    step: int | None = None
+    total: int | None = None
+    phase: str | None = None
+    eta_s: float | None = None
+    preview_png: bytes | None = field(default=None, repr=False)
+    results: tuple[str, ...] = ()
+    error: str | None = None

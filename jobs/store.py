@@ -1,0 +1,279 @@
+"""The durable part of the queue: job rows in SQLite (WAL), written by one connection, one transaction each.
+
+Every write is a `BEGIN IMMEDIATE` transaction (a deferred one that reads then writes can fail at once with
+SQLITE_BUSY, ignoring busy_timeout). Status changes go through `transition`, which never leaves a terminal
+state. The schema is versioned by numbered migrations recorded in `schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from engine.errors import InvalidRequest
+from jobs.records import JobKind, JobRecord, JobStatus
+
+BUSY_TIMEOUT_MS = 10_000  # wait this long for another process's write lock before failing
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "create jobs",
+        """
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            guild TEXT,
+            channel TEXT,
+            request TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            phase TEXT NOT NULL DEFAULT '',
+            progress REAL NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            error TEXT,
+            results TEXT NOT NULL DEFAULT '[]',
+            idempotency_key TEXT UNIQUE,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            batch_key TEXT NOT NULL DEFAULT '',
+            model TEXT
+        );
+        CREATE INDEX jobs_by_status ON jobs (status, id);
+        CREATE INDEX jobs_by_owner ON jobs (owner, status);
+        """,
+    ),
+)
+
+SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
+SELECT_QUEUED = "SELECT * FROM jobs WHERE status = 'queued' ORDER BY id"
+COUNT_PENDING_OF_OWNER = "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'running')"
+COUNT_QUEUED = "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
+SELECT_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = ?"
+INSERT_JOB = """
+    INSERT INTO jobs (kind, owner, guild, channel, request, status, created_at, idempotency_key, batch_key, model)
+    VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)
+"""
+
+
+class QueueLimit(InvalidRequest):
+    """A submission refused because the user or the whole queue has too many jobs waiting."""
+
+
+class JobStore:
+    """Async access to the jobs table. Open with `await JobStore.open(path)`, close with `await close()`."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._db = connection
+
+    @classmethod
+    async def open(cls, path: Path) -> JobStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = await aiosqlite.connect(path, isolation_level=None)
+        connection.row_factory = aiosqlite.Row
+        store = cls(connection)
+        await store._configure()
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _configure(self) -> None:
+        for pragma in (
+            "PRAGMA journal_mode = WAL",
+            f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA synchronous = NORMAL",
+        ):
+            await self._db.execute(pragma)
+
+    async def _migrate(self) -> None:
+        async with self.transaction():
+            await self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+            )
+            async with self._db.execute("SELECT MAX(version) FROM schema_migrations") as cursor:
+                current = (await cursor.fetchone())[0] or 0
+            for version, (name, sql) in enumerate(MIGRATIONS, start=1):
+                if version > current:
+                    for statement in filter(str.strip, sql.split(";")):
+                        await self._db.execute(statement)
+                    await self._db.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
+                    )
+
+    @asynccontextmanager
+    async def transaction(self):
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error."""
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    # ----- reading -------------------------------------------------------------------------------------------
+    async def get(self, job_id: int) -> JobRecord | None:
+        async with self._db.execute(SELECT_JOB, (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        return _record(row) if row else None
+
+    async def queued(self) -> list[JobRecord]:
+        async with self._db.execute(SELECT_QUEUED) as cursor:
+            return [_record(row) for row in await cursor.fetchall()]
+
+    async def recent(self, limit: int = 50, statuses: Iterable[JobStatus] | None = None) -> list[JobRecord]:
+        """The newest jobs, optionally only those in `statuses`."""
+        where, args = "", []
+        if statuses is not None:
+            wanted = list(statuses)
+            where = f"WHERE status IN ({', '.join('?' * len(wanted))})"
+            args = [s.value for s in wanted]
+        sql = f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?"
+        async with self._db.execute(sql, (*args, limit)) as cursor:
+            return [_record(row) for row in await cursor.fetchall()]
+
+    # ----- writing -------------------------------------------------------------------------------------------
+    async def submit(
+        self,
+        kind: JobKind,
+        owner: str,
+        request: dict[str, Any],
+        *,
+        guild: str | None = None,
+        channel: str | None = None,
+        idempotency_key: str | None = None,
+        batch_key: str = "",
+        model: str | None = None,
+        max_pending_per_user: int,
+        max_queued: int,
+    ) -> tuple[JobRecord, bool]:
+        """Persist a new queued job; returns it and True, or the existing job with this key and False."""
+        async with self.transaction() as db:
+            if idempotency_key is not None:
+                async with db.execute(SELECT_BY_KEY, (idempotency_key,)) as cursor:
+                    existing = await cursor.fetchone()
+                if existing:
+                    return _record(existing), False
+            await self._check_limits(owner, max_pending_per_user, max_queued)
+            args = (
+                kind.value,
+                owner,
+                guild,
+                channel,
+                json.dumps(request),
+                time.time(),
+                idempotency_key,
+                batch_key,
+                model,
+            )
+            cursor = await db.execute(INSERT_JOB, args)
+            job_id = cursor.lastrowid
+        record = await self.get(job_id)
+        assert record is not None
+        return record, True
+
+    async def _check_limits(self, owner: str, max_pending_per_user: int, max_queued: int) -> None:
+        async with self._db.execute(COUNT_PENDING_OF_OWNER, (owner,)) as cursor:
+            pending = (await cursor.fetchone())[0]
+        if pending >= max_pending_per_user:
+            raise QueueLimit(
+                "queue",
+                f"you already have {pending} jobs waiting or running, the most allowed per "
+                "person; wait for one to finish or cancel one",
+            )
+        async with self._db.execute(COUNT_QUEUED) as cursor:
+            queued = (await cursor.fetchone())[0]
+        if queued >= max_queued:
+            raise QueueLimit(
+                "queue", f"the queue is full ({queued} jobs waiting); try again in a few minutes"
+            )
+
+    async def transition(
+        self, job_id: int, status: JobStatus, allowed_from: Sequence[JobStatus], **fields: Any
+    ) -> JobRecord | None:
+        """Move a job to `status` if it is in one of `allowed_from` (never out of a terminal state).
+
+        `fields` sets other columns (phase, progress, error, results, started_at, finished_at, attempts).
+        Returns the updated record, or None when the job was not in an allowed state.
+        """
+        sources = [s.value for s in allowed_from if not s.terminal]
+        if not sources:
+            return None
+        values = dict(fields)
+        if "results" in values:
+            values["results"] = json.dumps(list(values["results"]))
+        if status.terminal:
+            values.setdefault("finished_at", time.time())
+        columns = ", ".join(["status = ?", *(f"{name} = ?" for name in values)])
+        sql = f"UPDATE jobs SET {columns} WHERE id = ? AND status IN ({', '.join('?' * len(sources))})"
+        async with self.transaction() as db:
+            cursor = await db.execute(sql, (status.value, *values.values(), job_id, *sources))
+            changed = cursor.rowcount
+        return await self.get(job_id) if changed else None
+
+    async def claim(self, job_ids: Sequence[int]) -> list[JobRecord]:
+        """Queued → running for these jobs (counting the attempt); returns those that were still queued."""
+        now = time.time()
+        claimed = []
+        async with self.transaction() as db:
+            for job_id in job_ids:
+                cursor = await db.execute(
+                    "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, phase = 'starting' "
+                    "WHERE id = ? AND status = 'queued'",
+                    (now, job_id),
+                )
+                if cursor.rowcount:
+                    claimed.append(job_id)
+        return [record for job_id in claimed if (record := await self.get(job_id)) is not None]
+
+    async def recover(self, max_attempts: int) -> tuple[list[int], list[int]]:
+        """After a restart: jobs left running go back to the queue, or fail once they have used every attempt."""
+        async with self.transaction() as db:
+            async with db.execute("SELECT id, attempts FROM jobs WHERE status = 'running'") as cursor:
+                rows = await cursor.fetchall()
+            requeued = [row["id"] for row in rows if row["attempts"] < max_attempts]
+            failed = [row["id"] for row in rows if row["attempts"] >= max_attempts]
+            for job_id in requeued:
+                await db.execute(
+                    "UPDATE jobs SET status = 'queued', phase = 'interrupted, queued again' WHERE id = ?",
+                    (job_id,),
+                )
+            reason = f"the worker stopped during this job {max_attempts} times; it was not run again"
+            for job_id in failed:
+                await db.execute(
+                    "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                    (reason, time.time(), job_id),
+                )
+        return requeued, failed
+
+
+def _record(row: aiosqlite.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        kind=JobKind(row["kind"]),
+        owner=row["owner"],
+        guild=row["guild"],
+        channel=row["channel"],
+        request=json.loads(row["request"]),
+        status=JobStatus(row["status"]),
+        phase=row["phase"],
+        progress=row["progress"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=row["error"],
+        results=tuple(json.loads(row["results"])),
+        idempotency_key=row["idempotency_key"],
+        attempts=row["attempts"],
+        batch_key=row["batch_key"],
+        model=row["model"],
+    )
