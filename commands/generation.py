@@ -27,9 +27,17 @@ async def submit_and_wait(
         runner: asyncio.Task | None = asyncio.create_task(queue.run(stop=stop))
     except WorkerBusy:
         runner = None  # the worker of another process (the bot, `salon worker`) will run it
+    waiter = asyncio.create_task(queue.wait(job.id, on_event))
     try:
-        return await queue.wait(job.id, on_event)
+        if runner is not None:
+            # If the worker fails, say so instead of waiting forever for a job nobody runs.
+            await asyncio.wait([waiter, runner], return_when=asyncio.FIRST_COMPLETED)
+            if runner.done() and not waiter.done():
+                waiter.cancel()
+                runner.result()  # raises the worker's error
+                raise RuntimeError(f"the worker stopped before job {job.id} finished")
+        return await waiter
     finally:
         stop.set()
-        if runner is not None:
+        if runner is not None and not runner.done():
             await runner

@@ -7,6 +7,7 @@ state. The schema is versioned by numbered migrations recorded in `schema_migrat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -71,6 +72,8 @@ class JobStore:
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
+        # One connection serves every coroutine: a transaction must not interleave with another's statements.
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> JobStore:
@@ -111,14 +114,15 @@ class JobStore:
 
     @asynccontextmanager
     async def transaction(self):
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error."""
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("COMMIT")
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error; one at a time on this connection."""
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
 
     # ----- reading -------------------------------------------------------------------------------------------
     async def get(self, job_id: int) -> JobRecord | None:

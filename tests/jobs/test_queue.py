@@ -1,0 +1,174 @@
+"""The queue end to end on the demo model: events, fairness, cancel, idempotency, batching, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from config import load_settings
+from engine.demo import DEMO_MODEL_NAME
+from engine.errors import InvalidRequest
+from engine.infotext import parse_infotext
+from engine.infotext_files import read_infotext
+from engine.requests import GenerationRequest, Img2ImgRequest
+from jobs.queue import JobQueue
+from jobs.records import JobKind, JobStatus
+from jobs.store import QueueLimit
+
+
+def req(prompt: str = "a red circle on a blue background", seed: int = 1, **overrides) -> GenerationRequest:
+    options = {"width": 64, "height": 64, "steps": 4, "cfg_scale": 5.0, **overrides}
+    return GenerationRequest(prompt, seed=seed, **options)
+
+
+@pytest.fixture
+async def make_queue(tmp_path, engine):
+    """A queue over a fresh database that runs on the session's engine (demo model)."""
+    opened = []
+
+    async def make(**queue_settings) -> JobQueue:
+        settings = load_settings(None, data_dir=tmp_path, queue={"preview_every_steps": 2, **queue_settings})
+        queue = await JobQueue.open(settings, engine_factory=lambda: engine)
+        opened.append(queue)
+        return queue
+
+    yield make
+    for queue in opened:
+        await queue.close()
+
+
+def drain(events: asyncio.Queue) -> list:
+    found = []
+    while not events.empty():
+        found.append(events.get_nowait())
+    return found
+
+
+async def test_a_job_runs_to_done_with_events_and_an_a1111_png(make_queue):
+    queue = await make_queue()
+    events = queue.subscribe()
+    job = await queue.submit(req(), "ann")
+    assert job.status is JobStatus.QUEUED and job.model == DEMO_MODEL_NAME
+    await queue.run_until_empty()
+    seen = drain(events)
+    assert [e.kind for e in seen if e.kind != "progress"] == ["queued", "started", "done"]
+    assert seen[0].position == 1
+    progress = [e for e in seen if e.kind == "progress"]
+    assert [e.step for e in progress] == [1, 2, 3, 4] and all(e.total == 4 for e in progress)
+    assert [e.step for e in progress if e.preview_png] == [2, 4]  # a preview every 2nd step, as configured
+    assert progress[-1].eta_s == 0
+    done = await queue.store.get(job.id)
+    assert done.status is JobStatus.DONE and len(done.results) == 1 and done.attempts == 1
+    info = parse_infotext(read_infotext(done.results[0]))
+    assert info.seed == 1 and info.model == DEMO_MODEL_NAME
+
+
+async def test_ten_one_and_one_jobs_are_served_in_turns(make_queue):
+    queue = await make_queue(max_batch_images=1, max_pending_per_user=20)
+    events = queue.subscribe()
+    owners = {}
+    for owner, count in (("ann", 10), ("bob", 1), ("cy", 1)):
+        for i in range(count):
+            job = await queue.submit(req(seed=i, steps=2), owner)
+            owners[job.id] = owner
+    await queue.run_until_empty()
+    started = [owners[e.job_id] for e in drain(events) if e.kind == "started"]
+    assert started == ["ann", "bob", "cy"] + ["ann"] * 9
+
+
+async def test_cancel_a_queued_job_and_a_running_one(make_queue):
+    queue = await make_queue()
+    first = await queue.submit(req(steps=20), "ann")
+    second = await queue.submit(req(seed=2, steps=3, width=128), "ann")
+    cancelled = await queue.cancel(second.id, requester="ann")
+    assert cancelled.status is JobStatus.CANCELLED
+    with pytest.raises(InvalidRequest, match="job: job 1 is not yours"):
+        await queue.cancel(first.id, requester="bob")
+    events = queue.subscribe(first.id)
+
+    async def cancel_when_running() -> None:
+        while (await events.get()).kind != "progress":
+            pass
+        await queue.cancel(first.id, requester="bob", moderator=True)
+
+    await asyncio.gather(queue.run_until_empty(), cancel_when_running())
+    stopped = await queue.store.get(first.id)
+    assert stopped.status is JobStatus.CANCELLED and stopped.results == ()
+    assert (await queue.store.get(second.id)).started_at is None  # never ran
+
+
+async def test_same_idempotency_key_is_one_job(make_queue):
+    queue = await make_queue()
+    first = await queue.submit(req(), "ann", idempotency_key="interaction-42")
+    again = await queue.submit(req(seed=99), "ann", idempotency_key="interaction-42")
+    assert again.id == first.id and len(await queue.store.queued()) == 1
+
+
+async def test_per_person_limit_is_a_clear_error(make_queue):
+    queue = await make_queue(max_pending_per_user=2)
+    await queue.submit(req(), "ann")
+    await queue.submit(req(), "ann")
+    with pytest.raises(QueueLimit, match="you already have 2 jobs waiting or running"):
+        await queue.submit(req(), "ann")
+    await queue.submit(req(), "bob")
+
+
+async def test_random_seeds_are_fixed_when_accepted(make_queue):
+    queue = await make_queue()
+    job = await queue.submit(req(seed=-1), "ann")
+    assert 0 <= job.request["params"]["seed"] < 2**32 - 1
+
+
+async def test_waiting_jobs_run_as_one_batch_with_the_same_pixels_as_alone(make_queue, engine):
+    queue = await make_queue()
+    events = queue.subscribe()
+    requests = {
+        "ann": req("a red circle on a blue background", 11),
+        "bob": req("a small yellow star on the left, purple background", 12, negative_prompt="blurry"),
+        "cy": req("a black triangle on an orange background", 13, batch_size=2),
+        "dee": req("a green square at the top, white background", 14),
+    }
+    jobs = {owner: await queue.submit(r, owner) for owner, r in requests.items()}
+    await queue.run_until_empty()
+    kinds = [e.kind for e in drain(events) if e.kind in ("started", "done")]
+    assert kinds == ["started"] * 4 + ["done"] * 4  # one batch
+    for owner, request in requests.items():
+        done = await queue.store.get(jobs[owner].id)
+        alone = engine.txt2img(request)
+        assert len(done.results) == len(alone.images)
+        for path, generated in zip(done.results, alone.images, strict=True):
+            assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(generated.image))
+
+
+async def test_img2img_input_is_stored_when_accepted(make_queue, tmp_path):
+    queue = await make_queue()
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    job = await queue.submit(Img2ImgRequest(req(steps=4), image, denoising_strength=0.5), "ann")
+    assert job.kind is JobKind.IMG2IMG
+    stored = tmp_path / "jobs" / "inputs" / job.request["image"]
+    assert stored.is_file() and len(stored.stem) == 64  # sha256 of the PNG
+    del image
+    await queue.run_until_empty()
+    assert (await queue.store.get(job.id)).status is JobStatus.DONE
+
+
+async def test_shutdown_puts_the_running_job_back_without_counting_the_attempt(make_queue):
+    queue = await make_queue()
+    job = await queue.submit(req(steps=30), "ann")
+    events = queue.subscribe(job.id)
+
+    async def stop_when_running() -> None:
+        while (await events.get()).kind != "progress":
+            pass
+        await queue.shutdown()
+
+    await asyncio.gather(queue.run(), stop_when_running())
+    interrupted = await queue.store.get(job.id)
+    assert interrupted.status is JobStatus.QUEUED and interrupted.attempts == 0
+    queue._stopping = False  # the same process starts working again
+    await queue.run_until_empty()
+    finished = await queue.store.get(job.id)
+    assert finished.status is JobStatus.DONE and finished.attempts == 1

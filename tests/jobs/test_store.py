@@ -1,0 +1,76 @@
+"""The SQLite job store: migrations, idempotent submit, limits, transitions, claims and recovery."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from jobs.records import JobKind, JobStatus
+from jobs.store import JobStore, QueueLimit
+
+LIMITS = {"max_pending_per_user": 3, "max_queued": 5}
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await JobStore.open(tmp_path / "queue.db")
+    yield store
+    await store.close()
+
+
+async def test_migrations_run_once_and_wal_is_on(tmp_path):
+    first = await JobStore.open(tmp_path / "queue.db")
+    await first.close()
+    second = await JobStore.open(tmp_path / "queue.db")
+    await second.close()
+    db = sqlite3.connect(tmp_path / "queue.db")
+    assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "create jobs")]
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_same_idempotency_key_gives_the_same_job(store):
+    first, created = await store.submit(
+        JobKind.IMAGINE, "ann", {"params": {}}, idempotency_key="i-1", **LIMITS
+    )
+    again, created_again = await store.submit(
+        JobKind.IMAGINE, "ann", {"params": {}}, idempotency_key="i-1", **LIMITS
+    )
+    assert created and not created_again and again.id == first.id
+    assert len(await store.queued()) == 1
+
+
+async def test_per_person_and_global_limits_say_what_to_do(store):
+    for _ in range(3):
+        await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
+    with pytest.raises(
+        QueueLimit, match="queue: you already have 3 jobs waiting or running, the most allowed"
+    ):
+        await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
+    await store.submit(JobKind.IMAGINE, "bob", {}, **LIMITS)
+    await store.submit(JobKind.IMAGINE, "cy", {}, **LIMITS)
+    with pytest.raises(QueueLimit, match="queue: the queue is full \\(5 jobs waiting\\)"):
+        await store.submit(JobKind.IMAGINE, "dee", {}, **LIMITS)
+    assert len(await store.queued()) == 5
+
+
+async def test_transition_never_leaves_a_terminal_state(store):
+    job, _ = await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
+    [running] = await store.claim([job.id])
+    assert running.status is JobStatus.RUNNING and running.attempts == 1 and running.started_at
+    done = await store.transition(job.id, JobStatus.DONE, [JobStatus.RUNNING], results=("a.png",))
+    assert done is not None and done.results == ("a.png",) and done.finished_at
+    assert await store.transition(job.id, JobStatus.QUEUED, [JobStatus.DONE, JobStatus.RUNNING]) is None
+    assert await store.claim([job.id]) == []
+    assert (await store.get(job.id)).status is JobStatus.DONE
+
+
+async def test_recovery_requeues_then_fails_after_the_last_attempt(store):
+    job, _ = await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
+    await store.claim([job.id])
+    assert await store.recover(max_attempts=2) == ([job.id], [])
+    assert (await store.get(job.id)).status is JobStatus.QUEUED
+    await store.claim([job.id])
+    assert await store.recover(max_attempts=2) == ([], [job.id])
+    failed = await store.get(job.id)
+    assert failed.status is JobStatus.FAILED and "stopped during this job 2 times" in failed.error
