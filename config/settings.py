@@ -46,7 +46,9 @@ class QueueSettings(BaseModel):
     max_queued: int = Field(200, ge=1, description="queued jobs in all; more are refused")
     max_batch_images: int = Field(8, ge=1, description="images denoised together by dynamic batching")
     preview_every_steps: int = Field(5, ge=1, description="a live preview at most every N steps")
-    poll_interval_s: float = Field(0.5, gt=0, description="how often an idle worker looks for jobs of other processes")
+    poll_interval_s: float = Field(
+        0.5, gt=0, description="how often an idle worker looks for jobs of other processes"
+    )
     max_attempts: int = Field(2, ge=1, description="runs of a job interrupted by crashes before it is failed")
 
 
