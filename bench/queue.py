@@ -28,6 +28,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from config import load_settings  # noqa: E402
 from engine.requests import GenerationRequest  # noqa: E402
 from jobs.queue import JobQueue  # noqa: E402
+from jobs.worker import in_gpu_thread  # noqa: E402
 
 SUBMITTERS = 16
 
@@ -59,7 +60,7 @@ async def overhead(engine, repeats: int) -> tuple[float, float, float]:
     direct = []
     for seed in range(repeats):
         started = time.perf_counter()
-        engine.txt2img(request(seed))
+        await in_gpu_thread(engine.txt2img, request(seed))  # the thread the worker uses (see jobs/worker.py)
         direct.append(time.perf_counter() - started)
     return statistics.median(waits), statistics.median(totals), statistics.median(direct)
 
@@ -99,9 +100,13 @@ def main() -> None:
     args = parser.parse_args()
     from engine.runner import Engine
 
+    async def warm_engine():
+        engine = await in_gpu_thread(Engine, load_settings(None, data_dir=data))
+        await in_gpu_thread(engine.txt2img, request(0))  # load the model once, as a running worker has
+        return engine
+
     with tempfile.TemporaryDirectory() as data:
-        engine = Engine(load_settings(None, data_dir=data))
-        engine.txt2img(request(0))  # load the model once, as a running worker has
+        engine = asyncio.run(warm_engine())
         wait, through_queue, direct = asyncio.run(overhead(engine, args.repeats))
         unbatched = asyncio.run(throughput(engine, args.jobs, 1))
         batched = asyncio.run(throughput(engine, args.jobs, 8))

@@ -184,12 +184,6 @@ def _generation_request(args: argparse.Namespace, settings: Settings, default_si
     )
 
 
-def _output_folder(args: argparse.Namespace, settings: Settings, kind: str) -> Path:
-    if args.output is not None:
-        return args.output
-    return settings.outputs_path / f"{kind}-images" / dt.date.today().isoformat()
-
-
 def _imagine(args: argparse.Namespace, settings: Settings) -> int:
     from engine.registry import ModelRegistry, native_resolution
 

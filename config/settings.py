@@ -50,6 +50,11 @@ class QueueSettings(BaseModel):
         0.5, gt=0, description="how often an idle worker looks for jobs of other processes"
     )
     max_attempts: int = Field(2, ge=1, description="runs of a job interrupted by crashes before it is failed")
+    slice_s: float = Field(
+        30.0,
+        gt=0,
+        description="a long job (training, animation) yields the GPU after this long if others wait",
+    )
 
 
 class Settings(BaseSettings):

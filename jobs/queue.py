@@ -5,7 +5,9 @@ least once: a job that was running when the process died goes back to the queue 
 again, up to `max_attempts` runs in all; then it fails with a reason. Random seeds are fixed when a job is
 accepted and result files are named after the job, so running a job again makes the same images in the same
 files, never a second set. A graceful shutdown (SIGTERM, Ctrl-C) stops running jobs at their next step and
-puts them back in the queue without counting the attempt; queued jobs simply stay queued.
+puts them back in the queue without counting the attempt; queued jobs simply stay queued. Long jobs
+(training, animation; see jobs/long.py) run in slices: each slice's end state is stored on the job's row, so
+a stop or a crash resumes them from their last slice, not from the start.
 
 Only one worker may run per data folder (a lock file); other processes (the CLI while a bot runs) submit
 to the same database and the worker picks their jobs up within `poll_interval_s`.
@@ -20,6 +22,8 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
+import threading
 import time
 from collections.abc import Callable
 
@@ -31,7 +35,8 @@ from engine.registry import ModelRegistry
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, RunControl
 from engine.validation import check_generation, check_img2img, check_inpaint
 from jobs.codec import AnyRequest, request_to_json
-from jobs.records import JobEvent, JobRecord, JobStatus
+from jobs.long import SliceControl, long_task
+from jobs.records import JobEvent, JobKind, JobRecord, JobStatus
 from jobs.results import FileSink, ResultSink
 from jobs.scheduling import FairScheduler
 from jobs.store import JobStore
@@ -85,6 +90,9 @@ class JobQueue:
         self._lock_file: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Future] = set()
+        self._stop_slices = threading.Event()  # a running slice should end (with its state saved)
+        self._others_waiting = threading.Event()  # set while a slice runs and some other job is queued
+        self._running_slice: int | None = None
 
     @classmethod
     async def open(
@@ -112,7 +120,6 @@ class JobQueue:
 
     async def close(self) -> None:
         await asyncio.gather(*self._background, return_exceptions=True)
-        self.worker.shutdown()
         await self.store.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
@@ -148,11 +155,53 @@ class JobQueue:
             max_queued=self.settings.queue.max_queued,
         )
         if created:
-            position = (await self.positions()).get(record.id)
-            log.info("job %d accepted from %s (%s), position %s", record.id, owner, kind.value, position)
-            self._publish(JobEvent(record.id, "queued", JobStatus.QUEUED, position=position))
-            self._wakeup.set()
+            await self._announce(record)
         return record
+
+    async def submit_task(
+        self,
+        kind: JobKind,
+        params: dict,
+        owner: str,
+        *,
+        guild: str | None = None,
+        channel: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobRecord:
+        """Check, persist and announce a long job (training, animation) with its kind's JSON parameters."""
+        if not kind.long:
+            raise InvalidRequest("kind", f"{kind.value} jobs are submitted with `submit`, not `submit_task`")
+        params = long_task(kind).check(dict(params), self.settings)
+        model = params.get("model")
+        if model is not None:
+            model = self.registry.checkpoint(model).name
+        record, created = await self.store.submit(
+            kind,
+            owner,
+            params,
+            guild=guild,
+            channel=channel,
+            idempotency_key=idempotency_key,
+            model=model,
+            max_pending_per_user=self.settings.queue.max_pending_per_user,
+            max_queued=self.settings.queue.max_queued,
+        )
+        if created:
+            await self._announce(record)
+        return record
+
+    async def _announce(self, record: JobRecord) -> None:
+        position = (await self.positions()).get(record.id)
+        log.info(
+            "job %d accepted from %s (%s), position %s", record.id, record.owner, record.kind.value, position
+        )
+        self._publish(JobEvent(record.id, "queued", JobStatus.QUEUED, position=position))
+        self._others_waiting.set()
+        self._wakeup.set()
+
+    def workdir(self, job_id: int):
+        """Where a long job keeps its files between slices (removed when the job ends)."""
+        return self.settings.data_dir / "jobs" / "work" / str(job_id)
 
     def _check(self, request: AnyRequest) -> None:
         limits = self.settings.limits
@@ -183,6 +232,7 @@ class JobQueue:
                 job_id, JobStatus.CANCELLED, [JobStatus.QUEUED], phase="cancelled"
             )
             if cancelled is not None:
+                shutil.rmtree(self.workdir(job_id), ignore_errors=True)
                 self._publish(JobEvent(job_id, "cancelled", JobStatus.CANCELLED))
                 await self._publish_positions()
                 return cancelled
@@ -298,7 +348,10 @@ class JobQueue:
             self._publish(JobEvent(job.id, "started", JobStatus.RUNNING, phase="starting"))
         await self._publish_positions()
         try:
-            outcomes = await self.worker.run(claimed, controls, self._report_from_worker)
+            if claimed[0].kind.long:
+                outcomes = {claimed[0].id: await self._run_slice(claimed[0], controls[claimed[0].id])}
+            else:
+                outcomes = await self.worker.run(claimed, controls, self._report_from_worker)
         finally:
             for job in claimed:
                 self._controls.pop(job.id, None)
@@ -306,9 +359,54 @@ class JobQueue:
             await self._finish(job, outcomes[job.id])
         return True
 
+    async def _run_slice(self, job: JobRecord, control: RunControl) -> Outcome:
+        """One slice of a long job, while watching the queue (all processes') for someone else waiting."""
+        self._others_waiting.clear()
+        slice_control = SliceControl(
+            run=control,
+            deadline=time.monotonic() + self.settings.queue.slice_s,
+            others_waiting=self._others_waiting.is_set,
+            stopping=self._stop_slices,
+        )
+        watcher = asyncio.ensure_future(self._watch_for_others(job.id))
+        self._running_slice = job.id
+        try:
+            return await self.worker.run_slice(
+                job, slice_control, self.workdir(job.id), self._report_from_worker
+            )
+        finally:
+            self._running_slice = None
+            watcher.cancel()
+
+    async def _watch_for_others(self, running: int) -> None:
+        while not self._others_waiting.is_set():
+            if any(job.id != running for job in await self.store.queued()):
+                self._others_waiting.set()
+                return
+            await asyncio.sleep(self.settings.queue.poll_interval_s)
+
     async def _finish(self, job: JobRecord, outcome: Outcome) -> None:
         self._started_steps.pop(job.id, None)
         self._persisted.pop(job.id, None)
+        if outcome.paused is not None:
+            # A long job's slice ended: keep its state and put it back in line; the slice was not a crash.
+            part = outcome.paused
+            updated = await self.store.transition(
+                job.id,
+                JobStatus.QUEUED,
+                [JobStatus.RUNNING],
+                phase=part.phase or f"paused after slice {job.slices + 1}",
+                progress=part.progress,
+                checkpoint=part.state,
+                slices=job.slices + 1,
+                attempts=max(0, job.attempts - 1),
+            )
+            if updated is not None:
+                position = (await self.positions()).get(job.id)
+                self._publish(
+                    JobEvent(job.id, "queued", JobStatus.QUEUED, position=position, phase=updated.phase)
+                )
+            return
         if outcome.status is JobStatus.CANCELLED and job.id not in self._user_cancelled:
             # Stopped by a shutdown, not by a person: back in line, and this run does not count.
             await self.store.transition(
@@ -329,6 +427,8 @@ class JobQueue:
             results=outcome.results,
             error=outcome.error,
         )
+        if job.kind.long:
+            shutil.rmtree(self.workdir(job.id), ignore_errors=True)
         if updated is not None:
             self._publish(
                 JobEvent(
@@ -339,7 +439,10 @@ class JobQueue:
     async def shutdown(self) -> None:
         """Stop at the next step: running jobs go back to the queue, nothing new starts."""
         self._stopping = True
-        for control in self._controls.values():
+        self._stop_slices.set()
+        for job_id, control in self._controls.items():
+            if job_id == self._running_slice:
+                continue  # a slice ends at its next step with its state saved, rather than being cancelled
             control.cancel.set()
         self._wakeup.set()
 

@@ -15,6 +15,11 @@ class JobKind(StrEnum):
     TRAIN = "train"
     ANIMATE = "animate"
 
+    @property
+    def long(self) -> bool:
+        """Runs in slices that yield the GPU to image jobs (see jobs/long.py)."""
+        return self in (JobKind.TRAIN, JobKind.ANIMATE)
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -50,6 +55,8 @@ class JobRecord:
     attempts: int
     batch_key: str  # jobs with equal keys may run in one denoising batch ("" = never batched)
     model: str | None
+    checkpoint: dict[str, Any] | None = None  # a long job's state after its last slice
+    slices: int = 0  # slices of a long job finished so far
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ Pure functions over job records (no I/O), so the policy is tested exactly:
 - Model affinity: when the job whose turn it is needs a different model than the loaded one, one other
   person's job for the loaded model may go first, but a person is passed over at most once in a row, so
   model switches are minimised without anyone waiting more than one extra job.
+- Long jobs (training, animation) run in slices and come after their owner's image jobs, so a person's
+  quick image never waits behind their own training, and others' images wait at most one slice.
 - Batching: waiting jobs with the lead job's batch key (same model, size, sampler, steps, CFG…) join its
   batch, taken in turn order, up to the image budget.
 """
@@ -38,9 +40,11 @@ class FairScheduler:
     def order(self, queued: Sequence[JobRecord]) -> list[JobRecord]:
         """The order queued jobs would run in, if nothing else arrived and nothing were batched."""
         by_owner: dict[str, deque[JobRecord]] = {}
-        for job in sorted(queued, key=lambda j: j.id):
+        for job in sorted(queued, key=lambda j: (j.kind.long, j.id)):
             by_owner.setdefault(job.owner, deque()).append(job)
-        owners = sorted(by_owner, key=lambda o: (self.served_at.get(o, -1), by_owner[o][0].id))
+        owners = sorted(
+            by_owner, key=lambda o: (self.served_at.get(o, -1), min(job.id for job in by_owner[o]))
+        )
         ordered: list[JobRecord] = []
         while owners:
             for owner in list(owners):

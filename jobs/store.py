@@ -50,6 +50,13 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX jobs_by_owner ON jobs (owner, status);
         """,
     ),
+    (
+        "long jobs in slices",
+        """
+        ALTER TABLE jobs ADD COLUMN checkpoint TEXT;
+        ALTER TABLE jobs ADD COLUMN slices INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 )
 
 SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
@@ -206,7 +213,8 @@ class JobStore:
     ) -> JobRecord | None:
         """Move a job to `status` if it is in one of `allowed_from` (never out of a terminal state).
 
-        `fields` sets other columns (phase, progress, error, results, started_at, finished_at, attempts).
+        `fields` sets other columns (phase, progress, error, results, started_at, finished_at, attempts,
+        checkpoint, slices).
         Returns the updated record, or None when the job was not in an allowed state.
         """
         sources = [s.value for s in allowed_from if not s.terminal]
@@ -215,6 +223,8 @@ class JobStore:
         values = dict(fields)
         if "results" in values:
             values["results"] = json.dumps(list(values["results"]))
+        if "checkpoint" in values:
+            values["checkpoint"] = json.dumps(values["checkpoint"])
         if status.terminal:
             values.setdefault("finished_at", time.time())
         columns = ", ".join(["status = ?", *(f"{name} = ?" for name in values)])
@@ -280,4 +290,6 @@ def _record(row: aiosqlite.Row) -> JobRecord:
         attempts=row["attempts"],
         batch_key=row["batch_key"],
         model=row["model"],
+        checkpoint=json.loads(row["checkpoint"]) if row["checkpoint"] else None,
+        slices=row["slices"],
     )

@@ -25,8 +25,30 @@ async def test_migrations_run_once_and_wal_is_on(tmp_path):
     second = await JobStore.open(tmp_path / "queue.db")
     await second.close()
     db = sqlite3.connect(tmp_path / "queue.db")
-    assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "create jobs")]
+    assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
+        (1, "create jobs"),
+        (2, "long jobs in slices"),
+    ]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_an_older_database_is_migrated_with_its_jobs_kept(tmp_path, monkeypatch):
+    import jobs.store
+
+    monkeypatch.setattr(jobs.store, "MIGRATIONS", jobs.store.MIGRATIONS[:1])
+    old = await JobStore.open(tmp_path / "queue.db")
+    await old.close()
+    with sqlite3.connect(tmp_path / "queue.db") as db:  # a job written by the version-1 code
+        db.execute(
+            "INSERT INTO jobs (kind, owner, request, status, created_at) VALUES ('imagine', 'ann', ?, 'queued', 0)",
+            ('{"prompt": "x"}',),
+        )
+    monkeypatch.undo()
+    new = await JobStore.open(tmp_path / "queue.db")
+    kept = await new.get(1)
+    await new.close()
+    assert kept.request == {"prompt": "x"} and kept.status is JobStatus.QUEUED
+    assert kept.checkpoint is None and kept.slices == 0
 
 
 async def test_same_idempotency_key_gives_the_same_job(store):
