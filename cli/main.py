@@ -425,7 +425,10 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
             await queue.close()
 
     job = asyncio.run(cancel())
-    console.print(f"job {job.id}: {job.status.value}", markup=False)
+    if job.status.value == "running":
+        console.print(f"job {job.id}: running; it stops at its next step", markup=False)
+    else:
+        console.print(f"job {job.id}: {job.status.value}", markup=False)
     return 0
 
 

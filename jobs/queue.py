@@ -219,7 +219,8 @@ class JobQueue:
         return self.scheduler.positions(await self.store.queued())
 
     async def cancel(self, job_id: int, requester: str | None = None, moderator: bool = False) -> JobRecord:
-        """Cancel a queued job (removed at once) or a running one (it stops at its next step)."""
+        """Cancel a queued job (removed at once) or a running one (it stops at its next step, also when
+        another process's worker runs it)."""
         job = await self.store.get(job_id)
         if job is None:
             raise InvalidRequest("job", f"there is no job {job_id}")
@@ -240,9 +241,9 @@ class JobQueue:
         if job.status is JobStatus.RUNNING:
             control = self._controls.get(job_id)
             if control is None:
-                raise InvalidRequest(
-                    "job", f"job {job_id} is running in another Salon process; cancel it there"
-                )
+                # Another process runs it: leave word on its row; that worker stops it at its next step.
+                await self.store.request_cancel(job_id)
+                return job
             self._user_cancelled.add(job_id)
             control.cancel.set()
         return job
@@ -347,12 +348,17 @@ class JobQueue:
         for job in claimed:
             self._publish(JobEvent(job.id, "started", JobStatus.RUNNING, phase="starting"))
         await self._publish_positions()
+        long = claimed[0].kind.long
+        if long:
+            self._others_waiting.clear()
+        watcher = asyncio.ensure_future(self._watch(controls, long))
         try:
-            if claimed[0].kind.long:
+            if long:
                 outcomes = {claimed[0].id: await self._run_slice(claimed[0], controls[claimed[0].id])}
             else:
                 outcomes = await self.worker.run(claimed, controls, self._report_from_worker)
         finally:
+            watcher.cancel()
             for job in claimed:
                 self._controls.pop(job.id, None)
         for job in claimed:
@@ -360,15 +366,13 @@ class JobQueue:
         return True
 
     async def _run_slice(self, job: JobRecord, control: RunControl) -> Outcome:
-        """One slice of a long job, while watching the queue (all processes') for someone else waiting."""
-        self._others_waiting.clear()
+        """One slice of a long job; it ends early once `_watch` sees someone else waiting."""
         slice_control = SliceControl(
             run=control,
             deadline=time.monotonic() + self.settings.queue.slice_s,
             others_waiting=self._others_waiting.is_set,
             stopping=self._stop_slices,
         )
-        watcher = asyncio.ensure_future(self._watch_for_others(job.id))
         self._running_slice = job.id
         try:
             return await self.worker.run_slice(
@@ -376,13 +380,18 @@ class JobQueue:
             )
         finally:
             self._running_slice = None
-            watcher.cancel()
 
-    async def _watch_for_others(self, running: int) -> None:
-        while not self._others_waiting.is_set():
-            if any(job.id != running for job in await self.store.queued()):
-                self._others_waiting.set()
-                return
+    async def _watch(self, controls: dict[int, RunControl], long: bool) -> None:
+        """While jobs run: honour cancels asked for by other processes, and (for a slice) notice others waiting."""
+        while True:
+            for job_id in await self.store.cancel_requests(list(controls)):
+                if not controls[job_id].cancelled():
+                    log.info("job %d: cancel asked for by another process", job_id)
+                    self._user_cancelled.add(job_id)
+                    controls[job_id].cancel.set()
+            if long and not self._others_waiting.is_set():
+                if any(job.id not in controls for job in await self.store.queued()):
+                    self._others_waiting.set()
             await asyncio.sleep(self.settings.queue.poll_interval_s)
 
     async def _finish(self, job: JobRecord, outcome: Outcome) -> None:
@@ -423,9 +432,9 @@ class JobQueue:
             outcome.status,
             [JobStatus.RUNNING],
             phase=outcome.status.value,
-            progress=1.0,
             results=outcome.results,
             error=outcome.error,
+            **({"progress": 1.0} if outcome.status is JobStatus.DONE else {}),
         )
         if job.kind.long:
             shutil.rmtree(self.workdir(job.id), ignore_errors=True)

@@ -51,10 +51,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        "long jobs in slices",
+        "long jobs in slices, cancel requests",
         """
         ALTER TABLE jobs ADD COLUMN checkpoint TEXT;
         ALTER TABLE jobs ADD COLUMN slices INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
         """,
     ),
 )
@@ -249,11 +250,36 @@ class JobStore:
                     claimed.append(job_id)
         return [record for job_id in claimed if (record := await self.get(job_id)) is not None]
 
+    async def request_cancel(self, job_id: int) -> bool:
+        """Ask whichever process runs this job to stop it (True if it was running)."""
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,)
+            )
+            return cursor.rowcount > 0
+
+    async def cancel_requests(self, job_ids: Sequence[int]) -> list[int]:
+        """Those of `job_ids` someone asked to cancel."""
+        if not job_ids:
+            return []
+        sql = f"SELECT id FROM jobs WHERE cancel_requested = 1 AND id IN ({', '.join('?' * len(job_ids))})"
+        async with self._db.execute(sql, tuple(job_ids)) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
     async def recover(self, max_attempts: int) -> tuple[list[int], list[int]]:
         """After a restart: jobs left running go back to the queue, or fail once they have used every attempt."""
         async with self.transaction() as db:
-            async with db.execute("SELECT id, attempts FROM jobs WHERE status = 'running'") as cursor:
+            async with db.execute(
+                "SELECT id, attempts, cancel_requested FROM jobs WHERE status = 'running'"
+            ) as cursor:
                 rows = await cursor.fetchall()
+            for row in rows:
+                if row["cancel_requested"]:  # its owner wanted it stopped anyway
+                    await db.execute(
+                        "UPDATE jobs SET status = 'cancelled', phase = 'cancelled', finished_at = ? WHERE id = ?",
+                        (time.time(), row["id"]),
+                    )
+            rows = [row for row in rows if not row["cancel_requested"]]
             requeued = [row["id"] for row in rows if row["attempts"] < max_attempts]
             failed = [row["id"] for row in rows if row["attempts"] >= max_attempts]
             for job_id in requeued:

@@ -208,3 +208,43 @@ def test_quick_start_uses_the_demo_model_with_nothing_configured(tmp_path):
     assert info.model == "salon-demo-shapes" and (info.width, info.height) == (64, 64)
     reading = read_image(Image.open(path))
     assert (reading.background, reading.colour) == ("blue", "red")
+
+
+def test_queue_lists_jobs_and_cancel_and_worker_act_on_them(tmp_path, capsys):
+    """A job submitted elsewhere (e.g. the bot) shows in `salon queue`; `cancel` and `worker` act on it."""
+    import asyncio
+
+    from config import load_settings
+    from engine.requests import GenerationRequest
+    from jobs.queue import JobQueue
+
+    config = tmp_path / "salon.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+
+    async def submit_two():
+        queue = await JobQueue.open(load_settings(config))
+        try:
+            return [
+                (
+                    await queue.submit(
+                        GenerationRequest(f"a {c} circle", seed=1, width=64, height=64, steps=2), "ann"
+                    )
+                ).id
+                for c in ("red", "blue")
+            ]
+        finally:
+            await queue.close()
+
+    first, second = asyncio.run(submit_two())
+    assert salon(config, "queue") == 0
+    listing = capsys.readouterr().out
+    assert "a red circle" in listing and "a blue circle" in listing and listing.count("queued") == 2
+    assert salon(config, "cancel", str(second)) == 0
+    assert f"job {second}: cancelled" in capsys.readouterr().out
+    assert salon(config, "cancel", "99") == 2
+    assert "job: there is no job 99" in capsys.readouterr().err
+    assert salon(config, "worker", "--exit-when-idle") == 0
+    assert salon(config, "queue") == 0
+    cells = [[cell.strip() for cell in line.split("│")] for line in capsys.readouterr().out.splitlines()]
+    rows = {row[1]: row for row in cells if len(row) > 2 and row[1].isdigit()}
+    assert "done" in rows[str(first)] and "cancelled" in rows[str(second)]

@@ -100,6 +100,30 @@ async def test_cancel_a_queued_job_and_a_running_one(make_queue):
     assert (await queue.store.get(second.id)).started_at is None  # never ran
 
 
+async def test_cancel_from_another_process_stops_the_running_job(make_queue):
+    worker_side = await make_queue(poll_interval_s=0.02)
+    other_side = await make_queue(poll_interval_s=0.02)  # e.g. `salon cancel` while the bot runs the worker
+    job = await other_side.submit(req(steps=100), "ann")
+    events = worker_side.subscribe(job.id)
+    runner = asyncio.create_task(worker_side.run_until_empty())
+    while (await events.get()).kind != "progress":
+        pass
+    asked = await other_side.cancel(job.id, requester="ann")
+    assert asked.status is JobStatus.RUNNING  # asked; the worker stops it at its next step
+    await runner
+    stopped = await other_side.wait(job.id)
+    assert stopped.status is JobStatus.CANCELLED and stopped.results == () and stopped.progress < 1
+
+
+async def test_a_job_whose_cancel_was_asked_is_not_rerun_after_a_crash(make_queue):
+    queue = await make_queue()
+    job = await queue.submit(req(), "ann")
+    await queue.store.claim([job.id])  # running when the process died…
+    await queue.store.request_cancel(job.id)  # …and its owner had asked to cancel it
+    await queue.run_until_empty()
+    assert (await queue.store.get(job.id)).status is JobStatus.CANCELLED
+
+
 async def test_same_idempotency_key_is_one_job(make_queue):
     queue = await make_queue()
     first = await queue.submit(req(), "ann", idempotency_key="interaction-42")

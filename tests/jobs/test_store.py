@@ -27,7 +27,7 @@ async def test_migrations_run_once_and_wal_is_on(tmp_path):
     db = sqlite3.connect(tmp_path / "queue.db")
     assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
         (1, "create jobs"),
-        (2, "long jobs in slices"),
+        (2, "long jobs in slices, cancel requests"),
     ]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
