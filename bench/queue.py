@@ -4,6 +4,8 @@
    job through the queue against the same request straight on the engine.
 2. Throughput: 16 people submitting at once, images per second with dynamic batching (up to 8 images per
    batch) against without (1 per batch), and their ratio.
+3. Batched vs solo pixels: 8 requests denoised as one batch against each alone (identical on the CPU by
+   construction; on a GPU the kernels may round differently, and this says by how much).
 """
 
 from __future__ import annotations
@@ -93,6 +95,23 @@ async def throughput(engine, jobs: int, batch_images: int) -> float:
     return len(ids) / elapsed
 
 
+async def batch_vs_solo(engine) -> tuple[int, int, int]:
+    import numpy as np
+
+    from engine.requests import RunControl
+
+    requests = [request(7000 + i) for i in range(8)]
+    batched = await in_gpu_thread(engine.txt2img_many, requests, [RunControl() for _ in requests])
+    identical, worst = 0, 0
+    for r, together in zip(requests, batched, strict=True):
+        alone = await in_gpu_thread(engine.txt2img, r)
+        a = np.asarray(together.images[0].image, dtype=np.int16)
+        b = np.asarray(alone.images[0].image, dtype=np.int16)
+        identical += int(np.array_equal(a, b))
+        worst = max(worst, int(np.abs(a - b).max()))
+    return identical, len(requests), worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=32, help="jobs in the throughput test (16 people)")
@@ -110,6 +129,8 @@ def main() -> None:
         wait, through_queue, direct = asyncio.run(overhead(engine, args.repeats))
         unbatched = asyncio.run(throughput(engine, args.jobs, 1))
         batched = asyncio.run(throughput(engine, args.jobs, 8))
+        identical, compared, worst = asyncio.run(batch_vs_solo(engine))
+    print(f"device: {engine.device}, dtype: {engine.dtype}")
     print(f"submit → start with an idle worker (median):      {wait * 1000:.1f} ms")
     print(
         f"one job through the queue / same request direct:  {through_queue:.3f}s / {direct:.3f}s "
@@ -118,6 +139,7 @@ def main() -> None:
     print(f"{SUBMITTERS} submitters, {args.jobs} jobs, no batching:            {unbatched:.2f} images/s")
     print(f"{SUBMITTERS} submitters, {args.jobs} jobs, batches of up to 8:     {batched:.2f} images/s")
     print(f"ratio batched / unbatched:                         {batched / unbatched:.2f}")
+    print(f"batched images identical to solo runs:             {identical}/{compared} (max |Δ| {worst}/255)")
 
 
 if __name__ == "__main__":

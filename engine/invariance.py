@@ -1,6 +1,7 @@
 """Batch invariance on the CPU: an image comes out bit-identical whether it is denoised alone or in a batch.
 
-Two CPU kernels give results that depend on the batch size: oneDNN's convolutions, and matrix products with
+Three CPU kernels give results that depend on the batch size: oneDNN's convolutions, NNPACK's (which
+PyTorch picks from a batch of 16 rows, i.e. 8 images with CFG), and matrix products with
 very few rows (MKL switches kernels for small M; the timestep and pooled-text embeddings have one row per
 image). While `batch_invariant` is active, convolutions take PyTorch's own im2col path (per image, and no
 slower here) and every Linear layer of the UNet and VAE is fed at least MIN_ROWS rows, padding with zeros, so
@@ -49,7 +50,7 @@ def batch_invariant(modules: list[torch.nn.Module], device: torch.device) -> Ite
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-            with torch.backends.mkldnn.flags(enabled=False):
+            with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(enabled=False):
                 yield
     finally:
         for handle in handles:

@@ -27,6 +27,14 @@ def test_batch_of_four_equals_four_solo_runs(engine, sampler):
         assert same_pixels(generated.image, alone.images[0].image), offset
 
 
+def test_a_full_batch_of_eight_equals_eight_solo_runs(engine):
+    """Eight images with CFG are 16 rows, where PyTorch would switch convolutions to NNPACK."""
+    requests = [request("a red circle on a blue background", 7000 + i) for i in range(8)]
+    results = engine.txt2img_many(requests, [RunControl() for _ in requests])
+    for req, result in zip(requests, results, strict=True):
+        assert same_pixels(result.images[0].image, engine.txt2img(req).images[0].image), req.seed
+
+
 def test_different_requests_share_a_batch_and_match_their_solo_runs(engine):
     requests = [
         request("a red circle on a blue background", 1),
