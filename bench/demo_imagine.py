@@ -18,6 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run as a script, this folder would come first on sys.path, and its queue.py would hide the standard
+# library's `queue` (which torch imports): look for modules from the repository root instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 PROMPT = "a red circle on a blue background"
 
