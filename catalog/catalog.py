@@ -1,0 +1,702 @@
+"""The catalog: every image kept, searchable, ranked and browsable. SQLite is the truth, Whoosh derived.
+
+Adding an image: its file already exists (a job wrote it, or it is being imported); the row is written in
+one transaction with `indexed = 0`, then the index entry is committed and the row marked `indexed = 1`. A
+crash between these steps leaves a row the integrity check re-indexes, or a file it imports again; never an
+index entry without a row that it cannot remove. Soft delete moves the file into the recycle bin folder and
+back on restore; purge removes rows, index entries and files for good.
+
+Guild scoping: every read takes the guild and every SQL statement filters on it; the index query is
+intersected with the guild too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+from PIL import Image
+
+from catalog.keywords import SearchedTexts, Term, check_patterns, encode, parse_keywords, sql_keyword
+from catalog.records import (
+    BrowseQuery,
+    ImageRecord,
+    NegativeMode,
+    NewImage,
+    Page,
+    Relation,
+    SortOrder,
+    generation_fields,
+)
+from catalog.text_index import WhooshIndex, rebuild
+from engine.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "create catalog",
+        """
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            guild TEXT NOT NULL,
+            channel TEXT,
+            message TEXT,
+            author TEXT NOT NULL,
+            created REAL NOT NULL,
+            path TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            model TEXT,
+            model_hash TEXT,
+            sampler TEXT,
+            schedule TEXT,
+            steps INTEGER,
+            cfg REAL,
+            seed INTEGER,
+            prompt TEXT NOT NULL DEFAULT '',
+            negative_prompt TEXT NOT NULL DEFAULT '',
+            params TEXT NOT NULL DEFAULT '',
+            infotext TEXT NOT NULL DEFAULT '',
+            networks TEXT NOT NULL DEFAULT '[]',
+            parent_id INTEGER REFERENCES images (id) ON DELETE SET NULL,
+            relation TEXT,
+            nsfw INTEGER NOT NULL DEFAULT 0,
+            deleted_at REAL,
+            recycled_path TEXT,
+            rank_mean REAL,
+            rank_count INTEGER NOT NULL DEFAULT 0,
+            job_id INTEGER,
+            indexed INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (guild, path)
+        );
+        CREATE INDEX images_by_date ON images (guild, deleted_at, created);
+        CREATE INDEX images_by_rank ON images (guild, deleted_at, rank_mean);
+        CREATE INDEX images_by_author ON images (guild, author, created);
+        CREATE INDEX images_by_model ON images (guild, model, created);
+        CREATE INDEX images_unindexed ON images (indexed) WHERE indexed = 0;
+        CREATE INDEX images_by_path ON images (path);
+        CREATE TABLE ratings (
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+            user TEXT NOT NULL,
+            score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+            rated_at REAL NOT NULL,
+            PRIMARY KEY (image_id, user)
+        );
+        CREATE TABLE favourites (
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+            user TEXT NOT NULL,
+            added_at REAL NOT NULL,
+            PRIMARY KEY (user, image_id)
+        );
+        CREATE TABLE galleries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            guild TEXT NOT NULL,
+            name TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            created REAL NOT NULL,
+            UNIQUE (guild, name)
+        );
+        CREATE TABLE gallery_images (
+            gallery_id INTEGER NOT NULL REFERENCES galleries (id) ON DELETE CASCADE,
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (gallery_id, image_id)
+        )
+        """,
+    ),
+)
+
+SORT_COLUMNS = {
+    SortOrder.DATE: "created",
+    SortOrder.RANK: "COALESCE(rank_mean, 0)",
+    SortOrder.SEED: "seed",
+    SortOrder.STEPS: "steps",
+    SortOrder.CFG: "cfg",
+    SortOrder.MODEL: "model",
+}
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """What the integrity check found (and, when asked, repaired)."""
+
+    rows_without_files: tuple[int, ...]
+    files_without_rows: tuple[str, ...]
+    rows_not_indexed: tuple[int, ...]
+    index_without_rows: tuple[int, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not (
+            self.rows_without_files
+            or self.files_without_rows
+            or self.rows_not_indexed
+            or self.index_without_rows
+        )
+
+
+def pixel_sha256(image: Image.Image) -> str:
+    """sha256 of the decoded pixels (with mode and size): equal for the same picture saved differently."""
+    digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+class Catalog:
+    """Open with `await Catalog.open(folder)`; the folder holds catalog.db, the index and the recycle bin."""
+
+    def __init__(self, folder: Path, db: aiosqlite.Connection, text: WhooshIndex) -> None:
+        self.folder = folder
+        self._db = db
+        self._text = text
+        self._lock = asyncio.Lock()
+        self._index_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salon-index")
+
+    @classmethod
+    async def open(cls, folder: Path) -> Catalog:
+        folder.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(folder / "catalog.db", isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        for pragma in (
+            "journal_mode = WAL",
+            "busy_timeout = 10000",
+            "foreign_keys = ON",
+            "synchronous = NORMAL",
+        ):
+            await db.execute(f"PRAGMA {pragma}")
+        await db.create_function("salon_match", 4, _sql_match, deterministic=True)
+        await db.create_function("salon_keyword", 9, sql_keyword, deterministic=True)
+        catalog = cls(folder, db, WhooshIndex(folder / "index"))
+        await catalog._migrate()
+        return catalog
+
+    async def close(self) -> None:
+        await self._in_index_thread(self._text.close)
+        self._index_thread.shutdown(wait=True)
+        await self._db.close()
+
+    @property
+    def recycle_bin(self) -> Path:
+        return self.folder / "recycle"
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+            )
+            async with db.execute("SELECT MAX(version) FROM schema_migrations") as cursor:
+                current = (await cursor.fetchone())[0] or 0
+            for version, (name, sql) in enumerate(MIGRATIONS, start=1):
+                if version > current:
+                    for statement in filter(str.strip, sql.split(";")):
+                        await db.execute(statement)
+                    await db.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
+                    )
+
+    @asynccontextmanager
+    async def _transaction(self):
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _in_index_thread(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._index_thread, function, *args)
+
+    # ----- adding ------------------------------------------------------------------------------------------
+    async def add(self, image: NewImage) -> ImageRecord:
+        """Add one image (its file must exist); returns its record, searchable when this returns."""
+        return (await self.add_many([image]))[0]
+
+    async def add_many(self, images: Sequence[NewImage], chunk: int = 2000) -> list[ImageRecord]:
+        """Add images in transactions of `chunk` rows, each followed by one index commit."""
+        records: list[ImageRecord] = []
+        for start in range(0, len(images), chunk):
+            part = images[start : start + chunk]
+            rows = await asyncio.get_running_loop().run_in_executor(None, _describe_files, part)
+            async with self._transaction() as db:
+                ids = []
+                for image, row in zip(part, rows, strict=True):
+                    cursor = await db.execute(
+                        "SELECT id FROM images WHERE guild = ? AND path = ?", (image.guild, row["path"])
+                    )
+                    existing = await cursor.fetchone()
+                    if existing:
+                        ids.append(existing[0])
+                        continue
+                    columns = ", ".join(row)
+                    cursor = await db.execute(
+                        f"INSERT INTO images ({columns}) VALUES ({', '.join('?' * len(row))})",
+                        tuple(row.values()),
+                    )
+                    ids.append(cursor.lastrowid)
+            added = await self._records(ids)
+            await self._index(added)
+            records.extend(added)
+        return records
+
+    async def _index(self, records: Sequence[ImageRecord]) -> None:
+        if not records:
+            return
+        await self._in_index_thread(self._text.put, records)
+        async with self._transaction() as db:
+            await db.executemany("UPDATE images SET indexed = 1 WHERE id = ?", [(r.id,) for r in records])
+
+    async def import_folder(
+        self, folder: Path, guild: str, author: str, recursive: bool = True
+    ) -> tuple[list[ImageRecord], list[str]]:
+        """Add every image under `folder` with its A1111 infotext (PNG chunk, EXIF or `.txt` sidecar).
+
+        Returns the records and the files that could not be read (with the reason)."""
+        from engine.errors import InvalidImage
+        from engine.infotext_files import read_infotext
+
+        pattern = "**/*" if recursive else "*"
+        found, skipped = [], []
+        for path in sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES):
+            if self.folder in path.parents:
+                continue  # our own recycle bin
+            try:
+                infotext = read_infotext(path) or ""
+                with Image.open(path) as probe:
+                    probe.verify()
+            except (InvalidImage, InvalidRequest, OSError, SyntaxError, ValueError) as exc:
+                skipped.append(f"{path}: {exc}")
+                continue
+            found.append(NewImage(str(path.resolve()), guild, author, infotext))
+        return await self.add_many(found), skipped
+
+    # ----- reading ----------------------------------------------------------------------------------------
+    async def get(self, guild: str, image_id: int) -> ImageRecord | None:
+        records = await self._records([image_id], guild)
+        return records[0] if records else None
+
+    async def _records(self, ids: Sequence[int], guild: str | None = None) -> list[ImageRecord]:
+        if not ids:
+            return []
+        where = "id IN (SELECT value FROM json_each(?))" + (" AND guild = ?" if guild is not None else "")
+        args: tuple = (json.dumps(list(ids)),) + ((guild,) if guild is not None else ())
+        async with self._db.execute(f"SELECT * FROM images WHERE {where}", args) as cursor:
+            by_id = {row["id"]: _record(row) for row in await cursor.fetchall()}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def search(self, browse: BrowseQuery) -> Page:
+        """One page of the guild's images matching every filter of the query (SPEC §4)."""
+        where, args = await self._where(browse)
+        async with self._db.execute(f"SELECT COUNT(*) FROM images WHERE {where}", args) as cursor:
+            total = (await cursor.fetchone())[0]
+        pages = max(1, -(-total // browse.page_size))
+        page = pages if browse.page == -1 else browse.page
+        if not 1 <= page <= pages:
+            raise InvalidRequest("page", f"page {browse.page} does not exist; there are {pages} page(s)")
+        if browse.sort is SortOrder.RANDOM:
+            order = "salon_random(id)"
+            await self._db.create_function(
+                "salon_random", 1, lambda i: random.Random(browse.random_seed * 1_000_003 + i).random()
+            )
+        else:
+            direction = "DESC" if browse.descending else "ASC"
+            order = f"{SORT_COLUMNS[browse.sort]} {direction}, id {direction}"
+        sql = f"SELECT * FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        offset = (page - 1) * browse.page_size
+        async with self._db.execute(sql, (*args, browse.page_size, offset)) as cursor:
+            images = tuple(_record(row) for row in await cursor.fetchall())
+        return Page(images, page, pages, total)
+
+    async def matching_ids(self, browse: BrowseQuery) -> list[int]:
+        """Every id matching the query's filters (all pages), in id order."""
+        where, args = await self._where(browse)
+        async with self._db.execute(f"SELECT id FROM images WHERE {where} ORDER BY id", args) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def _where(self, browse: BrowseQuery) -> tuple[str, tuple]:
+        if browse.page_size < 1 or browse.page_size > 100:
+            raise InvalidRequest("page_size", f"{browse.page_size} is not from 1 to 100")
+        clauses = ["guild = ?", "deleted_at IS NOT NULL" if browse.deleted else "deleted_at IS NULL"]
+        args: list = [browse.guild]
+        if not browse.include_nsfw:
+            clauses.append("nsfw = 0")
+        if browse.negative is NegativeMode.NONE:
+            clauses.append("negative_prompt = ''")
+        if browse.filename:
+            clauses.append("salon_match(filename, ?, ?, ?)")
+            args += [browse.filename, browse.case_sensitive, browse.regex]
+        if browse.author:
+            clauses.append("author = ?")
+            args.append(browse.author)
+        if browse.model:
+            clauses.append("model = ?")
+            args.append(browse.model)
+        if browse.favourites_of:
+            clauses.append("id IN (SELECT image_id FROM favourites WHERE user = ?)")
+            args.append(browse.favourites_of)
+        rank = browse.rank
+        if rank.kind == "none":
+            clauses.append("rank_count = 0")
+        elif rank.kind == "exact":
+            clauses.append("rank_count > 0 AND rank_mean >= ? AND rank_mean < ?")
+            args += [rank.low - 0.5, rank.low + 0.5]
+        elif rank.kind == "range":
+            clauses.append("rank_count > 0 AND rank_mean BETWEEN ? AND ?")
+            args += [rank.low, rank.high]
+        if browse.keyword.strip():
+            clause, more = await self._keyword_clause(browse)
+            clauses.append(clause)
+            args += more
+        return " AND ".join(clauses), tuple(args)
+
+    async def _keyword_clause(self, browse: BrowseQuery) -> tuple[str, list]:
+        if browse.regex:
+            node = Term(browse.keyword)  # the whole keyword is one regular expression, as in A1111
+            check_patterns(node, browse.case_sensitive)
+        else:
+            node = parse_keywords(browse.keyword)
+        if browse.regex or browse.case_sensitive:
+            # Exact: evaluated row by row on the same texts as `keywords.matches` (a scan of the guild's rows).
+            tree = encode(node)
+            text = _searched_text_sql(browse.negative)
+            return (
+                f"salon_keyword(?, {text}, negative_prompt, COALESCE(model, ''), COALESCE(sampler, ''), "
+                "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)",
+                [tree, browse.case_sensitive, browse.regex],
+            )
+        ids = await self._in_index_thread(self._text.matching_ids, browse.guild, node, browse.negative)
+        return "id IN (SELECT value FROM json_each(?))", [json.dumps(sorted(ids))]
+
+    # ----- ratings and favourites ---------------------------------------------------------------------------
+    async def rate(self, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:
+        """Set, change (score 1–5) or remove (None) one user's rating; the mean and count follow."""
+        if score is not None and (not isinstance(score, int) or not 1 <= score <= 5):
+            raise InvalidRequest("score", f"{score!r} is not a whole number from 1 to 5")
+        await self._existing(guild, image_id)
+        async with self._transaction() as db:
+            if score is None:
+                await db.execute("DELETE FROM ratings WHERE image_id = ? AND user = ?", (image_id, user))
+            else:
+                await db.execute(
+                    "INSERT INTO ratings VALUES (?, ?, ?, ?) ON CONFLICT (image_id, user) "
+                    "DO UPDATE SET score = excluded.score, rated_at = excluded.rated_at",
+                    (image_id, user, score, time.time()),
+                )
+            await db.execute(
+                "UPDATE images SET (rank_mean, rank_count) = "
+                "(SELECT AVG(score), COUNT(*) FROM ratings WHERE image_id = ?), indexed = 0 WHERE id = ?",
+                (image_id, image_id),
+            )
+        record = await self._existing(guild, image_id)
+        await self._index([record])
+        return record
+
+    async def rating_of(self, image_id: int, user: str) -> int | None:
+        async with self._db.execute(
+            "SELECT score FROM ratings WHERE image_id = ? AND user = ?", (image_id, user)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def favourite(self, guild: str, image_id: int, user: str, on: bool = True) -> None:
+        await self._existing(guild, image_id)
+        async with self._transaction() as db:
+            if on:
+                await db.execute(
+                    "INSERT OR IGNORE INTO favourites VALUES (?, ?, ?)", (image_id, user, time.time())
+                )
+            else:
+                await db.execute("DELETE FROM favourites WHERE image_id = ? AND user = ?", (image_id, user))
+
+    async def _existing(self, guild: str, image_id: int) -> ImageRecord:
+        record = await self.get(guild, image_id)
+        if record is None:
+            raise InvalidRequest("image", f"there is no image {image_id} in this server")
+        return record
+
+    # ----- delete, restore, purge --------------------------------------------------------------------------
+    async def delete(self, guild: str, image_ids: Iterable[int]) -> int:
+        """Move images (rows stay, marked deleted; files into the recycle bin). Returns how many moved."""
+        moved = 0
+        for image_id in image_ids:
+            record = await self._existing(guild, image_id)
+            if record.deleted:
+                continue
+            target = self.recycle_bin / f"{record.id}-{record.filename}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = Path(record.path)
+            if source.exists():
+                if await self._shared(record):
+                    shutil.copy2(source, target)  # another guild's row still shows this file
+                else:
+                    shutil.move(source, target)
+            async with self._transaction() as db:
+                await db.execute(
+                    "UPDATE images SET deleted_at = ?, recycled_path = ? WHERE id = ?",
+                    (time.time(), str(target), image_id),
+                )
+            moved += 1
+        return moved
+
+    async def delete_matching(self, browse: BrowseQuery) -> int:
+        """Delete every image matching the filter, on every page ("also delete images not shown")."""
+        return await self.delete(browse.guild, await self.matching_ids(browse))
+
+    async def restore(self, guild: str, image_ids: Iterable[int]) -> int:
+        restored = 0
+        for image_id in image_ids:
+            record = await self._existing(guild, image_id)
+            if not record.deleted:
+                continue
+            recycled = Path(await self._recycled_path(image_id))
+            if recycled.exists():
+                if Path(record.path).exists():
+                    recycled.unlink()  # the file stayed for another row
+                else:
+                    Path(record.path).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(recycled, record.path)
+            async with self._transaction() as db:
+                await db.execute(
+                    "UPDATE images SET deleted_at = NULL, recycled_path = NULL WHERE id = ?", (image_id,)
+                )
+            restored += 1
+        return restored
+
+    async def purge(self, guild: str, image_ids: Iterable[int] | None = None) -> int:
+        """Empty the guild's recycle bin (or remove only these deleted images): rows, index entries, files."""
+        async with self._db.execute(
+            "SELECT id, recycled_path FROM images WHERE guild = ? AND deleted_at IS NOT NULL", (guild,)
+        ) as cursor:
+            rows = [(row[0], row[1]) for row in await cursor.fetchall()]
+        if image_ids is not None:
+            wanted = set(image_ids)
+            rows = [row for row in rows if row[0] in wanted]
+        ids = [row[0] for row in rows]
+        async with self._transaction() as db:
+            await db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+        await self._in_index_thread(self._text.remove, ids)
+        for _, recycled in rows:
+            if recycled:
+                Path(recycled).unlink(missing_ok=True)
+        return len(ids)
+
+    async def _shared(self, record: ImageRecord) -> bool:
+        async with self._db.execute(
+            "SELECT 1 FROM images WHERE path = ? AND id != ? AND deleted_at IS NULL LIMIT 1",
+            (record.path, record.id),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def _recycled_path(self, image_id: int) -> str:
+        async with self._db.execute("SELECT recycled_path FROM images WHERE id = ?", (image_id,)) as cursor:
+            return (await cursor.fetchone())[0]
+
+    # ----- integrity and rebuild ---------------------------------------------------------------------------
+    async def check(
+        self, roots: Sequence[Path] = (), guild: str = "local", author: str = "local", repair: bool = False
+    ) -> IntegrityReport:
+        """Find rows whose file is gone, image files under `roots` without rows, rows missing from the index
+        and index entries without rows; with `repair`, remove the first, import the second (into `guild`),
+        index the third and drop the fourth."""
+        async with self._db.execute(
+            "SELECT id, path, recycled_path, deleted_at, indexed FROM images"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        missing = tuple(
+            row["id"]
+            for row in rows
+            if not Path(row["recycled_path"] if row["deleted_at"] else row["path"]).exists()
+        )
+        known = {row["path"] for row in rows}
+        orphans = tuple(
+            str(path)
+            for root in roots
+            for path in sorted(root.rglob("*"))
+            if path.suffix.lower() in IMAGE_SUFFIXES
+            and str(path.resolve()) not in known
+            and self.folder not in path.resolve().parents
+        )
+        in_index = await self._in_index_thread(self._text.ids)
+        row_ids = {row["id"] for row in rows}
+        unindexed = tuple(sorted({row["id"] for row in rows if not row["indexed"]} | (row_ids - in_index)))
+        stray = tuple(sorted(in_index - row_ids))
+        report = IntegrityReport(missing, orphans, unindexed, stray)
+        if repair and not report.clean:
+            await self._repair(report, guild, author)
+        return report
+
+    async def _repair(self, report: IntegrityReport, guild: str, author: str) -> None:
+        from engine.infotext_files import read_infotext
+
+        if report.rows_without_files:
+            log.warning("catalog: %d rows had no file; removed", len(report.rows_without_files))
+            async with self._transaction() as db:
+                await db.executemany(
+                    "DELETE FROM images WHERE id = ?", [(i,) for i in report.rows_without_files]
+                )
+        await self._in_index_thread(
+            self._text.remove, [*report.index_without_rows, *report.rows_without_files]
+        )
+        if report.rows_not_indexed:
+            gone = set(report.rows_without_files)
+            await self._index(await self._records([i for i in report.rows_not_indexed if i not in gone]))
+        if report.files_without_rows:
+            log.warning("catalog: %d files had no row; added", len(report.files_without_rows))
+            await self.add_many(
+                [
+                    NewImage(str(Path(p).resolve()), guild, author, read_infotext(p) or "")
+                    for p in report.files_without_rows
+                ]
+            )
+
+    async def rebuild_index(self) -> int:
+        """Throw the text index away and build it again from SQLite; returns the documents written."""
+        async with self._db.execute("SELECT * FROM images ORDER BY id") as cursor:
+            records = [_record(row) for row in await cursor.fetchall()]
+
+        def swap() -> int:
+            self._text.close()
+            count = rebuild(self.folder / "index", records)
+            self._text = WhooshIndex(self.folder / "index")
+            return count
+
+        count = await self._in_index_thread(swap)
+        async with self._transaction() as db:
+            await db.execute("UPDATE images SET indexed = 1")
+        return count
+
+    def index_postings(self) -> set[tuple[str, str, int]]:
+        """The text index's (field, word, id) triples (blocking; for checks and tests)."""
+        return self._text.postings()
+
+
+# ----- helpers ------------------------------------------------------------------------------------------------
+def _describe_files(images: Sequence[NewImage]) -> list[dict]:
+    """The row of each new image: its file read once (size, pixel hash) and its infotext parsed."""
+    rows = []
+    for image in images:
+        path = Path(image.path)
+        with Image.open(path) as opened:
+            opened.load()
+            sha = pixel_sha256(opened)
+            width, height = opened.size
+        fields = generation_fields(image.infotext)
+        rows.append(
+            {
+                "guild": image.guild,
+                "channel": image.channel,
+                "message": image.message,
+                "author": image.author,
+                "created": image.created if image.created is not None else path.stat().st_mtime,
+                "path": str(path),
+                "filename": path.name,
+                "sha256": sha,
+                "width": width,
+                "height": height,
+                "model": fields["model"],
+                "model_hash": fields["model_hash"],
+                "sampler": fields["sampler"],
+                "schedule": fields["schedule"],
+                "steps": fields["steps"],
+                "cfg": fields["cfg"],
+                "seed": fields["seed"],
+                "prompt": fields["prompt"],
+                "negative_prompt": fields["negative_prompt"],
+                "params": fields["params"],
+                "infotext": image.infotext,
+                "networks": json.dumps(list(fields["networks"])),
+                "parent_id": image.parent_id,
+                "relation": image.relation.value if image.relation else None,
+                "nsfw": int(image.nsfw),
+                "job_id": image.job_id,
+            }
+        )
+    return rows
+
+
+def _record(row: sqlite3.Row | aiosqlite.Row) -> ImageRecord:
+    return ImageRecord(
+        id=row["id"],
+        guild=row["guild"],
+        channel=row["channel"],
+        message=row["message"],
+        author=row["author"],
+        created=row["created"],
+        path=row["path"],
+        filename=row["filename"],
+        sha256=row["sha256"],
+        width=row["width"],
+        height=row["height"],
+        model=row["model"],
+        model_hash=row["model_hash"],
+        sampler=row["sampler"],
+        schedule=row["schedule"],
+        steps=row["steps"],
+        cfg=row["cfg"],
+        seed=row["seed"],
+        prompt=row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        params=row["params"],
+        infotext=row["infotext"],
+        networks=tuple(json.loads(row["networks"])),
+        parent_id=row["parent_id"],
+        relation=Relation(row["relation"]) if row["relation"] else None,
+        nsfw=bool(row["nsfw"]),
+        deleted_at=row["deleted_at"],
+        rank_mean=row["rank_mean"],
+        rank_count=row["rank_count"],
+        job_id=row["job_id"],
+    )
+
+
+def searched_text(record: ImageRecord, negative: NegativeMode) -> str:
+    """The text an exact keyword search looks at for terms without a field."""
+    if negative is NegativeMode.ONLY:
+        return record.negative_prompt
+    if negative is NegativeMode.YES:
+        return f"{record.prompt}\n{record.negative_prompt}\n{record.params}"
+    return f"{record.prompt}\n{record.params}"
+
+
+def searched_texts(record: ImageRecord, negative: NegativeMode) -> SearchedTexts:
+    return SearchedTexts(
+        text=searched_text(record, negative),
+        negative=record.negative_prompt,
+        model=record.model or "",
+        sampler=record.sampler or "",
+        networks="\n".join(record.networks),
+        seed="" if record.seed is None else str(record.seed),
+    )
+
+
+def _searched_text_sql(negative: NegativeMode) -> str:
+    if negative is NegativeMode.ONLY:
+        return "negative_prompt"
+    if negative is NegativeMode.YES:
+        return "prompt || char(10) || negative_prompt || char(10) || params"
+    return "prompt || char(10) || params"
+
+
+def _sql_match(text: str | None, needle: str, case_sensitive: int, regex: int) -> int:
+    """SQLite function for the filename filter: substring (any case or exact case) or regex."""
+    from catalog.keywords import term_matches
+
+    return int(term_matches(Term(needle), text or "", bool(case_sensitive), bool(regex)))

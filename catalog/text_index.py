@@ -1,0 +1,212 @@
+"""The full-text index: Whoosh (whoosh-reloaded), derived from SQLite and rebuildable from it at any time.
+
+It answers one question, "which image ids match these words in this guild", unscored; SQLite does every
+other filter, the sorting and the paging (performance.md: Whoosh is fast at a million images only when it
+is asked to do little). Writes are batched into one commit. Everything here blocks: the catalog calls it
+from its own thread. Keep this interface small so another engine (FTS5, tantivy) can take Whoosh's place.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from whoosh import fields, index, query
+from whoosh.analysis import StandardAnalyzer
+
+from catalog.keywords import And, Node, Not, Or, Term
+from catalog.records import ImageRecord, NegativeMode
+
+# Keep stop words: "a", "on", "the" are real parts of prompts people search for.
+ANALYZER = StandardAnalyzer(stoplist=None, minsize=1)
+
+SCHEMA = fields.Schema(
+    id=fields.NUMERIC(int, bits=64, stored=True, unique=True, sortable=True, signed=False, default=0),
+    guild=fields.ID(),
+    prompt=fields.TEXT(analyzer=ANALYZER, phrase=True),
+    negative=fields.TEXT(analyzer=ANALYZER, phrase=True),
+    params=fields.TEXT(analyzer=ANALYZER, phrase=True),
+    infotext=fields.TEXT(analyzer=ANALYZER, phrase=False),
+    filename=fields.TEXT(analyzer=ANALYZER, phrase=False),
+    model=fields.ID(),
+    sampler=fields.ID(),
+    networks=fields.KEYWORD(lowercase=True, commas=True),
+    author=fields.ID(),
+    # Floats are kept as scaled integers: whoosh-reloaded cannot make a sortable column of a float field.
+    created=fields.NUMERIC(int, bits=64, sortable=True, default=0),  # milliseconds since 1970
+    rank=fields.NUMERIC(int, sortable=True, default=0),  # mean score × 1000 (0 = unrated)
+    rank_count=fields.NUMERIC(int, sortable=True, default=0),
+    seed=fields.NUMERIC(int, bits=64, sortable=True, default=0),
+    steps=fields.NUMERIC(int, sortable=True, default=0),
+    cfg=fields.NUMERIC(int, sortable=True, default=0),  # CFG scale × 100
+)
+
+
+class WhooshIndex:
+    """The Whoosh index in one folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        if index.exists_in(str(folder)):
+            self._index = index.open_dir(str(folder))
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._index = index.create_in(str(folder), SCHEMA)
+
+    def close(self) -> None:
+        self._index.close()
+
+    # ----- writing -------------------------------------------------------------------------------------------
+    def put(self, records: Iterable[ImageRecord]) -> int:
+        """Add or replace these images' documents in one commit; returns how many."""
+        writer = self._index.writer(limitmb=256)
+        count = 0
+        try:
+            for record in records:
+                writer.update_document(**document(record))
+                count += 1
+        except BaseException:
+            writer.cancel()
+            raise
+        writer.commit()
+        return count
+
+    def bulk_load(self, records: Iterable[ImageRecord]) -> int:
+        """Add documents known to be absent (a fresh index): faster than `put`, one commit."""
+        writer = self._index.writer(limitmb=256, procs=1)
+        count = 0
+        for record in records:
+            writer.add_document(**document(record))
+            count += 1
+        writer.commit()
+        return count
+
+    def remove(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        writer = self._index.writer()
+        for image_id in ids:
+            writer.delete_by_term("id", image_id)
+        writer.commit()
+
+    # ----- reading -------------------------------------------------------------------------------------------
+    def ids(self) -> set[int]:
+        """Every image id in the index (for the integrity check)."""
+        with self._index.searcher() as searcher:
+            reader = searcher.reader()
+            column = reader.column_reader("id")
+            return {int(column[docnum]) for docnum in reader.all_doc_ids()}
+
+    def postings(self) -> set[tuple[str, str, int]]:
+        """Every (field, word, image id) of the index: two indexes with equal postings answer alike."""
+        with self._index.searcher() as searcher:
+            reader = searcher.reader()
+            column = reader.column_reader("id")
+            found = set()
+            for field_name, word in reader.all_terms():
+                if field_name == "id":
+                    continue
+                text = word.decode("utf-8", "replace") if isinstance(word, bytes) else str(word)
+                for docnum in reader.postings(field_name, word).all_ids():
+                    found.add((field_name, text, int(column[docnum])))
+            return found
+
+    def matching_ids(self, guild: str, node: Node, negative: NegativeMode) -> set[int]:
+        """Ids of the guild's images whose words match the expression (whole words, any case)."""
+        wanted = query.And([query.Term("guild", guild), to_whoosh(node, negative)])
+        with self._index.searcher() as searcher:
+            column = searcher.reader().column_reader("id")
+            return {int(column[docnum]) for docnum in wanted.docs(searcher)}
+
+    def count(self) -> int:
+        with self._index.searcher() as searcher:
+            return searcher.doc_count()
+
+
+def rebuild(folder: Path, records: Iterable[ImageRecord]) -> int:
+    """Build a new index beside `folder` from `records`, then swap it in; returns the documents written."""
+    fresh = folder.with_name(folder.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    built = WhooshIndex(fresh)
+    count = built.bulk_load(records)
+    built.close()
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    fresh.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return count
+
+
+def document(record: ImageRecord) -> dict:
+    return {
+        "id": record.id,
+        "guild": record.guild,
+        "prompt": record.prompt,
+        "negative": record.negative_prompt,
+        "params": record.params,
+        "infotext": record.infotext,
+        "filename": record.filename,
+        "model": (record.model or "").lower(),
+        "sampler": (record.sampler or "").lower(),
+        "networks": ",".join(record.networks),
+        "author": record.author,
+        "created": round(record.created * 1000),
+        "rank": round((record.rank_mean or 0.0) * 1000),
+        "rank_count": record.rank_count,
+        "seed": record.seed if record.seed is not None and record.seed >= 0 else 0,
+        "steps": record.steps or 0,
+        "cfg": round((record.cfg or 0.0) * 100),
+    }
+
+
+def _text_fields(negative: NegativeMode) -> tuple[str, ...]:
+    if negative is NegativeMode.ONLY:
+        return ("negative",)
+    if negative is NegativeMode.YES:
+        return ("prompt", "params", "negative")
+    return ("prompt", "params")
+
+
+def _words(field: str, text: str) -> query.Query:
+    """A word (with * or ? wildcards) or a phrase of the analysed words of `text`, in one field."""
+    if any(c in text for c in "*?") and " " not in text.strip():
+        return query.Wildcard(field, text.lower())
+    words = [token.text for token in ANALYZER(text)]
+    if not words:
+        return query.NullQuery
+    if len(words) == 1:
+        return query.Term(field, words[0])
+    return query.Phrase(field, words)
+
+
+def to_whoosh(node: Node, negative: NegativeMode) -> query.Query:
+    if isinstance(node, And):
+        return query.And([to_whoosh(item, negative) for item in node.items])
+    if isinstance(node, Or):
+        return query.Or([to_whoosh(item, negative) for item in node.items])
+    if isinstance(node, Not):
+        return query.And([query.Every(), query.Not(to_whoosh(node.item, negative))])
+    return _term(node, negative)
+
+
+def _term(term: Term, negative: NegativeMode) -> query.Query:
+    if term.field is None:
+        return query.Or([_words(name, term.text) for name in _text_fields(negative)])
+    if term.field == "neg":
+        return _words("negative", term.text)
+    if term.field == "seed":
+        try:
+            seed = int(term.text)
+        except ValueError:
+            return query.NullQuery
+        return query.NumericRange("seed", seed, seed)
+    if term.field == "lora":
+        value = f"lora:{term.text.lower()}"
+        return query.Wildcard("networks", value) if "*" in value else query.Term("networks", value)
+    value = term.text.lower()  # model, sampler: the whole name, any case (wildcards allowed)
+    return (
+        query.Wildcard(term.field, value) if any(c in value for c in "*?") else query.Term(term.field, value)
+    )
