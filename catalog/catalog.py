@@ -257,6 +257,21 @@ class Catalog:
             records.extend(added)
         return records
 
+    async def bulk_insert(self, rows: Iterable[dict]) -> int:
+        """Insert prepared rows (the columns of `_describe_files`) in one transaction, without indexing them:
+        for loading very large catalogs, followed by `rebuild_index`. Rows already present are skipped."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        sql = (
+            f"INSERT OR IGNORE INTO images ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        )
+        async with self._transaction() as db:
+            before = self._db.total_changes
+            await db.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+            return self._db.total_changes - before
+
     async def _index(self, records: Sequence[ImageRecord]) -> None:
         if not records:
             return
@@ -382,8 +397,8 @@ class Catalog:
                 "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)",
                 [tree, browse.case_sensitive, browse.regex],
             )
-        ids = await self._in_index_thread(self._text.matching_ids, browse.guild, node, browse.negative)
-        return "id IN (SELECT value FROM json_each(?))", [json.dumps(sorted(ids))]
+        ids = await self._in_index_thread(self._text.matching_ids, node, browse.negative)
+        return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
 
     # ----- ratings and favourites ---------------------------------------------------------------------------
     async def rate(self, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:
@@ -569,13 +584,17 @@ class Catalog:
 
     async def rebuild_index(self) -> int:
         """Throw the text index away and build it again from SQLite; returns the documents written."""
-        async with self._db.execute("SELECT * FROM images ORDER BY id") as cursor:
-            records = [_record(row) for row in await cursor.fetchall()]
 
-        def swap() -> int:
+        def swap() -> int:  # in the index thread, reading rows as a stream (a million records do not fit)
             self._text.close()
-            count = rebuild(self.folder / "index", records)
-            self._text = WhooshIndex(self.folder / "index")
+            reader = sqlite3.connect(self.folder / "catalog.db")
+            reader.row_factory = sqlite3.Row
+            try:
+                rows = reader.execute("SELECT * FROM images ORDER BY id")
+                count = rebuild(self.folder / "index", (_record(row) for row in rows))
+            finally:
+                reader.close()
+                self._text = WhooshIndex(self.folder / "index")
             return count
 
         count = await self._in_index_thread(swap)
