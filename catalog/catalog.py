@@ -264,9 +264,7 @@ class Catalog:
         if not rows:
             return 0
         columns = list(rows[0])
-        sql = (
-            f"INSERT OR IGNORE INTO images ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        )
+        sql = f"INSERT OR IGNORE INTO images ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         async with self._transaction() as db:
             before = self._db.total_changes
             await db.executemany(sql, [tuple(row[c] for c in columns) for row in rows])

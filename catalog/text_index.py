@@ -27,7 +27,9 @@ ANALYZER = StandardAnalyzer(stoplist=None, minsize=1)
 # Single-value fields are comma-separated KEYWORDs with `scorable` on: whoosh-reloaded looks for a length
 # column on disk once per posting of a field that has none, which made bulk loads 20× slower.
 SCHEMA = fields.Schema(
-    id=fields.NUMERIC(int, shift_step=0, bits=64, stored=True, unique=True, sortable=True, signed=False, default=0),
+    id=fields.NUMERIC(
+        int, shift_step=0, bits=64, stored=True, unique=True, sortable=True, signed=False, default=0
+    ),
     guild=fields.KEYWORD(commas=True, scorable=True),
     prompt=fields.TEXT(analyzer=ANALYZER, phrase=True),
     negative=fields.TEXT(analyzer=ANALYZER, phrase=True),
@@ -81,7 +83,9 @@ class WhooshIndex:
         self._wrote = False
         if self._ids_by_docnum is None:
             reader = self._searcher.reader()
-            self._ids_by_docnum = array("Q", reader.column_reader("id")) if reader.doc_count_all() else array("Q")
+            self._ids_by_docnum = (
+                array("Q", reader.column_reader("id")) if reader.doc_count_all() else array("Q")
+            )
         return self._searcher, self._ids_by_docnum
 
     # ----- writing -------------------------------------------------------------------------------------------
