@@ -168,6 +168,7 @@ class Catalog:
         self._text = text
         self._lock = asyncio.Lock()
         self._index_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salon-index")
+        self._closed = False
 
     @classmethod
     async def open(cls, folder: Path) -> Catalog:
@@ -188,6 +189,9 @@ class Catalog:
         return catalog
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         await self._in_index_thread(self._text.close)
         self._index_thread.shutdown(wait=True)
         await self._db.close()

@@ -19,6 +19,8 @@ from whoosh.analysis import StandardAnalyzer
 from catalog.keywords import And, Node, Not, Or, Term
 from catalog.records import ImageRecord, NegativeMode
 
+WRITE_LOCK_S = 30.0  # wait this long for another process's index writer (an import beside the bot)
+
 # Keep stop words: "a", "on", "the" are real parts of prompts people search for.
 ANALYZER = StandardAnalyzer(stoplist=None, minsize=1)
 
@@ -91,7 +93,7 @@ class WhooshIndex:
     # ----- writing -------------------------------------------------------------------------------------------
     def put(self, records: Iterable[ImageRecord]) -> int:
         """Add or replace these images' documents in one commit; returns how many."""
-        writer = self._index.writer(limitmb=256)
+        writer = self._index.writer(limitmb=256, timeout=WRITE_LOCK_S)
         count = 0
         try:
             for record in records:
@@ -117,7 +119,7 @@ class WhooshIndex:
     def remove(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        writer = self._index.writer()
+        writer = self._index.writer(timeout=WRITE_LOCK_S)
         for image_id in ids:
             writer.delete_by_term("id", image_id)
         writer.commit()

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     def queue_db(self) -> Path:
         return self.data_dir / "queue.db"
 
+    @property
+    def catalog_dir(self) -> Path:
+        """The catalog's database, text index and recycle bin."""
+        return self.data_dir / "catalog"
+
     @classmethod
     def settings_customise_sources(
         cls,

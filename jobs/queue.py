@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from catalog.catalog import Catalog
 from config import Settings
 from engine.batching import batch_key
 from engine.errors import InvalidRequest
@@ -44,6 +45,7 @@ from jobs.worker import GpuWorker, Outcome, Progress
 
 log = logging.getLogger(__name__)
 
+LOCAL_GUILD = "local"  # the catalog's guild for jobs from the command line
 PERSIST_PROGRESS_S = 1.0  # write a running job's progress to its row at most this often (for other processes)
 
 
@@ -73,10 +75,11 @@ def _with_model(request: AnyRequest, model: str) -> AnyRequest:
 class JobQueue:
     """Submit, cancel, watch and run jobs. Open with `await JobQueue.open(settings)`."""
 
-    def __init__(self, settings: Settings, store: JobStore, worker: GpuWorker) -> None:
+    def __init__(self, settings: Settings, store: JobStore, worker: GpuWorker, catalog: Catalog) -> None:
         self.settings = settings
         self.store = store
         self.worker = worker
+        self.catalog = catalog
         self.scheduler = FairScheduler()
         self.registry = ModelRegistry.from_settings(settings)
         self.inputs = settings.data_dir / "jobs" / "inputs"
@@ -116,11 +119,12 @@ class JobQueue:
             inputs,
             settings.queue.preview_every_steps,
         )
-        return cls(settings, store, worker)
+        return cls(settings, store, worker, await Catalog.open(settings.catalog_dir))
 
     async def close(self) -> None:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.store.close()
+        await self.catalog.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
@@ -427,6 +431,11 @@ class JobQueue:
             )
             return
         self._user_cancelled.discard(job.id)
+        images: tuple[int, ...] = ()
+        if outcome.status is JobStatus.DONE and outcome.results and not job.kind.long:
+            # Into the catalog before the job is marked done: a crash in between re-runs the job, which
+            # rewrites the same files, and the catalog does not add a path twice.
+            images = await self._catalogue(job, outcome.results)
         updated = await self.store.transition(
             job.id,
             outcome.status,
@@ -441,9 +450,33 @@ class JobQueue:
         if updated is not None:
             self._publish(
                 JobEvent(
-                    job.id, outcome.status.value, outcome.status, results=outcome.results, error=outcome.error
+                    job.id,
+                    outcome.status.value,
+                    outcome.status,
+                    results=outcome.results,
+                    images=images,
+                    error=outcome.error,
                 )
             )
+
+    async def _catalogue(self, job: JobRecord, paths: tuple[str, ...]) -> tuple[int, ...]:
+        from catalog.records import NewImage
+        from engine.infotext_files import read_infotext
+
+        new = [
+            NewImage(
+                path,
+                job.guild or LOCAL_GUILD,
+                job.owner,
+                read_infotext(path) or "",
+                channel=job.channel,
+                created=time.time(),
+                job_id=job.id,
+            )
+            for path in paths
+        ]
+        records = await self.catalog.add_many(new)
+        return tuple(record.id for record in records)
 
     async def shutdown(self) -> None:
         """Stop at the next step: running jobs go back to the queue, nothing new starts."""

@@ -73,4 +73,5 @@ class JobEvent:
     eta_s: float | None = None
     preview_png: bytes | None = field(default=None, repr=False)
     results: tuple[str, ...] = ()
+    images: tuple[int, ...] = ()  # catalog ids of the results, for "done"
     error: str | None = None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from catalog.records import BrowseQuery
 from config import load_settings
 from engine.demo import DEMO_MODEL_NAME
 from engine.errors import InvalidRequest
@@ -64,6 +65,12 @@ async def test_a_job_runs_to_done_with_events_and_an_a1111_png(make_queue):
     assert done.status is JobStatus.DONE and len(done.results) == 1 and done.attempts == 1
     info = parse_infotext(read_infotext(done.results[0]))
     assert info.seed == 1 and info.model == DEMO_MODEL_NAME
+    # …and it is in the catalog, under the local guild, by its owner, found by its prompt.
+    (image_id,) = seen[-1].images
+    page = await queue.catalog.search(BrowseQuery("local", keyword="circle"))
+    assert [(i.id, i.author, i.path, i.seed, i.job_id) for i in page.images] == [
+        (image_id, "ann", done.results[0], 1, job.id)
+    ]
 
 
 async def test_ten_one_and_one_jobs_are_served_in_turns(make_queue):
