@@ -123,6 +123,34 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--exit-when-idle", action="store_true", help="stop once the queue is empty")
     cancel = sub.add_parser("cancel", help="cancel a queued job (or a running one of this process)")
     cancel.add_argument("job", type=int, help="job id (see `salon queue`)")
+    from commands.browse import NEGATIVE_HELP as negative_help
+
+    browse = sub.add_parser("browse", help="search the catalog like A1111's Image Browser; prints one page")
+    browse.add_argument("keyword", nargs="?", default="", help='words, "phrases", and/or/not, model: lora: …')
+    browse.add_argument("--guild", default="local", help="whose images (default: this machine's, 'local')")
+    browse.add_argument("--filename", default="", help="file name contains this")
+    browse.add_argument("--negative", default="no", help=negative_help)
+    browse.add_argument("--case-sensitive", action="store_true", help="exact case, and words as substrings")
+    browse.add_argument("--regex", action="store_true", help="the keyword is one regular expression")
+    browse.add_argument("--rank", default="all", help="all, none, a score 1-5 or a range like 3-5")
+    browse.add_argument("--author", default=None)
+    browse.add_argument("--model", default=None, help="checkpoint name as in the infotext")
+    browse.add_argument("--favourites-of", default=None, help="only this user's favourites")
+    browse.add_argument("--sort", default="date", help="date, rank, seed, steps, cfg, model or random")
+    browse.add_argument("--ascending", action="store_true", help="oldest/lowest first")
+    browse.add_argument("--page", default="1", help="page number, first or last")
+    browse.add_argument("--page-size", type=int, default=25)
+    browse.add_argument("--recycle-bin", action="store_true", help="browse deleted images instead")
+    browse.add_argument("--show", type=int, default=None, help="print one image's file and full infotext")
+    imports = sub.add_parser(
+        "import", help="add a folder of A1111/Salon images (with their infotext) to the catalog"
+    )
+    imports.add_argument("folder", type=Path)
+    imports.add_argument("--guild", default="local")
+    imports.add_argument("--author", default=None, help="default: your user name")
+    catalog = sub.add_parser("catalog", help="catalog upkeep: check (and --repair) or rebuild the text index")
+    catalog.add_argument("action", choices=("check", "rebuild-index"))
+    catalog.add_argument("--repair", action="store_true", help="fix what the check finds")
     sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
     return parser
 
@@ -144,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "queue": _queue,
         "worker": _worker,
         "cancel": _cancel,
+        "browse": _browse,
+        "import": _import,
+        "catalog": _catalog,
     }
     try:
         settings = load_settings(args.config)
@@ -430,6 +461,104 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
     else:
         console.print(f"job {job.id}: {job.status.value}", markup=False)
     return 0
+
+
+def _with_catalog(settings: Settings, work):
+    """Open the catalog, await `work(catalog)`, close it; returns what work returned."""
+    import asyncio
+
+    from catalog.catalog import Catalog
+
+    async def run():
+        catalog = await Catalog.open(settings.catalog_dir)
+        try:
+            return await work(catalog)
+        finally:
+            await catalog.close()
+
+    return asyncio.run(run())
+
+
+def _browse(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
+    from commands.browse import browse_query
+
+    if args.show is not None:
+        image = _with_catalog(settings, lambda catalog: catalog.get(args.guild, args.show))
+        if image is None:
+            err_console.print(f"no image {args.show} in guild {args.guild}", markup=False)
+            return EXIT_BAD_INPUT
+        console.print(image.path, markup=False)
+        console.print(image.infotext, markup=False, soft_wrap=True)
+        return 0
+    query = browse_query(
+        args.guild,
+        keyword=args.keyword,
+        filename=args.filename,
+        negative=args.negative,
+        case_sensitive=args.case_sensitive,
+        regex=args.regex,
+        rank=args.rank,
+        author=args.author,
+        model=args.model,
+        favourites_of=args.favourites_of,
+        sort=args.sort,
+        ascending=args.ascending,
+        page=args.page,
+        page_size=args.page_size,
+        deleted=args.recycle_bin,
+    )
+    page = _with_catalog(settings, lambda catalog: catalog.search(query))
+    table = Table("id", "file", "rank", "model", "seed", "author", "prompt")
+    for image in page.images:
+        rank = f"{image.rank_mean:.1f} ({image.rank_count})" if image.rank_count else ""
+        row = (str(image.id), image.filename, rank, image.model or "", str(image.seed or ""), image.author)
+        table.add_row(*(escape(cell) for cell in row), escape(image.prompt[:60]))
+    console.print(table)
+    console.print(f"page {page.page} of {page.pages} ({page.total} images)", markup=False, soft_wrap=True)
+    return 0
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    if not args.folder.is_dir():
+        err_console.print(f"folder: {args.folder} is not a folder", markup=False)
+        return EXIT_BAD_INPUT
+    author = args.author or getpass.getuser()
+    records, skipped = _with_catalog(
+        settings, lambda catalog: catalog.import_folder(args.folder.resolve(), args.guild, author)
+    )
+    for line in skipped:
+        err_console.print(f"skipped {line}", markup=False, soft_wrap=True)
+    with_info = sum(1 for record in records if record.infotext)
+    console.print(
+        f"{len(records)} image(s) in the catalog from {args.folder} ({with_info} with generation info), "
+        f"{len(skipped)} skipped",
+        markup=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _catalog(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "rebuild-index":
+        count = _with_catalog(settings, lambda catalog: catalog.rebuild_index())
+        console.print(f"text index rebuilt: {count} image(s)", markup=False)
+        return 0
+    report = _with_catalog(
+        settings, lambda catalog: catalog.check([settings.outputs_path], repair=args.repair)
+    )
+    console.print(
+        f"rows without files: {len(report.rows_without_files)}, files without rows: "
+        f"{len(report.files_without_rows)}, rows not indexed: {len(report.rows_not_indexed)}, "
+        f"index entries without rows: {len(report.index_without_rows)}"
+        + (" (repaired)" if args.repair and not report.clean else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+    return 0 if report.clean or args.repair else 1
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

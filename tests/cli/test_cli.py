@@ -248,3 +248,23 @@ def test_queue_lists_jobs_and_cancel_and_worker_act_on_them(tmp_path, capsys):
     cells = [[cell.strip() for cell in line.split("│")] for line in capsys.readouterr().out.splitlines()]
     rows = {row[1]: row for row in cells if len(row) > 2 and row[1].isdigit()}
     assert "done" in rows[str(first)] and "cancelled" in rows[str(second)]
+
+
+def test_import_browse_and_check_the_catalog(tmp_path, capsys):
+    import shutil
+
+    config = tmp_path / "salon.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    assert salon(config, "import", str(tmp_path / "corpus"), "--author", "ann") == 0
+    out = capsys.readouterr()
+    assert "with generation info" in out.out and "skipped" in out.err and "empty_file.png" in out.err
+    assert salon(config, "browse", "duck", "--page-size", "1") == 0
+    out = capsys.readouterr().out
+    assert "duck" in out and "page 1 of 3 (3 images)" in out
+    assert salon(config, "browse", "--rank", "6") == 2
+    assert "rank: '6' is not all, none, a score 1–5" in capsys.readouterr().err
+    assert salon(config, "browse", "--page", "9") == 2
+    assert "page: page 9 does not exist" in capsys.readouterr().err
+    assert salon(config, "catalog", "check") == 0
+    assert "rows without files: 0" in capsys.readouterr().out
