@@ -30,6 +30,7 @@ import aiosqlite
 from PIL import Image
 
 from catalog.keywords import SearchedTexts, Term, check_patterns, encode, parse_keywords, sql_keyword
+from catalog.prefilter import keyword_match, regex_match
 from catalog.records import (
     BrowseQuery,
     ImageRecord,
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
-MIGRATIONS: tuple[tuple[str, str], ...] = (
+# Each migration is one SQL text of ";"-separated statements, or a tuple of statements (for triggers).
+MIGRATIONS: tuple[tuple[str, str | tuple[str, ...]], ...] = (
     (
         "create catalog",
         """
@@ -120,6 +122,25 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             PRIMARY KEY (gallery_id, image_id)
         )
         """,
+    ),
+    (
+        "trigram index for exact searches",
+        (
+            "CREATE VIRTUAL TABLE images_text USING fts5(prompt, negative_prompt, params, "
+            "content='images', content_rowid='id', tokenize='trigram')",
+            "CREATE TRIGGER images_text_insert AFTER INSERT ON images BEGIN "
+            "INSERT INTO images_text (rowid, prompt, negative_prompt, params) "
+            "VALUES (new.id, new.prompt, new.negative_prompt, new.params); END",
+            "CREATE TRIGGER images_text_delete AFTER DELETE ON images BEGIN "
+            "INSERT INTO images_text (images_text, rowid, prompt, negative_prompt, params) "
+            "VALUES ('delete', old.id, old.prompt, old.negative_prompt, old.params); END",
+            "CREATE TRIGGER images_text_update AFTER UPDATE OF prompt, negative_prompt, params ON images BEGIN "
+            "INSERT INTO images_text (images_text, rowid, prompt, negative_prompt, params) "
+            "VALUES ('delete', old.id, old.prompt, old.negative_prompt, old.params); "
+            "INSERT INTO images_text (rowid, prompt, negative_prompt, params) "
+            "VALUES (new.id, new.prompt, new.negative_prompt, new.params); END",
+            "INSERT INTO images_text (images_text) VALUES ('rebuild')",
+        ),
     ),
 )
 
@@ -209,7 +230,8 @@ class Catalog:
                 current = (await cursor.fetchone())[0] or 0
             for version, (name, sql) in enumerate(MIGRATIONS, start=1):
                 if version > current:
-                    for statement in filter(str.strip, sql.split(";")):
+                    statements = sql if isinstance(sql, tuple) else filter(str.strip, sql.split(";"))
+                    for statement in statements:
                         await db.execute(statement)
                     await db.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
@@ -378,7 +400,7 @@ class Catalog:
         elif rank.kind == "range":
             clauses.append("rank_count > 0 AND rank_mean BETWEEN ? AND ?")
             args += [rank.low, rank.high]
-        if browse.keyword.strip():
+        if browse.keyword if browse.regex else browse.keyword.strip():
             clause, more = await self._keyword_clause(browse)
             clauses.append(clause)
             args += more
@@ -394,11 +416,20 @@ class Catalog:
             # Exact: evaluated row by row on the same texts as `keywords.matches` (a scan of the guild's rows).
             tree = encode(node)
             text = _searched_text_sql(browse.negative)
-            return (
+            clause = (
                 f"salon_keyword(?, {text}, negative_prompt, COALESCE(model, ''), COALESCE(sampler, ''), "
-                "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)",
-                [tree, browse.case_sensitive, browse.regex],
+                "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)"
             )
+            args = [tree, browse.case_sensitive, browse.regex]
+            needed = (
+                regex_match(browse.keyword, browse.negative)
+                if browse.regex
+                else keyword_match(node, browse.negative)
+            )
+            if needed:  # only rows with the substrings the search needs are checked exactly
+                clause = f"id IN (SELECT rowid FROM images_text WHERE images_text MATCH ?) AND {clause}"
+                args.insert(0, needed)
+            return clause, args
         ids = await self._in_index_thread(self._text.matching_ids, node, browse.negative)
         return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
 

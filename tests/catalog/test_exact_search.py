@@ -145,3 +145,21 @@ def test_regexes_equal_brute_force(rows, pattern, case_sensitive, negative):
         and (negative is not NegativeMode.NONE or not r.negative_prompt)
     )
     assert search_all(folder, browse) == expected
+
+
+def test_the_trigram_prefilter_asks_only_for_what_a_match_needs():
+    from catalog.keywords import parse_keywords
+    from catalog.prefilter import keyword_match, regex_match
+
+    assert regex_match(r"red dragon.*by (greg|alphonse)", NegativeMode.NO) == (
+        '({prompt params} : "red dragon") AND ({prompt params} : "by ") AND '
+        '(((({prompt params} : "greg")) OR (({prompt params} : "alphonse"))))'
+    )
+    assert regex_match(r"^a.?b$", NegativeMode.NO) is None  # nothing of 3 characters is required
+    assert regex_match(r"(?:cats?)+ x", NegativeMode.ONLY) == '(({negative_prompt} : "cat"))'
+    node = parse_keywords('Cat and ("red sofa" or star) and not dog')
+    assert keyword_match(node, NegativeMode.YES) == (
+        '({prompt negative_prompt params} : "Cat") AND '
+        '(({prompt negative_prompt params} : "red sofa") OR ({prompt negative_prompt params} : "star"))'
+    )
+    assert keyword_match(parse_keywords("cat or ab"), NegativeMode.NO) is None  # "ab" is too short
