@@ -358,11 +358,12 @@ class Catalog:
         else:
             direction = "DESC" if browse.descending else "ASC"
             order = f"{SORT_COLUMNS[browse.sort]} {direction}, id {direction}"
-        sql = f"SELECT * FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        # Sort ids only (a sorter holding whole rows, infotexts included, was 4× slower), then read the page.
+        sql = f"SELECT id FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
         offset = (page - 1) * browse.page_size
         async with self._db.execute(sql, (*args, browse.page_size, offset)) as cursor:
-            images = tuple(_record(row) for row in await cursor.fetchall())
-        return Page(images, page, pages, total)
+            ids = [row[0] for row in await cursor.fetchall()]
+        return Page(tuple(await self._records(ids)), page, pages, total)
 
     async def matching_ids(self, browse: BrowseQuery) -> list[int]:
         """Every id matching the query's filters (all pages), in id order."""
