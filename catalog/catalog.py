@@ -22,7 +22,6 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from catalog.records import (
     SortOrder,
     generation_fields,
 )
+from catalog.sqlite import Database, Migration
 from catalog.text_index import WhooshIndex, rebuild
 from engine.errors import InvalidRequest
 
@@ -48,8 +48,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
-# Each migration is one SQL text of ";"-separated statements, or a tuple of statements (for triggers).
-MIGRATIONS: tuple[tuple[str, str | tuple[str, ...]], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     (
         "create catalog",
         """
@@ -183,31 +182,21 @@ def pixel_sha256(image: Image.Image) -> str:
 class Catalog:
     """Open with `await Catalog.open(folder)`; the folder holds catalog.db, the index and the recycle bin."""
 
-    def __init__(self, folder: Path, db: aiosqlite.Connection, text: WhooshIndex) -> None:
+    def __init__(self, folder: Path, database: Database, text: WhooshIndex) -> None:
         self.folder = folder
-        self._db = db
+        self._database = database
+        self._db = database.connection
+        self._transaction = database.transaction
         self._text = text
-        self._lock = asyncio.Lock()
         self._index_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salon-index")
         self._closed = False
 
     @classmethod
     async def open(cls, folder: Path) -> Catalog:
-        folder.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(folder / "catalog.db", isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        for pragma in (
-            "journal_mode = WAL",
-            "busy_timeout = 10000",
-            "foreign_keys = ON",
-            "synchronous = NORMAL",
-        ):
-            await db.execute(f"PRAGMA {pragma}")
-        await db.create_function("salon_match", 4, _sql_match, deterministic=True)
-        await db.create_function("salon_keyword", 9, sql_keyword, deterministic=True)
-        catalog = cls(folder, db, WhooshIndex(folder / "index"))
-        await catalog._migrate()
-        return catalog
+        database = await Database.open(folder / "catalog.db", MIGRATIONS)
+        await database.connection.create_function("salon_match", 4, _sql_match, deterministic=True)
+        await database.connection.create_function("salon_keyword", 9, sql_keyword, deterministic=True)
+        return cls(folder, database, WhooshIndex(folder / "index"))
 
     async def close(self) -> None:
         if self._closed:
@@ -215,38 +204,11 @@ class Catalog:
         self._closed = True
         await self._in_index_thread(self._text.close)
         self._index_thread.shutdown(wait=True)
-        await self._db.close()
+        await self._database.close()
 
     @property
     def recycle_bin(self) -> Path:
         return self.folder / "recycle"
-
-    async def _migrate(self) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
-            )
-            async with db.execute("SELECT MAX(version) FROM schema_migrations") as cursor:
-                current = (await cursor.fetchone())[0] or 0
-            for version, (name, sql) in enumerate(MIGRATIONS, start=1):
-                if version > current:
-                    statements = sql if isinstance(sql, tuple) else filter(str.strip, sql.split(";"))
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute(
-                        "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
-                    )
-
-    @asynccontextmanager
-    async def _transaction(self):
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
 
     async def _in_index_thread(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._index_thread, function, *args)

@@ -146,21 +146,8 @@ class JobQueue:
         request = _with_model(fix_seeds(request), model)
         kind, data = request_to_json(request, self.inputs)
         key = _digest(batch_key(request)) if isinstance(request, GenerationRequest) else ""
-        record, created = await self.store.submit(
-            kind,
-            owner,
-            data,
-            guild=guild,
-            channel=channel,
-            idempotency_key=idempotency_key,
-            batch_key=key,
-            model=model,
-            max_pending_per_user=self.settings.queue.max_pending_per_user,
-            max_queued=self.settings.queue.max_queued,
-        )
-        if created:
-            await self._announce(record)
-        return record
+        where = {"guild": guild, "channel": channel, "idempotency_key": idempotency_key}
+        return await self._persist(kind, owner, data, model, key, where)
 
     async def submit_task(
         self,
@@ -179,13 +166,19 @@ class JobQueue:
         model = params.get("model")
         if model is not None:
             model = self.registry.checkpoint(model).name
+        where = {"guild": guild, "channel": channel, "idempotency_key": idempotency_key}
+        return await self._persist(kind, owner, params, model, "", where)
+
+    async def _persist(
+        self, kind: JobKind, owner: str, data: dict, model: str | None, key: str, where: dict
+    ) -> JobRecord:
+        """Write the job (or find the one with its idempotency key) within the limits, and announce it."""
         record, created = await self.store.submit(
             kind,
             owner,
-            params,
-            guild=guild,
-            channel=channel,
-            idempotency_key=idempotency_key,
+            data,
+            **where,
+            batch_key=key,
             model=model,
             max_pending_per_user=self.settings.queue.max_pending_per_user,
             max_queued=self.settings.queue.max_queued,

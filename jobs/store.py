@@ -1,28 +1,24 @@
 """The durable part of the queue: job rows in SQLite (WAL), written by one connection, one transaction each.
 
-Every write is a `BEGIN IMMEDIATE` transaction (a deferred one that reads then writes can fail at once with
-SQLITE_BUSY, ignoring busy_timeout). Status changes go through `transition`, which never leaves a terminal
-state. The schema is versioned by numbered migrations recorded in `schema_migrations`.
+Writes are serialized `BEGIN IMMEDIATE` transactions, the schema numbered migrations (catalog/sqlite.py).
+Status changes go through `transition`, which never leaves a terminal state.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from catalog.sqlite import Database, Migration
 from engine.errors import InvalidRequest
 from jobs.records import JobKind, JobRecord, JobStatus
 
-BUSY_TIMEOUT_MS = 10_000  # wait this long for another process's write lock before failing
-
-MIGRATIONS: tuple[tuple[str, str], ...] = (
+MIGRATIONS: tuple[Migration, ...] = (
     (
         "create jobs",
         """
@@ -78,59 +74,17 @@ class QueueLimit(InvalidRequest):
 class JobStore:
     """Async access to the jobs table. Open with `await JobStore.open(path)`, close with `await close()`."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._db = connection
-        # One connection serves every coroutine: a transaction must not interleave with another's statements.
-        self._write_lock = asyncio.Lock()
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._db = database.connection
+        self.transaction = database.transaction
 
     @classmethod
     async def open(cls, path: Path) -> JobStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path, isolation_level=None)
-        connection.row_factory = aiosqlite.Row
-        store = cls(connection)
-        await store._configure()
-        await store._migrate()
-        return store
+        return cls(await Database.open(path, MIGRATIONS))
 
     async def close(self) -> None:
-        await self._db.close()
-
-    async def _configure(self) -> None:
-        for pragma in (
-            "PRAGMA journal_mode = WAL",
-            f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-            "PRAGMA foreign_keys = ON",
-            "PRAGMA synchronous = NORMAL",
-        ):
-            await self._db.execute(pragma)
-
-    async def _migrate(self) -> None:
-        async with self.transaction():
-            await self._db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
-            )
-            async with self._db.execute("SELECT MAX(version) FROM schema_migrations") as cursor:
-                current = (await cursor.fetchone())[0] or 0
-            for version, (name, sql) in enumerate(MIGRATIONS, start=1):
-                if version > current:
-                    for statement in filter(str.strip, sql.split(";")):
-                        await self._db.execute(statement)
-                    await self._db.execute(
-                        "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
-                    )
-
-    @asynccontextmanager
-    async def transaction(self):
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error; one at a time on this connection."""
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+        await self._database.close()
 
     # ----- reading -------------------------------------------------------------------------------------------
     async def get(self, job_id: int) -> JobRecord | None:

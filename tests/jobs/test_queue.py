@@ -9,13 +9,11 @@ import pytest
 from PIL import Image
 
 from catalog.records import BrowseQuery
-from config import load_settings
 from engine.demo import DEMO_MODEL_NAME
 from engine.errors import InvalidRequest
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext
 from engine.requests import GenerationRequest, Img2ImgRequest
-from jobs.queue import JobQueue
 from jobs.records import JobKind, JobStatus
 from jobs.store import QueueLimit
 
@@ -23,22 +21,6 @@ from jobs.store import QueueLimit
 def req(prompt: str = "a red circle on a blue background", seed: int = 1, **overrides) -> GenerationRequest:
     options = {"width": 64, "height": 64, "steps": 4, "cfg_scale": 5.0, **overrides}
     return GenerationRequest(prompt, seed=seed, **options)
-
-
-@pytest.fixture
-async def make_queue(tmp_path, engine):
-    """A queue over a fresh database that runs on the session's engine (demo model)."""
-    opened = []
-
-    async def make(**queue_settings) -> JobQueue:
-        settings = load_settings(None, data_dir=tmp_path, queue={"preview_every_steps": 2, **queue_settings})
-        queue = await JobQueue.open(settings, engine_factory=lambda: engine)
-        opened.append(queue)
-        return queue
-
-    yield make
-    for queue in opened:
-        await queue.close()
 
 
 def drain(events: asyncio.Queue) -> list:
@@ -179,7 +161,7 @@ async def test_img2img_input_is_stored_when_accepted(make_queue, tmp_path):
     image = Image.new("RGB", (64, 64), (200, 30, 30))
     job = await queue.submit(Img2ImgRequest(req(steps=4), image, denoising_strength=0.5), "ann")
     assert job.kind is JobKind.IMG2IMG
-    stored = tmp_path / "jobs" / "inputs" / job.request["image"]
+    stored = tmp_path / "data" / "jobs" / "inputs" / job.request["image"]
     assert stored.is_file() and len(stored.stem) == 64  # sha256 of the PNG
     del image
     await queue.run_until_empty()

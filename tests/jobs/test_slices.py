@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from config import load_settings
 from engine.errors import InvalidRequest, JobCancelled
 from engine.requests import GenerationRequest, StepProgress
 from jobs.long import LONG_TASKS, Slice, register_long_task
-from jobs.queue import JobQueue
 from jobs.records import JobKind, JobStatus
 
 
@@ -61,21 +59,6 @@ def counting_task():
     yield
     LONG_TASKS.clear()
     LONG_TASKS.update(saved)
-
-
-@pytest.fixture
-async def make_queue(tmp_path, engine):
-    opened = []
-
-    async def make(**queue_settings) -> JobQueue:
-        settings = load_settings(None, data_dir=tmp_path / "data", queue=queue_settings)
-        queue = await JobQueue.open(settings, engine_factory=lambda: engine)
-        opened.append(queue)
-        return queue
-
-    yield make
-    for queue in opened:
-        await queue.close()
 
 
 def journal_steps(path: Path) -> list[int]:
