@@ -28,6 +28,7 @@ from pathlib import Path
 import aiosqlite
 from PIL import Image
 
+from catalog.foreign import foreign_infotext
 from catalog.keywords import SearchedTexts, Term, check_patterns, encode, parse_keywords, sql_keyword
 from catalog.prefilter import keyword_match, regex_match
 from catalog.records import (
@@ -268,7 +269,8 @@ class Catalog:
     async def import_folder(
         self, folder: Path, guild: str, author: str, recursive: bool = True
     ) -> tuple[list[ImageRecord], list[str]]:
-        """Add every image under `folder` with its A1111 infotext (PNG chunk, EXIF or `.txt` sidecar).
+        """Add every image under `folder` with its A1111 infotext (PNG chunk, EXIF or `.txt` sidecar), or the
+        generation info of ComfyUI, InvokeAI, Fooocus or NovelAI turned into one (catalog/foreign.py).
 
         Returns the records and the files that could not be read (with the reason)."""
         from engine.errors import InvalidImage
@@ -280,9 +282,10 @@ class Catalog:
             if self.folder in path.parents:
                 continue  # our own recycle bin
             try:
-                infotext = read_infotext(path) or ""
                 with Image.open(path) as probe:
+                    chunks = dict(probe.info)
                     probe.verify()
+                infotext = foreign_infotext(chunks) or read_infotext(path) or ""
             except (InvalidImage, InvalidRequest, OSError, SyntaxError, ValueError) as exc:
                 skipped.append(f"{path}: {exc}")
                 continue

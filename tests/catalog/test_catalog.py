@@ -281,3 +281,36 @@ async def test_import_real_a1111_files_and_skip_broken_ones(catalog, tmp_path):
     assert sorted(r.id for r in again) == sorted(r.id for r in records)
     word = with_info[0].prompt.split()[0].strip(",()")
     assert with_info[0].id in await found(catalog, keyword=f'"{word}"')
+
+
+async def test_import_reads_comfyui_invokeai_fooocus_and_novelai_metadata(catalog, tmp_path):
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    records, _ = await catalog.import_folder(tmp_path / "corpus", "g1", "importer")
+    by_name = {Path(r.path).name: r for r in records}
+    comfy = by_name["img2img_cropped.png"]
+    assert comfy.prompt.startswith("photograph of victorian woman with wings")
+    assert (comfy.negative_prompt, comfy.steps, comfy.sampler, comfy.cfg, comfy.seed, comfy.model) == (
+        "watermark, text",
+        20,
+        "DPM++ 2M",
+        8.0,
+        280823642470253,
+        "v1-5-pruned-emaonly",
+    )
+    fooocus = by_name["fooocus1_cropped.png"]
+    assert (fooocus.prompt, fooocus.sampler, fooocus.schedule, fooocus.steps) == (
+        "a smiling goldfish",
+        "DPM++ 2M SDE",
+        "Karras",
+        30,
+    )
+    assert fooocus.model == "juggernautXL_v8Rundiffusion" and fooocus.model_hash == "aeb7e9e689"
+    invoke = by_name["invokeai_imeta1.png"]
+    assert (invoke.steps, invoke.cfg, invoke.seed, invoke.model) == (35, 8.0, 3293022630, "juggernautXL")
+    dream = by_name["invokeai_dream1.png"]
+    assert dream.negative_prompt == "rendering, glowing eyes, skinny" and dream.sampler == "LMS"
+    novel = by_name["novelai1_cropped.png"]
+    assert novel.prompt.startswith("masterpiece, best quality") and (novel.steps, novel.cfg) == (50, 10.0)
+    assert novel.sampler == "Euler a" and novel.negative_prompt.startswith("lowres, bad anatomy")
+    assert await found(catalog, keyword="goldfish") == [fooocus.id]
+    assert comfy.id in await found(catalog, keyword="model:v1-5-pruned-emaonly")
