@@ -28,6 +28,7 @@ from pathlib import Path
 import aiosqlite
 from PIL import Image
 
+from catalog import words
 from catalog.foreign import foreign_infotext
 from catalog.keywords import SearchedTexts, Term, check_patterns, encode, parse_keywords, sql_keyword
 from catalog.prefilter import keyword_match, regex_match
@@ -41,7 +42,7 @@ from catalog.records import (
     SortOrder,
     generation_fields,
 )
-from catalog.sqlite import Database, Migration
+from catalog.sqlite import BUSY_TIMEOUT_MS, Database, Migration
 from catalog.text_index import WhooshIndex, rebuild
 from engine.errors import InvalidRequest
 
@@ -142,11 +143,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO images_text (images_text) VALUES ('rebuild')",
         ),
     ),
+    ("word index in SQLite", words.MIGRATION),
 )
+
+SMALL_RESULT = 2_000  # a keyword's matches below this are sorted; above, the sort index is walked
+COUNT_WORDS = "SELECT COUNT(*) FROM images_words WHERE images_words MATCH ?"
 
 SORT_COLUMNS = {
     SortOrder.DATE: "created",
-    SortOrder.RANK: "COALESCE(rank_mean, 0)",
+    SortOrder.RANK: "rank_mean",  # unrated (NULL) sorts lowest; a plain column, so its index gives the order
     SortOrder.SEED: "seed",
     SortOrder.STEPS: "steps",
     SortOrder.CFG: "cfg",
@@ -183,7 +188,7 @@ def pixel_sha256(image: Image.Image) -> str:
 class Catalog:
     """Open with `await Catalog.open(folder)`; the folder holds catalog.db, the index and the recycle bin."""
 
-    def __init__(self, folder: Path, database: Database, text: WhooshIndex) -> None:
+    def __init__(self, folder: Path, database: Database, text: WhooshIndex | SqliteWords) -> None:
         self.folder = folder
         self._database = database
         self._db = database.connection
@@ -193,11 +198,15 @@ class Catalog:
         self._closed = False
 
     @classmethod
-    async def open(cls, folder: Path) -> Catalog:
+    async def open(cls, folder: Path, text_index: str = "whoosh") -> Catalog:
+        """`text_index`: "whoosh" (the Whoosh index in `folder/index`) or "sqlite" (FTS5, catalog/words.py)."""
+        if text_index not in TEXT_INDEXES:
+            raise InvalidRequest("text_index", f"{text_index!r} is not one of: {', '.join(TEXT_INDEXES)}")
         database = await Database.open(folder / "catalog.db", MIGRATIONS)
         await database.connection.create_function("salon_match", 4, _sql_match, deterministic=True)
         await database.connection.create_function("salon_keyword", 9, sql_keyword, deterministic=True)
-        return cls(folder, database, WhooshIndex(folder / "index"))
+        text = WhooshIndex(folder / "index") if text_index == "whoosh" else SqliteWords(folder / "catalog.db")
+        return cls(folder, database, text)
 
     async def close(self) -> None:
         if self._closed:
@@ -308,26 +317,42 @@ class Catalog:
 
     async def search(self, browse: BrowseQuery) -> Page:
         """One page of the guild's images matching every filter of the query (SPEC §4)."""
-        where, args = await self._where(browse)
-        async with self._db.execute(f"SELECT COUNT(*) FROM images WHERE {where}", args) as cursor:
+        where, args, count_match = await self._filters(browse)
+        keyword = "images_words" in where or "images_text" in where or "json_each" in where
+        # With a keyword, count from its matches (+guild: not by walking the guild's index past every row).
+        counted = where.replace("guild = ?", "+guild = ?", 1) if keyword else where
+        if count_match is not None:  # the words index counts the guild's matches by itself
+            count_sql, count_args = COUNT_WORDS, (count_match,)
+        else:
+            count_sql, count_args = f"SELECT COUNT(*) FROM images WHERE {counted}", args
+        async with self._db.execute(count_sql, count_args) as cursor:
             total = (await cursor.fetchone())[0]
         pages = max(1, -(-total // browse.page_size))
         page = pages if browse.page == -1 else browse.page
         if not 1 <= page <= pages:
             raise InvalidRequest("page", f"page {browse.page} does not exist; there are {pages} page(s)")
+        offset, limit = (page - 1) * browse.page_size, browse.page_size
+        descending = browse.descending
+        backwards = browse.sort is not SortOrder.RANDOM and offset > total // 2
+        if backwards:  # a deep page is near the other end: read it from there, then turn it round
+            limit = min(limit, total - offset)
+            offset, descending = total - offset - limit, not descending
         if browse.sort is SortOrder.RANDOM:
             order = "salon_random(id)"
             await self._db.create_function(
                 "salon_random", 1, lambda i: random.Random(browse.random_seed * 1_000_003 + i).random()
             )
         else:
-            direction = "DESC" if browse.descending else "ASC"
+            direction = "DESC" if descending else "ASC"
             order = f"{SORT_COLUMNS[browse.sort]} {direction}, id {direction}"
-        # Sort ids only (a sorter holding whole rows, infotexts included, was 4× slower), then read the page.
-        sql = f"SELECT id FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
-        offset = (page - 1) * browse.page_size
-        async with self._db.execute(sql, (*args, browse.page_size, offset)) as cursor:
+        # Few matches: sort them (driven by the keyword's ids); many: walk the sort index and stop early.
+        # Only ids are sorted (a sorter holding whole rows, infotexts included, was 4× slower).
+        paged = counted if keyword and total < SMALL_RESULT else where
+        sql = f"SELECT id FROM images WHERE {paged} ORDER BY {order} LIMIT ? OFFSET ?"
+        async with self._db.execute(sql, (*args, limit, offset)) as cursor:
             ids = [row[0] for row in await cursor.fetchall()]
+        if backwards:
+            ids.reverse()
         return Page(tuple(await self._records(ids)), page, pages, total)
 
     async def matching_ids(self, browse: BrowseQuery) -> list[int]:
@@ -337,6 +362,10 @@ class Catalog:
             return [row[0] for row in await cursor.fetchall()]
 
     async def _where(self, browse: BrowseQuery) -> tuple[str, tuple]:
+        return (await self._filters(browse))[:2]
+
+    async def _filters(self, browse: BrowseQuery) -> tuple[str, tuple, str | None]:
+        """The WHERE clause and its arguments, and (when the words index alone decides) its MATCH text."""
         if browse.page_size < 1 or browse.page_size > 100:
             raise InvalidRequest("page_size", f"{browse.page_size} is not from 1 to 100")
         clauses = ["guild = ?", "deleted_at IS NOT NULL" if browse.deleted else "deleted_at IS NULL"]
@@ -366,11 +395,15 @@ class Catalog:
         elif rank.kind == "range":
             clauses.append("rank_count > 0 AND rank_mean BETWEEN ? AND ?")
             args += [rank.low, rank.high]
+        only_words = len(clauses) == 2 and not args[1:]
+        count_match = None
         if browse.keyword if browse.regex else browse.keyword.strip():
             clause, more = await self._keyword_clause(browse)
             clauses.append(clause)
             args += more
-        return " AND ".join(clauses), tuple(args)
+            if only_words and clause.startswith("id IN (SELECT rowid FROM images_words"):
+                count_match = more[0]
+        return " AND ".join(clauses), tuple(args), count_match
 
     async def _keyword_clause(self, browse: BrowseQuery) -> tuple[str, list]:
         if browse.regex:
@@ -396,6 +429,8 @@ class Catalog:
                 clause = f"id IN (SELECT rowid FROM images_text WHERE images_text MATCH ?) AND {clause}"
                 args.insert(0, needed)
             return clause, args
+        if isinstance(self._text, SqliteWords):
+            return words.sql_condition(node, browse.negative, words.scope(browse.guild, browse.deleted))
         ids = await self._in_index_thread(self._text.matching_ids, node, browse.negative)
         return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
 
@@ -583,6 +618,13 @@ class Catalog:
 
     async def rebuild_index(self) -> int:
         """Throw the text index away and build it again from SQLite; returns the documents written."""
+        if isinstance(self._text, SqliteWords):
+            async with self._transaction() as db:
+                await db.execute("DELETE FROM images_words")
+                await db.execute(words.MIGRATION[-1])
+                await db.execute("UPDATE images SET indexed = 1")
+            async with self._db.execute("SELECT COUNT(*) FROM images_words") as cursor:
+                return (await cursor.fetchone())[0]
 
         def swap() -> int:  # in the index thread, reading rows as a stream (a million records do not fit)
             self._text.close()
@@ -604,6 +646,50 @@ class Catalog:
     def index_postings(self) -> set[tuple[str, str, int]]:
         """The text index's (field, word, id) triples (blocking; for checks and tests)."""
         return self._text.postings()
+
+
+TEXT_INDEXES = ("whoosh", "sqlite")
+
+
+class SqliteWords:
+    """The text-index interface over the FTS5 words table, which SQLite's triggers keep: writes are no-ops."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+
+    def _write(self, sql: str, ids: Sequence[int]) -> None:
+        db = sqlite3.connect(self.database, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            with db:
+                db.execute(sql, (json.dumps(list(ids)),))
+        finally:
+            db.close()
+
+    def put(self, records: Sequence[ImageRecord]) -> int:
+        """Write these images' entries again (the triggers already did on insert; this repairs)."""
+        ids = [record.id for record in records]
+        self.remove(ids)
+        self._write(words.MIGRATION[-1] + " WHERE id IN (SELECT value FROM json_each(?))", ids)
+        return len(ids)
+
+    def remove(self, ids: Sequence[int]) -> None:
+        self._write("DELETE FROM images_words WHERE rowid IN (SELECT value FROM json_each(?))", ids)
+
+    def ids(self) -> set[int]:
+        return {rowid for name, _, rowid in self.postings() if name == "scope"}
+
+    def postings(self) -> set[tuple[str, str, int]]:
+        """Every (column, text, image id) of the words table."""
+        db = sqlite3.connect(self.database)
+        try:
+            rows = db.execute("SELECT rowid, scope, prompt, negative_prompt, params FROM images_words")
+            names = ("scope", "prompt", "negative_prompt", "params")
+            return {(name, value, row[0]) for row in rows for name, value in zip(names, row[1:], strict=True)}
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        return None
 
 
 # ----- helpers ------------------------------------------------------------------------------------------------

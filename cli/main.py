@@ -470,7 +470,7 @@ def _with_catalog(settings: Settings, work):
     from catalog.catalog import Catalog
 
     async def run():
-        catalog = await Catalog.open(settings.catalog_dir)
+        catalog = await Catalog.open(settings.catalog_dir, settings.catalog.text_index)
         try:
             return await work(catalog)
         finally:

@@ -57,6 +57,16 @@ class QueueSettings(BaseModel):
     )
 
 
+class CatalogSettings(BaseModel):
+    """The image catalog."""
+
+    text_index: Literal["whoosh", "sqlite"] = Field(
+        "whoosh",
+        description="word search engine: the Whoosh index, or SQLite's FTS5 (faster on very large catalogs); "
+        "after switching to whoosh, run `salon catalog rebuild-index`",
+    )
+
+
 class Settings(BaseSettings):
     """Everything Salon needs to know about this machine and community, in one place."""
 
@@ -78,6 +88,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     limits: Limits = Field(default_factory=Limits)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     discord_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN", "SALON_DISCORD_TOKEN")
     )

@@ -119,7 +119,9 @@ class JobQueue:
             inputs,
             settings.queue.preview_every_steps,
         )
-        return cls(settings, store, worker, await Catalog.open(settings.catalog_dir))
+        return cls(
+            settings, store, worker, await Catalog.open(settings.catalog_dir, settings.catalog.text_index)
+        )
 
     async def close(self) -> None:
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -4,13 +4,14 @@ delete/restore/purge, guild isolation, index rebuild, integrity repair and impor
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from catalog.catalog import Catalog
+from catalog.catalog import Catalog, SqliteWords
 from catalog.records import BrowseQuery, NegativeMode, NewImage, RankFilter, SortOrder
 from engine.errors import InvalidRequest
 from engine.infotext import format_infotext
@@ -36,9 +37,10 @@ def write_image(
     return save_image_with_infotext(image, folder / name, infotext)
 
 
-@pytest.fixture
-async def catalog(tmp_path):
-    opened = await Catalog.open(tmp_path / "catalog")
+@pytest.fixture(params=["whoosh", "sqlite"])
+async def catalog(tmp_path, request):
+    """A catalog with each text index: every behaviour below holds for both."""
+    opened = await Catalog.open(tmp_path / "catalog", text_index=request.param)
     yield opened
     await opened.close()
 
@@ -255,7 +257,11 @@ async def test_integrity_check_finds_and_repairs_damage(catalog, filled, tmp_pat
     Path(filled[0].path).unlink()  # a row without its file
     orphan = write_image(tmp_path / "outputs", "99999-77.png", "an orphan moon", "", "m", "Euler", 77)
     await catalog._in_index_thread(catalog._text.remove, [filled[1].id])  # a row missing from the index
-    await catalog._in_index_thread(catalog._text.put, [replace(filled[2], id=4242)])  # an entry without a row
+    if isinstance(catalog._text, SqliteWords):  # an index entry without a row
+        with sqlite3.connect(catalog.folder / "catalog.db") as db:
+            db.execute("INSERT INTO images_words (rowid, scope, prompt) VALUES (4242, 'x', 'ghost')")
+    else:
+        await catalog._in_index_thread(catalog._text.put, [replace(filled[2], id=4242)])
     report = await catalog.check([tmp_path / "outputs"], guild="g1", author="repair")
     assert report.rows_without_files == (filled[0].id, filled[0].id + 5)  # and its copy in guild g2
     assert report.files_without_rows == (str(orphan),)

@@ -268,3 +268,7 @@ def test_import_browse_and_check_the_catalog(tmp_path, capsys):
     assert "page: page 9 does not exist" in capsys.readouterr().err
     assert salon(config, "catalog", "check") == 0
     assert "rows without files: 0" in capsys.readouterr().out
+    # The same catalog through SQLite's word index: the same answer.
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[catalog]\ntext_index = "sqlite"\n')
+    assert salon(config, "browse", "duck", "--page-size", "1") == 0
+    assert "page 1 of 3 (3 images)" in capsys.readouterr().out
