@@ -30,7 +30,15 @@ from PIL import Image
 
 from catalog import words
 from catalog.foreign import foreign_infotext
-from catalog.keywords import SearchedTexts, Term, check_patterns, encode, parse_keywords, sql_keyword
+from catalog.keywords import (
+    SearchedTexts,
+    Term,
+    check_patterns,
+    compiled,
+    encode,
+    parse_keywords,
+    sql_keyword,
+)
 from catalog.prefilter import keyword_match, regex_match
 from catalog.records import (
     BrowseQuery,
@@ -205,6 +213,7 @@ class Catalog:
         database = await Database.open(folder / "catalog.db", MIGRATIONS)
         await database.connection.create_function("salon_match", 4, _sql_match, deterministic=True)
         await database.connection.create_function("salon_keyword", 9, sql_keyword, deterministic=True)
+        await database.connection.create_function("salon_regexp", 3, _sql_regexp, deterministic=True)
         text = WhooshIndex(folder / "index") if text_index == "whoosh" else SqliteWords(folder / "catalog.db")
         return cls(folder, database, text)
 
@@ -420,14 +429,24 @@ class Catalog:
                 "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)"
             )
             args = [tree, browse.case_sensitive, browse.regex]
+            if browse.regex:  # one pattern over the searched text: the lightest check SQLite can call
+                clause, args = f"salon_regexp(?, {text}, ?)", [browse.keyword, browse.case_sensitive]
             needed = (
                 regex_match(browse.keyword, browse.negative)
                 if browse.regex
                 else keyword_match(node, browse.negative)
             )
-            if needed:  # only rows with the substrings the search needs are checked exactly
-                clause = f"id IN (SELECT rowid FROM images_text WHERE images_text MATCH ?) AND {clause}"
-                args.insert(0, needed)
+            if needed:
+                # Only rows with the substrings the search needs are checked exactly, once, here; counting and
+                # paging then use the ids (the check is Python, a few µs a row: not twice).
+                state = "deleted_at IS NOT NULL" if browse.deleted else "deleted_at IS NULL"
+                sql = (
+                    f"SELECT id FROM images WHERE id IN (SELECT rowid FROM images_text WHERE images_text MATCH ?) "
+                    f"AND +guild = ? AND +{state} AND {clause}"
+                )
+                async with self._db.execute(sql, (needed, browse.guild, *args)) as cursor:
+                    ids = [row[0] for row in await cursor.fetchall()]
+                return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
             return clause, args
         if isinstance(self._text, SqliteWords):
             return words.sql_condition(node, browse.negative, words.scope(browse.guild, browse.deleted))
@@ -797,6 +816,10 @@ def _searched_text_sql(negative: NegativeMode) -> str:
     if negative is NegativeMode.YES:
         return "prompt || char(10) || negative_prompt || char(10) || params"
     return "prompt || char(10) || params"
+
+
+def _sql_regexp(pattern: str, text: str | None, case_sensitive: int) -> int:
+    return compiled(pattern, bool(case_sensitive)).search(text or "") is not None
 
 
 def _sql_match(text: str | None, needle: str, case_sensitive: int, regex: int) -> int:

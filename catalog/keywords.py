@@ -246,5 +246,6 @@ def sql_keyword(
     regex: int,
 ) -> int:
     """The SQLite function `salon_keyword`: `matches` on one row (networks arrive as the JSON column)."""
-    texts = SearchedTexts(text or "", negative or "", model, sampler, "\n".join(json.loads(networks)), seed)
+    names = "\n".join(json.loads(networks)) if '"lora"' in tree else ""  # only lora: looks at them
+    texts = SearchedTexts(text or "", negative or "", model, sampler, names, seed)
     return int(matches(decode(tree), texts, bool(cs), bool(regex)))
