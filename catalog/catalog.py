@@ -701,8 +701,10 @@ class SqliteWords:
         """Every (column, text, image id) of the words table."""
         db = sqlite3.connect(self.database)
         try:
-            rows = db.execute("SELECT rowid, scope, prompt, negative_prompt, params FROM images_words")
-            names = ("scope", "prompt", "negative_prompt", "params")
+            rows = db.execute(
+                "SELECT rowid, scope, fields, prompt, negative_prompt, params FROM images_words"
+            )
+            names = ("scope", "fields", "prompt", "negative_prompt", "params")
             return {(name, value, row[0]) for row in rows for name, value in zip(names, row[1:], strict=True)}
         finally:
             db.close()

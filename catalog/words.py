@@ -4,8 +4,9 @@ Whoosh answers a keyword by handing every matching image id to Python (about 2.5
 in a million-image catalog costs half a second before SQLite even sorts. Here the same expression becomes an
 FTS5 query that SQLite evaluates in C, joined to the images table without crossing into Python; each row's
 `scope` token (guild and live/deleted) is indexed with the words, so counting a guild's matches is a pure
-index operation. Field queries (`model:`, `sampler:`, `seed:`, `lora:`) become SQL predicates. The table is
-kept by triggers, so adding, deleting and restoring images need nothing from Python.
+index operation. Model, sampler, seed and LoRA names are indexed as one exact token each, so field queries
+stay in the index too (only wildcards other than a trailing `*` fall back to SQL). The table is kept by
+triggers, so adding, deleting and restoring images need nothing from Python.
 
 Words are unicode61 tokens (letters and digits; case and punctuation ignored), as Whoosh's analyzer makes
 them; a trailing `*` matches a prefix.
@@ -20,18 +21,30 @@ from catalog.records import NegativeMode
 from engine.errors import InvalidRequest
 
 SCOPE_SQL = "'s' || hex({row}.guild) || CASE WHEN {row}.deleted_at IS NULL THEN 'l' ELSE 'd' END"
+# model, sampler, seed and LoRAs as one exact token each (m…, p…, e…, l…: hex of the lower-case name).
+FIELDS_SQL = (
+    "'m' || hex(lower(COALESCE({row}.model, ''))) || ' p' || hex(lower(COALESCE({row}.sampler, ''))) "
+    "|| ' e' || hex(COALESCE({row}.seed, '')) || COALESCE((SELECT ' ' || group_concat('l' || "
+    "hex(lower(substr(value, 6))), ' ') FROM json_each({row}.networks) WHERE value LIKE 'lora:%'), '')"
+)
+COLUMNS = "scope, fields, prompt, negative_prompt, params"
+
+
+def _values(row: str) -> str:
+    texts = f"{row}.prompt, {row}.negative_prompt, {row}.params"
+    return f"{SCOPE_SQL.format(row=row)}, {FIELDS_SQL.format(row=row)}, {texts}"
+
+
 MIGRATION: tuple[str, ...] = (
-    "CREATE VIRTUAL TABLE images_words USING fts5(scope, prompt, negative_prompt, params, tokenize='unicode61')",
+    f"CREATE VIRTUAL TABLE images_words USING fts5({COLUMNS}, tokenize='unicode61')",
     "CREATE TRIGGER images_words_insert AFTER INSERT ON images BEGIN "
-    "INSERT INTO images_words (rowid, scope, prompt, negative_prompt, params) "
-    f"VALUES (new.id, {SCOPE_SQL.format(row='new')}, new.prompt, new.negative_prompt, new.params); END",
+    f"INSERT INTO images_words (rowid, {COLUMNS}) VALUES (new.id, {_values('new')}); END",
     "CREATE TRIGGER images_words_delete AFTER DELETE ON images BEGIN "
     "DELETE FROM images_words WHERE rowid = old.id; END",
-    "CREATE TRIGGER images_words_update AFTER UPDATE OF guild, deleted_at, prompt, negative_prompt, params "
-    f"ON images BEGIN UPDATE images_words SET scope = {SCOPE_SQL.format(row='new')}, prompt = new.prompt, "
-    "negative_prompt = new.negative_prompt, params = new.params WHERE rowid = new.id; END",
-    "INSERT INTO images_words (rowid, scope, prompt, negative_prompt, params) "
-    f"SELECT id, {SCOPE_SQL.format(row='images')}, prompt, negative_prompt, params FROM images",
+    "CREATE TRIGGER images_words_update AFTER UPDATE OF guild, deleted_at, prompt, negative_prompt, params, "
+    "model, sampler, seed, networks ON images BEGIN DELETE FROM images_words WHERE rowid = old.id; "
+    f"INSERT INTO images_words (rowid, {COLUMNS}) VALUES (new.id, {_values('new')}); END",
+    f"INSERT INTO images_words (rowid, {COLUMNS}) SELECT id, {_values('images')} FROM images",
 )
 NOTHING = '"x0nothing0x"'  # a token no image has: the words of an empty term match nothing (as in Whoosh)
 
@@ -60,10 +73,31 @@ def _words(text: str, columns: str) -> str:
     return f'{columns} : "{phrase}"' + (" *" if prefix and len(words) == 1 else "")
 
 
+def _token(prefix: str, value: str) -> str:
+    lowered = "".join(c.lower() if c.isascii() else c for c in value)  # as SQLite's lower()
+    return prefix + lowered.encode().hex().upper()
+
+
+def _field_words(term: Term) -> str | None:
+    """The FTS5 query of a field term, or None when it needs SQL (wildcards other than a trailing *)."""
+    value, prefix = term.text, term.text.endswith("*")
+    if any(c in value.rstrip("*") for c in "*?"):
+        return None
+    value = value.rstrip("*")
+    if term.field == "seed":
+        try:
+            return f"fields : {_token('e', str(int(value)))}"
+        except ValueError:
+            return f"scope : {NOTHING}"
+    letter = {"model": "m", "sampler": "p", "lora": "l"}[term.field or ""]
+    token = _token(letter, value)
+    return f'fields : "{token}" *' if prefix else f"fields : {token}"
+
+
 def is_text(node: Node) -> bool:
-    """Whether the whole expression is about words (no model:/sampler:/seed:/lora: field)."""
+    """Whether the whole expression can be answered by the words index alone."""
     if isinstance(node, Term):
-        return node.field in (None, "neg")
+        return node.field in (None, "neg") or _field_words(node) is not None
     if isinstance(node, Not):
         return is_text(node.item)
     return all(is_text(item) for item in node.items)
@@ -73,6 +107,10 @@ def fts_query(node: Node, negative: NegativeMode, within: str) -> str:
     """The FTS5 MATCH expression of a words-only expression; `within` is the scope token (`not x` means the
     scope's images without x)."""
     if isinstance(node, Term):
+        if node.field in ("model", "sampler", "seed", "lora"):
+            found = _field_words(node)
+            assert found is not None
+            return found
         return _words(node.text, "{negative_prompt}" if node.field == "neg" else _columns(negative))
     if isinstance(node, Not):
         return f"(scope : {within} NOT ({fts_query(node.item, negative, within)}))"

@@ -104,6 +104,11 @@ async def test_field_queries(catalog, filled):
     assert await found(catalog, keyword="seed:13") == ids_of(filled, 2)
     assert await found(catalog, keyword="neg:blurry") == ids_of(filled, 1, 3)
     assert await found(catalog, keyword="cat and not neg:blurry") == ids_of(filled, 4)
+    assert await found(catalog, keyword="model:SDXL*") == ids_of(filled, 2, 3)  # any case, a prefix
+    assert await found(catalog, keyword="model:*base") == ids_of(filled, 2, 3)  # other wildcards too
+    assert await found(catalog, keyword="sampler:dpm* and lora:add*") == ids_of(filled, 1)
+    assert await found(catalog, keyword="not seed:13 and model:sdxl-base") == ids_of(filled, 3)
+    assert await found(catalog, keyword="seed:x") == []
 
 
 async def test_negative_prompt_none_yes_only(catalog, filled):
