@@ -49,6 +49,7 @@ from catalog.records import (
     Relation,
     SortOrder,
     generation_fields,
+    searched_columns,
 )
 from catalog.sqlite import BUSY_TIMEOUT_MS, Database, Migration
 from catalog.text_index import WhooshIndex, rebuild
@@ -423,7 +424,7 @@ class Catalog:
         if browse.regex or browse.case_sensitive:
             # Exact: evaluated row by row on the same texts as `keywords.matches` (a scan of the guild's rows).
             tree = encode(node)
-            text = _searched_text_sql(browse.negative)
+            text = " || char(10) || ".join(searched_columns(browse.negative))
             clause = (
                 f"salon_keyword(?, {text}, negative_prompt, COALESCE(model, ''), COALESCE(sampler, ''), "
                 "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)"
@@ -794,11 +795,7 @@ def _record(row: sqlite3.Row | aiosqlite.Row) -> ImageRecord:
 
 def searched_text(record: ImageRecord, negative: NegativeMode) -> str:
     """The text an exact keyword search looks at for terms without a field."""
-    if negative is NegativeMode.ONLY:
-        return record.negative_prompt
-    if negative is NegativeMode.YES:
-        return f"{record.prompt}\n{record.negative_prompt}\n{record.params}"
-    return f"{record.prompt}\n{record.params}"
+    return "\n".join(getattr(record, column) for column in searched_columns(negative))
 
 
 def searched_texts(record: ImageRecord, negative: NegativeMode) -> SearchedTexts:
@@ -810,14 +807,6 @@ def searched_texts(record: ImageRecord, negative: NegativeMode) -> SearchedTexts
         networks="\n".join(record.networks),
         seed="" if record.seed is None else str(record.seed),
     )
-
-
-def _searched_text_sql(negative: NegativeMode) -> str:
-    if negative is NegativeMode.ONLY:
-        return "negative_prompt"
-    if negative is NegativeMode.YES:
-        return "prompt || char(10) || negative_prompt || char(10) || params"
-    return "prompt || char(10) || params"
 
 
 def _sql_regexp(pattern: str, text: str | None, case_sensitive: int) -> int:

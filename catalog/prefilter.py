@@ -28,23 +28,15 @@ except ImportError:  # pragma: no cover
     POSSESSIVE_REPEAT = None
 
 from catalog.keywords import And, Node, Not, Or, Term
-from catalog.records import NegativeMode
+from catalog.records import NegativeMode, fts_columns
 
 MIN_LENGTH = 3  # trigrams: shorter strings cannot be looked up
-
-
-def _columns(negative: NegativeMode) -> str:
-    if negative is NegativeMode.ONLY:
-        return "{negative_prompt}"
-    if negative is NegativeMode.YES:
-        return "{prompt negative_prompt params}"
-    return "{prompt params}"
 
 
 def _phrase(text: str, negative: NegativeMode) -> str | None:
     if len(text) < MIN_LENGTH or "\n" in text:
         return None
-    return f'{_columns(negative)} : "{text.replace(chr(34), chr(34) * 2)}"'
+    return f'{fts_columns(negative)} : "{text.replace(chr(34), chr(34) * 2)}"'
 
 
 def keyword_match(node: Node, negative: NegativeMode) -> str | None:

@@ -29,6 +29,20 @@ class NegativeMode(StrEnum):
     ONLY = "only"  # only in the negative prompt
 
 
+def searched_columns(negative: NegativeMode) -> tuple[str, ...]:
+    """The image columns a keyword without a field is looked for in, in this order (joined by newlines)."""
+    if negative is NegativeMode.ONLY:
+        return ("negative_prompt",)
+    if negative is NegativeMode.YES:
+        return ("prompt", "negative_prompt", "params")
+    return ("prompt", "params")
+
+
+def fts_columns(negative: NegativeMode) -> str:
+    """The same columns as an FTS5 column filter."""
+    return "{" + " ".join(searched_columns(negative)) + "}"
+
+
 class SortOrder(StrEnum):
     DATE = "date"
     RANK = "rank"

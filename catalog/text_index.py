@@ -17,7 +17,7 @@ from whoosh import fields, index, query
 from whoosh.analysis import StandardAnalyzer
 
 from catalog.keywords import And, Node, Not, Or, Term
-from catalog.records import ImageRecord, NegativeMode
+from catalog.records import ImageRecord, NegativeMode, searched_columns
 
 WRITE_LOCK_S = 30.0  # wait this long for another process's index writer (an import beside the bot)
 
@@ -193,11 +193,12 @@ def document(record: ImageRecord) -> dict:
 
 
 def _text_fields(negative: NegativeMode) -> tuple[str, ...]:
-    if negative is NegativeMode.ONLY:
-        return ("negative",)
-    if negative is NegativeMode.YES:
-        return ("prompt", "infotext", "negative")
-    return ("prompt", "infotext")
+    names = {
+        "prompt": "prompt",
+        "negative_prompt": "negative",
+        "params": "infotext",
+    }  # this index's field names
+    return tuple(names[column] for column in searched_columns(negative))
 
 
 def _words(field: str, text: str) -> query.Query:

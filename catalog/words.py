@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from catalog.keywords import And, Node, Not, Or, Term
-from catalog.records import NegativeMode
+from catalog.records import NegativeMode, fts_columns
 from engine.errors import InvalidRequest
 
 SCOPE_SQL = "'s' || hex({row}.guild) || CASE WHEN {row}.deleted_at IS NULL THEN 'l' ELSE 'd' END"
@@ -52,14 +52,6 @@ NOTHING = '"x0nothing0x"'  # a token no image has: the words of an empty term ma
 def scope(guild: str, deleted: bool) -> str:
     """The scope token of a guild's live (or deleted) images, as the triggers write it."""
     return f"s{guild.encode().hex().upper()}{'d' if deleted else 'l'}"
-
-
-def _columns(negative: NegativeMode) -> str:
-    if negative is NegativeMode.ONLY:
-        return "{negative_prompt}"
-    if negative is NegativeMode.YES:
-        return "{prompt negative_prompt params}"
-    return "{prompt params}"
 
 
 def _words(text: str, columns: str) -> str:
@@ -111,7 +103,7 @@ def fts_query(node: Node, negative: NegativeMode, within: str) -> str:
             found = _field_words(node)
             assert found is not None
             return found
-        return _words(node.text, "{negative_prompt}" if node.field == "neg" else _columns(negative))
+        return _words(node.text, "{negative_prompt}" if node.field == "neg" else fts_columns(negative))
     if isinstance(node, Not):
         return f"(scope : {within} NOT ({fts_query(node.item, negative, within)}))"
     joiner = " AND " if isinstance(node, And) else " OR "
