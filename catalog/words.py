@@ -110,18 +110,32 @@ def fts_query(node: Node, negative: NegativeMode, within: str) -> str:
     return "(" + joiner.join(fts_query(item, negative, within) for item in node.items) + ")"
 
 
-def sql_condition(node: Node, negative: NegativeMode, within: str) -> tuple[str, list]:
-    """The SQL condition (on the images table) of any expression; its word parts are FTS5 lookups."""
-    if is_text(node):
-        match = f"scope : {within} AND {fts_query(node, negative, within)}"
+def count_match(node: Node, negative: NegativeMode, within: str) -> str | None:
+    """The FTS5 MATCH that counts a guild's matches inside the index (None: the expression needs SQL)."""
+    return f"scope : {within} AND {fts_query(node, negative, within)}" if is_text(node) else None
+
+
+def _has_not(node: Node) -> bool:
+    if isinstance(node, Not):
+        return True
+    return isinstance(node, And | Or) and any(_has_not(item) for item in node.items)
+
+
+def sql_condition(node: Node, negative: NegativeMode) -> tuple[str, list]:
+    """The SQL condition (on the images table) of any expression; its word parts are FTS5 lookups without
+    the scope token (SQL filters guild and deletion, and a lookup of one word reads only that word's list)."""
+    if is_text(node) and not _has_not(node):
+        match = fts_query(node, negative, "")
         return "id IN (SELECT rowid FROM images_words WHERE images_words MATCH ?)", [match]
     if isinstance(node, Not):
-        inner, args = sql_condition(node.item, negative, within)
+        inner, args = sql_condition(node.item, negative)
         return f"NOT ({inner})", args
     if isinstance(node, And | Or):
-        parts = [sql_condition(item, negative, within) for item in node.items]
+        parts = [sql_condition(item, negative) for item in node.items]
         joiner = " AND " if isinstance(node, And) else " OR "
         return "(" + joiner.join(p for p, _ in parts) + ")", [a for _, args in parts for a in args]
+    if is_text(node):
+        return sql_condition(node, negative)  # unreachable: a Term has no Not
     return _field(node)
 
 
