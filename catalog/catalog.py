@@ -334,11 +334,10 @@ class Catalog:
         # With a keyword, count from its matches (+guild: not by walking the guild's index past every row).
         counted = where.replace("guild = ?", "+guild = ?", 1) if keyword else where
         if count_match is not None:  # the words index counts the guild's matches by itself
-            count_sql, count_args = COUNT_WORDS, (count_match,)
+            total = await self._count_words(browse, count_match)
         else:
-            count_sql, count_args = f"SELECT COUNT(*) FROM images WHERE {counted}", args
-        async with self._db.execute(count_sql, count_args) as cursor:
-            total = (await cursor.fetchone())[0]
+            async with self._db.execute(f"SELECT COUNT(*) FROM images WHERE {counted}", args) as cursor:
+                total = (await cursor.fetchone())[0]
         pages = max(1, -(-total // browse.page_size))
         page = pages if browse.page == -1 else browse.page
         if not 1 <= page <= pages:
@@ -367,6 +366,16 @@ class Catalog:
             ids.reverse()
         return Page(tuple(await self._records(ids)), page, pages, total)
 
+    async def _count_words(self, browse: BrowseQuery, node) -> int:
+        async with self._db.execute("SELECT scope, images FROM scope_sizes") as cursor:
+            sizes = {row[0]: row[1] for row in await cursor.fetchall()}
+        within = words.scope(browse.guild, browse.deleted)
+        total = 0
+        for sign, match in words.count_queries(node, browse.negative, within, sizes):
+            async with self._db.execute(COUNT_WORDS, (match,)) as cursor:
+                total += sign * (await cursor.fetchone())[0]
+        return total
+
     async def matching_ids(self, browse: BrowseQuery) -> list[int]:
         """Every id matching the query's filters (all pages), in id order."""
         where, args = await self._where(browse)
@@ -376,8 +385,8 @@ class Catalog:
     async def _where(self, browse: BrowseQuery) -> tuple[str, tuple]:
         return (await self._filters(browse))[:2]
 
-    async def _filters(self, browse: BrowseQuery) -> tuple[str, tuple, str | None]:
-        """The WHERE clause and its arguments, and (when the words index alone decides) its MATCH text."""
+    async def _filters(self, browse: BrowseQuery) -> tuple[str, tuple, object | None]:
+        """The WHERE clause and its arguments, and (when the words index alone can count) the keyword tree."""
         if browse.page_size < 1 or browse.page_size > 100:
             raise InvalidRequest("page_size", f"{browse.page_size} is not from 1 to 100")
         clauses = ["guild = ?", "deleted_at IS NOT NULL" if browse.deleted else "deleted_at IS NULL"]
@@ -418,8 +427,8 @@ class Catalog:
                 and isinstance(self._text, SqliteWords)
                 and not (browse.regex or browse.case_sensitive)
             ):
-                within = words.scope(browse.guild, browse.deleted)
-                count_match = words.count_match(parse_keywords(browse.keyword), browse.negative, within)
+                node = parse_keywords(browse.keyword)
+                count_match = node if node is not None and words.is_text(node) else None
         return " AND ".join(clauses), tuple(args), count_match
 
     async def _keyword_clause(self, browse: BrowseQuery) -> tuple[str, list]:
@@ -648,7 +657,7 @@ class Catalog:
         if isinstance(self._text, SqliteWords):
             async with self._transaction() as db:
                 await db.execute("DELETE FROM images_words")
-                await db.execute(words.MIGRATION[-1])
+                await db.execute(words.POPULATE)
                 await db.execute("UPDATE images SET indexed = 1")
             async with self._db.execute("SELECT COUNT(*) FROM images_words") as cursor:
                 return (await cursor.fetchone())[0]
@@ -696,7 +705,7 @@ class SqliteWords:
         """Write these images' entries again (the triggers already did on insert; this repairs)."""
         ids = [record.id for record in records]
         self.remove(ids)
-        self._write(words.MIGRATION[-1] + " WHERE id IN (SELECT value FROM json_each(?))", ids)
+        self._write(words.POPULATE + " WHERE id IN (SELECT value FROM json_each(?))", ids)
         return len(ids)
 
     def remove(self, ids: Sequence[int]) -> None:

@@ -35,6 +35,7 @@ def _values(row: str) -> str:
     return f"{SCOPE_SQL.format(row=row)}, {FIELDS_SQL.format(row=row)}, {texts}"
 
 
+POPULATE = f"INSERT INTO images_words (rowid, {COLUMNS}) SELECT id, {_values('images')} FROM images"
 MIGRATION: tuple[str, ...] = (
     f"CREATE VIRTUAL TABLE images_words USING fts5({COLUMNS}, tokenize='unicode61')",
     "CREATE TRIGGER images_words_insert AFTER INSERT ON images BEGIN "
@@ -44,8 +45,21 @@ MIGRATION: tuple[str, ...] = (
     "CREATE TRIGGER images_words_update AFTER UPDATE OF guild, deleted_at, prompt, negative_prompt, params, "
     "model, sampler, seed, networks ON images BEGIN DELETE FROM images_words WHERE rowid = old.id; "
     f"INSERT INTO images_words (rowid, {COLUMNS}) VALUES (new.id, {_values('new')}); END",
-    f"INSERT INTO images_words (rowid, {COLUMNS}) SELECT id, {_values('images')} FROM images",
+    POPULATE,
+    # How many images each scope holds, so a count can take the cheaper side (see `count_sql`).
+    "CREATE TABLE scope_sizes (scope TEXT PRIMARY KEY, images INTEGER NOT NULL)",
+    f"INSERT INTO scope_sizes SELECT {SCOPE_SQL.format(row='images')} AS s, COUNT(*) FROM images GROUP BY s",
+    "CREATE TRIGGER scope_sizes_insert AFTER INSERT ON images BEGIN "
+    f"INSERT INTO scope_sizes VALUES ({SCOPE_SQL.format(row='new')}, 1) "
+    "ON CONFLICT (scope) DO UPDATE SET images = images + 1; END",
+    "CREATE TRIGGER scope_sizes_delete AFTER DELETE ON images BEGIN "
+    f"UPDATE scope_sizes SET images = images - 1 WHERE scope = {SCOPE_SQL.format(row='old')}; END",
+    "CREATE TRIGGER scope_sizes_update AFTER UPDATE OF guild, deleted_at ON images BEGIN "
+    f"UPDATE scope_sizes SET images = images - 1 WHERE scope = {SCOPE_SQL.format(row='old')}; "
+    f"INSERT INTO scope_sizes VALUES ({SCOPE_SQL.format(row='new')}, 1) "
+    "ON CONFLICT (scope) DO UPDATE SET images = images + 1; END",
 )
+MAX_OTHER_SCOPES = 32  # beyond this many other guilds, count the scope directly
 NOTHING = '"x0nothing0x"'  # a token no image has: the words of an empty term match nothing (as in Whoosh)
 
 
@@ -110,9 +124,23 @@ def fts_query(node: Node, negative: NegativeMode, within: str) -> str:
     return "(" + joiner.join(fts_query(item, negative, within) for item in node.items) + ")"
 
 
-def count_match(node: Node, negative: NegativeMode, within: str) -> str | None:
-    """The FTS5 MATCH that counts a guild's matches inside the index (None: the expression needs SQL)."""
-    return f"scope : {within} AND {fts_query(node, negative, within)}" if is_text(node) else None
+def count_queries(
+    node: Node, negative: NegativeMode, within: str, sizes: dict[str, int]
+) -> list[tuple[int, str]]:
+    """The count of a guild's matches as a signed sum of FTS5 counts (None-free expressions only).
+
+    Intersecting with the scope token reads its whole list, which for a guild holding most of the catalog is
+    most of the catalog. Then it is cheaper to count the words alone and subtract their matches in the other,
+    smaller scopes."""
+    direct = [(1, f"scope : {within} AND {fts_query(node, negative, within)}")]
+    others = [scope for scope, images in sizes.items() if scope != within and images > 0]
+    if _has_not(node) or sizes.get(within, 0) * 2 <= sum(sizes.values()) or len(others) > MAX_OTHER_SCOPES:
+        return direct
+    text = fts_query(node, negative, within)
+    if not others:
+        return [(1, text)]
+    elsewhere = " OR ".join(f"scope : {scope}" for scope in others)
+    return [(1, text), (-1, f"({text}) AND ({elsewhere})")]
 
 
 def _has_not(node: Node) -> bool:

@@ -211,6 +211,27 @@ async def test_deleting_a_file_shared_with_another_guild_leaves_it_to_them(catal
     assert Path(theirs[0].path).exists() and (await catalog.check()).clean
 
 
+async def test_totals_are_right_whichever_guild_holds_most_images(catalog, filled, tmp_path):
+    async def totals(guild: str, deleted: bool = False) -> list[int]:
+        keywords = ("red", "cat or star", "a and not cat", "model:v1-5-pruned", "neg:blurry")
+        return [
+            (await catalog.search(BrowseQuery(guild, keyword=k, deleted=deleted))).total for k in keywords
+        ]
+
+    assert await totals("g1") == await totals("g2") == [3, 3, 3, 3, 2]
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    more = [
+        write_image(extra, f"{i}.png", "a red kite", "blurry", "v1-5-pruned", "Euler", 50 + i)
+        for i in range(6)
+    ]
+    await catalog.add_many([NewImage(str(p), "g1", "ann") for p in more])  # g1 now holds most images
+    await catalog.delete("g1", [filled[1].id])  # and one is in its recycle bin
+    assert await totals("g1") == [2, 3, 2, 2, 1]  # (the kites were added without generation info)
+    assert await totals("g1", deleted=True) == [1, 0, 1, 1, 1]
+    assert await totals("g2") == [3, 3, 3, 3, 2]
+
+
 async def test_a_guild_never_sees_another_guilds_images(catalog, filled):
     mine = await found(catalog)
     theirs = (await catalog.search(BrowseQuery("g2", page_size=100))).images
