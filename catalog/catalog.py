@@ -157,6 +157,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 PAGE_CACHE_KB = 131_072  # SQLite's page cache for the catalog (the default 2 MB halves rank queries at 1M)
 SMALL_RESULT = 2_000  # a keyword's matches below this are sorted; above, the sort index is walked
+LARGE_RESULT = 100_000  # from this many matches, the walk probes the words index instead of listing them
+WORDS_IN = "id IN (SELECT rowid FROM images_words WHERE images_words MATCH ?)"
+WORDS_EXISTS = "EXISTS (SELECT 1 FROM images_words WHERE images_words MATCH ? AND rowid = images.id)"
 COUNT_WORDS = "SELECT COUNT(*) FROM images_words WHERE images_words MATCH ?"
 
 SORT_COLUMNS = {
@@ -358,7 +361,11 @@ class Catalog:
             order = f"{SORT_COLUMNS[browse.sort]} {direction}, id {direction}"
         # Few matches: sort them (driven by the keyword's ids); many: walk the sort index and stop early.
         # Only ids are sorted (a sorter holding whole rows, infotexts included, was 4× slower).
-        paged = counted if keyword and total < SMALL_RESULT else where
+        paged = where
+        if keyword and total < SMALL_RESULT:
+            paged = counted
+        elif total >= LARGE_RESULT:  # probe the words index row by row as the walk goes, not list every match
+            paged = where.replace(WORDS_IN, WORDS_EXISTS)
         sql = f"SELECT id FROM images WHERE {paged} ORDER BY {order} LIMIT ? OFFSET ?"
         async with self._db.execute(sql, (*args, limit, offset)) as cursor:
             ids = [row[0] for row in await cursor.fetchall()]
