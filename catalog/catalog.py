@@ -31,6 +31,7 @@ from PIL import Image
 from catalog import words
 from catalog.foreign import foreign_infotext
 from catalog.keywords import (
+    Node,
     SearchedTexts,
     Term,
     check_patterns,
@@ -333,7 +334,7 @@ class Catalog:
     async def search(self, browse: BrowseQuery) -> Page:
         """One page of the guild's images matching every filter of the query (SPEC §4)."""
         where, args, count_match = await self._filters(browse)
-        keyword = "images_words" in where or "images_text" in where or "json_each" in where
+        keyword = bool(browse.keyword if browse.regex else browse.keyword.strip())  # as `_filters` decides
         # With a keyword, count from its matches (+guild: not by walking the guild's index past every row).
         counted = where.replace("guild = ?", "+guild = ?", 1) if keyword else where
         if count_match is not None:  # the words index counts the guild's matches by itself
@@ -426,19 +427,16 @@ class Catalog:
         only_words = len(clauses) == 2 and not args[1:]
         count_match = None
         if browse.keyword if browse.regex else browse.keyword.strip():
-            clause, more = await self._keyword_clause(browse)
+            clause, more, node = await self._keyword_clause(browse)
             clauses.append(clause)
             args += more
-            if (
-                only_words
-                and isinstance(self._text, SqliteWords)
-                and not (browse.regex or browse.case_sensitive)
-            ):
-                node = parse_keywords(browse.keyword)
-                count_match = node if node is not None and words.is_text(node) else None
+            exact = browse.regex or browse.case_sensitive
+            if only_words and isinstance(self._text, SqliteWords) and not exact and words.is_text(node):
+                count_match = node
         return " AND ".join(clauses), tuple(args), count_match
 
-    async def _keyword_clause(self, browse: BrowseQuery) -> tuple[str, list]:
+    async def _keyword_clause(self, browse: BrowseQuery) -> tuple[str, list, Node]:
+        """The keyword's SQL condition, its arguments, and its parsed expression."""
         if browse.regex:
             node = Term(browse.keyword)  # the whole keyword is one regular expression, as in A1111
             check_patterns(node, browse.case_sensitive)
@@ -446,15 +444,15 @@ class Catalog:
             node = parse_keywords(browse.keyword)
         if browse.regex or browse.case_sensitive:
             # Exact: evaluated row by row on the same texts as `keywords.matches` (a scan of the guild's rows).
-            tree = encode(node)
             text = " || char(10) || ".join(searched_columns(browse.negative))
-            clause = (
-                f"salon_keyword(?, {text}, negative_prompt, COALESCE(model, ''), COALESCE(sampler, ''), "
-                "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)"
-            )
-            args = [tree, browse.case_sensitive, browse.regex]
             if browse.regex:  # one pattern over the searched text: the lightest check SQLite can call
                 clause, args = f"salon_regexp(?, {text}, ?)", [browse.keyword, browse.case_sensitive]
+            else:
+                clause = (
+                    f"salon_keyword(?, {text}, negative_prompt, COALESCE(model, ''), COALESCE(sampler, ''), "
+                    "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)"
+                )
+                args = [encode(node), browse.case_sensitive, False]
             needed = (
                 regex_match(browse.keyword, browse.negative)
                 if browse.regex
@@ -470,12 +468,12 @@ class Catalog:
                 )
                 async with self._db.execute(sql, (needed, browse.guild, *args)) as cursor:
                     ids = [row[0] for row in await cursor.fetchall()]
-                return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
-            return clause, args
+                return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)], node
+            return clause, args, node
         if isinstance(self._text, SqliteWords):
-            return words.sql_condition(node, browse.negative)
+            return (*words.sql_condition(node, browse.negative), node)
         ids = await self._in_index_thread(self._text.matching_ids, node, browse.negative)
-        return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
+        return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)], node
 
     # ----- ratings and favourites ---------------------------------------------------------------------------
     async def rate(self, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:

@@ -151,9 +151,6 @@ class WhooshIndex:
         searcher, ids = self._current()
         return [ids[docnum] for docnum in to_whoosh(node, negative).docs(searcher)]
 
-    def count(self) -> int:
-        return self._current()[0].doc_count()
-
 
 def rebuild(folder: Path, records: Iterable[ImageRecord]) -> int:
     """Build a new index beside `folder` from `records`, then swap it in; returns the documents written."""
