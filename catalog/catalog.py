@@ -154,6 +154,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     ("word index in SQLite", words.MIGRATION),
+    (
+        "images by message and by job",
+        "CREATE INDEX images_by_message ON images (message); CREATE INDEX images_by_job ON images (job_id)",
+    ),
 )
 
 PAGE_CACHE_KB = 131_072  # SQLite's page cache for the catalog (the default 2 MB halves rank queries at 1M)
@@ -330,6 +334,27 @@ class Catalog:
         async with self._db.execute(f"SELECT * FROM images WHERE {where}", args) as cursor:
             by_id = {row["id"]: _record(row) for row in await cursor.fetchall()}
         return [by_id[i] for i in ids if i in by_id]
+
+    async def of_message(self, guild: str, message: str) -> list[ImageRecord]:
+        """The images a chat message shows (as `set_message` recorded), in order."""
+        return await self._where_ids("guild = ? AND message = ?", (guild, message))
+
+    async def of_job(self, job_id: int) -> list[ImageRecord]:
+        """The images a job made, in order."""
+        return await self._where_ids("job_id = ?", (job_id,))
+
+    async def _where_ids(self, where: str, args: tuple) -> list[ImageRecord]:
+        async with self._db.execute(f"SELECT id FROM images WHERE {where} ORDER BY id", args) as cursor:
+            ids = [row[0] for row in await cursor.fetchall()]
+        return await self._records(ids)
+
+    async def set_message(self, image_ids: Sequence[int], channel: str, message: str) -> None:
+        """Record the chat message that shows these images (reactions on it rate them)."""
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE images SET channel = ?, message = ? WHERE id = ?",
+                [(channel, message, image_id) for image_id in image_ids],
+            )
 
     async def search(self, browse: BrowseQuery) -> Page:
         """One page of the guild's images matching every filter of the query (SPEC §4)."""
@@ -515,6 +540,12 @@ class Catalog:
                 )
             else:
                 await db.execute("DELETE FROM favourites WHERE image_id = ? AND user = ?", (image_id, user))
+
+    async def is_favourite(self, image_id: int, user: str) -> bool:
+        async with self._db.execute(
+            "SELECT 1 FROM favourites WHERE image_id = ? AND user = ?", (image_id, user)
+        ) as cursor:
+            return await cursor.fetchone() is not None
 
     async def _existing(self, guild: str, image_id: int) -> ImageRecord:
         record = await self.get(guild, image_id)

@@ -18,6 +18,8 @@ class Relation(StrEnum):
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
     ANIMATION_FRAME = "animation frame"
+    EDIT = "edit"  # the same settings with some changed by hand
+    RERUN = "rerun"  # run again from its generation info
 
 
 class NegativeMode(StrEnum):

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = sub.add_parser("catalog", help="catalog upkeep: check (and --repair) or rebuild the text index")
     catalog.add_argument("action", choices=("check", "rebuild-index"))
     catalog.add_argument("--repair", action="store_true", help="fix what the check finds")
-    sub.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    sub.add_parser("run", help="run the Discord bot with its worker (needs DISCORD_TOKEN)")
     return parser
 
 
@@ -226,8 +226,9 @@ def _imagine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _image_size(image) -> tuple[int, int]:
-    """An input image's size rounded down to multiples of 8 (at least 64): img2img's default output size."""
-    return max(64, image.width // 8 * 8), max(64, image.height // 8 * 8)
+    from commands.options import output_size_for
+
+    return output_size_for(image)
 
 
 def _img2img(args: argparse.Namespace, settings: Settings) -> int:
@@ -562,13 +563,34 @@ def _catalog(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.discord_token is None:
+    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         err_console.print(
-            "DISCORD_TOKEN is not set: export DISCORD_TOKEN=… or set discord_token in salon.toml"
+            "DISCORD_TOKEN is not set: export DISCORD_TOKEN=… or set discord_token in salon.toml "
+            "(README: 'Running the Discord bot')"
         )
         return EXIT_BAD_INPUT
-    err_console.print("the Discord bot is not built yet (issue #6); use `salon imagine` meanwhile")
-    return EXIT_NOT_AVAILABLE
+    import asyncio
+
+    import discord
+
+    from bot.app import run_bot
+    from jobs.queue import WorkerBusy
+
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("discord").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(run_bot(settings))
+    except discord.LoginFailure:
+        err_console.print(
+            "Discord refused the token (401): check DISCORD_TOKEN, or reset it in the Developer Portal"
+        )
+        return EXIT_BAD_INPUT
+    except discord.PrivilegedIntentsRequired as exc:
+        err_console.print(f"Discord refused the intents: {exc}", markup=False)
+        return EXIT_NOT_AVAILABLE
+    except WorkerBusy as exc:
+        err_console.print(f"{exc}; stop it before starting the bot", markup=False)
+        return EXIT_NOT_AVAILABLE
 
 
 if __name__ == "__main__":

@@ -116,6 +116,42 @@ def load_input_image(source: bytes | Path, limits: Limits, option: str = "image"
     )
 
 
+def generation_info(data: bytes, limits: Limits, option: str = "image") -> str | None:
+    """The A1111 infotext carried by an uploaded image (or another generator's, turned into one), checked
+    by content and size first; only metadata is read, so any size of image that fits the limits will do."""
+    import io
+    import warnings
+
+    from catalog.foreign import foreign_infotext
+    from engine.errors import InvalidImage
+    from engine.image_io import sniff_format
+    from engine.infotext_files import read_infotext_from_image
+
+    if not data or len(data) > limits.max_upload_bytes:
+        raise InvalidImage(option, f"the file must hold 1 to {limits.max_upload_bytes:,} bytes")
+    if sniff_format(data) is None:
+        raise InvalidImage(option, "is not a PNG, JPEG, WebP, GIF or BMP image (read from the content)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > limits.max_input_pixels:
+                    raise InvalidImage(
+                        option,
+                        f"{image.width}x{image.height} is more than {limits.max_input_pixels:,} pixels",
+                    )
+                return foreign_infotext(dict(image.info)) or read_infotext_from_image(image)
+    except InvalidRequest:
+        raise
+    except Exception as error:  # Pillow raises many types on malformed files; all mean "unreadable"
+        raise InvalidImage(option, f"cannot be read as an image ({type(error).__name__})") from None
+
+
+def output_size_for(image: Image.Image) -> tuple[int, int]:
+    """An input image's size rounded down to multiples of 8 (at least 64): img2img's default output size."""
+    return max(64, image.width // 8 * 8), max(64, image.height // 8 * 8)
+
+
 def img2img_request(
     limits: Limits,
     params: GenerationRequest,

@@ -67,6 +67,32 @@ class CatalogSettings(BaseModel):
     )
 
 
+class DiscordSettings(BaseModel):
+    """The Discord bot: where commands are registered and how replies are paced (SPEC §10 limits)."""
+
+    dev_guilds: list[int] = Field(
+        default_factory=list,
+        description="register commands in these guilds only (instant, for development); empty = globally",
+    )
+    sync_commands: bool = Field(
+        True, description="register commands when they changed since the last start (never on every start)"
+    )
+    progress_interval_s: float = Field(
+        1.5, ge=0.05, description="at least this long between two edits of one progress message"
+    )
+    interaction_token_s: float = Field(
+        15 * 60, gt=0, description="lifetime of an interaction token; later updates go to a new message"
+    )
+    token_margin_s: float = Field(60, ge=0, description="switch to a new message this long before expiry")
+    attachment_limit_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="upload limit when Discord does not say it"
+    )
+    browse_page_size: int = Field(
+        9, ge=1, le=25, description="images on one /browse page (a select holds 25)"
+    )
+    shutdown_grace_s: float = Field(8.0, gt=0, description="how long a stop waits for the running step")
+
+
 class Settings(BaseSettings):
     """Everything Salon needs to know about this machine and community, in one place."""
 
@@ -89,6 +115,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
     discord_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN", "SALON_DISCORD_TOKEN")
     )
@@ -139,6 +166,16 @@ class Settings(BaseSettings):
     @property
     def queue_db(self) -> Path:
         return self.data_dir / "queue.db"
+
+    @property
+    def styles_file(self) -> Path:
+        """A1111 prompt styles (name, prompt, negative_prompt)."""
+        return self.data_dir / "styles.csv"
+
+    @property
+    def community_db(self) -> Path:
+        """Per-guild settings and browse sessions."""
+        return self.data_dir / "community.db"
 
     @property
     def catalog_dir(self) -> Path:

@@ -140,16 +140,22 @@ class JobQueue:
         guild: str | None = None,
         channel: str | None = None,
         idempotency_key: str | None = None,
+        meta: dict | None = None,
+        max_pending: int | None = None,
     ) -> JobRecord:
-        """Check, persist and announce a job; the same idempotency key again returns the first job."""
+        """Check, persist and announce a job; the same idempotency key again returns the first job.
+
+        `meta` holds front-end details kept with the job: `parent_id` and `relation` (lineage in the
+        catalog), `nsfw`, and whatever a front end needs to deliver the result after a restart.
+        `max_pending` lowers the per-person limit (a guild's own setting)."""
         self._check(request)
         params = request if isinstance(request, GenerationRequest) else request.params
         model = self.registry.checkpoint(params.model or self.settings.default_model).name
         request = _with_model(fix_seeds(request), model)
         kind, data = request_to_json(request, self.inputs)
         key = _digest(batch_key(request)) if isinstance(request, GenerationRequest) else ""
-        where = {"guild": guild, "channel": channel, "idempotency_key": idempotency_key}
-        return await self._persist(kind, owner, data, model, key, where)
+        where = {"guild": guild, "channel": channel, "idempotency_key": idempotency_key, "meta": meta}
+        return await self._persist(kind, owner, data, model, key, where, max_pending)
 
     async def submit_task(
         self,
@@ -172,9 +178,17 @@ class JobQueue:
         return await self._persist(kind, owner, params, model, "", where)
 
     async def _persist(
-        self, kind: JobKind, owner: str, data: dict, model: str | None, key: str, where: dict
+        self,
+        kind: JobKind,
+        owner: str,
+        data: dict,
+        model: str | None,
+        key: str,
+        where: dict,
+        max_pending: int | None = None,
     ) -> JobRecord:
         """Write the job (or find the one with its idempotency key) within the limits, and announce it."""
+        limit = self.settings.queue.max_pending_per_user
         record, created = await self.store.submit(
             kind,
             owner,
@@ -182,7 +196,7 @@ class JobQueue:
             **where,
             batch_key=key,
             model=model,
-            max_pending_per_user=self.settings.queue.max_pending_per_user,
+            max_pending_per_user=min(limit, max_pending) if max_pending else limit,
             max_queued=self.settings.queue.max_queued,
         )
         if created:
@@ -455,9 +469,10 @@ class JobQueue:
             )
 
     async def _catalogue(self, job: JobRecord, paths: tuple[str, ...]) -> tuple[int, ...]:
-        from catalog.records import NewImage
+        from catalog.records import NewImage, Relation
         from engine.infotext_files import read_infotext
 
+        relation = job.meta.get("relation")
         new = [
             NewImage(
                 path,
@@ -467,6 +482,9 @@ class JobQueue:
                 channel=job.channel,
                 created=time.time(),
                 job_id=job.id,
+                parent_id=job.meta.get("parent_id"),
+                relation=Relation(relation) if relation else None,
+                nsfw=bool(job.meta.get("nsfw")),
             )
             for path in paths
         ]

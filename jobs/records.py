@@ -57,6 +57,10 @@ class JobRecord:
     model: str | None
     checkpoint: dict[str, Any] | None = None  # a long job's state after its last slice
     slices: int = 0  # slices of a long job finished so far
+    meta: dict[str, Any] = field(
+        default_factory=dict
+    )  # front-end details: parent image, relation, nsfw, reply
+    delivered_at: float | None = None  # when a front end showed the outcome to its owner
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        "front-end details and delivery",
+        """
+        ALTER TABLE jobs ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE jobs ADD COLUMN delivered_at REAL;
+        CREATE INDEX jobs_undelivered ON jobs (finished_at) WHERE delivered_at IS NULL;
+        """,
+    ),
 )
 
 SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
@@ -62,8 +70,9 @@ COUNT_PENDING_OF_OWNER = "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status I
 COUNT_QUEUED = "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
 SELECT_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = ?"
 INSERT_JOB = """
-    INSERT INTO jobs (kind, owner, guild, channel, request, status, created_at, idempotency_key, batch_key, model)
-    VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)
+    INSERT INTO jobs (kind, owner, guild, channel, request, status, created_at, idempotency_key, batch_key, model,
+                      meta)
+    VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)
 """
 
 
@@ -119,6 +128,7 @@ class JobStore:
         idempotency_key: str | None = None,
         batch_key: str = "",
         model: str | None = None,
+        meta: dict[str, Any] | None = None,
         max_pending_per_user: int,
         max_queued: int,
     ) -> tuple[JobRecord, bool]:
@@ -140,6 +150,7 @@ class JobStore:
                 idempotency_key,
                 batch_key,
                 model,
+                json.dumps(meta or {}),
             )
             cursor = await db.execute(INSERT_JOB, args)
             job_id = cursor.lastrowid
@@ -169,7 +180,7 @@ class JobStore:
         """Move a job to `status` if it is in one of `allowed_from` (never out of a terminal state).
 
         `fields` sets other columns (phase, progress, error, results, started_at, finished_at, attempts,
-        checkpoint, slices).
+        checkpoint, slices, meta).
         Returns the updated record, or None when the job was not in an allowed state.
         """
         sources = [s.value for s in allowed_from if not s.terminal]
@@ -178,8 +189,9 @@ class JobStore:
         values = dict(fields)
         if "results" in values:
             values["results"] = json.dumps(list(values["results"]))
-        if "checkpoint" in values:
-            values["checkpoint"] = json.dumps(values["checkpoint"])
+        for name in ("checkpoint", "meta"):
+            if name in values:
+                values[name] = json.dumps(values[name])
         if status.terminal:
             values.setdefault("finished_at", time.time())
         columns = ", ".join(["status = ?", *(f"{name} = ?" for name in values)])
@@ -203,6 +215,39 @@ class JobStore:
                 if cursor.rowcount:
                     claimed.append(job_id)
         return [record for job_id in claimed if (record := await self.get(job_id)) is not None]
+
+    async def update_meta(self, job_id: int, **changes: Any) -> JobRecord | None:
+        """Merge `changes` into a job's front-end details (in any state)."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET meta = json_patch(meta, ?) WHERE id = ?", (json.dumps(changes), job_id)
+            )
+        return await self.get(job_id)
+
+    async def mark_delivered(self, job_id: int) -> None:
+        """A front end has shown this finished job's outcome to its owner."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE jobs SET delivered_at = ? WHERE id = ?", (time.time(), job_id))
+
+    async def undelivered(self, guilds_only: bool = True) -> list[JobRecord]:
+        """Finished jobs whose outcome no front end has shown yet (oldest first)."""
+        sql = (
+            "SELECT * FROM jobs WHERE delivered_at IS NULL AND status IN ('done', 'failed', 'cancelled')"
+            + (" AND guild IS NOT NULL" if guilds_only else "")
+            + " ORDER BY id"
+        )
+        async with self._db.execute(sql) as cursor:
+            return [_record(row) for row in await cursor.fetchall()]
+
+    async def pending(self, guilds_only: bool = True) -> list[JobRecord]:
+        """Queued and running jobs, oldest first."""
+        sql = (
+            "SELECT * FROM jobs WHERE status IN ('queued', 'running')"
+            + (" AND guild IS NOT NULL" if guilds_only else "")
+            + " ORDER BY id"
+        )
+        async with self._db.execute(sql) as cursor:
+            return [_record(row) for row in await cursor.fetchall()]
 
     async def request_cancel(self, job_id: int) -> bool:
         """Ask whichever process runs this job to stop it (True if it was running)."""
@@ -272,4 +317,6 @@ def _record(row: aiosqlite.Row) -> JobRecord:
         model=row["model"],
         checkpoint=json.loads(row["checkpoint"]) if row["checkpoint"] else None,
         slices=row["slices"],
+        meta=json.loads(row["meta"]),
+        delivered_at=row["delivered_at"],
     )

@@ -28,6 +28,7 @@ async def test_migrations_run_once_and_wal_is_on(tmp_path):
     assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
         (1, "create jobs"),
         (2, "long jobs in slices, cancel requests"),
+        (3, "front-end details and delivery"),
     ]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -1,0 +1,167 @@
+"""The Discord bot process: one client, its command tree and persistent buttons, the worker, and shutdown.
+
+`run_bot(settings)` is what `salon run` calls: it opens the queue (and with it the catalog) and the
+community settings, logs in, registers the slash commands only when they changed, runs the GPU worker in
+the same process, and on SIGINT/SIGTERM stops at the next step with queued jobs kept for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import discord
+from discord.ext import commands
+
+from catalog.catalog import Catalog
+from commands.community import CommunityStore
+from config import Settings
+from engine.registry import ModelRegistry
+from jobs.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What the cogs work with, built once by the composition root and handed to the bot."""
+
+    settings: Settings
+    queue: JobQueue
+    community: CommunityStore
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.queue.catalog
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.queue.registry
+
+    @classmethod
+    async def open(cls, settings: Settings, engine_factory: Callable[[], object] | None = None) -> Services:
+        queue = await JobQueue.open(settings, engine_factory)
+        return cls(settings, queue, await CommunityStore.open(settings.community_db))
+
+    async def close(self) -> None:
+        await self.queue.close()
+        await self.community.close()
+
+
+def intents() -> discord.Intents:
+    """Only what Salon reads: guilds (channels, roles) and reactions. No message content, no member list."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_reactions = True
+    return wanted
+
+
+class SalonBot(commands.Bot):
+    """The client. Cogs get their dependencies from `self.services`; nothing here touches torch."""
+
+    def __init__(self, services: Services, run_worker: bool = True) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), help_command=None)
+        from bot.delivery import Deliveries
+
+        self.services = services
+        self.deliveries = Deliveries(self)
+        self.run_worker = run_worker
+        self.stop_worker = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        self._resumed = False
+
+    async def setup_hook(self) -> None:
+        from bot.admin import AdminCog
+        from bot.browse import BrowseCog, browse_items
+        from bot.generate import GenerateCog, generate_items
+        from bot.reactions import ReactionsCog
+        from bot.results import result_items
+
+        for cog in (GenerateCog(self), BrowseCog(self), AdminCog(self), ReactionsCog(self)):
+            await self.add_cog(cog)
+        self.add_dynamic_items(*result_items(), *browse_items(), *generate_items())
+        if self.services.settings.discord.sync_commands:
+            await self.sync_commands()
+        if self.run_worker:
+            self.services.queue.claim_worker()
+            self._worker = asyncio.create_task(self.services.queue.run(stop=self.stop_worker))
+            self._worker.add_done_callback(_report_worker_end)
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s in %d guilds", self.user, len(self.guilds))
+        if not self._resumed:
+            self._resumed = True
+            await self.deliveries.resume()
+
+    async def sync_commands(self) -> list[str]:
+        """Register the commands where they changed since the last registration (Discord limits creations
+        per day, so never on every start). Returns the scopes registered."""
+        settings = self.services.settings
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        record = settings.data_dir / "discord-commands.json"
+        synced = json.loads(record.read_text()) if record.is_file() else {}
+        scopes = [str(guild) for guild in settings.discord.dev_guilds] or ["global"]
+        registered = []
+        for scope in scopes:
+            if synced.get(scope) == digest:
+                continue
+            if scope == "global":
+                await self.tree.sync()
+            else:
+                guild = discord.Object(int(scope))
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+            synced[scope] = digest
+            registered.append(scope)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(synced))
+        if registered:
+            log.info("slash commands registered in: %s", ", ".join(registered))
+        return registered
+
+    async def close(self) -> None:
+        """Stop the worker at its next step (running jobs go back to the queue), then disconnect."""
+        if self._worker is not None and not self._worker.done():
+            await self.services.queue.shutdown()
+            self.stop_worker.set()
+            grace = self.services.settings.discord.shutdown_grace_s
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._worker), grace)
+        await self.deliveries.close()
+        await super().close()
+
+
+def _report_worker_end(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the GPU worker stopped", exc_info=task.exception())
+
+
+async def run_bot(settings: Settings) -> int:
+    """`salon run`: the bot, the worker and the scheduler in one process until a signal stops it."""
+    assert settings.discord_token is not None
+    services = await Services.open(settings)
+    bot = SalonBot(services)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        async with bot:
+            await bot.login(settings.discord_token.get_secret_value())
+            runner = asyncio.create_task(bot.connect(reconnect=True))
+            stopper = asyncio.create_task(stopping.wait())
+            await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
+            await bot.close()
+            stopper.cancel()
+            if runner.done():
+                runner.result()
+    finally:
+        await services.close()
+    return 0

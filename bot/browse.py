@@ -1,0 +1,456 @@
+"""`/browse`: the Image Browser in a message — a numbered contact sheet of one page, page N of M, ⏮ ◀ ▶ ⏭,
+a select for one image, and its actions (info, rerun, favourite, delete, delete all results of the filter).
+
+The filter and position live in community.db (`browse_sessions`), and the custom_ids carry the session id
+(`salon:browse:<id>:<action>`), so a browse message keeps working after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.generate import complete_model, start_job
+from bot.interact import NotAllowed, Place, place_of, refuse
+from bot.results import may_delete, show_info
+from catalog.records import BrowseQuery, ImageRecord, NegativeMode, Page, Relation, SortOrder
+from commands.browse import NEGATIVE_HELP, browse_query
+from commands.community import BrowseSession
+from engine.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from bot.app import SalonBot
+
+NAVIGATION = (("first", "⏮️"), ("prev", "◀️"), ("next", "▶️"), ("last", "⏭️"))
+ACTIONS = (
+    ("info", "Info", "📋", discord.ButtonStyle.secondary),
+    ("rerun", "Rerun", "🔁", discord.ButtonStyle.primary),
+    ("fav", "Favourite", "⭐", discord.ButtonStyle.secondary),
+    ("del", "Delete", "🗑️", discord.ButtonStyle.danger),
+    ("delall", "Delete all results", "🧨", discord.ButtonStyle.danger),
+)
+
+
+class BrowseCog(commands.Cog):
+    def __init__(self, bot: SalonBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="browse", description="Search and page through this server's images")
+    @app_commands.describe(
+        query='words in the prompt and parameters: and, or, not, "phrases", model: lora: sampler: seed: neg:',
+        filename="part of the file name",
+        negative=NEGATIVE_HELP[:100],
+        case_sensitive="match upper and lower case exactly",
+        regex="the query is a regular expression",
+        rank="all, none (unrated), a score 1-5, or a range like 3-5",
+        min_rank="lowest mean score (1-5)",
+        max_rank="highest mean score (1-5)",
+        author="only images made by this member",
+        model="only images made with this checkpoint",
+        sort="order of the images",
+        ascending="oldest / lowest first",
+        favourites="only my favourites",
+        recycle_bin="browse deleted images (moderators)",
+    )
+    @app_commands.choices(
+        negative=[app_commands.Choice(name=m.value, value=m.value) for m in NegativeMode],
+        sort=[app_commands.Choice(name=s.value, value=s.value) for s in SortOrder],
+    )
+    @app_commands.autocomplete(model=complete_model)
+    async def browse(
+        self,
+        interaction: discord.Interaction,
+        query: str = "",
+        filename: str = "",
+        negative: str = "no",
+        case_sensitive: bool = False,
+        regex: bool = False,
+        rank: str = "all",
+        min_rank: float | None = None,
+        max_rank: float | None = None,
+        author: discord.User | None = None,
+        model: str | None = None,
+        sort: str = "date",
+        ascending: bool = False,
+        favourites: bool = False,
+        recycle_bin: bool = False,
+    ) -> None:
+        if min_rank is not None or max_rank is not None:
+            rank = f"{min_rank or 1:g}-{max_rank or 5:g}"
+        options: dict[str, Any] = {
+            "keyword": query,
+            "filename": filename,
+            "negative": negative,
+            "case_sensitive": case_sensitive,
+            "regex": regex,
+            "rank": rank,
+            "author": str(author.id) if author else None,
+            "model": model,
+            "sort": sort,
+            "ascending": ascending,
+            "favourites": favourites,
+            "deleted": recycle_bin,
+        }
+        try:
+            place = await place_of(interaction)
+            if recycle_bin and not place.moderator:
+                raise NotAllowed("recycle_bin", "only moderators (Manage Messages) can browse deleted images")
+            build_query(place, options, 0, 1, self.bot.services.settings.discord.browse_page_size)
+            if regex:
+                _check_regex(query)
+            await interaction.response.defer(thinking=True)
+            community = self.bot.services.community
+            session = await community.new_browse(place.guild, place.channel, place.user, options)
+            shown = await render_page(self.bot, place, session, 1, None)
+        except InvalidRequest as exc:
+            await refuse(interaction, exc)
+            return
+        message = await interaction.edit_original_response(**shown.edit())
+        await community.move_browse(session.id, shown.page.page, None, str(message.id))
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise InvalidRequest("query", f"not a valid regular expression: {exc}") from None
+
+
+def build_query(
+    place: Place, options: dict[str, Any], session_id: int, page: int, page_size: int
+) -> BrowseQuery:
+    return browse_query(
+        place.guild,
+        keyword=options["keyword"],
+        filename=options["filename"],
+        negative=options["negative"],
+        case_sensitive=options["case_sensitive"],
+        regex=options["regex"],
+        rank=options["rank"],
+        author=options["author"],
+        model=options["model"],
+        favourites_of=place.user if options["favourites"] else None,
+        sort=options["sort"],
+        ascending=options["ascending"],
+        page=page,
+        page_size=page_size,
+        deleted=options["deleted"],
+        include_nsfw=place.age_restricted,
+        random_seed=session_id,
+    )
+
+
+class Shown:
+    """A rendered browse page: what goes into the message."""
+
+    def __init__(
+        self, page: Page, embeds: list[discord.Embed], uploads: list[render.Upload], view: discord.ui.View
+    ):
+        self.page = page
+        self.embeds = embeds
+        self.uploads = uploads
+        self.view = view
+
+    def edit(self) -> dict[str, Any]:
+        return {
+            "content": None,
+            "embeds": self.embeds,
+            "attachments": [upload.file() for upload in self.uploads],
+            "view": self.view,
+        }
+
+
+async def render_page(
+    bot: SalonBot, place: Place, session: BrowseSession, page: int, selected: int | None
+) -> Shown:
+    """Search for this page (page −1 = last) and draw it; `selected` is the image shown large, if on it."""
+    size = bot.services.settings.discord.browse_page_size
+    found = await bot.services.catalog.search(build_query(place, session.options, session.id, page, size))
+    chosen = next((image for image in found.images if image.id == selected), None)
+    sheet = await asyncio.to_thread(render.contact_sheet, [image.path for image in found.images])
+    uploads = [render.Upload("page.png", render.png_bytes(sheet))]
+    embed = discord.Embed(title="Image Browser", description=_listing(found), colour=0x5865F2)
+    embed.set_image(url="attachment://page.png")
+    embed.set_footer(
+        text=f"page {found.page} of {max(1, found.pages)} · {found.total} images · {_summary(session.options)}"[
+            :2048
+        ]
+    )
+    embeds = [embed]
+    if chosen is not None:
+        data = await asyncio.to_thread(_read, chosen.path)
+        if data is not None and len(data) <= bot.services.settings.discord.attachment_limit_bytes // 2:
+            uploads.append(render.Upload(f"selected-{chosen.filename}", data))
+        detail = discord.Embed(
+            title=f"#{chosen.id} · {chosen.filename}", description=_detail(chosen), colour=0x57F287
+        )
+        detail.set_image(url=f"attachment://selected-{chosen.filename}")
+        embeds.append(detail)
+    await bot.services.community.move_browse(session.id, found.page, chosen.id if chosen else None)
+    return Shown(found, embeds, uploads, browse_view(session.id, found, chosen))
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def _listing(page: Page) -> str:
+    if not page.images:
+        return "No images match."
+    lines = []
+    for number, image in enumerate(page.images, start=1):
+        rank = f"★{image.rank_mean:.1f} ({image.rank_count})" if image.rank_count else "unrated"
+        prompt = render.clip(image.prompt.replace("\n", " "), 70) or "(no prompt)"
+        lines.append(f"`{number}` **#{image.id}** {rank} · {discord.utils.escape_markdown(prompt)}")
+    return "\n".join(lines)[:4096]
+
+
+def _detail(image: ImageRecord) -> str:
+    link = ""
+    if image.channel and image.message:
+        link = f"\n[open the message](https://discord.com/channels/{image.guild}/{image.channel}/{image.message})"
+    author = f"<@{image.author}>" if image.author.isdigit() else image.author
+    text = image.infotext.replace("```", "'''")
+    return f"by {author}{link}\n```\n{render.clip(text, 3500)}\n```"
+
+
+def _summary(options: dict[str, Any]) -> str:
+    parts = [
+        f"{key}={value}"
+        for key, value in options.items()
+        if value not in ("", None, False, "all", "no", "date")
+    ]
+    return ", ".join(parts) or "all images"
+
+
+def browse_view(session_id: int, page: Page, chosen: ImageRecord | None) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    pages = max(1, page.pages)
+    for action, emoji in NAVIGATION:
+        at_start, at_end = page.page <= 1, page.page >= pages
+        disabled = (action in ("first", "prev") and at_start) or (action in ("next", "last") and at_end)
+        view.add_item(BrowseButton(session_id, action, emoji=emoji, disabled=disabled, row=0))
+    if page.images:
+        view.add_item(BrowseSelect(session_id, page.images, chosen))
+        for action, label, emoji, style in ACTIONS:
+            needs_choice = action in ("info", "rerun", "fav", "del")
+            view.add_item(
+                BrowseButton(
+                    session_id, action, label, emoji, style, disabled=needs_choice and chosen is None, row=2
+                )
+            )
+    return view
+
+
+TEMPLATE = r"salon:browse:(?P<session>[0-9]{1,19}):(?P<action>first|prev|next|last|info|rerun|fav|del|delall|confirm)"
+
+
+class BrowseButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
+    def __init__(
+        self,
+        session_id: int,
+        action: str,
+        label: str | None = None,
+        emoji: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+        disabled: bool = False,
+        row: int | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.action = action
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji=emoji,
+                style=style,
+                disabled=disabled,
+                row=row,
+                custom_id=f"salon:browse:{session_id}:{action}",
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+    ):
+        return cls(int(match["session"]), match["action"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: SalonBot = interaction.client  # type: ignore[assignment]
+        try:
+            place, session = await open_session(bot, interaction, self.session_id)
+            await BrowseActions(bot, interaction, place, session).do(self.action)
+        except InvalidRequest as exc:
+            await refuse(interaction, exc)
+
+
+class BrowseSelect(
+    discord.ui.DynamicItem[discord.ui.Select], template=r"salon:browse:(?P<session>[0-9]{1,19}):pick"
+):
+    def __init__(
+        self, session_id: int, images: tuple[ImageRecord, ...] = (), chosen: ImageRecord | None = None
+    ):
+        self.session_id = session_id
+        options = [
+            discord.SelectOption(
+                label=f"{number}. #{image.id}",
+                description=render.clip(image.prompt.replace("\n", " "), 100) or None,
+                value=str(image.id),
+                default=chosen is not None and image.id == chosen.id,
+            )
+            for number, image in enumerate(images[:25], start=1)
+        ] or [discord.SelectOption(label="-", value="0")]
+        super().__init__(
+            discord.ui.Select(
+                custom_id=f"salon:browse:{session_id}:pick",
+                placeholder="Show an image…",
+                options=options,
+                row=1,
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Select, match: re.Match[str]
+    ):
+        return cls(int(match["session"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: SalonBot = interaction.client  # type: ignore[assignment]
+        values = (interaction.data or {}).get("values", [])  # type: ignore[union-attr]
+        try:
+            place, session = await open_session(bot, interaction, self.session_id)
+            chosen = int(values[0]) if values and str(values[0]).isdigit() else None
+            shown = await render_page(bot, place, session, session.page, chosen)
+        except InvalidRequest as exc:
+            await refuse(interaction, exc)
+            return
+        await interaction.response.edit_message(**shown.edit())
+
+
+async def open_session(
+    bot: SalonBot, interaction: discord.Interaction, session_id: int
+) -> tuple[Place, BrowseSession]:
+    place = await place_of(interaction)
+    session = await bot.services.community.browse(session_id)
+    if session is None or session.guild != place.guild:
+        raise InvalidRequest("browse", "this browser is no longer known; open a new one with /browse")
+    if session.user != place.user:
+        raise NotAllowed("browse", f"this browser belongs to <@{session.user}>; open your own with /browse")
+    return place, session
+
+
+class BrowseActions:
+    """What one click on a browse message does."""
+
+    def __init__(
+        self, bot: SalonBot, interaction: discord.Interaction, place: Place, session: BrowseSession
+    ) -> None:
+        self.bot = bot
+        self.interaction = interaction
+        self.place = place
+        self.session = session
+
+    async def do(self, action: str) -> None:
+        if action in ("first", "prev", "next", "last"):
+            target = {"first": 1, "prev": self.session.page - 1, "next": self.session.page + 1, "last": -1}[
+                action
+            ]
+            await self.redraw(max(1, target) if target != -1 else -1, None)
+            return
+        handler = {
+            "info": self.info,
+            "rerun": self.rerun,
+            "fav": self.favourite,
+            "del": self.delete,
+            "delall": self.ask_delete_all,
+            "confirm": self.delete_all,
+        }[action]
+        await handler()
+
+    async def redraw(self, page: int, selected: int | None) -> None:
+        shown = await render_page(self.bot, self.place, self.session, page, selected)
+        await self.interaction.response.edit_message(**shown.edit())
+
+    async def selected(self) -> ImageRecord:
+        image = None
+        if self.session.selected is not None:
+            image = await self.bot.services.catalog.get(self.place.guild, self.session.selected)
+        if image is None:
+            raise InvalidRequest("image", "choose an image in the list first")
+        return image
+
+    async def info(self) -> None:
+        await show_info(self.interaction, [await self.selected()])
+
+    async def rerun(self) -> None:
+        from bot.generate import model_names
+        from commands.followups import from_infotext
+
+        image = await self.selected()
+        request, notes = from_infotext(image.infotext, self.place.limits, set(model_names(self.bot)))
+        request = self.place.community.apply(request, self.place.limits)
+        await start_job(self.bot, self.interaction, self.place, request, image.id, Relation.RERUN)
+
+    async def favourite(self) -> None:
+        image = await self.selected()
+        catalog = self.bot.services.catalog
+        on = not await catalog.is_favourite(image.id, self.place.user)
+        await catalog.favourite(self.place.guild, image.id, self.place.user, on=on)
+        word = "added to" if on else "removed from"
+        await self.interaction.response.send_message(f"#{image.id} {word} your favourites.", ephemeral=True)
+
+    async def delete(self) -> None:
+        image = await self.selected()
+        may_delete(self.place, image.author)
+        await self.bot.services.catalog.delete(self.place.guild, [image.id])
+        await self.redraw(self.session.page, None)
+
+    def _query(self) -> BrowseQuery:
+        size = self.bot.services.settings.discord.browse_page_size
+        return build_query(self.place, self.session.options, self.session.id, 1, size)
+
+    async def ask_delete_all(self) -> None:
+        if not self.place.moderator:
+            raise NotAllowed(
+                "delete", "only moderators (Manage Messages) can delete every result of a filter"
+            )
+        total = (await self.bot.services.catalog.search(self._query())).total
+        view = discord.ui.View(timeout=None)
+        view.add_item(
+            BrowseButton(
+                self.session.id, "confirm", f"Delete all {total} images", "🧨", discord.ButtonStyle.danger
+            )
+        )
+        await self.interaction.response.send_message(
+            f"This deletes all **{total}** images matching this filter, also those not on this page. "
+            "They go to the recycle bin. Sure?",
+            view=view,
+            ephemeral=True,
+        )
+
+    async def delete_all(self) -> None:
+        if not self.place.moderator:
+            raise NotAllowed(
+                "delete", "only moderators (Manage Messages) can delete every result of a filter"
+            )
+        moved = await self.bot.services.catalog.delete_matching(self._query())
+        await self.interaction.response.edit_message(content=f"Deleted {moved} images.", view=None)
+        if self.session.message is not None and self.interaction.channel is not None:
+            shown = await render_page(self.bot, self.place, self.session, 1, None)
+            message = self.interaction.channel.get_partial_message(int(self.session.message))  # type: ignore[union-attr]
+            await message.edit(**shown.edit())
+
+
+def browse_items() -> list[type[discord.ui.DynamicItem]]:
+    return [BrowseButton, BrowseSelect]

@@ -1,0 +1,231 @@
+"""Following a job on Discord: the reply's progress edits, then the result, wherever the reply can still go.
+
+An interaction's reply can be edited for 15 minutes only; after that (or once Discord refuses the token) the
+job carries on in a new channel message. Edits of one message are at least `progress_interval_s` apart.
+Jobs whose Discord reply was lost (the bot restarted) are followed from their channel at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot import render
+from catalog.records import ImageRecord
+from jobs.records import JobEvent, JobRecord, JobStatus
+
+if TYPE_CHECKING:
+    from bot.app import SalonBot
+
+log = logging.getLogger(__name__)
+
+EXPIRED_TOKEN_CODES = {50027, 10015}  # Invalid Webhook Token, Unknown Webhook
+
+
+class Reply:
+    """Where a job's progress and result are shown: the interaction's reply, then a channel message."""
+
+    def __init__(
+        self,
+        bot: SalonBot,
+        channel_id: int,
+        user_id: int,
+        interaction: discord.Interaction | None = None,
+    ) -> None:
+        self.bot = bot
+        self.channel_id = channel_id
+        self.user_id = user_id
+        self.interaction = interaction
+        self.message: discord.Message | None = None  # the channel message used once the token is gone
+        self._token_deadline = 0.0
+        if interaction is not None:
+            age = time.time() - interaction.created_at.timestamp()
+            settings = bot.services.settings.discord
+            self._token_deadline = (
+                time.monotonic() + settings.interaction_token_s - settings.token_margin_s - max(0.0, age)
+            )
+
+    @property
+    def upload_limit(self) -> int:
+        if self.interaction is not None and getattr(self.interaction, "filesize_limit", None):
+            return min(
+                self.interaction.filesize_limit, self.bot.services.settings.discord.attachment_limit_bytes
+            )
+        return self.bot.services.settings.discord.attachment_limit_bytes
+
+    async def show(
+        self,
+        content: str,
+        files: Sequence[render.Upload] = (),
+        view: discord.ui.View | None = None,
+    ) -> discord.Message | None:
+        """Put this content (and files, and buttons) on the reply; returns the message shown."""
+        if self.interaction is not None and time.monotonic() < self._token_deadline:
+            try:
+                return await self.interaction.edit_original_response(
+                    content=content, attachments=[upload.file() for upload in files], view=view
+                )
+            except discord.HTTPException as exc:
+                if exc.status not in (401, 404) and exc.code not in EXPIRED_TOKEN_CODES:
+                    raise
+                log.info(
+                    "interaction token for channel %s refused (%s); posting a new message",
+                    self.channel_id,
+                    exc,
+                )
+        self.interaction = None
+        return await self._show_in_channel(content, files, view)
+
+    async def _show_in_channel(
+        self, content: str, files: Sequence[render.Upload], view: discord.ui.View | None
+    ) -> discord.Message | None:
+        if self.message is not None:
+            return await self.message.edit(
+                content=content, attachments=[upload.file() for upload in files], view=view
+            )
+        channel = self.bot.get_channel(self.channel_id) or await self.bot.fetch_channel(self.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            log.error("channel %s cannot take messages; a result was not posted", self.channel_id)
+            return None
+        kwargs = {"view": view} if view is not None else {}
+        self.message = await channel.send(
+            content=content,
+            files=[upload.file() for upload in files],
+            allowed_mentions=discord.AllowedMentions(users=[discord.Object(self.user_id)]),
+            **kwargs,
+        )
+        return self.message
+
+
+class JobFollower:
+    """Shows one job's place, progress and outcome on its reply."""
+
+    def __init__(self, bot: SalonBot, job: JobRecord, reply: Reply, spoiler: bool = False) -> None:
+        self.bot = bot
+        self.job = job
+        self.reply = reply
+        self.spoiler = spoiler
+        self.interval = bot.services.settings.discord.progress_interval_s
+        self._latest: JobEvent | None = None
+        self._preview: bytes | None = None  # the newest preview (not every progress event carries one)
+        self._changed = asyncio.Event()
+        self._last_edit = 0.0
+
+    async def run(self) -> None:
+        queue = self.bot.services.queue
+        editor = asyncio.create_task(self._edit_progress())
+        try:
+            record = await queue.wait(self.job.id, self._on_event)
+        finally:
+            editor.cancel()
+            await asyncio.gather(editor, return_exceptions=True)
+        await self._pause()
+        await self.finish(record)
+
+    def _on_event(self, event: JobEvent) -> None:
+        if event.kind in ("queued", "started", "progress"):
+            self._latest = event
+            self._preview = event.preview_png or self._preview
+            self._changed.set()
+
+    async def _pause(self) -> None:
+        wait = self._last_edit + self.interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _edit_progress(self) -> None:
+        while True:
+            await self._changed.wait()
+            await self._pause()
+            self._changed.clear()
+            event = self._latest
+            files = render.preview_file(self._preview)
+            try:
+                await self.reply.show(
+                    render.progress_content(self.job, str(self.reply.user_id), event), files
+                )
+            except discord.HTTPException as exc:
+                log.warning("job %d: a progress edit failed: %s", self.job.id, exc)
+            self._last_edit = time.monotonic()
+
+    async def finish(self, record: JobRecord) -> None:
+        """Show the outcome: images with their buttons, or why there are none; then mark it delivered."""
+        services = self.bot.services
+        user = str(self.reply.user_id)
+        if record.status is JobStatus.DONE:
+            images = await services.catalog.of_job(record.id)
+            await self._show_images(record, images, user)
+        else:
+            await self.reply.show(render.failure_content(record, user), view=None)
+        await services.queue.store.mark_delivered(record.id)
+
+    async def _show_images(self, record: JobRecord, images: Sequence[ImageRecord], user: str) -> None:
+        from bot.results import result_view
+
+        files = render.result_files(
+            images, self.reply.upload_limit, self.spoiler or any(i.nsfw for i in images)
+        )
+        message = await self.reply.show(
+            render.result_content(record, images, user), files, result_view(record, len(images))
+        )
+        if message is not None and images:
+            await self.bot.services.catalog.set_message(
+                [image.id for image in images], str(message.channel.id), str(message.id)
+            )
+
+
+class Deliveries:
+    """The jobs this bot process follows, so none is followed twice and lost replies are picked up."""
+
+    def __init__(self, bot: SalonBot) -> None:
+        self.bot = bot
+        self._tasks: dict[int, asyncio.Task] = {}
+
+    def follow(self, job: JobRecord, reply: Reply, spoiler: bool = False) -> asyncio.Task:
+        task = asyncio.create_task(self._run(JobFollower(self.bot, job, reply, spoiler)))
+        self._tasks[job.id] = task
+        return task
+
+    async def _run(self, follower: JobFollower) -> None:
+        try:
+            await follower.run()
+        except Exception:
+            log.exception("job %d: could not deliver the result", follower.job.id)
+        finally:
+            self._tasks.pop(follower.job.id, None)
+
+    async def resume(self) -> int:
+        """After a start: follow Discord jobs nobody follows, and post outcomes that were never shown."""
+        store = self.bot.services.queue.store
+        resumed = 0
+        for job in [*await store.undelivered(), *await store.pending()]:
+            if job.id in self._tasks or job.channel is None or not job.owner.isdigit():
+                continue
+            reply = Reply(self.bot, int(job.channel), int(job.owner))
+            follower = JobFollower(self.bot, job, reply, bool(job.meta.get("spoiler")))
+            if job.status.terminal:
+                self._tasks[job.id] = asyncio.create_task(self._finish_late(follower, job))
+            else:
+                self._tasks[job.id] = asyncio.create_task(self._run(follower))
+            resumed += 1
+        if resumed:
+            log.info("following %d Discord jobs left over from before the start", resumed)
+        return resumed
+
+    async def _finish_late(self, follower: JobFollower, job: JobRecord) -> None:
+        try:
+            await follower.finish(job)
+        except Exception:
+            log.exception("job %d: could not post the result after a restart", job.id)
+        finally:
+            self._tasks.pop(job.id, None)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)

@@ -1,0 +1,158 @@
+"""New requests made from earlier results: reroll, variations, upscale, edit, and "run again" from infotext.
+
+These are what the buttons under a result do (SPEC §2), written once for every front end. Each takes the
+job's stored request (or an image's infotext) and returns a checked request plus the catalog relation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from catalog.records import ImageRecord, Relation
+from config import Limits
+from engine.errors import InvalidRequest
+from engine.infotext import check_prompt, parse_infotext
+from engine.requests import (
+    GenerationRequest,
+    HiresFix,
+    HiresUpscaler,
+    Img2ImgRequest,
+    ResizeMode,
+    hires_size,
+)
+from engine.samplers import AUTOMATIC
+from engine.validation import check_generation, check_img2img
+from jobs.codec import AnyRequest
+
+VARIATION_STRENGTH = 0.15  # like Midjourney's subtle variations: same composition, other details
+UPSCALE_SCALE = 2.0
+UPSCALE_DENOISING = 0.5  # the hires pass keeps the picture and adds detail
+REFINE_DENOISING = 0.35  # upscaling an img2img/inpaint result: img2img of the image at the larger size
+
+
+def params_of(request: AnyRequest) -> GenerationRequest:
+    return request if isinstance(request, GenerationRequest) else request.params
+
+
+def with_params(request: AnyRequest, params: GenerationRequest) -> AnyRequest:
+    if isinstance(request, GenerationRequest):
+        return params
+    return dataclasses.replace(request, params=params)
+
+
+def reroll(request: AnyRequest) -> AnyRequest:
+    """The same settings with new random seeds."""
+    params = dataclasses.replace(params_of(request), seed=-1, variation_seed=-1, variation_strength=0.0)
+    return with_params(request, params)
+
+
+def variation(request: AnyRequest, image: ImageRecord, strength: float = VARIATION_STRENGTH) -> AnyRequest:
+    """One image like `image`: its seed, blended with a new variation seed (A1111 subseed)."""
+    if image.seed is None:
+        raise InvalidRequest("image", f"image {image.id} has no seed to vary")
+    params = dataclasses.replace(
+        params_of(request),
+        seed=image.seed,
+        variation_seed=-1,
+        variation_strength=strength,
+        batch_size=1,
+        batch_count=1,
+    )
+    return with_params(request, params)
+
+
+def upscale(request: AnyRequest, image: ImageRecord, limits: Limits) -> tuple[AnyRequest, float]:
+    """`image` at up to twice its size: the hires-fix pass of the same seed for a txt2img image, or an img2img
+    refinement of the image itself otherwise. Returns the request and the scale used."""
+    scale = _largest_scale(image.width, image.height, limits)
+    params = dataclasses.replace(params_of(request), batch_size=1, batch_count=1)
+    if isinstance(request, GenerationRequest) and request.hires is None and image.seed is not None:
+        hires = HiresFix(scale, 0, UPSCALE_DENOISING, HiresUpscaler.LATENT)
+        params = dataclasses.replace(params, seed=image.seed, variation_strength=0.0, hires=hires)
+        check_generation(params, limits)
+        return params, scale
+    from PIL import Image
+
+    width, height = hires_size(image.width, image.height, scale)
+    with Image.open(image.path) as opened:
+        source = opened.convert("RGB")
+    params = dataclasses.replace(
+        params, width=width, height=height, hires=None, seed=-1, variation_strength=0.0
+    )
+    refined = Img2ImgRequest(params, source, REFINE_DENOISING, ResizeMode.JUST_RESIZE)
+    check_img2img(refined, limits)
+    return refined, scale
+
+
+def _largest_scale(width: int, height: int, limits: Limits) -> float:
+    scale = min(
+        UPSCALE_SCALE,
+        limits.max_width / width,
+        limits.max_height / height,
+        (limits.max_pixels / (width * height)) ** 0.5,
+    )
+    if scale < 1.25:
+        raise InvalidRequest(
+            "upscale", f"{width}x{height} is already about the largest size this server allows"
+        )
+    return scale
+
+
+def edited(request: AnyRequest, limits: Limits, **changes: object) -> AnyRequest:
+    """The request with some settings changed by hand (the ✏️ modal); −1 or a missing seed = new seed."""
+    params = dataclasses.replace(params_of(request), **changes, variation_strength=0.0)  # type: ignore[arg-type]
+    check_prompt("prompt", params.prompt)
+    check_prompt("negative_prompt", params.negative_prompt)
+    check_generation(params, limits)
+    return with_params(request, params)
+
+
+def from_infotext(text: str, limits: Limits, known_models: set[str]) -> tuple[GenerationRequest, list[str]]:
+    """A txt2img request repeating an A1111 infotext, and notes on what could not be repeated."""
+    info = parse_infotext(text)
+    if not info.prompt and not info.params:
+        raise InvalidRequest("image", "it carries no generation parameters")
+    notes = []
+    model = info.model if info.model in known_models else None
+    if info.model and model is None:
+        notes.append(f"model {info.model!r} is not installed here; the default model is used")
+    width, height = info.size or (512, 512)
+    hires = None
+    if "Hires upscale" in info.params:
+        hires = _hires_of(info.params, info.denoising_strength, notes)
+    request = GenerationRequest(
+        prompt=info.prompt,
+        negative_prompt=info.negative_prompt,
+        model=model,
+        sampler=info.sampler or GenerationRequest.sampler,
+        schedule=info.schedule_type or AUTOMATIC,
+        steps=info.steps or 20,
+        cfg_scale=info.cfg_scale or 7.0,
+        seed=info.seed if info.seed is not None else -1,
+        width=width,
+        height=height,
+        clip_skip=info.clip_skip,
+        tiling=info.params.get("Tiling", "").lower() == "true",
+        variation_seed=info.variation_seed if info.variation_seed is not None else -1,
+        variation_strength=info.variation_seed_strength or 0.0,
+        hires=hires,
+    )
+    check_generation(request, limits)
+    return request, notes
+
+
+def _hires_of(params: dict[str, str], denoising: float | None, notes: list[str]) -> HiresFix:
+    try:
+        upscaler = HiresUpscaler(params.get("Hires upscaler", "Latent"))
+    except ValueError:
+        upscaler = HiresUpscaler.LATENT
+        notes.append(f"hires upscaler {params['Hires upscaler']!r} is not available; Latent is used")
+    try:
+        return HiresFix(
+            float(params["Hires upscale"]), int(params.get("Hires steps", 0)), denoising or 0.7, upscaler
+        )
+    except ValueError:
+        raise InvalidRequest("image", "its hires parameters are not numbers") from None
+
+
+RELATIONS = {"reroll": Relation.REROLL, "variation": Relation.VARIATION, "upscale": Relation.UPSCALE}

@@ -1,0 +1,96 @@
+"""Per-guild and per-channel settings: parsing, overlay, limits that only lower, prompt rules, browse sessions."""
+
+from __future__ import annotations
+
+import pytest
+
+from commands.community import CommunitySettings, CommunityStore
+from commands.styles import apply_style, load_styles, merge_prompt
+from config import Limits
+from engine.errors import InvalidRequest
+from engine.requests import GenerationRequest
+
+
+@pytest.fixture
+async def store(tmp_path):
+    opened = await CommunityStore.open(tmp_path / "community.db")
+    yield opened
+    await opened.close()
+
+
+async def test_channel_values_win_over_the_guild_and_guilds_are_apart(store):
+    await store.set("g1", "max_steps", "40", "admin")
+    await store.set("g1", "max_steps", "10", "admin", channel="c2")
+    await store.set("g1", "banned_words", "Spider, snake", "admin")
+    assert (await store.effective("g1", "c1")).max_steps == 40
+    assert (await store.effective("g1", "c2")).max_steps == 10
+    assert (await store.effective("g1", "c2")).banned_words == ("spider", "snake")
+    assert (await store.effective("g2", "c2")).max_steps is None
+    assert await store.reset("g1", "max_steps", channel="c2")
+    assert (await store.effective("g1", "c2")).max_steps == 40
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("max_steps", "0", "max_steps: '0' is not a whole number of 1 or more"),
+        ("max_steps", "ten", "max_steps: 'ten' is not a whole number"),
+        ("nsfw_policy", "sometimes", "nsfw_policy: 'sometimes' is not one of: age-restricted, allow"),
+        ("gallery_channel", "general", "gallery_channel: 'general' is not a channel"),
+        ("default_size", "100x64", "default_size: '100x64': both sides must be multiples of 8"),
+        ("colour", "red", "key: 'colour' is not a setting"),
+    ],
+)
+async def test_bad_values_are_refused_by_name(store, key, value, message):
+    with pytest.raises(InvalidRequest) as error:
+        await store.set("g", key, value, "admin")
+    assert str(error.value).startswith(message)
+    assert await store.values("g") == {}
+
+
+def test_limits_only_lower_the_machine_limits():
+    base = Limits(max_steps=50, max_width=1024, max_height=1024)
+    lowered = CommunitySettings(max_steps=80, max_size=512, max_batch=2).limits(base)
+    assert (lowered.max_steps, lowered.max_width, lowered.max_height) == (50, 512, 512)
+    assert (lowered.max_batch_size, lowered.max_batch_count) == (2, 2)
+
+
+def test_prompt_rules_banned_words_nsfw_and_negative_prefix():
+    community = CommunitySettings(
+        banned_words=("spider",), nsfw_words=("gore",), negative_prefix="lowres", max_batch=2
+    )
+    with pytest.raises(InvalidRequest, match="'spider' is not allowed"):
+        community.check_prompt(GenerationRequest("a Spider, red"), age_restricted=True)
+    assert community.check_prompt(GenerationRequest("spiderweb"), age_restricted=False) is False
+    with pytest.raises(InvalidRequest, match="age-restricted channel"):
+        community.check_prompt(GenerationRequest("gore scene"), age_restricted=False)
+    assert community.check_prompt(GenerationRequest("gore scene"), age_restricted=True) is True
+    assert (
+        community.check_prompt(GenerationRequest("a cat", negative_prompt="gore"), age_restricted=False)
+        is False
+    )
+    applied = community.apply(GenerationRequest("a cat", negative_prompt="blurry"), Limits())
+    assert applied.negative_prompt == "lowres, blurry"
+    assert community.apply(applied, Limits()).negative_prompt == "lowres, blurry"
+    with pytest.raises(InvalidRequest, match="at most 2 per command"):
+        community.apply(GenerationRequest("a cat", batch_size=2, batch_count=2), Limits())
+
+
+async def test_browse_sessions_remember_page_selection_and_message(store):
+    session = await store.new_browse("g", "c", "u", {"keyword": "cat"})
+    await store.move_browse(session.id, 3, 17, "999")
+    await store.move_browse(session.id, 4, None)
+    again = await store.browse(session.id)
+    assert (again.page, again.selected, again.message, again.options) == (4, None, "999", {"keyword": "cat"})
+    assert await store.browse(session.id + 1) is None
+
+
+def test_styles_merge_like_a1111(tmp_path):
+    path = tmp_path / "styles.csv"
+    path.write_text('name,prompt,negative_prompt\nNoir,"{prompt}, black and white",colour\nPlain,,\n')
+    styles = load_styles(path)
+    assert apply_style(styles, "noir", "a cat", "blurry") == ("a cat, black and white", "blurry, colour")
+    assert apply_style(styles, "Plain", "a cat", "") == ("a cat", "")
+    assert merge_prompt("oil painting", "a cat") == "a cat, oil painting"
+    with pytest.raises(InvalidRequest, match="no style named 'pop'"):
+        apply_style(styles, "pop", "a cat", "")
