@@ -143,9 +143,23 @@ def _report_worker_end(task: asyncio.Task) -> None:
         log.error("the GPU worker stopped", exc_info=task.exception())
 
 
+def use_endpoints(api_base: str | None, gateway_url: str | None) -> None:
+    """Send REST calls and the gateway connection elsewhere than Discord (a proxy); process-wide."""
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    if api_base:
+        Route.BASE = api_base.rstrip("/")
+    if gateway_url:
+        import yarl
+
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
 async def run_bot(settings: Settings) -> int:
     """`salon run`: the bot, the worker and the scheduler in one process until a signal stops it."""
     assert settings.discord_token is not None
+    use_endpoints(settings.discord.api_base, settings.discord.gateway_url)
     services = await Services.open(settings)
     bot = SalonBot(services)
     loop = asyncio.get_running_loop()

@@ -91,6 +91,14 @@ class DiscordSettings(BaseModel):
         9, ge=1, le=25, description="images on one /browse page (a select holds 25)"
     )
     shutdown_grace_s: float = Field(8.0, gt=0, description="how long a stop waits for the running step")
+    api_base: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="a Discord REST proxy to send API calls through (default: Discord itself)",
+    )
+    gateway_url: str | None = Field(
+        None, pattern=r"^wss?://[^\s]+$", description="the gateway to connect to (default: Discord's)"
+    )
 
 
 class Settings(BaseSettings):
