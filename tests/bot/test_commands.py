@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
@@ -182,7 +183,11 @@ async def test_a_restart_keeps_old_buttons_working_and_delivers_jobs_left_behind
         60,
         "results posted",
     )
-    jobs = [job for job in await store.recent() if job.status is JobStatus.DONE]
+    for _ in range(200):  # marked delivered just after the message is shown
+        jobs = [job for job in await store.recent() if job.status is JobStatus.DONE]
+        if len(jobs) == 3 and all(job.delivered_at for job in jobs):
+            break
+        await asyncio.sleep(0.05)
     assert len(jobs) == 3 and all(job.delivered_at for job in jobs)
     posted = [m for m in salon.fake.channel_messages(CHANNEL) if "images #" in m.content]
     assert len(posted) == 3 and {f"<@{ANN}>" in m.content or f"<@{BOB}>" in m.content for m in posted} == {
