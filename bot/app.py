@@ -23,7 +23,7 @@ from catalog.catalog import Catalog
 from commands.community import CommunityStore
 from config import Settings
 from engine.registry import ModelRegistry
-from jobs.queue import JobQueue
+from jobs.queue import JobQueue, WorkerBusy
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,13 @@ class SalonBot(commands.Bot):
         if self.services.settings.discord.sync_commands:
             await self.sync_commands()
         if self.run_worker:
-            self.services.queue.claim_worker()
+            try:
+                self.services.queue.claim_worker()
+            except WorkerBusy as exc:
+                # `salon worker` (or another process) runs the jobs: the bot submits and follows them
+                # from the database, showing places and results (live steps come only from a local worker).
+                log.warning("%s; this bot only submits jobs", exc)
+                return
             self._worker = asyncio.create_task(self.services.queue.run(stop=self.stop_worker))
             self._worker.add_done_callback(_report_worker_end)
 

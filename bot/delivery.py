@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPIRED_TOKEN_CODES = {50027, 10015}  # Invalid Webhook Token, Unknown Webhook
+CHANNEL_EDIT_S = 0.4  # Discord allows about 5 message edits per 2 s in one channel
 
 
 class Reply:
@@ -110,7 +111,6 @@ class JobFollower:
         self.job = job
         self.reply = reply
         self.spoiler = spoiler
-        self.interval = bot.services.settings.discord.progress_interval_s
         self._latest: JobEvent | None = None
         self._preview: bytes | None = None  # the newest preview (not every progress event carries one)
         self._changed = asyncio.Event()
@@ -126,6 +126,12 @@ class JobFollower:
             await asyncio.gather(editor, return_exceptions=True)
         await self._pause()
         await self.finish(record)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two edits: the setting, or longer while many jobs share the channel."""
+        sharing = self.bot.deliveries.active_in(self.reply.channel_id)
+        return max(self.bot.services.settings.discord.progress_interval_s, CHANNEL_EDIT_S * sharing)
 
     def _on_event(self, event: JobEvent) -> None:
         if event.kind in ("queued", "started", "progress"):
@@ -185,11 +191,18 @@ class Deliveries:
     def __init__(self, bot: SalonBot) -> None:
         self.bot = bot
         self._tasks: dict[int, asyncio.Task] = {}
+        self._channels: dict[int, int] = {}  # job id → channel of the jobs being followed
 
     def follow(self, job: JobRecord, reply: Reply, spoiler: bool = False) -> asyncio.Task:
-        task = asyncio.create_task(self._run(JobFollower(self.bot, job, reply, spoiler)))
+        follower = JobFollower(self.bot, job, reply, spoiler)
+        task = asyncio.create_task(self._run(follower))
         self._tasks[job.id] = task
+        self._channels[job.id] = reply.channel_id
         return task
+
+    def active_in(self, channel_id: int) -> int:
+        """How many jobs this process follows in a channel (they share its edit budget)."""
+        return sum(1 for channel in self._channels.values() if channel == channel_id)
 
     async def _run(self, follower: JobFollower) -> None:
         try:
@@ -198,6 +211,7 @@ class Deliveries:
             log.exception("job %d: could not deliver the result", follower.job.id)
         finally:
             self._tasks.pop(follower.job.id, None)
+            self._channels.pop(follower.job.id, None)
 
     async def resume(self) -> int:
         """After a start: follow Discord jobs nobody follows, and post outcomes that were never shown."""
@@ -212,6 +226,7 @@ class Deliveries:
                 self._tasks[job.id] = asyncio.create_task(self._finish_late(follower, job))
             else:
                 self._tasks[job.id] = asyncio.create_task(self._run(follower))
+                self._channels[job.id] = reply.channel_id
             resumed += 1
         if resumed:
             log.info("following %d Discord jobs left over from before the start", resumed)

@@ -201,3 +201,22 @@ async def test_a_restart_keeps_old_buttons_working_and_delivers_jobs_left_behind
     [parent] = await salon.images_of(first)
     assert child.parent_id == parent.id
     assert str(GUILD) == child.guild
+
+
+async def test_with_the_worker_in_another_process_the_bot_submits_and_posts_results(salon):
+    from jobs.queue import JobQueue
+
+    await salon.stop()
+    worker = await JobQueue.open(salon.settings, engine_factory=lambda: salon.engine)
+    worker.claim_worker()  # as `salon worker` would, before the bot starts
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop=stop))
+    try:
+        await salon.start()
+        assert salon.bot._worker is None
+        [image] = await salon.images_of(await salon.result(await salon.imagine(seed=41)))
+        assert image.seed == 41 and image.author == str(ANN)
+    finally:
+        stop.set()
+        await running
+        await worker.close()

@@ -132,3 +132,15 @@ async def _until(salon, read, expected, timeout: float = 10.0):
     while (value := await read()) != expected:
         assert time.monotonic() < deadline, f"{value!r} is not {expected!r}"
         await asyncio.sleep(0.05)
+
+
+async def test_the_wastebasket_reaction_deletes_only_for_the_owner_or_a_moderator(salon):
+    first = await salon.result(await salon.imagine(seed=17))
+    [image] = await _images_of(salon, first)
+    await salon.fake.react(BOB, first.id, "🗑️")
+    await salon.fake.react(ANN, first.id, "1️⃣")  # handled after bob's, so bob's was handled too
+    await _until(salon, lambda: salon.services.catalog.rating_of(image.id, str(ANN)), 1)
+    assert not first.deleted and not (await salon.services.catalog.get(image.guild, image.id)).deleted
+    await salon.fake.react(ANN, first.id, "🗑️")
+    await salon.fake.wait_for(lambda: first.deleted, 10, "the result deleted by its owner")
+    assert (await salon.services.catalog.get(image.guild, image.id)).deleted
