@@ -104,6 +104,9 @@ class SalonBot(commands.Bot):
         if not self._resumed:
             self._resumed = True
             await self.deliveries.resume()
+            reactions = self.get_cog("ReactionsCog")
+            if reactions is not None:
+                await reactions.reconcile(self.services.settings.discord.reconcile_messages)  # type: ignore[attr-defined]
 
     async def sync_commands(self) -> list[str]:
         """Register the commands where they changed since the last registration (Discord limits creations

@@ -72,6 +72,62 @@ class ReactionsCog(commands.Cog):
         except (InvalidRequest, discord.HTTPException) as exc:
             log.warning("reaction %s by %s on message %s: %s", emoji, user, payload.message_id, exc)
 
+    async def reconcile(self, messages: int = 50) -> int:
+        """After a start: read the reactions of the newest result messages and make the catalog agree
+        (scores added or removed while the bot was offline; favourites are only added, since the ⭐ of
+        `/browse` also sets them). Returns how many ratings changed."""
+        catalog = self.bot.services.catalog
+        changed = 0
+        for guild, channel_id, message_id in await catalog.recent_messages(messages):
+            try:
+                scores, stars = await self._reactions_on(int(channel_id), int(message_id))
+            except (discord.HTTPException, ValueError) as exc:
+                log.info("reactions of message %s not read: %s", message_id, exc)
+                continue
+            for image in await catalog.of_message(guild, message_id):
+                changed += await self._agree(guild, image.id, scores)
+                for user in stars:
+                    await catalog.favourite(guild, image.id, user)
+        if changed:
+            log.info("%d ratings changed by reactions made while the bot was offline", changed)
+        return changed
+
+    async def _reactions_on(self, channel_id: int, message_id: int) -> tuple[dict[str, list[int]], list[str]]:
+        """Users' scores (every score emoji they left) and ⭐ users of one message."""
+        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        message = await channel.fetch_message(message_id)  # type: ignore[union-attr]
+        scores: dict[str, list[int]] = defaultdict(list)
+        stars: list[str] = []
+        bot_id = self.bot.user.id if self.bot.user else None
+        for reaction in message.reactions:
+            emoji = str(reaction.emoji)
+            if emoji not in SCORES and emoji != FAVOURITE:
+                continue
+            async for user in reaction.users():
+                if user.id == bot_id:
+                    continue
+                if emoji == FAVOURITE:
+                    stars.append(str(user.id))
+                else:
+                    scores[str(user.id)].append(SCORES[emoji])
+        return scores, stars
+
+    async def _agree(self, guild: str, image_id: int, reacted: dict[str, list[int]]) -> int:
+        """Set each reacting user's score (their stored one if still among their reactions, else their
+        highest); unset scores whose reaction is gone."""
+        catalog = self.bot.services.catalog
+        stored = await catalog.ratings(image_id)
+        changed = 0
+        for user, options in reacted.items():
+            wanted = stored[user] if stored.get(user) in options else max(options)
+            if stored.get(user) != wanted:
+                await catalog.rate(guild, image_id, user, wanted)
+                changed += 1
+        for user in stored.keys() - reacted.keys():
+            await catalog.rate(guild, image_id, user, None)
+            changed += 1
+        return changed
+
     async def _rate(self, guild: str, user: str, image_ids: list[int], score: int, added: bool) -> None:
         """Adding sets the user's score (the latest reaction wins); removing unsets it only if it is that score."""
         catalog = self.bot.services.catalog

@@ -524,6 +524,23 @@ class Catalog:
         await self._index([record])
         return record
 
+    async def ratings(self, image_id: int) -> dict[str, int]:
+        """Every user's score of one image."""
+        async with self._db.execute(
+            "SELECT user, score FROM ratings WHERE image_id = ?", (image_id,)
+        ) as cursor:
+            return {row[0]: row[1] for row in await cursor.fetchall()}
+
+    async def recent_messages(self, limit: int) -> list[tuple[str, str, str]]:
+        """(guild, channel, message) of the newest chat messages showing images that are not deleted."""
+        async with self._db.execute(
+            "SELECT guild, channel, message, MAX(created) AS newest FROM images "
+            "WHERE message IS NOT NULL AND channel IS NOT NULL AND deleted_at IS NULL "
+            "GROUP BY guild, channel, message ORDER BY newest DESC LIMIT ?",
+            (limit,),
+        ) as cursor:
+            return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
+
     async def rating_of(self, image_id: int, user: str) -> int | None:
         async with self._db.execute(
             "SELECT score FROM ratings WHERE image_id = ? AND user = ?", (image_id, user)

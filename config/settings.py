@@ -91,6 +91,9 @@ class DiscordSettings(BaseModel):
         9, ge=1, le=25, description="images on one /browse page (a select holds 25)"
     )
     shutdown_grace_s: float = Field(8.0, gt=0, description="how long a stop waits for the running step")
+    reconcile_messages: int = Field(
+        50, ge=0, description="at start, read the reactions of this many newest result messages"
+    )
     api_base: str | None = Field(
         None,
         pattern=r"^https?://[^\s]+$",

@@ -144,3 +144,18 @@ async def test_the_wastebasket_reaction_deletes_only_for_the_owner_or_a_moderato
     await salon.fake.react(ANN, first.id, "🗑️")
     await salon.fake.wait_for(lambda: first.deleted, 10, "the result deleted by its owner")
     assert (await salon.services.catalog.get(image.guild, image.id)).deleted
+
+
+async def test_reactions_made_while_the_bot_was_offline_count_after_it_starts(salon):
+    first = await salon.result(await salon.imagine(seed=18))
+    [image] = await _images_of(salon, first)
+    await salon.fake.react(ANN, first.id, "2️⃣")
+    await _until(salon, lambda: salon.services.catalog.rating_of(image.id, str(ANN)), 2)
+    await salon.stop()
+    await salon.fake.unreact(ANN, first.id, "2️⃣")  # nobody hears these
+    await salon.fake.react(BOB, first.id, "5️⃣")
+    await salon.fake.react(BOB, first.id, "⭐")
+    await salon.start()
+    catalog = salon.services.catalog
+    await _until(salon, lambda: catalog.ratings(image.id), {str(BOB): 5})
+    assert await catalog.is_favourite(image.id, str(BOB))
