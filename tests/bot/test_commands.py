@@ -160,8 +160,8 @@ async def test_queue_and_cancel_a_running_job(salon):
 
 
 async def test_an_expired_token_moves_the_job_to_a_new_channel_message(salon):
-    started = await salon.imagine(steps=60, seed=6)
-    await salon.fake.wait_for(lambda: "/60" in (started.original.content if started.original else ""), 30)
+    started = await salon.imagine(steps=100, seed=6)
+    await salon.fake.wait_for(lambda: "/100" in (started.original.content if started.original else ""), 30)
     salon.fake.expire(started)
     result = await salon.result(started)
     assert result is not started.original and result.interaction_id is None

@@ -13,7 +13,7 @@ from tests.bot.conftest import ANN, CHANNEL
 
 
 async def test_imagine_defers_shows_progress_then_posts_the_png_with_its_infotext(salon):
-    interaction = await salon.imagine(seed=4242, negative_prompt="green")
+    interaction = await salon.imagine(seed=4242, negative_prompt="green", steps=40)
     result = await salon.result(interaction)
     assert interaction.responses[0][0] == 5  # deferred at once…
     assert interaction.acked_at - interaction.created_at < 3.0  # …within Discord's 3 s
@@ -21,7 +21,7 @@ async def test_imagine_defers_shows_progress_then_posts_the_png_with_its_infotex
     assert original is result and not original.ephemeral
     texts = [edit.payload.get("content") or "" for edit in original.edits]
     assert any("position 1 in the queue" in text for text in texts)
-    steps = [text for text in texts if "/6" in text]
+    steps = [text for text in texts if "/40" in text]  # 40 steps last longer than a few edit intervals
     assert steps and "ETA" in steps[-1]
     assert any(f.filename == "preview.png" for edit in original.edits for f in edit.files)
     times = [edit.at for edit in original.edits]
@@ -33,7 +33,7 @@ async def test_imagine_defers_shows_progress_then_posts_the_png_with_its_infotex
         "a red circle on a blue background",
         "green",
         4242,
-        6,
+        40,
     )
     assert info.size == (64, 64) and info.cfg_scale == 5.0 and info.model == DEMO_MODEL_NAME
     assert f"<@{ANN}>" in result.content and "seed 4242" in result.content
