@@ -169,6 +169,14 @@ async def test_an_expired_token_moves_the_job_to_a_new_channel_message(salon):
     assert any(r.status == 401 for r in salon.fake.error_responses)
 
 
+async def test_a_job_outliving_the_token_lifetime_continues_in_a_new_message(salon):
+    salon.settings.discord.interaction_token_s = 61.0  # with the 60 s margin: 1 s left to edit the reply
+    started = await salon.imagine(steps=100, seed=10)
+    result = await salon.result(started)
+    assert result is not started.original and result.channel_id == CHANNEL and f"<@{ANN}>" in result.content
+    assert not any(r.status == 401 for r in salon.fake.error_responses)  # switched before Discord refused
+
+
 async def test_a_restart_keeps_old_buttons_working_and_delivers_jobs_left_behind(salon):
     first = await salon.result(await salon.imagine(seed=7))
     long_job = await salon.imagine(steps=80, seed=8)

@@ -113,6 +113,9 @@ async def test_reactions_rate_favourite_and_dm(salon):
     await salon.fake.react(BOB, first.id, "5️⃣")  # a new score replaces the old one…
     await salon.fake.unreact(BOB, first.id, "2️⃣")  # …and removing the old reaction keeps it
     await _until(salon, rank, (4.5, 2))
+    seen = await salon.fake.slash(ANN, CHANNEL, "browse", {"rank": "4-5"})
+    await seen.wait_done()
+    assert f"**#{image.id}** ★4.5 (2)" in seen.original.embeds[0]["description"]  # what /browse shows
     await salon.fake.unreact(ANN, first.id, "4️⃣")
     await _until(salon, rank, (5.0, 1))
     await salon.fake.react(ANN, first.id, "⭐")
