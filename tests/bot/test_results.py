@@ -161,4 +161,4 @@ async def test_reactions_made_while_the_bot_was_offline_count_after_it_starts(sa
     await salon.start()
     catalog = salon.services.catalog
     await _until(salon, lambda: catalog.ratings(image.id), {str(BOB): 5})
-    assert await catalog.is_favourite(image.id, str(BOB))
+    await _until(salon, lambda: catalog.is_favourite(image.id, str(BOB)), True)
