@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPIRED_TOKEN_CODES = {50027, 10015}  # Invalid Webhook Token, Unknown Webhook
+LATE_DELIVERY_S = 24 * 3600  # outcomes not shown before a stop are posted at the next start within this
 CHANNEL_EDIT_S = 0.4  # Discord allows about 5 message edits per 2 s in one channel
 
 
@@ -115,6 +116,7 @@ class JobFollower:
         self._preview: bytes | None = None  # the newest preview (not every progress event carries one)
         self._changed = asyncio.Event()
         self._last_edit = 0.0
+        self.finishing = False  # showing the outcome: a stop waits for this rather than cut it short
 
     async def run(self) -> None:
         queue = self.bot.services.queue
@@ -192,11 +194,13 @@ class Deliveries:
         self.bot = bot
         self._tasks: dict[int, asyncio.Task] = {}
         self._channels: dict[int, int] = {}  # job id → channel of the jobs being followed
+        self._followers: dict[int, JobFollower] = {}
 
     def follow(self, job: JobRecord, reply: Reply, spoiler: bool = False) -> asyncio.Task:
         follower = JobFollower(self.bot, job, reply, spoiler)
         task = asyncio.create_task(self._run(follower))
         self._tasks[job.id] = task
+        self._followers[job.id] = follower
         self._channels[job.id] = reply.channel_id
         return task
 
@@ -212,17 +216,21 @@ class Deliveries:
         finally:
             self._tasks.pop(follower.job.id, None)
             self._channels.pop(follower.job.id, None)
+            self._followers.pop(follower.job.id, None)
 
     async def resume(self) -> int:
         """After a start: follow Discord jobs nobody follows, and post outcomes that were never shown."""
         store = self.bot.services.queue.store
         resumed = 0
-        for job in [*await store.undelivered(), *await store.pending()]:
+        since = time.time() - LATE_DELIVERY_S
+        for job in [*await store.undelivered(since), *await store.pending()]:
             if job.id in self._tasks or job.channel is None or not job.owner.isdigit():
                 continue
             reply = Reply(self.bot, int(job.channel), int(job.owner))
             follower = JobFollower(self.bot, job, reply, bool(job.meta.get("spoiler")))
+            self._followers[job.id] = follower
             if job.status.terminal:
+                follower.finishing = True
                 self._tasks[job.id] = asyncio.create_task(self._finish_late(follower, job))
             else:
                 self._tasks[job.id] = asyncio.create_task(self._run(follower))
@@ -235,12 +243,23 @@ class Deliveries:
     async def _finish_late(self, follower: JobFollower, job: JobRecord) -> None:
         try:
             await follower.finish(job)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            # The channel is gone or closed to the bot: it will not become deliverable by trying again.
+            log.warning("job %d: its channel %s refuses the result (%s)", job.id, job.channel, exc)
+            await self.bot.services.queue.store.mark_delivered(job.id)
         except Exception:
             log.exception("job %d: could not post the result after a restart", job.id)
         finally:
             self._tasks.pop(job.id, None)
+            self._followers.pop(job.id, None)
 
-    async def close(self) -> None:
-        for task in list(self._tasks.values()):
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Let outcomes being posted finish (a result shown but not marked delivered would be posted again
+        after the next start), then stop following the rest (they are picked up at the next start)."""
+        finishing = [self._tasks[j] for j, f in self._followers.items() if f.finishing and j in self._tasks]
+        if finishing:
+            await asyncio.wait(finishing, timeout=grace_s)
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -229,14 +229,13 @@ class JobStore:
         async with self.transaction() as db:
             await db.execute("UPDATE jobs SET delivered_at = ? WHERE id = ?", (time.time(), job_id))
 
-    async def undelivered(self, guilds_only: bool = True) -> list[JobRecord]:
-        """Finished jobs whose outcome no front end has shown yet (oldest first)."""
+    async def undelivered(self, since: float = 0.0, guilds_only: bool = True) -> list[JobRecord]:
+        """Jobs finished after `since` whose outcome no front end has shown yet (oldest first)."""
         sql = (
-            "SELECT * FROM jobs WHERE delivered_at IS NULL AND status IN ('done', 'failed', 'cancelled')"
-            + (" AND guild IS NOT NULL" if guilds_only else "")
-            + " ORDER BY id"
+            "SELECT * FROM jobs WHERE delivered_at IS NULL AND status IN ('done', 'failed', 'cancelled') "
+            "AND finished_at >= ?" + (" AND guild IS NOT NULL" if guilds_only else "") + " ORDER BY id"
         )
-        async with self._db.execute(sql) as cursor:
+        async with self._db.execute(sql, (since,)) as cursor:
             return [_record(row) for row in await cursor.fetchall()]
 
     async def pending(self, guilds_only: bool = True) -> list[JobRecord]:

@@ -97,3 +97,35 @@ async def test_recovery_requeues_then_fails_after_the_last_attempt(store):
     assert await store.recover(max_attempts=2) == ([], [job.id])
     failed = await store.get(job.id)
     assert failed.status is JobStatus.FAILED and "stopped during this job 2 times" in failed.error
+
+
+async def test_front_end_details_and_delivery_marks(tmp_path):
+    import time
+
+    store = await JobStore.open(tmp_path / "queue.db")
+    try:
+        job, _ = await store.submit(
+            JobKind.IMAGINE,
+            "501",
+            {"params": {}},
+            guild="1",
+            channel="2",
+            meta={"spoiler": True},
+            max_pending_per_user=5,
+            max_queued=5,
+        )
+        local, _ = await store.submit(
+            JobKind.IMAGINE, "cli:me", {"params": {}}, max_pending_per_user=5, max_queued=5
+        )
+        assert job.meta == {"spoiler": True} and job.delivered_at is None
+        assert (await store.update_meta(job.id, parent_id=7)).meta == {"spoiler": True, "parent_id": 7}
+        assert [j.id for j in await store.pending()] == [job.id]  # guild jobs only
+        assert {j.id for j in await store.pending(guilds_only=False)} == {job.id, local.id}
+        for record in (job, local):
+            await store.transition(record.id, JobStatus.DONE, [JobStatus.QUEUED])
+        assert [j.id for j in await store.undelivered()] == [job.id]
+        assert await store.undelivered(since=time.time() + 60) == []
+        await store.mark_delivered(job.id)
+        assert await store.undelivered() == [] and (await store.get(job.id)).delivered_at is not None
+    finally:
+        await store.close()
