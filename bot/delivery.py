@@ -171,6 +171,7 @@ class JobFollower:
         else:
             await self.reply.show(render.failure_content(record, user), view=None)
         await services.queue.store.mark_delivered(record.id)
+        log.info("job %d: %s shown in channel %s", record.id, record.status.value, self.reply.channel_id)
 
     async def _show_images(self, record: JobRecord, images: Sequence[ImageRecord], user: str) -> None:
         from bot.results import result_view
@@ -257,6 +258,11 @@ class Deliveries:
         """Let outcomes being posted finish (a result shown but not marked delivered would be posted again
         after the next start), then stop following the rest (they are picked up at the next start)."""
         finishing = [self._tasks[j] for j, f in self._followers.items() if f.finishing and j in self._tasks]
+        log.info(
+            "stopping: %d results being posted, %d jobs left to the next start",
+            len(finishing),
+            len(self._tasks) - len(finishing),
+        )
         if finishing:
             await asyncio.wait(finishing, timeout=grace_s)
         tasks = list(self._tasks.values())
