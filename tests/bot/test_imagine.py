@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from PIL import Image
@@ -39,5 +40,11 @@ async def test_imagine_defers_shows_progress_then_posts_the_png_with_its_infotex
     assert f"<@{ANN}>" in result.content and "seed 4242" in result.content
     labels = {label or emoji for _, label, emoji in result.buttons()}
     assert {"🎲", "✏️", "📋", "🗑️", "V1", "U1"} <= labels
-    job = await salon.services.queue.store.get(int(result.content.split("job ")[1].split(" ")[0]))
+    job_id = int(result.content.split("job ")[1].split(" ")[0])
+    store = salon.services.queue.store
+    for _ in range(100):  # marked delivered just after the message is shown
+        job = await store.get(job_id)
+        if job.delivered_at is not None:
+            break
+        await asyncio.sleep(0.05)
     assert job.delivered_at is not None and job.channel == str(CHANNEL)
