@@ -196,15 +196,17 @@ def embedding_fixes(
 
 
 def encode_chunks(
-    slot: EncoderSlot, chunks: Sequence[PromptChunk], clip_skip: int
+    slot: EncoderSlot, chunks: Sequence[PromptChunk], clip_skip: int, grad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Hidden states (N, 77, width) of each chunk, emphasis applied, and pooled vectors if the encoder has them."""
+    """Hidden states (N, 77, width) of each chunk, emphasis applied, and pooled vectors if the encoder has them.
+
+    `grad`: keep the graph (training an embedding or the text encoder)."""
     tok = slot.tokenizer
     framed = [frame_chunk(c, tok.bos_token_id, tok.eos_token_id, slot.pad_id) for c in chunks]
     device = slot.encoder.device
     ids = torch.tensor([tokens for tokens, _ in framed], device=device)
     weights = torch.tensor([w for _, w in framed], device=device)
-    with torch.no_grad(), embedding_fixes(slot.encoder, [c.fixes for c in chunks], slot.key):
+    with torch.set_grad_enabled(grad), embedding_fixes(slot.encoder, [c.fixes for c in chunks], slot.key):
         out = slot.encoder(ids, output_hidden_states=True)
     if slot.sdxl:
         states = out.hidden_states[-(clip_skip + 1)]

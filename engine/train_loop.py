@@ -1,0 +1,352 @@
+"""What every trainer shares: the data set as latents, A1111 learning-rate schedules, the noise-prediction
+loss with the model's own scheduler, and a seeded loop with gradient accumulation and clipping that can stop
+after any step and resume from the state it saved.
+
+A trainer (train_lora.py, train_embedding.py) decides which parameters learn and how a caption becomes
+cross-attention states; this module does the rest the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from engine.errors import InvalidRequest, JobCancelled
+from engine.loading import LoadedModel
+
+_RATE_PART = re.compile(r"^\s*([0-9.eE+-]+)\s*(?::\s*(-?\d+)\s*)?$")
+LOSS_HISTORY = 200  # recent losses kept for progress lines and the sparkline
+
+
+def parse_learning_rate(text: str, steps: int) -> list[tuple[float, int]]:
+    """A1111's schedule syntax: "0.005:100, 1e-3:1000, 1e-5" = 0.005 until step 100, then 1e-3 until 1000,
+    then 1e-5 to the end; a lone number is one rate for every step. Returns (rate, last step) pairs."""
+    parts = [part for part in text.split(",")]
+    if not text.strip():
+        raise InvalidRequest(
+            "learning_rate", "empty; give a rate like 1e-4 or a schedule like 0.005:100, 1e-5"
+        )
+    schedule: list[tuple[float, int]] = []
+    for index, part in enumerate(parts):
+        match = _RATE_PART.match(part)
+        if match is None:
+            raise InvalidRequest(
+                "learning_rate", f"{part.strip()!r} is not RATE or RATE:STEP (e.g. 0.005:100)"
+            )
+        try:
+            rate = float(match.group(1))
+        except ValueError:
+            raise InvalidRequest("learning_rate", f"{match.group(1)!r} is not a number") from None
+        if not 0 < rate <= 1:
+            raise InvalidRequest("learning_rate", f"{rate:g} is not above 0 and at most 1")
+        last = index == len(parts) - 1
+        until = int(match.group(2)) if match.group(2) is not None else (steps if last else None)
+        if until is None:
+            raise InvalidRequest(
+                "learning_rate", f"{part.strip()!r}: only the last rate may leave out its step"
+            )
+        until = steps if until == -1 else until
+        if schedule and until <= schedule[-1][1]:
+            raise InvalidRequest("learning_rate", f"step {until} does not come after step {schedule[-1][1]}")
+        schedule.append((rate, until))
+    return schedule
+
+
+def rate_at(schedule: Sequence[tuple[float, int]], step: int) -> float:
+    """The learning rate for (1-based) `step`; after the schedule's last step, its last rate."""
+    for rate, until in schedule:
+        if step <= until:
+            return rate
+    return schedule[-1][0]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training image as latents (C, h, w), its caption, and a loss weight per latent pixel (or None)."""
+
+    latents: torch.Tensor
+    caption: str
+    weight: torch.Tensor | None = None
+
+
+def fit_image(image: Image.Image, size: int, crop: bool = True) -> Image.Image:
+    """A1111's preprocessing: centre-crop to a square and resize to `size` (or, without crop, resize the
+    longer side to `size`, sides rounded down to multiples of 8)."""
+    if crop:
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+    scale = size / max(image.size)
+    width, height = max(8, int(image.width * scale) // 8 * 8), max(8, int(image.height * scale) // 8 * 8)
+    return image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+@torch.no_grad()
+def encode_examples(
+    model: LoadedModel,
+    items: Sequence[tuple[Image.Image, str]],
+    size: int,
+    crop: bool = True,
+    alpha_weight: bool = False,
+) -> list[Example]:
+    """Images fitted to `size` and encoded by the VAE once (the mean of its latent distribution), with their
+    captions; with `alpha_weight`, a PNG's transparency becomes the loss weight (A1111's option)."""
+    vae = model.vae
+    examples = []
+    for image, caption in items:
+        fitted = fit_image(image, size, crop)
+        rgb = torch.from_numpy(_rgb_array(fitted)).to(model.device, vae.dtype)
+        latents = vae.encode(rgb.unsqueeze(0) * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+        weight = None
+        if alpha_weight and fitted.mode in ("RGBA", "LA"):
+            alpha = fitted.getchannel("A").resize(
+                (latents.shape[-1], latents.shape[-2]), Image.Resampling.BILINEAR
+            )
+            weight = (
+                torch.tensor(list(alpha.getdata()), dtype=torch.float32).reshape(latents.shape[-2:]) / 255
+            )
+            weight = weight / weight.mean().clamp(min=1e-6)  # the mean weight stays 1
+        examples.append(Example(latents[0].float().cpu(), caption, weight))
+    return examples
+
+
+def _rgb_array(image: Image.Image):
+    import numpy as np
+
+    return np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+class NoiseObjective:
+    """The diffusion loss: noise the latents at a random timestep with the model's own schedule and compare the
+    UNet's prediction (noise, or v for v-prediction models) with the truth; seeded, so a run is repeatable."""
+
+    def __init__(self, model: LoadedModel, seed: int) -> None:
+        from diffusers import DDPMScheduler
+
+        self.model = model
+        self.scheduler = DDPMScheduler.from_config(model.pipe.scheduler.config)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def loss(self, unet: torch.nn.Module, batch: Sequence[Example], states: torch.Tensor) -> torch.Tensor:
+        latents = torch.stack([example.latents for example in batch])
+        noise = torch.randn(latents.shape, generator=self.generator)
+        steps = self.scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (len(batch),), generator=self.generator)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        if self.scheduler.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        device, dtype = self.model.device, self.model.dtype
+        predicted = unet(
+            noisy.to(device, dtype), timesteps.to(device), encoder_hidden_states=states.to(device, dtype)
+        ).sample.float()
+        error = (predicted - target.to(device)) ** 2
+        weights = [example.weight for example in batch]
+        if any(w is not None for w in weights):
+            stacked = torch.stack([w if w is not None else torch.ones(latents.shape[-2:]) for w in weights])
+            error = error * stacked.unsqueeze(1).to(device)
+        return error.mean()
+
+    @torch.no_grad()
+    def evaluate(
+        self, unet: torch.nn.Module, examples: Sequence[Example], states: torch.Tensor, seed: int = 0
+    ) -> float:
+        """The loss at fixed noise levels (10 % … 90 % of the schedule) with fixed noise: a steady measure to
+        compare before and after training, unlike the training loss at random timesteps."""
+        saved = self.generator.get_state()
+        self.generator.manual_seed(seed)
+        losses = []
+        steps = self.scheduler.config.num_train_timesteps
+        latents = torch.stack([example.latents for example in examples])
+        for fraction in (0.1, 0.3, 0.5, 0.7, 0.9):
+            noise = torch.randn(latents.shape, generator=self.generator)
+            timesteps = torch.full((len(examples),), int(steps * fraction))
+            noisy = self.scheduler.add_noise(latents, noise, timesteps)
+            target = (
+                self.scheduler.get_velocity(latents, noise, timesteps)
+                if self.scheduler.config.prediction_type == "v_prediction"
+                else noise
+            )
+            device, dtype = self.model.device, self.model.dtype
+            predicted = unet(
+                noisy.to(device, dtype), timesteps.to(device), encoder_hidden_states=states.to(device, dtype)
+            ).sample.float()
+            losses.append(float(((predicted - target.to(device)) ** 2).mean()))
+        self.generator.set_state(saved)
+        return sum(losses) / len(losses)
+
+    def state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def restore(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+@dataclass
+class LoopState:
+    """Where a run stands: the next step, recent losses and the data order's RNG (saved between slices)."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    order_seed: int = 0
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "losses": self.losses[-LOSS_HISTORY:], "order_seed": self.order_seed}
+
+    @classmethod
+    def from_json(cls, data: dict | None, seed: int) -> LoopState:
+        if not data:
+            return cls(order_seed=seed)
+        return cls(int(data["step"]), [float(x) for x in data.get("losses", [])], int(data["order_seed"]))
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    steps: int
+    learning_rate: str
+    batch_size: int = 1
+    gradient_accumulation: int = 1
+    clip_grad_mode: str = "disabled"  # "disabled", "value" or "norm" (A1111's options)
+    clip_grad_value: float = 0.1
+
+
+def check_loop_options(options: LoopOptions, max_steps: int = 100_000) -> list[tuple[float, int]]:
+    """Checked options (InvalidRequest names the one at fault); returns the parsed learning-rate schedule."""
+    if not 1 <= options.steps <= max_steps:
+        raise InvalidRequest("steps", f"{options.steps} is not from 1 to {max_steps}")
+    if not 1 <= options.batch_size <= 64:
+        raise InvalidRequest("batch_size", f"{options.batch_size} is not from 1 to 64")
+    if not 1 <= options.gradient_accumulation <= 64:
+        raise InvalidRequest("gradient_accumulation", f"{options.gradient_accumulation} is not from 1 to 64")
+    if options.clip_grad_mode not in ("disabled", "value", "norm"):
+        raise InvalidRequest(
+            "clip_grad_mode", f"{options.clip_grad_mode!r} is not one of: disabled, value, norm"
+        )
+    if options.clip_grad_mode != "disabled" and not options.clip_grad_value > 0:
+        raise InvalidRequest("clip_grad_value", f"{options.clip_grad_value} is not above 0")
+    return parse_learning_rate(options.learning_rate, options.steps)
+
+
+StepLoss = Callable[[Sequence[Example]], torch.Tensor]
+
+
+def run_loop(
+    parameters: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    examples: Sequence[Example],
+    step_loss: StepLoss,
+    options: LoopOptions,
+    state: LoopState,
+    should_stop: Callable[[], bool],
+    cancelled: Callable[[], bool] = lambda: False,
+    on_step: Callable[[LoopState], None] | None = None,
+) -> LoopState:
+    """Optimizer steps from `state.step` until `options.steps` or `should_stop()` (checked after each step).
+    Each step averages `gradient_accumulation` batches; raises JobCancelled when `cancelled()`."""
+    schedule = parse_learning_rate(options.learning_rate, options.steps)
+    order = _batches(examples, options.batch_size, state, skip=state.step * options.gradient_accumulation)
+    while state.step < options.steps:
+        if cancelled():
+            raise JobCancelled()
+        for group in optimizer.param_groups:
+            group["lr"] = rate_at(schedule, state.step + 1)
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(options.gradient_accumulation):
+            loss = step_loss(next(order)) / options.gradient_accumulation
+            loss.backward()
+            total += float(loss.detach())
+        if options.clip_grad_mode == "value":
+            torch.nn.utils.clip_grad_value_(parameters, options.clip_grad_value)
+        elif options.clip_grad_mode == "norm":
+            torch.nn.utils.clip_grad_norm_(parameters, options.clip_grad_value)
+        optimizer.step()
+        state.step += 1
+        state.losses = [*state.losses[-(LOSS_HISTORY - 1) :], total]
+        if not math.isfinite(total):
+            raise InvalidRequest(
+                "learning_rate", f"the loss became {total} at step {state.step}; lower the rate"
+            )
+        if on_step is not None:
+            on_step(state)
+        if should_stop():
+            break
+    return state
+
+
+def _batches(examples: Sequence[Example], size: int, state: LoopState, skip: int = 0):
+    """Shuffled batches, epoch after epoch; the order depends only on the seed, so a resumed run skips the
+    batches it already used and goes on exactly as an uninterrupted run would."""
+    if not examples:
+        raise InvalidRequest("images", "there are no training images")
+    rng = random.Random(state.order_seed)
+    indexes: list[int] = []
+    drawn = 0
+    while True:
+        if len(indexes) < size:
+            fresh = list(range(len(examples)))
+            rng.shuffle(fresh)
+            indexes += fresh
+        batch, indexes = indexes[:size], indexes[size:]
+        drawn += 1
+        if drawn > skip:
+            yield [examples[i] for i in batch]
+
+
+def caption_states(slot, chunker, caption: str, clip_skip: int = 1, grad: bool = False) -> torch.Tensor:
+    """Cross-attention states (1, 77, width) of a caption's first 75 tokens, A1111's prompt rules applied."""
+    from engine.conditioning import encode_chunks
+
+    chunks = chunker.chunks(caption)[:1]
+    states, _ = encode_chunks(slot, chunks, clip_skip, grad=grad)
+    return states
+
+
+def save_training_state(
+    folder: Path,
+    tensors: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    objective: NoiseObjective,
+    state: LoopState,
+) -> None:
+    """Everything needed to resume after the last finished step (written atomically, file by file)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _replace(
+        folder / "weights.safetensors",
+        lambda p: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(p)),
+    )
+    _replace(
+        folder / "optimizer.pt",
+        lambda p: torch.save({"optimizer": optimizer.state_dict(), "rng": objective.state()}, p),
+    )
+    _replace(folder / "loop.json", lambda p: p.write_text(json.dumps(state.to_json())))
+
+
+def load_training_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict, LoopState] | None:
+    """What `save_training_state` wrote (None when nothing was saved yet); read with weights_only."""
+    if not (folder / "loop.json").is_file():
+        return None
+    from safetensors.torch import load_file
+
+    saved = torch.load(folder / "optimizer.pt", weights_only=True)
+    state = LoopState.from_json(json.loads((folder / "loop.json").read_text()), 0)
+    return load_file(str(folder / "weights.safetensors")), saved, state
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    import os
+
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)

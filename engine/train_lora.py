@@ -1,0 +1,237 @@
+"""LoRA training: low-rank adapters on the UNet's attention projections (and optionally the text encoder's),
+learned with peft on copies of the loaded model, saved as a kohya/A1111 `.safetensors` that
+`<lora:name:weight>` loads through the same code as any downloaded LoRA.
+
+Read top to bottom: copy and wrap the model (`LoraTrainer.__init__`), compute a batch's loss (`loss`),
+resume or start (`train_lora_slice`), write the kohya file (`kohya_tensors`, `save_lora`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.conditioning import EncoderSlot, PromptChunker
+from engine.errors import InvalidRequest
+from engine.loading import LoadedModel
+from engine.lora import kohya_key
+from engine.train_loop import (
+    Example,
+    LoopOptions,
+    LoopState,
+    NoiseObjective,
+    caption_states,
+    check_loop_options,
+    load_training_state,
+    run_loop,
+    save_training_state,
+)
+
+ADAPTER = "salon_training"
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """What a LoRA run learns and how (SPEC §5)."""
+
+    name: str
+    loop: LoopOptions
+    rank: int = 4
+    alpha: float | None = None  # None = rank (a scale of 1)
+    train_text_encoder: bool = False
+    resolution: int = 512
+    seed: int = 0
+
+    @property
+    def scale_alpha(self) -> float:
+        return float(self.alpha if self.alpha is not None else self.rank)
+
+
+def check_lora_options(options: LoraOptions) -> None:
+    check_loop_options(options.loop)
+    if not 1 <= options.rank <= 256:
+        raise InvalidRequest("rank", f"{options.rank} is not from 1 to 256")
+    if options.alpha is not None and not 0 < options.alpha <= 1024:
+        raise InvalidRequest("alpha", f"{options.alpha} is not above 0 and at most 1024")
+    if options.resolution % 8 or not 64 <= options.resolution <= 2048:
+        raise InvalidRequest("resolution", f"{options.resolution} is not a multiple of 8 from 64 to 2048")
+
+
+class LoraTrainer:
+    """A copy of the UNet (and text encoder) with trainable LoRA layers; the loaded model is not touched."""
+
+    def __init__(self, model: LoadedModel, options: LoraOptions) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if model.sdxl:
+            raise InvalidRequest("model", "LoRA training works on SD 1.x models so far, not SDXL")
+        self.model = model
+        self.options = options
+        config = LoraConfig(
+            r=options.rank,
+            lora_alpha=options.scale_alpha,
+            target_modules=UNET_TARGETS,
+            init_lora_weights="gaussian",
+        )
+        pipe = model.pipe
+        with torch.random.fork_rng(devices=[]):  # the adapters' initial weights follow the run's seed
+            torch.manual_seed(options.seed)
+            self.unet = inject_adapter_in_model(config, _frozen_copy(model.unet), adapter_name=ADAPTER)
+            self.text_encoder = pipe.text_encoder
+            if options.train_text_encoder:
+                text_config = LoraConfig(
+                    r=options.rank,
+                    lora_alpha=options.scale_alpha,
+                    target_modules=TEXT_TARGETS,
+                    init_lora_weights="gaussian",
+                )
+                self.text_encoder = inject_adapter_in_model(
+                    text_config, _frozen_copy(pipe.text_encoder), adapter_name=ADAPTER
+                )
+        for root in (self.unet, self.text_encoder):
+            _only_training_adapter(root)
+        self.slot = EncoderSlot(
+            "clip_l", pipe.tokenizer, self.text_encoder, pipe.tokenizer.pad_token_id, False
+        )
+        self.chunker = PromptChunker(pipe.tokenizer, {})
+        self.parameters = self._trainable()
+        self._states: dict[str, torch.Tensor] = {}
+
+    def _trainable(self) -> dict[str, torch.nn.Parameter]:
+        found = {}
+        for prefix, module in (("unet.", self.unet), ("te.", self.text_encoder)):
+            for name, parameter in module.named_parameters():
+                if "lora_" in name and f".{ADAPTER}." in name:
+                    parameter.data = parameter.data.float()
+                    parameter.requires_grad_(True)
+                    found[prefix + name] = parameter
+        return found
+
+    def states(self, captions: Sequence[str]) -> torch.Tensor:
+        """Cross-attention states of the captions (cached when the text encoder does not learn)."""
+        if self.options.train_text_encoder:
+            return torch.cat([caption_states(self.slot, self.chunker, c, grad=True) for c in captions])
+        for caption in captions:
+            if caption not in self._states:
+                self._states[caption] = caption_states(self.slot, self.chunker, caption)
+        return torch.cat([self._states[c] for c in captions])
+
+    def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
+        return objective.loss(self.unet, batch, self.states([example.caption for example in batch]))
+
+    def kohya_tensors(self) -> dict[str, torch.Tensor]:
+        """The adapters under kohya's names: lora_unet_/lora_te_ + module path, lora_down/lora_up, alpha."""
+        from peft.tuners.lora import LoraLayer
+
+        tensors: dict[str, torch.Tensor] = {}
+        modules = [("lora_unet_", self.unet, "")]
+        if self.options.train_text_encoder:
+            modules.append(("lora_te_", self.text_encoder, "text_model."))
+        for prefix, root, path_prefix in modules:
+            for name, module in root.named_modules():
+                if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
+                    key = kohya_key(prefix, path_prefix + name.removeprefix("text_model."))
+                    tensors[f"{key}.lora_down.weight"] = module.lora_A[ADAPTER].weight.detach().float().cpu()
+                    tensors[f"{key}.lora_up.weight"] = module.lora_B[ADAPTER].weight.detach().float().cpu()
+                    tensors[f"{key}.alpha"] = torch.tensor(self.options.scale_alpha)
+        return tensors
+
+
+def _only_training_adapter(root: torch.nn.Module) -> None:
+    """Make the training adapter the only active one (a copied model may carry LoRAs loaded for generation,
+    enabled or not)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in root.modules():
+        if isinstance(module, BaseTunerLayer) and ADAPTER in getattr(module, "lora_A", {}):
+            module.enable_adapters(True)
+            module.set_adapter(ADAPTER)
+
+
+def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
+    clone = copy.deepcopy(module)
+    clone.requires_grad_(False)
+    return clone
+
+
+def train_lora_slice(
+    model: LoadedModel,
+    examples: Sequence[Example],
+    options: LoraOptions,
+    workdir: Path,
+    should_stop: Callable[[], bool],
+    cancelled: Callable[[], bool] = lambda: False,
+    on_step: Callable[[LoopState], None] | None = None,
+) -> tuple[LoopState, LoraTrainer]:
+    """Train from the state saved in `workdir` (or from the start) until done or `should_stop()`; save the
+    state after the last step so the next slice (or a restart after a crash) goes on from there."""
+    trainer = LoraTrainer(model, options)
+    objective = NoiseObjective(model, options.seed)
+    optimizer = torch.optim.AdamW(list(trainer.parameters.values()), lr=1e-4, weight_decay=0.0)
+    saved = load_training_state(workdir)
+    state = LoopState(order_seed=options.seed)
+    if saved is not None:
+        tensors, rest, state = saved
+        with torch.no_grad():
+            for name, parameter in trainer.parameters.items():
+                parameter.copy_(tensors[name])
+        optimizer.load_state_dict(rest["optimizer"])
+        objective.restore(rest["rng"])
+    if state.step < options.loop.steps:
+        state = run_loop(
+            list(trainer.parameters.values()),
+            optimizer,
+            examples,
+            lambda batch: trainer.loss(objective, batch),
+            options.loop,
+            state,
+            should_stop,
+            cancelled,
+            on_step,
+        )
+        save_training_state(workdir, dict(trainer.parameters), optimizer, objective, state)
+    return state, trainer
+
+
+def save_lora(trainer: LoraTrainer, path: Path, state: LoopState, images: int) -> Path:
+    """Write the kohya `.safetensors` with sd-scripts' `ss_*` metadata (atomically)."""
+    import os
+
+    from safetensors.torch import save_file
+
+    options, model = trainer.options, trainer.model
+    metadata = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(options.rank),
+        "ss_network_alpha": f"{options.scale_alpha:g}",
+        "ss_output_name": options.name,
+        "ss_sd_model_name": model.name,
+        "ss_new_sd_model_hash": model.hash,
+        "ss_base_model_version": "sd_v1",
+        "ss_v2": "False",
+        "ss_resolution": f"({options.resolution}, {options.resolution})",
+        "ss_max_train_steps": str(options.loop.steps),
+        "ss_steps": str(state.step),
+        "ss_learning_rate": options.loop.learning_rate,
+        "ss_train_batch_size": str(options.loop.batch_size),
+        "ss_gradient_accumulation_steps": str(options.loop.gradient_accumulation),
+        "ss_seed": str(options.seed),
+        "ss_num_train_images": str(images),
+        "ss_network_train_unet_only": str(not options.train_text_encoder),
+        "ss_training_finished_at": str(time.time()),
+        "ss_training_comment": "trained with Salon",
+        "ss_network_args": json.dumps({}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file(trainer.kohya_tensors(), str(partial), metadata=metadata)
+    os.replace(partial, path)
+    return path
