@@ -152,6 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("action", choices=("check", "rebuild-index"))
     catalog.add_argument("--repair", action="store_true", help="fix what the check finds")
     sub.add_parser("run", help="run the Discord bot with its worker (needs DISCORD_TOKEN)")
+
+    train = sub.add_parser("train", help="train a LoRA on a folder of images (captions from .txt or names)")
+    train.add_argument(
+        "kind", choices=["lora"], help="what to train (embedding, hypernetwork, dreambooth: #8)"
+    )
+    train.add_argument("folder", type=Path, help="images, with optional .txt captions of the same name")
+    train.add_argument("--name", required=True, help="the result's name, used as <lora:NAME:1>")
+    train.add_argument("--model", default=None, help="base checkpoint (default: the default model)")
+    train.add_argument("--steps", type=int, default=500, help="optimizer steps")
+    train.add_argument(
+        "--learning-rate", default="1e-4", help='a rate, or an A1111 schedule "5e-3:100, 1e-4"'
+    )
+    train.add_argument("--batch", type=int, default=1, help="images per step")
+    train.add_argument("--grad-accum", type=int, default=1, help="batches averaged into one step")
+    train.add_argument("--clip-grad", choices=["disabled", "value", "norm"], default="disabled")
+    train.add_argument("--clip-grad-value", type=float, default=0.1)
+    train.add_argument("--rank", type=int, default=4, help="LoRA rank (network dim)")
+    train.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
+    train.add_argument("--text-encoder", action="store_true", help="train the text encoder too")
+    train.add_argument("--resolution", type=int, default=None, help="training size (default: the model's)")
+    train.add_argument(
+        "--no-crop", action="store_true", help="resize the longer side instead of centre-cropping"
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace your own earlier result of that name"
+    )
     return parser
 
 
@@ -175,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "browse": _browse,
         "import": _import,
         "catalog": _catalog,
+        "train": _train,
     }
     try:
         settings = load_settings(args.config)
@@ -560,6 +588,55 @@ def _catalog(args: argparse.Namespace, settings: Settings) -> int:
         soft_wrap=True,
     )
     return 0 if report.clean or args.repair else 1
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from commands.training import images_from_folder, training_job
+    from engine.registry import ModelRegistry, native_resolution
+    from jobs.queue import owner_for_cli
+    from jobs.records import JobStatus
+
+    model = ModelRegistry.from_settings(settings).checkpoint(args.model or settings.default_model)
+    options = {
+        "steps": args.steps,
+        "learning_rate": args.learning_rate,
+        "batch_size": args.batch,
+        "gradient_accumulation": args.grad_accum,
+        "clip_grad_mode": args.clip_grad,
+        "clip_grad_value": args.clip_grad_value,
+        "rank": args.rank,
+        "alpha": args.alpha,
+        "train_text_encoder": args.text_encoder,
+        "resolution": args.resolution or native_resolution(model),
+        "crop": not args.no_crop,
+        "seed": args.seed,
+    }
+    images = images_from_folder(args.folder, settings)
+    job = training_job(
+        settings,
+        args.kind,
+        args.name,
+        images,
+        owner_for_cli(),
+        model=model.name,
+        overwrite=args.overwrite,
+        options=options,
+    )
+    record = asyncio.run(_submit_and_wait(settings, job))
+    if record.status is not JobStatus.DONE:
+        err_console.print(f"job {record.id} {record.status.value}: {record.error or ''}", markup=False)
+        return EXIT_JOB_FAILED
+    losses = (record.checkpoint or {}).get("losses", [])
+    tail = f", loss over the last steps {sum(losses[-10:]) / len(losses[-10:]):.4f}" if losses else ""
+    console.print(f"{record.results[0]}", markup=False)
+    console.print(
+        f"trained {args.kind} {args.name!r} on {len(images)} images in {record.slices + 1} slice(s){tail}; "
+        f"use it as <lora:{args.name}:1>",
+        markup=False,
+    )
+    return 0
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from jobs.codec import AnyRequest
 from jobs.queue import JobQueue, WorkerBusy
-from jobs.records import JobEvent, JobRecord
+from jobs.records import JobEvent, JobKind, JobRecord
+
+
+@dataclass(frozen=True)
+class LongJob:
+    """A long job to submit (training, animation): its kind and JSON parameters."""
+
+    kind: JobKind
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 async def submit_and_wait(
     queue: JobQueue,
-    request: AnyRequest,
+    request: AnyRequest | LongJob,
     owner: str,
     on_event: Callable[[JobEvent], None] | None = None,
     on_accepted: Callable[[int], None] | None = None,
 ) -> JobRecord:
     """Submit `request`; run the worker in this process unless another one runs it; return the finished job."""
-    job = await queue.submit(request, owner)
+    if isinstance(request, LongJob):
+        job = await queue.submit_task(request.kind, request.params, owner)
+    else:
+        job = await queue.submit(request, owner)
     if on_accepted is not None:
         on_accepted(job.id)
     stop = asyncio.Event()

@@ -1,0 +1,149 @@
+"""Training as a long queue job (kind `train`): checked parameters in JSON, slices that resume exactly.
+
+The job's parameters name the trainer, the output name, the base model, the training images (stored by hash
+under `<data_dir>/jobs/inputs` when the job was accepted, with their captions) and the trainer's options.
+Each slice loads the model, encodes the images, trains from the state saved in the job's workdir until the
+queue asks for the GPU back, and saves that state; the last slice writes the result into the model folders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InvalidRequest
+from engine.requests import StepProgress
+from jobs.long import Slice, SliceControl, register_long_task
+from jobs.records import JobKind, JobRecord
+
+TRAINERS = ("lora",)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+OWNER_SUFFIX = ".salon.json"  # beside a trained file: who made it, where, from which job
+
+
+def check_name(name: object) -> str:
+    """A file stem for the result: letters, digits, `_`, `-`, `.`; no path, no `..`."""
+    if not isinstance(name, str) or not NAME.match(name) or ".." in name:
+        raise InvalidRequest(
+            "name",
+            f"{name!r} is not allowed; use 1–64 letters, digits, '_', '-' or '.', starting with a letter",
+        )
+    return name
+
+
+def output_path(settings, trainer: str, name: str) -> Path:
+    if trainer == "lora":
+        return settings.lora_dir / f"{name}.safetensors"
+    raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
+
+
+def owner_of(path: Path) -> dict[str, Any] | None:
+    """Who trained an installed file (None for files put there by hand)."""
+    sidecar = path.with_name(path.name + OWNER_SUFFIX)
+    try:
+        return json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class TrainTask:
+    """The `train` long job kind."""
+
+    kind = JobKind.TRAIN
+
+    def check(self, params: dict[str, Any], settings: Any) -> dict[str, Any]:
+        from engine.train_lora import check_lora_options
+
+        trainer = params.get("trainer")
+        if trainer not in TRAINERS:
+            raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
+        check_name(params.get("name"))
+        images = params.get("images")
+        if not isinstance(images, list) or not images:
+            raise InvalidRequest("images", "there are no training images")
+        inputs = settings.data_dir / "jobs" / "inputs"
+        for item in images:
+            file = item.get("file", "") if isinstance(item, dict) else ""
+            if "/" in file or "\\" in file or not (inputs / file).is_file():
+                raise InvalidRequest("images", f"stored training image {file!r} is missing")
+        check_lora_options(lora_options(params))
+        return params
+
+    def run_slice(
+        self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
+    ) -> Slice:
+        from engine.train_loop import encode_examples
+        from engine.train_lora import save_lora, train_lora_slice
+        from jobs.codec import load_image
+
+        params = job.request
+        options = lora_options(params)
+        running = engine()
+        model = running.load(params.get("model"))
+        inputs = workdir.parent.parent / "inputs"  # <data_dir>/jobs/work/<job> → <data_dir>/jobs/inputs
+        items = [(load_image(inputs, item["file"]), item.get("caption", "")) for item in params["images"]]
+        examples = encode_examples(model, items, options.resolution, crop=params.get("crop", True))
+        total = options.loop.steps
+
+        def on_step(loop) -> None:
+            if control.run.on_step is not None:
+                control.run.on_step(StepProgress("training", loop.step, total, 0))
+
+        loop, trainer = train_lora_slice(
+            model, examples, options, workdir / "state", control.should_yield, control.run.cancelled, on_step
+        )
+        recent = loop.losses[-10:]
+        loss = sum(recent) / len(recent) if recent else float("nan")
+        if loop.step < total:
+            phase = f"step {loop.step}/{total}, loss {loss:.4f}"
+            return Slice(
+                {"step": loop.step, "losses": loop.losses[-50:]}, phase=phase, progress=loop.step / total
+            )
+        path = output_path(running.settings, "lora", params["name"])
+        save_lora(trainer, path, loop, len(examples))
+        sidecar = {
+            "owner": job.owner,
+            "guild": job.guild,
+            "job": job.id,
+            "trained_at": time.time(),
+            "loss": loss,
+        }
+        path.with_name(path.name + OWNER_SUFFIX).write_text(json.dumps(sidecar))
+        running.registry.refresh()
+        return Slice(
+            {"step": loop.step, "losses": loop.losses[-50:]}, done=True, results=(str(path),), progress=1.0
+        )
+
+
+def lora_options(params: dict[str, Any]):
+    """The LoRA trainer's options from a job's JSON parameters (missing ones take their defaults)."""
+    from engine.train_loop import LoopOptions
+    from engine.train_lora import LoraOptions
+
+    try:
+        loop = LoopOptions(
+            steps=int(params.get("steps", 500)),
+            learning_rate=str(params.get("learning_rate", "1e-4")),
+            batch_size=int(params.get("batch_size", 1)),
+            gradient_accumulation=int(params.get("gradient_accumulation", 1)),
+            clip_grad_mode=str(params.get("clip_grad_mode", "disabled")),
+            clip_grad_value=float(params.get("clip_grad_value", 0.1)),
+        )
+        alpha = params.get("alpha")
+        return LoraOptions(
+            name=str(params.get("name")),
+            loop=loop,
+            rank=int(params.get("rank", 4)),
+            alpha=float(alpha) if alpha is not None else None,
+            train_text_encoder=bool(params.get("train_text_encoder", False)),
+            resolution=int(params.get("resolution", 512)),
+            seed=int(params.get("seed", 0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("options", f"a training option is not a number: {exc}") from None
+
+
+register_long_task(TrainTask())
