@@ -82,8 +82,9 @@ class SalonBot(commands.Bot):
         from bot.generate import GenerateCog, generate_items
         from bot.reactions import ReactionsCog
         from bot.results import result_items
+        from bot.train import TrainCog
 
-        for cog in (GenerateCog(self), BrowseCog(self), AdminCog(self), ReactionsCog(self)):
+        for cog in (GenerateCog(self), BrowseCog(self), AdminCog(self), ReactionsCog(self), TrainCog(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(*result_items(), *browse_items(), *generate_items())
         if self.services.settings.discord.sync_commands:

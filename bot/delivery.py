@@ -165,7 +165,9 @@ class JobFollower:
         """Show the outcome: images with their buttons, or why there are none; then mark it delivered."""
         services = self.bot.services
         user = str(self.reply.user_id)
-        if record.status is JobStatus.DONE:
+        if record.status is JobStatus.DONE and record.kind.long:
+            await self.reply.show(render.trained_content(record, user), view=None)
+        elif record.status is JobStatus.DONE:
             images = await services.catalog.of_job(record.id)
             await self._show_images(record, images, user)
         else:

@@ -49,6 +49,9 @@ def duration(seconds: float) -> str:
 
 
 def job_title(job: JobRecord) -> str:
+    if job.kind.long:
+        trainer, name = job.request.get("trainer", job.kind.value), job.request.get("name", "")
+        return f"**{trainer} {discord.utils.escape_markdown(str(name))}**"
     prompt = str(job.request.get("params", {}).get("prompt", "")) or job.kind.value
     return f"**{discord.utils.escape_markdown(clip(prompt.replace(chr(10), ' '), 300))}**"
 
@@ -91,6 +94,17 @@ def result_content(job: JobRecord, images: Sequence[ImageRecord], user_id: str) 
         lines.append(f"job {job.id} · images {ids}{relation}")
     lines.append(RATE_HINT)
     return clip("\n".join(lines), MAX_CONTENT)
+
+
+def trained_content(job: JobRecord, user_id: str) -> str:
+    """The announcement of a finished training job: what it is called and how to use it."""
+    name = str(job.request.get("name", ""))
+    images = len(job.request.get("images", []))
+    return clip(
+        f"✅ {job_title(job)} · <@{user_id}>\ntrained on {images} images in {job.request.get('steps', '?')} steps "
+        f"(job {job.id}); everyone here can use it now: `<lora:{name}:1>`",
+        MAX_CONTENT,
+    )
 
 
 def failure_content(job: JobRecord, user_id: str) -> str:

@@ -167,6 +167,8 @@ class JobQueue:
         guild: str | None = None,
         channel: str | None = None,
         idempotency_key: str | None = None,
+        meta: dict | None = None,
+        max_pending: int | None = None,
     ) -> JobRecord:
         """Check, persist and announce a long job (training, animation) with its kind's JSON parameters."""
         if not kind.long:
@@ -175,8 +177,8 @@ class JobQueue:
         model = params.get("model")
         if model is not None:
             model = self.registry.checkpoint(model).name
-        where = {"guild": guild, "channel": channel, "idempotency_key": idempotency_key}
-        return await self._persist(kind, owner, params, model, "", where)
+        where = {"guild": guild, "channel": channel, "idempotency_key": idempotency_key, "meta": meta}
+        return await self._persist(kind, owner, params, model, "", where, max_pending)
 
     async def _persist(
         self,

@@ -90,7 +90,9 @@ class TrainTask:
 
         def on_step(loop) -> None:
             if control.run.on_step is not None:
-                control.run.on_step(StepProgress("training", loop.step, total, 0))
+                recent = loop.losses[-10:]
+                phase = f"loss {sum(recent) / len(recent):.4f} {sparkline(loop.losses[-24:])}"
+                control.run.on_step(StepProgress(phase, loop.step, total, 0))
 
         loop, trainer = train_lora_slice(
             model, examples, options, workdir / "state", control.should_yield, control.run.cancelled, on_step
@@ -116,6 +118,18 @@ class TrainTask:
         return Slice(
             {"step": loop.step, "losses": loop.losses[-50:]}, done=True, results=(str(path),), progress=1.0
         )
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """The values as a line of block characters, lowest ▁ to highest █ (loss over the recent steps)."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - low) / span * len(SPARKS)))] for v in values)
 
 
 def lora_options(params: dict[str, Any]):

@@ -98,6 +98,8 @@ async def salon(tmp_path, engine):
     settings = load_settings(
         None,
         data_dir=tmp_path / "data",
+        models_dir=engine.settings.models_path,  # the session engine's models: what it can load, we list
+        embeddings_dir=engine.settings.embeddings_path,
         default_model=DEMO_MODEL_NAME,
         queue={"preview_every_steps": 2, "poll_interval_s": 0.1},
         discord={"progress_interval_s": 0.2, "dev_guilds": [GUILD], "shutdown_grace_s": 5},

@@ -1,0 +1,155 @@
+"""`/train`: a LoRA from attached images (or a zip), or from the server's images a search finds.
+
+The images are checked and stored when the command runs (attachment links expire), then training runs as a
+queue job in slices; the reply shows the step, the loss and its sparkline, and announces the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.delivery import Reply
+from bot.interact import Place, place_of, refuse
+from commands.training import images_from_files, images_from_zip, training_job
+from engine.errors import InvalidRequest
+from engine.registry import native_resolution
+from jobs.records import JobEvent, JobStatus
+
+if TYPE_CHECKING:
+    from bot.app import SalonBot
+
+MAX_FROM_CATALOG = 50
+
+
+class TrainCog(commands.Cog):
+    def __init__(self, bot: SalonBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="train", description="Train a LoRA on your images; everyone here can use it")
+    @app_commands.describe(
+        kind="what to train (LoRA for now; embeddings, hypernetworks and Dreambooth come later)",
+        name="its name, used in prompts as <lora:name:1>",
+        images="a zip of images (with .txt captions of the same name), or one image",
+        image2="another image",
+        image3="another image",
+        image4="another image",
+        query="or train on this server's images that match a /browse query (captions from their prompts)",
+        steps="optimizer steps",
+        learning_rate="a rate, or an A1111 schedule like 5e-3:100, 1e-4",
+        rank="LoRA rank (network dim)",
+        resolution="training size in pixels (default: the model's)",
+        seed="seed of the run",
+        overwrite="replace your own earlier result of that name",
+    )
+    @app_commands.choices(kind=[app_commands.Choice(name="LoRA", value="lora")])
+    async def train(
+        self,
+        interaction: discord.Interaction,
+        kind: str,
+        name: str,
+        images: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        query: str | None = None,
+        steps: int = 500,
+        learning_rate: str = "1e-4",
+        rank: int = 4,
+        resolution: int | None = None,
+        seed: int = 0,
+        overwrite: bool = False,
+    ) -> None:
+        attachments = [a for a in (images, image2, image3, image4) if a is not None]
+        try:
+            place = await place_of(interaction)
+            if bool(attachments) == bool(query):
+                raise InvalidRequest("images", "attach images (or a zip) or give a query, one of the two")
+            await interaction.response.defer(thinking=True)
+            found = await (
+                self._from_attachments(place, attachments)
+                if attachments
+                else self._from_catalog(place, query or "")
+            )
+            settings = self.bot.services.settings
+            model = self.bot.services.registry.checkpoint(
+                place.community.default_model or settings.default_model
+            )
+            options = {
+                "steps": steps,
+                "learning_rate": learning_rate,
+                "rank": rank,
+                "resolution": resolution or native_resolution(model),
+                "seed": seed,
+            }
+            job = training_job(
+                settings,
+                kind,
+                name,
+                found,
+                place.user,
+                model=model.name,
+                overwrite=overwrite,
+                options=options,
+            )
+            record = await self.bot.services.queue.submit_task(
+                job.kind,
+                job.params,
+                place.user,
+                guild=place.guild,
+                channel=place.channel,
+                idempotency_key=f"discord:{interaction.id}",
+                meta={"spoiler": False},
+                max_pending=place.community.max_pending_per_user,
+            )
+        except InvalidRequest as exc:
+            await refuse(interaction, exc)
+            return
+        position = (await self.bot.services.queue.positions()).get(record.id)
+        reply = Reply(
+            self.bot, interaction.channel_id or int(place.channel), interaction.user.id, interaction
+        )
+        await reply.show(
+            render.progress_content(
+                record, place.user, JobEvent(record.id, "queued", JobStatus.QUEUED, position=position)
+            )
+        )
+        self.bot.deliveries.follow(record, reply)
+
+    async def _from_attachments(self, place: Place, attachments: list[discord.Attachment]):
+        files = []
+        for attachment in attachments:
+            if attachment.size > place.limits.max_upload_bytes and not attachment.filename.lower().endswith(
+                ".zip"
+            ):
+                raise InvalidRequest(
+                    "images", f"{attachment.filename} is larger than {place.limits.max_upload_bytes:,} bytes"
+                )
+            files.append((attachment.filename, await attachment.read()))
+        settings = self.bot.services.settings
+        if len(files) == 1 and files[0][1][:4] == b"PK\x03\x04":
+            return await asyncio.to_thread(images_from_zip, files[0][1], settings)
+        return await asyncio.to_thread(images_from_files, files, settings)
+
+    async def _from_catalog(self, place: Place, query: str):
+        from PIL import Image
+
+        from commands.browse import browse_query
+
+        catalog = self.bot.services.catalog
+        browse = browse_query(
+            place.guild, keyword=query, page_size=MAX_FROM_CATALOG, include_nsfw=place.age_restricted
+        )
+        page = await catalog.search(browse)
+        if not page.images:
+            raise InvalidRequest("query", f"no images in this server match {query!r}")
+
+        def load():
+            return [(Image.open(image.path).convert("RGB"), image.prompt) for image in page.images]
+
+        return await asyncio.to_thread(load)

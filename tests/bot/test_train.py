@@ -1,0 +1,62 @@
+"""`/train` through Discord: a LoRA from attachments, with progress and an announcement; bad input refused."""
+
+from __future__ import annotations
+
+import io
+import random
+
+from engine.demo.shapes import Scene, ShapeSpec, render
+from tests.bot.conftest import ANN, CHANNEL
+
+
+def _png(seed: int) -> bytes:
+    scene = Scene((ShapeSpec("star", "green", "center", "large"),), "white")
+    buffer = io.BytesIO()
+    render(scene, random.Random(seed)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_train_a_lora_from_attachments_and_use_it(salon):
+    attachments = {"images": ("a.png", _png(1), "image/png"), "image2": ("b.png", _png(2), "image/png")}
+    options = {"kind": "lora", "name": "gstar", "steps": 8, "learning_rate": "5e-3", "resolution": 64}
+    started = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)
+    await salon.fake.wait_for(lambda: started.original is not None and "✅" in started.original.content, 120)
+    message = started.original
+    assert "<lora:gstar:1>" in message.content and "trained on 2 images" in message.content
+    assert any("loss" in (edit.payload.get("content") or "") for edit in message.edits)
+    path = salon.settings.lora_dir / "gstar.safetensors"
+    try:
+        assert path.is_file()
+        used = await salon.result(await salon.imagine(prompt="a star <lora:gstar:1>", seed=3))
+        assert 'Lora hashes: "gstar:' in (await salon.images_of(used))[0].infotext
+        again = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)
+        assert "set overwrite to replace it" in await _refusal(again)
+    finally:  # the models folder is the test session's
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
+        salon.engine.registry.refresh()
+
+
+async def _refusal(interaction) -> str:
+    await interaction.wait_done()
+    shown = [m for m in (interaction.original, *interaction.followups) if m is not None and not m.deleted]
+    assert shown and all(m.ephemeral for m in shown)
+    return shown[-1].content
+
+
+async def test_train_refuses_missing_images_and_bad_options(salon):
+    nothing = await salon.fake.slash(ANN, CHANNEL, "train", {"kind": "lora", "name": "x"})
+    assert "attach images (or a zip) or give a query" in await _refusal(nothing)
+    attachments = {"images": ("a.png", _png(1), "image/png")}
+    for options, expected in (
+        ({"name": "../up"}, "**name**"),
+        ({"name": "ok", "learning_rate": "quick"}, "**learning_rate**"),
+        ({"name": "ok", "rank": 0}, "**rank**"),
+    ):
+        refused = await salon.fake.slash(
+            ANN, CHANNEL, "train", {"kind": "lora", **options}, attachments=attachments
+        )
+        await refused.wait_done()
+        content = [m for m in (refused.original, *refused.followups) if m and not m.deleted][-1].content
+        assert expected in content, content
+    assert await salon.services.queue.store.recent() == []
