@@ -23,6 +23,7 @@ from engine.batching import batch_key
 from engine.conditioning import Conditioning, EncoderSlot, PromptChunker, encode_prompt_pair
 from engine.embeddings import EmbeddingLibrary
 from engine.errors import InvalidRequest
+from engine.hypernetwork import Hypernetwork, HypernetworkCache, applied_hypernetworks
 from engine.img2img import run_img2img
 from engine.infotext import format_infotext
 from engine.inpaint import run_inpaint
@@ -87,6 +88,7 @@ class Engine:
         self.dtype = resolve_dtype(settings.dtype, self.device)
         self._model: LoadedModel | None = None
         self._loras: LoraSet | None = None
+        self._hypernetworks = HypernetworkCache()
         self._lock = threading.Lock()  # diffusers models are not thread-safe: one run at a time
 
     # ----- models -------------------------------------------------------------------------------------------
@@ -173,7 +175,8 @@ class Engine:
         with self._lock:
             started = time.perf_counter()
             model = self.load(first.model)
-            loras = self._lora_uses(extract_extra_networks(first.prompt)[1])
+            networks = extract_extra_networks(first.prompt)[1]
+            loras, hypernetworks = self._lora_uses(networks), self._hypernetwork_uses(networks)
             assert self._loras is not None
             self._loras.activate(loras)
             spec, schedule = resolve_sampler(first.sampler, first.schedule)
@@ -181,7 +184,8 @@ class Engine:
                 Prepared(model, r, spec, schedule, self._prompt_conditioning(model, r)) for r in requests
             ]
             infos = [self._infotext_params(prep, loras, extra) for prep in preps]
-            images = self._run_slots(preps, controls, run_batch, infos)
+            with applied_hypernetworks(model.unet, hypernetworks):
+                images = self._run_slots(preps, controls, run_batch, infos)
             elapsed = time.perf_counter() - started
         log.info(
             "%6.2fs → %d image(s) for %d request(s) with %s",
@@ -223,25 +227,31 @@ class Engine:
 
     # ----- prompt -------------------------------------------------------------------------------------------
     def _lora_uses(self, networks: list[ExtraNetwork]) -> list[LoraUse]:
+        """The LoRAs a prompt's tags ask for; refuses tags of kinds that are neither LoRA nor hypernetwork."""
         uses = []
         for network in networks:
             if network.kind in LORA_KINDS:
                 entry = self._find(ModelKind.LORA, network.name)
                 uses.append(LoraUse(entry, self.registry.short_hash(entry), network.multiplier))
-            elif network.kind == "hypernet":
+            elif network.kind != "hypernet":
                 raise InvalidRequest(
-                    "hypernet",
-                    "hypernetworks are not supported yet; remove <hypernet:…> "
-                    "from the prompt (they arrive with training)",
-                )
-            else:
-                raise InvalidRequest(
-                    "prompt", f"unknown extra network <{network.kind}:…>; supported: <lora:name:weight>"
+                    "prompt",
+                    f"unknown extra network <{network.kind}:…>; "
+                    "supported: <lora:name:weight>, <hypernet:name:strength>",
                 )
         return uses
 
+    def _hypernetwork_uses(self, networks: list[ExtraNetwork]) -> list[tuple[Hypernetwork, float]]:
+        """The hypernetworks of a prompt's `<hypernet:name:strength>` tags, loaded, in prompt order (A1111)."""
+        uses = []
+        for network in networks:
+            if network.kind == "hypernet":
+                entry = self._find(ModelKind.HYPERNETWORK, network.name)
+                uses.append((self._hypernetworks.get(entry), network.multiplier))
+        return uses
+
     def _prompt_conditioning(self, model: LoadedModel, request: GenerationRequest) -> Conditioning:
-        """The request's prompt without its <lora:…> tags, and its negative prompt, through the text encoders."""
+        """The prompt without its <lora:…>/<hypernet:…> tags, and the negative prompt, through the text encoders."""
         prompt = extract_extra_networks(request.prompt)[0]
         return self._conditioning(model, prompt, request.negative_prompt, request.clip_skip)
 

@@ -26,12 +26,22 @@ def write_kohya_lora(path, unet, text_encoder, rank: int = 4, seed: int = 0) -> 
         tensors[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.5
         tensors[f"{key}.alpha"] = torch.tensor(float(rank))
 
+    # A model that already carries LoRAs (peft wraps each Linear as base_layer + lora_A/lora_B) is named
+    # by its original layers.
     for name, module in unet.named_modules():
-        if isinstance(module, torch.nn.Linear) and (".attn1." in name or ".attn2." in name):
-            add("lora_unet_", name, module)
+        if (
+            isinstance(module, torch.nn.Linear)
+            and (".attn1." in name or ".attn2." in name)
+            and ".lora_" not in name
+        ):
+            add("lora_unet_", name.removesuffix(".base_layer"), module)
     for name, module in text_encoder.named_modules():
-        if isinstance(module, torch.nn.Linear) and ".self_attn." in name:
-            add("lora_te_", "text_model." + name.removeprefix("text_model."), module)
+        if isinstance(module, torch.nn.Linear) and ".self_attn." in name and ".lora_" not in name:
+            add(
+                "lora_te_",
+                "text_model." + name.removeprefix("text_model.").removesuffix(".base_layer"),
+                module,
+            )
     save_file(tensors, str(path), metadata={"ss_network_dim": str(rank), "ss_network_alpha": str(rank)})
 
 

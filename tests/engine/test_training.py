@@ -98,7 +98,9 @@ def test_lora_learns_saves_a_kohya_file_and_loads_back(engine, settings, green_s
         # Weight 0 runs the base layers: the untouched model's pixels, up to the rounding of peft's wrapped
         # layers (at most a level or two), and exactly what the same model gives without the tag.
         assert np.abs(pixels(base) - pixels(off)).max() <= 2
-        assert np.array_equal(pixels(off), pixels(engine.txt2img(request("zkw style", steps=8)).images[0].image))
+        assert np.array_equal(
+            pixels(off), pixels(engine.txt2img(request("zkw style", steps=8)).images[0].image)
+        )
     finally:
         path.unlink()
         engine.registry.refresh()
