@@ -102,7 +102,8 @@ def trained_content(job: JobRecord, user_id: str) -> str:
     images = len(job.request.get("images", []))
     return clip(
         f"✅ {job_title(job)} · <@{user_id}>\ntrained on {images} images in {job.request.get('steps', '?')} steps "
-        f"(job {job.id}); everyone here can use it now: `<lora:{name}:1>`",
+        f"(job {job.id}); everyone here can use it now: "
+        + (f"`<lora:{name}:1>`" if job.request.get("trainer") == "lora" else f"`{name}` in a prompt"),
         MAX_CONTENT,
     )
 

@@ -33,8 +33,8 @@ class TrainCog(commands.Cog):
 
     @app_commands.command(name="train", description="Train a LoRA on your images; everyone here can use it")
     @app_commands.describe(
-        kind="what to train (LoRA for now; embeddings, hypernetworks and Dreambooth come later)",
-        name="its name, used in prompts as <lora:name:1>",
+        kind="LoRA or textual-inversion embedding (hypernetworks and Dreambooth come later)",
+        name="its name: <lora:name:1> in prompts, or for an embedding the name itself",
         images="a zip of images (with .txt captions of the same name), or one image",
         image2="another image",
         image3="another image",
@@ -46,8 +46,15 @@ class TrainCog(commands.Cog):
         resolution="training size in pixels (default: the model's)",
         seed="seed of the run",
         overwrite="replace your own earlier result of that name",
+        init_text="embedding: the words its vectors start from",
+        vectors="embedding: vectors per token",
     )
-    @app_commands.choices(kind=[app_commands.Choice(name="LoRA", value="lora")])
+    @app_commands.choices(
+        kind=[
+            app_commands.Choice(name="LoRA", value="lora"),
+            app_commands.Choice(name="Embedding", value="embedding"),
+        ]
+    )
     async def train(
         self,
         interaction: discord.Interaction,
@@ -59,11 +66,13 @@ class TrainCog(commands.Cog):
         image4: discord.Attachment | None = None,
         query: str | None = None,
         steps: int = 500,
-        learning_rate: str = "1e-4",
+        learning_rate: str | None = None,
         rank: int = 4,
         resolution: int | None = None,
         seed: int = 0,
         overwrite: bool = False,
+        init_text: str = "*",
+        vectors: int = 1,
     ) -> None:
         attachments = [a for a in (images, image2, image3, image4) if a is not None]
         try:
@@ -82,7 +91,9 @@ class TrainCog(commands.Cog):
             )
             options = {
                 "steps": steps,
-                "learning_rate": learning_rate,
+                "learning_rate": learning_rate or ("1e-4" if kind == "lora" else "5e-3"),
+                "init_text": init_text,
+                "vectors": vectors,
                 "rank": rank,
                 "resolution": resolution or native_resolution(model),
                 "seed": seed,

@@ -153,16 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--repair", action="store_true", help="fix what the check finds")
     sub.add_parser("run", help="run the Discord bot with its worker (needs DISCORD_TOKEN)")
 
-    train = sub.add_parser("train", help="train a LoRA on a folder of images (captions from .txt or names)")
+    train = sub.add_parser(
+        "train", help="train a LoRA or an embedding on a folder of images (captions: .txt or names)"
+    )
     train.add_argument(
-        "kind", choices=["lora"], help="what to train (embedding, hypernetwork, dreambooth: #8)"
+        "kind", choices=["lora", "embedding"], help="what to train (hypernetwork and dreambooth come later)"
     )
     train.add_argument("folder", type=Path, help="images, with optional .txt captions of the same name")
-    train.add_argument("--name", required=True, help="the result's name, used as <lora:NAME:1>")
+    train.add_argument("--name", required=True, help="the result's name: <lora:NAME:1>, or NAME in a prompt")
     train.add_argument("--model", default=None, help="base checkpoint (default: the default model)")
     train.add_argument("--steps", type=int, default=500, help="optimizer steps")
     train.add_argument(
-        "--learning-rate", default="1e-4", help='a rate, or an A1111 schedule "5e-3:100, 1e-4"'
+        "--learning-rate",
+        default=None,
+        help='a rate or an A1111 schedule "5e-3:100, 1e-4" (LoRA 1e-4, TI 5e-3)',
+    )
+    train.add_argument("--init-text", default="*", help="embedding: the words its vectors start from")
+    train.add_argument("--vectors", type=int, default=1, help="embedding: vectors per token")
+    train.add_argument(
+        "--template", default=None, help='embedding: prompt template, e.g. "a photo of [name], [filewords]"'
     )
     train.add_argument("--batch", type=int, default=1, help="images per step")
     train.add_argument("--grad-accum", type=int, default=1, help="batches averaged into one step")
@@ -601,7 +610,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     model = ModelRegistry.from_settings(settings).checkpoint(args.model or settings.default_model)
     options = {
         "steps": args.steps,
-        "learning_rate": args.learning_rate,
+        "learning_rate": args.learning_rate or ("1e-4" if args.kind == "lora" else "5e-3"),
         "batch_size": args.batch,
         "gradient_accumulation": args.grad_accum,
         "clip_grad_mode": args.clip_grad,
@@ -612,7 +621,11 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         "resolution": args.resolution or native_resolution(model),
         "crop": not args.no_crop,
         "seed": args.seed,
+        "init_text": args.init_text,
+        "vectors": args.vectors,
     }
+    if args.template:
+        options["template"] = args.template
     images = images_from_folder(args.folder, settings)
     job = training_job(
         settings,
@@ -633,7 +646,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     console.print(f"{record.results[0]}", markup=False)
     console.print(
         f"trained {args.kind} {args.name!r} on {len(images)} images in {record.slices + 1} slice(s){tail}; "
-        f"use it as <lora:{args.name}:1>",
+        f"use it as {f'<lora:{args.name}:1>' if args.kind == 'lora' else args.name} in a prompt",
         markup=False,
     )
     return 0

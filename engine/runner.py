@@ -115,6 +115,13 @@ class Engine:
         self._loras = LoraSet(self._model.pipe)
         return self._model
 
+    def base_model(self, name: str | None) -> LoadedModel:
+        """The model with no LoRA active (for training on it: adapters of earlier prompts must not leak in)."""
+        model = self.load(name)
+        assert self._loras is not None
+        self._loras.activate([])
+        return model
+
     def _unload(self) -> None:
         self._model, self._loras = None, None
         gc.collect()

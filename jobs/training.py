@@ -19,7 +19,7 @@ from engine.requests import StepProgress
 from jobs.long import Slice, SliceControl, register_long_task
 from jobs.records import JobKind, JobRecord
 
-TRAINERS = ("lora",)
+TRAINERS = ("lora", "embedding")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OWNER_SUFFIX = ".salon.json"  # beside a trained file: who made it, where, from which job
 
@@ -37,6 +37,8 @@ def check_name(name: object) -> str:
 def output_path(settings, trainer: str, name: str) -> Path:
     if trainer == "lora":
         return settings.lora_dir / f"{name}.safetensors"
+    if trainer == "embedding":
+        return settings.embeddings_path / f"{name}.pt"
     raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
 
 
@@ -55,6 +57,7 @@ class TrainTask:
     kind = JobKind.TRAIN
 
     def check(self, params: dict[str, Any], settings: Any) -> dict[str, Any]:
+        from engine.train_embedding import check_embedding_options
         from engine.train_lora import check_lora_options
 
         trainer = params.get("trainer")
@@ -69,22 +72,32 @@ class TrainTask:
             file = item.get("file", "") if isinstance(item, dict) else ""
             if "/" in file or "\\" in file or not (inputs / file).is_file():
                 raise InvalidRequest("images", f"stored training image {file!r} is missing")
-        check_lora_options(lora_options(params))
+        if trainer == "lora":
+            check_lora_options(lora_options(params))
+        else:
+            check_embedding_options(embedding_options(params))
         return params
 
     def run_slice(
         self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
     ) -> Slice:
+        from engine.train_embedding import captions, save_embedding, train_embedding_slice
         from engine.train_loop import encode_examples
         from engine.train_lora import save_lora, train_lora_slice
         from jobs.codec import load_image
 
         params = job.request
-        options = lora_options(params)
+        lora = params["trainer"] == "lora"
+        options = lora_options(params) if lora else embedding_options(params)
         running = engine()
-        model = running.load(params.get("model"))
+        model = running.base_model(params.get("model"))
         inputs = workdir.parent.parent / "inputs"  # <data_dir>/jobs/work/<job> → <data_dir>/jobs/inputs
-        items = [(load_image(inputs, item["file"]), item.get("caption", "")) for item in params["images"]]
+        words = [item.get("caption", "") for item in params["images"]]
+        texts = words if lora else captions(options.template, options.name, words)
+        items = [
+            (load_image(inputs, item["file"]), text)
+            for item, text in zip(params["images"], texts, strict=True)
+        ]
         examples = encode_examples(model, items, options.resolution, crop=params.get("crop", True))
         total = options.loop.steps
 
@@ -94,18 +107,21 @@ class TrainTask:
                 phase = f"loss {sum(recent) / len(recent):.4f} {sparkline(loop.losses[-24:])}"
                 control.run.on_step(StepProgress(phase, loop.step, total, 0))
 
-        loop, trainer = train_lora_slice(
+        train = train_lora_slice if lora else train_embedding_slice
+        loop, trainer = train(
             model, examples, options, workdir / "state", control.should_yield, control.run.cancelled, on_step
         )
         recent = loop.losses[-10:]
         loss = sum(recent) / len(recent) if recent else float("nan")
+        saved = {"step": loop.step, "losses": loop.losses[-50:]}
         if loop.step < total:
             phase = f"step {loop.step}/{total}, loss {loss:.4f}"
-            return Slice(
-                {"step": loop.step, "losses": loop.losses[-50:]}, phase=phase, progress=loop.step / total
-            )
-        path = output_path(running.settings, "lora", params["name"])
-        save_lora(trainer, path, loop, len(examples))
+            return Slice(saved, phase=phase, progress=loop.step / total)
+        path = output_path(running.settings, params["trainer"], params["name"])
+        if lora:
+            save_lora(trainer, path, loop, len(examples))
+        else:
+            save_embedding(trainer, path, loop)
         sidecar = {
             "owner": job.owner,
             "guild": job.guild,
@@ -115,9 +131,7 @@ class TrainTask:
         }
         path.with_name(path.name + OWNER_SUFFIX).write_text(json.dumps(sidecar))
         running.registry.refresh()
-        return Slice(
-            {"step": loop.step, "losses": loop.losses[-50:]}, done=True, results=(str(path),), progress=1.0
-        )
+        return Slice(saved, done=True, results=(str(path),), progress=1.0)
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -153,6 +167,25 @@ def lora_options(params: dict[str, Any]):
             rank=int(params.get("rank", 4)),
             alpha=float(alpha) if alpha is not None else None,
             train_text_encoder=bool(params.get("train_text_encoder", False)),
+            resolution=int(params.get("resolution", 512)),
+            seed=int(params.get("seed", 0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("options", f"a training option is not a number: {exc}") from None
+
+
+def embedding_options(params: dict[str, Any]):
+    """The textual-inversion trainer's options from a job's JSON parameters."""
+    from engine.train_embedding import DEFAULT_TEMPLATE, EmbeddingOptions
+
+    loop = lora_options({**params, "learning_rate": params.get("learning_rate", "5e-3")}).loop
+    try:
+        return EmbeddingOptions(
+            name=str(params.get("name")),
+            loop=loop,
+            init_text=str(params.get("init_text", "*")),
+            vectors=int(params.get("vectors", 1)),
+            template=str(params.get("template", DEFAULT_TEMPLATE)),
             resolution=int(params.get("resolution", 512)),
             seed=int(params.get("seed", 0)),
         )

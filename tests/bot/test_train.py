@@ -60,3 +60,27 @@ async def test_train_refuses_missing_images_and_bad_options(salon):
         content = [m for m in (refused.original, *refused.followups) if m and not m.deleted][-1].content
         assert expected in content, content
     assert await salon.services.queue.store.recent() == []
+
+
+async def test_train_an_embedding_and_use_it_by_name(salon):
+    attachments = {"images": ("a.png", _png(1), "image/png"), "image2": ("b.png", _png(2), "image/png")}
+    options = {
+        "kind": "embedding",
+        "name": "gx",
+        "steps": 6,
+        "resolution": 64,
+        "init_text": "star",
+        "vectors": 2,
+    }
+    started = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)
+    await salon.fake.wait_for(lambda: started.original is not None and "✅" in started.original.content, 120)
+    assert "`gx` in a prompt" in started.original.content
+    path = salon.settings.embeddings_path / "gx.pt"
+    try:
+        assert path.is_file()
+        used = await salon.result(await salon.imagine(prompt="a picture of gx", seed=3))
+        assert "TI hashes" in (await salon.images_of(used))[0].infotext
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
+        salon.engine.registry.refresh()

@@ -118,3 +118,62 @@ def test_training_in_slices_ends_where_one_run_ends(engine, green_stars, tmp_pat
     assert third.step == 6
     for name, parameter in whole.parameters.items():
         assert torch.equal(parameter, sliced.parameters[name]), name
+
+
+def test_an_embedding_learns_and_is_used_by_its_name(engine, settings, tmp_path):
+    from engine.train_embedding import (
+        DEFAULT_TEMPLATE,
+        EmbeddingOptions,
+        EmbeddingTrainer,
+        captions,
+        save_embedding,
+        train_embedding_slice,
+    )
+
+    model = engine.base_model(None)
+    rng = random.Random(0)
+    scene = Scene((ShapeSpec("star", "green", "center", "large"),), "white")
+    texts = captions(DEFAULT_TEMPLATE, "gstr", ["", "", "", ""])
+    assert texts[0] == "a picture of gstr"
+    examples = encode_examples(model, [(render(scene, rng), text) for text in texts], 64)
+    loop = LoopOptions(steps=16, learning_rate="5e-2", batch_size=2)
+    options = EmbeddingOptions("gstr", loop, init_text="shape", vectors=2, resolution=64)
+    untrained = EmbeddingTrainer(model, options)
+    objective = NoiseObjective(model, 0)
+    before_prompt = engine.txt2img(request("a picture of gstr", steps=8)).images[0].image
+    plain_before = engine.txt2img(request("a red circle", steps=8)).images[0].image
+    state, trainer = train_embedding_slice(model, examples, options, tmp_path / "work", lambda: False)
+    assert state.step == 16
+
+    def loss_with(t) -> float:
+        from engine.train_loop import caption_states
+
+        states = torch.cat([caption_states(t.slot, t.chunker, e.caption) for e in examples])
+        return objective.evaluate(model.unet, examples, states)
+
+    assert loss_with(trainer) < loss_with(untrained)
+    path = save_embedding(trainer, settings.embeddings_path / "gstr.pt", state)
+    data = torch.load(path, weights_only=True)
+    assert {
+        "string_to_token",
+        "string_to_param",
+        "name",
+        "step",
+        "sd_checkpoint",
+        "sd_checkpoint_name",
+    } <= set(data)
+    assert (
+        data["name"] == "gstr"
+        and data["step"] == 16
+        and data["string_to_param"]["*"].shape == (2, model.pipe.text_encoder.config.hidden_size)
+    )
+    engine.registry.refresh()
+    try:
+        after_prompt = engine.txt2img(request("a picture of gstr", steps=8)).images[0]
+        assert "TI hashes" in after_prompt.infotext
+        assert np.abs(pixels(before_prompt) - pixels(after_prompt.image)).mean() > 1
+        plain_after = engine.txt2img(request("a red circle", steps=8)).images[0].image
+        assert np.array_equal(pixels(plain_before), pixels(plain_after))  # no name: the untouched model
+    finally:
+        path.unlink()
+        engine.registry.refresh()

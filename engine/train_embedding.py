@@ -1,0 +1,168 @@
+"""Textual inversion (A1111's Train tab): new token vectors learned so that a name in a prompt stands for what
+the training images show; the model itself does not change.
+
+Read top to bottom: the options and captions from a prompt template (`[name]`, `[filewords]`), the vectors
+started from the initialization text (`EmbeddingTrainer.__init__`), the loss through the frozen text encoder
+and UNet (`loss`), resume or start (`train_embedding_slice`), and the A1111 file (`save_embedding`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.conditioning import EncoderSlot, PromptChunker
+from engine.embeddings import Embedding
+from engine.errors import InvalidRequest
+from engine.loading import LoadedModel
+from engine.registry import ModelEntry, ModelKind
+from engine.train_loop import (
+    Example,
+    LoopOptions,
+    LoopState,
+    NoiseObjective,
+    caption_states,
+    check_loop_options,
+    load_training_state,
+    run_loop,
+    save_training_state,
+)
+
+DEFAULT_TEMPLATE = "a picture of [name], [filewords]"  # like A1111's style_filewords/subject_filewords
+
+
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    """What a textual-inversion run learns (SPEC §5, A1111's Train tab)."""
+
+    name: str
+    loop: LoopOptions
+    init_text: str = "*"
+    vectors: int = 1
+    template: str = DEFAULT_TEMPLATE  # one caption per line; [name] and [filewords] are filled in
+    resolution: int = 512
+    seed: int = 0
+
+
+def check_embedding_options(options: EmbeddingOptions) -> None:
+    check_loop_options(options.loop)
+    if not 1 <= options.vectors <= 75:
+        raise InvalidRequest("vectors", f"{options.vectors} is not from 1 to 75 vectors per token")
+    if not options.init_text.strip() or len(options.init_text) > 300:
+        raise InvalidRequest(
+            "init_text", "give 1 to 300 characters of initialization text (e.g. a similar word)"
+        )
+    if "[name]" not in options.template or len(options.template) > 4000:
+        raise InvalidRequest("template", "the prompt template must contain [name] (and may use [filewords])")
+    if options.resolution % 8 or not 64 <= options.resolution <= 2048:
+        raise InvalidRequest("resolution", f"{options.resolution} is not a multiple of 8 from 64 to 2048")
+
+
+def captions(template: str, name: str, filewords: Sequence[str]) -> list[str]:
+    """Each image's training prompt: the template's lines in turn, [name] and [filewords] filled in."""
+    lines = [line.strip() for line in template.splitlines() if line.strip()]
+    return [
+        lines[index % len(lines)].replace("[name]", name).replace("[filewords]", words).strip(" ,")
+        for index, words in enumerate(filewords)
+    ]
+
+
+class EmbeddingTrainer:
+    """Trainable vectors spliced into the prompt wherever the name appears, through the model's own encoder."""
+
+    def __init__(self, model: LoadedModel, options: EmbeddingOptions) -> None:
+        if model.sdxl:
+            raise InvalidRequest("model", "embedding training works on SD 1.x models so far, not SDXL")
+        pipe = model.pipe
+        self.model = model
+        self.options = options
+        encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
+        model.unet.requires_grad_(False)  # only the vectors learn; gradients still flow through both models
+        encoder.requires_grad_(False)
+        self.vectors = torch.nn.Parameter(self._initial_vectors(encoder, tokenizer))
+        entry = ModelEntry(ModelKind.EMBEDDING, options.name, Path(f"{options.name}.pt"), 0, 0)
+        self.embedding = Embedding(options.name, {"clip_l": self.vectors}, entry)
+        self.slot = EncoderSlot("clip_l", tokenizer, encoder, tokenizer.pad_token_id, False)
+        self.chunker = PromptChunker(tokenizer, {options.name: self.embedding})
+
+    def _initial_vectors(self, encoder, tokenizer) -> torch.Tensor:
+        """A1111's start: the initialization text's token vectors, repeated to fill the vectors."""
+        ids = tokenizer(self.options.init_text, add_special_tokens=False).input_ids or [
+            tokenizer.unk_token_id
+        ]
+        table = encoder.get_input_embeddings().weight.detach().float().cpu()
+        return torch.stack([table[ids[i % len(ids)]] for i in range(self.options.vectors)]).clone()
+
+    def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
+        states = torch.cat([caption_states(self.slot, self.chunker, e.caption, grad=True) for e in batch])
+        return objective.loss(self.model.unet, batch, states)
+
+
+def train_embedding_slice(
+    model: LoadedModel,
+    examples: Sequence[Example],
+    options: EmbeddingOptions,
+    workdir: Path,
+    should_stop: Callable[[], bool],
+    cancelled: Callable[[], bool] = lambda: False,
+    on_step: Callable[[LoopState], None] | None = None,
+) -> tuple[LoopState, EmbeddingTrainer]:
+    """Train from the state saved in `workdir` (or the start) until done or `should_stop()`; save the state."""
+    trainer = EmbeddingTrainer(model, options)
+    objective = NoiseObjective(model, options.seed)
+    optimizer = torch.optim.AdamW([trainer.vectors], lr=5e-3, weight_decay=0.0)
+    saved = load_training_state(workdir)
+    state = LoopState(order_seed=options.seed)
+    if saved is not None:
+        tensors, rest, state = saved
+        with torch.no_grad():
+            trainer.vectors.copy_(tensors["vectors"])
+        optimizer.load_state_dict(rest["optimizer"])
+        objective.restore(rest["rng"])
+    if state.step < options.loop.steps:
+        state = run_loop(
+            [trainer.vectors],
+            optimizer,
+            examples,
+            lambda batch: trainer.loss(objective, batch),
+            options.loop,
+            state,
+            should_stop,
+            cancelled,
+            on_step,
+        )
+        save_training_state(workdir, {"vectors": trainer.vectors}, optimizer, objective, state)
+    return state, trainer
+
+
+def save_embedding(trainer: EmbeddingTrainer, path: Path, state: LoopState) -> Path:
+    """A1111's embedding file: `.pt` with string_to_token/string_to_param, name, step and the checkpoint it
+    was trained on, or `.safetensors` with `emb_params` (written atomically)."""
+    import os
+
+    vectors = trainer.vectors.detach().float().cpu().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(
+            {"emb_params": vectors},
+            str(partial),
+            metadata={"name": trainer.options.name, "step": str(state.step)},
+        )
+    else:
+        data = {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": vectors},
+            "name": trainer.options.name,
+            "step": state.step,
+            "sd_checkpoint": trainer.model.hash,
+            "sd_checkpoint_name": trainer.model.name,
+        }
+        torch.save(data, partial)
+    os.replace(partial, path)
+    return path
