@@ -103,7 +103,9 @@ def trained_content(job: JobRecord, user_id: str) -> str:
     return clip(
         f"✅ {job_title(job)} · <@{user_id}>\ntrained on {images} images in {job.request.get('steps', '?')} steps "
         f"(job {job.id}); everyone here can use it now: "
-        + (f"`<lora:{name}:1>`" if job.request.get("trainer") == "lora" else f"`{name}` in a prompt"),
+        + {"lora": f"`<lora:{name}:1>`", "hypernetwork": f"`<hypernet:{name}:1>`"}.get(
+            str(job.request.get("trainer")), f"`{name}` in a prompt"
+        ),
         MAX_CONTENT,
     )
 

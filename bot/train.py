@@ -33,7 +33,7 @@ class TrainCog(commands.Cog):
 
     @app_commands.command(name="train", description="Train a LoRA on your images; everyone here can use it")
     @app_commands.describe(
-        kind="LoRA or textual-inversion embedding (hypernetworks and Dreambooth come later)",
+        kind="LoRA, textual-inversion embedding or hypernetwork (Dreambooth comes later)",
         name="its name: <lora:name:1> in prompts, or for an embedding the name itself",
         images="a zip of images (with .txt captions of the same name), or one image",
         image2="another image",
@@ -91,7 +91,7 @@ class TrainCog(commands.Cog):
             )
             options = {
                 "steps": steps,
-                "learning_rate": learning_rate or ("1e-4" if kind == "lora" else "5e-3"),
+                "learning_rate": learning_rate or {"lora": "1e-4", "embedding": "5e-3"}.get(kind, "5e-6"),
                 "init_text": init_text,
                 "vectors": vectors,
                 "rank": rank,

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a LoRA or an embedding on a folder of images (captions: .txt or names)"
     )
     train.add_argument(
-        "kind", choices=["lora", "embedding"], help="what to train (hypernetwork and dreambooth come later)"
+        "kind", choices=["lora", "embedding", "hypernetwork"], help="what to train (Dreambooth comes later)"
     )
     train.add_argument("folder", type=Path, help="images, with optional .txt captions of the same name")
     train.add_argument("--name", required=True, help="the result's name: <lora:NAME:1>, or NAME in a prompt")
@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--init-text", default="*", help="embedding: the words its vectors start from")
     train.add_argument("--vectors", type=int, default=1, help="embedding: vectors per token")
+    train.add_argument("--layer-structure", default="1,2,1", help="hypernetwork: layer sizes, e.g. 1,2,1")
+    train.add_argument("--activation", default="linear", help="hypernetwork: linear, relu, swish, …")
+    train.add_argument("--layer-norm", action="store_true", help="hypernetwork: add layer normalization")
     train.add_argument(
         "--template", default=None, help='embedding: prompt template, e.g. "a photo of [name], [filewords]"'
     )
@@ -599,6 +602,9 @@ def _catalog(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.clean or args.repair else 1
 
 
+USAGE = {"lora": "<lora:{name}:1>", "embedding": "{name}", "hypernetwork": "<hypernet:{name}:1>"}
+
+
 def _train(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -610,7 +616,10 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     model = ModelRegistry.from_settings(settings).checkpoint(args.model or settings.default_model)
     options = {
         "steps": args.steps,
-        "learning_rate": args.learning_rate or ("1e-4" if args.kind == "lora" else "5e-3"),
+        "learning_rate": args.learning_rate or {"lora": "1e-4", "embedding": "5e-3"}.get(args.kind, "5e-6"),
+        "layer_structure": [float(x) for x in args.layer_structure.split(",") if x.strip()],
+        "activation": args.activation,
+        "layer_norm": args.layer_norm,
         "batch_size": args.batch,
         "gradient_accumulation": args.grad_accum,
         "clip_grad_mode": args.clip_grad,
@@ -646,7 +655,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     console.print(f"{record.results[0]}", markup=False)
     console.print(
         f"trained {args.kind} {args.name!r} on {len(images)} images in {record.slices + 1} slice(s){tail}; "
-        f"use it as {f'<lora:{args.name}:1>' if args.kind == 'lora' else args.name} in a prompt",
+        f"use it as {USAGE[args.kind].format(name=args.name)} in a prompt",
         markup=False,
     )
     return 0

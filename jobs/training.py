@@ -19,7 +19,7 @@ from engine.requests import StepProgress
 from jobs.long import Slice, SliceControl, register_long_task
 from jobs.records import JobKind, JobRecord
 
-TRAINERS = ("lora", "embedding")
+TRAINERS = ("lora", "embedding", "hypernetwork")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OWNER_SUFFIX = ".salon.json"  # beside a trained file: who made it, where, from which job
 
@@ -39,6 +39,8 @@ def output_path(settings, trainer: str, name: str) -> Path:
         return settings.lora_dir / f"{name}.safetensors"
     if trainer == "embedding":
         return settings.embeddings_path / f"{name}.pt"
+    if trainer == "hypernetwork":
+        return settings.hypernetworks_dir / f"{name}.pt"
     raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
 
 
@@ -74,26 +76,36 @@ class TrainTask:
                 raise InvalidRequest("images", f"stored training image {file!r} is missing")
         if trainer == "lora":
             check_lora_options(lora_options(params))
-        else:
+        elif trainer == "embedding":
             check_embedding_options(embedding_options(params))
+        else:
+            from engine.train_hypernetwork import check_hypernetwork_options
+
+            check_hypernetwork_options(hypernetwork_options(params))
         return params
 
     def run_slice(
         self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
     ) -> Slice:
         from engine.train_embedding import captions, save_embedding, train_embedding_slice
+        from engine.train_hypernetwork import save_trained, train_hypernetwork_slice
         from engine.train_loop import encode_examples
         from engine.train_lora import save_lora, train_lora_slice
         from jobs.codec import load_image
 
         params = job.request
-        lora = params["trainer"] == "lora"
-        options = lora_options(params) if lora else embedding_options(params)
+        kind = params["trainer"]
+        lora = kind == "lora"
+        options = {
+            "lora": lora_options,
+            "embedding": embedding_options,
+            "hypernetwork": hypernetwork_options,
+        }[kind](params)
         running = engine()
         model = running.base_model(params.get("model"))
         inputs = workdir.parent.parent / "inputs"  # <data_dir>/jobs/work/<job> → <data_dir>/jobs/inputs
         words = [item.get("caption", "") for item in params["images"]]
-        texts = words if lora else captions(options.template, options.name, words)
+        texts = captions(options.template, options.name, words) if kind == "embedding" else words
         items = [
             (load_image(inputs, item["file"]), text)
             for item, text in zip(params["images"], texts, strict=True)
@@ -107,7 +119,9 @@ class TrainTask:
                 phase = f"loss {sum(recent) / len(recent):.4f} {sparkline(loop.losses[-24:])}"
                 control.run.on_step(StepProgress(phase, loop.step, total, 0))
 
-        train = train_lora_slice if lora else train_embedding_slice
+        train = {"lora": train_lora_slice, "embedding": train_embedding_slice}.get(
+            kind, train_hypernetwork_slice
+        )
         loop, trainer = train(
             model, examples, options, workdir / "state", control.should_yield, control.run.cancelled, on_step
         )
@@ -120,8 +134,10 @@ class TrainTask:
         path = output_path(running.settings, params["trainer"], params["name"])
         if lora:
             save_lora(trainer, path, loop, len(examples))
-        else:
+        elif kind == "embedding":
             save_embedding(trainer, path, loop)
+        else:
+            save_trained(trainer, path, loop)
         sidecar = {
             "owner": job.owner,
             "guild": job.guild,
@@ -186,6 +202,28 @@ def embedding_options(params: dict[str, Any]):
             init_text=str(params.get("init_text", "*")),
             vectors=int(params.get("vectors", 1)),
             template=str(params.get("template", DEFAULT_TEMPLATE)),
+            resolution=int(params.get("resolution", 512)),
+            seed=int(params.get("seed", 0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("options", f"a training option is not a number: {exc}") from None
+
+
+def hypernetwork_options(params: dict[str, Any]):
+    """The hypernetwork trainer's options from a job's JSON parameters."""
+    from engine.train_hypernetwork import HypernetworkTraining
+
+    loop = lora_options({**params, "learning_rate": params.get("learning_rate", "5e-6")}).loop
+    try:
+        dropout = params.get("dropout")
+        return HypernetworkTraining(
+            name=str(params.get("name")),
+            loop=loop,
+            layer_structure=tuple(float(x) for x in params.get("layer_structure", (1, 2, 1))),
+            activation=str(params.get("activation", "linear")),
+            weight_init=str(params.get("weight_init", "Normal")),
+            layer_norm=bool(params.get("layer_norm", False)),
+            dropout=tuple(float(x) for x in dropout) if dropout else None,
             resolution=int(params.get("resolution", 512)),
             seed=int(params.get("seed", 0)),
         )

@@ -177,3 +177,47 @@ def test_an_embedding_learns_and_is_used_by_its_name(engine, settings, tmp_path)
     finally:
         path.unlink()
         engine.registry.refresh()
+
+
+def test_a_hypernetwork_learns_and_is_saved_in_a1111_layout(engine, settings, green_stars, tmp_path):
+    from engine.train_hypernetwork import (
+        HypernetworkTraining,
+        attention_widths,
+        save_trained,
+        train_hypernetwork_slice,
+    )
+
+    model = engine.base_model(None)
+    options = HypernetworkTraining(
+        "zkwnet", LoopOptions(steps=12, learning_rate="2e-3", batch_size=2), resolution=64
+    )
+    before = engine.txt2img(request("zkw style", steps=8)).images[0].image
+    state, trainer = train_hypernetwork_slice(model, green_stars, options, tmp_path / "work", lambda: False)
+    assert state.step == 12
+    objective = NoiseObjective(model, 0)
+    states = trainer._states["zkw style"].expand(len(green_stars), -1, -1)
+    from engine.hypernetwork import applied_hypernetworks
+
+    plain = objective.evaluate(model.unet, green_stars, states)
+    with applied_hypernetworks(model.unet, [(trainer.hypernetwork, 1.0)]):
+        trained = objective.evaluate(model.unet, green_stars, states)
+    assert trained < plain
+    path = save_trained(trainer, settings.hypernetworks_dir / "zkwnet.pt", state)
+    data = torch.load(path, weights_only=True)
+    assert {
+        "layer_structure",
+        "activation_func",
+        "is_layer_norm",
+        "weight_initialization",
+        "use_dropout",
+    } <= set(data)
+    assert set(attention_widths(model.unet)) <= set(data) and data["step"] == 12
+    engine.registry.refresh()
+    try:
+        applied = engine.txt2img(request("zkw style <hypernet:zkwnet:1>", steps=8)).images[0].image
+        off = engine.txt2img(request("zkw style <hypernet:zkwnet:0>", steps=8)).images[0].image
+        assert np.abs(pixels(before) - pixels(applied)).mean() > 1
+        assert np.array_equal(pixels(before), pixels(off))
+    finally:
+        path.unlink()
+        engine.registry.refresh()

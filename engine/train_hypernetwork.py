@@ -1,0 +1,159 @@
+"""Hypernetwork training (A1111's Train tab): small networks that reshape the context each attention layer's
+keys and values see, learned while the model stays frozen; saved in A1111's `.pt` layout.
+
+Read top to bottom: the options (layer structure, activation, initialization, layer norm, dropout), a fresh
+hypernetwork for every attention width of the model (`HypernetworkTrainer.__init__`), the loss with it applied
+at strength 1 (`loss`), resume or start (`train_hypernetwork_slice`), and the file (`save_trained`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.conditioning import EncoderSlot, PromptChunker
+from engine.errors import InvalidRequest
+from engine.hypernetwork import applied_hypernetworks, new_hypernetwork, save_hypernetwork
+from engine.loading import LoadedModel
+from engine.train_loop import (
+    Example,
+    LoopOptions,
+    LoopState,
+    NoiseObjective,
+    caption_states,
+    check_loop_options,
+    load_training_state,
+    run_loop,
+    save_training_state,
+)
+
+
+@dataclass(frozen=True)
+class HypernetworkTraining:
+    """What a hypernetwork run builds and learns (A1111's "Create hypernetwork" plus training options)."""
+
+    name: str
+    loop: LoopOptions
+    layer_structure: tuple[float, ...] = (1, 2, 1)
+    activation: str = "linear"
+    weight_init: str = "Normal"
+    layer_norm: bool = False
+    dropout: tuple[float, ...] | None = None  # e.g. (0, 0.3, 0): dropout after each layer; None = none
+    resolution: int = 512
+    seed: int = 0
+
+
+def check_hypernetwork_options(options: HypernetworkTraining) -> None:
+    check_loop_options(options.loop)
+    structure = options.layer_structure
+    if (
+        len(structure) < 2
+        or structure[0] != 1
+        or structure[-1] != 1
+        or any(not 0 < s <= 8 for s in structure)
+    ):
+        raise InvalidRequest("layer_structure", f"{structure} must start and end with 1, e.g. 1, 2, 1")
+    if options.dropout is not None and (
+        len(options.dropout) != len(structure) or any(not 0 <= d < 1 for d in options.dropout)
+    ):
+        raise InvalidRequest("dropout", f"give one dropout from 0 to <1 per layer ({len(structure)} values)")
+    if options.resolution % 8 or not 64 <= options.resolution <= 2048:
+        raise InvalidRequest("resolution", f"{options.resolution} is not a multiple of 8 from 64 to 2048")
+
+
+def attention_widths(unet: torch.nn.Module) -> list[int]:
+    """The context widths the UNet's attention layers take (the text width for cross-attention, the
+    feature widths for self-attention): one key/value module pair per width, as A1111 sizes them."""
+    widths = {int(module.to_k.in_features) for module in unet.modules() if hasattr(module, "to_k")}
+    return sorted(widths)
+
+
+class HypernetworkTrainer:
+    """A new hypernetwork for the model's widths, trained through the frozen text encoder and UNet."""
+
+    def __init__(self, model: LoadedModel, options: HypernetworkTraining) -> None:
+        if model.sdxl:
+            raise InvalidRequest("model", "hypernetwork training works on SD 1.x models so far, not SDXL")
+        self.model = model
+        self.options = options
+        model.unet.requires_grad_(False)
+        generator = torch.Generator().manual_seed(options.seed)
+        self.hypernetwork = (
+            new_hypernetwork(
+                options.name,
+                attention_widths(model.unet),
+                options.layer_structure,
+                options.activation,
+                options.layer_norm,
+                options.weight_init,
+                use_dropout=options.dropout is not None and any(options.dropout),
+                dropout_structure=options.dropout,
+                generator=generator,
+            )
+            .to(model.device)
+            .train()
+        )
+        self.parameters = {f"p{i}": p for i, p in enumerate(self.hypernetwork.parameters())}
+        for parameter in self.parameters.values():
+            parameter.requires_grad_(True)
+        pipe = model.pipe
+        self.slot = EncoderSlot(
+            "clip_l", pipe.tokenizer, pipe.text_encoder, pipe.tokenizer.pad_token_id, False
+        )
+        self.chunker = PromptChunker(pipe.tokenizer, {})
+        self._states: dict[str, torch.Tensor] = {}
+
+    def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
+        for example in batch:
+            if example.caption not in self._states:
+                self._states[example.caption] = caption_states(self.slot, self.chunker, example.caption)
+        states = torch.cat([self._states[example.caption] for example in batch])
+        with applied_hypernetworks(self.model.unet, [(self.hypernetwork, 1.0)]):
+            return objective.loss(self.model.unet, batch, states)
+
+
+def train_hypernetwork_slice(
+    model: LoadedModel,
+    examples: Sequence[Example],
+    options: HypernetworkTraining,
+    workdir: Path,
+    should_stop: Callable[[], bool],
+    cancelled: Callable[[], bool] = lambda: False,
+    on_step: Callable[[LoopState], None] | None = None,
+) -> tuple[LoopState, HypernetworkTrainer]:
+    """Train from the state saved in `workdir` (or the start) until done or `should_stop()`; save the state."""
+    trainer = HypernetworkTrainer(model, options)
+    objective = NoiseObjective(model, options.seed)
+    optimizer = torch.optim.AdamW(list(trainer.parameters.values()), lr=1e-5, weight_decay=0.0)
+    saved = load_training_state(workdir)
+    state = LoopState(order_seed=options.seed)
+    if saved is not None:
+        tensors, rest, state = saved
+        with torch.no_grad():
+            for name, parameter in trainer.parameters.items():
+                parameter.copy_(tensors[name])
+        optimizer.load_state_dict(rest["optimizer"])
+        objective.restore(rest["rng"])
+    if state.step < options.loop.steps:
+        state = run_loop(
+            list(trainer.parameters.values()),
+            optimizer,
+            examples,
+            lambda batch: trainer.loss(objective, batch),
+            options.loop,
+            state,
+            should_stop,
+            cancelled,
+            on_step,
+        )
+        save_training_state(workdir, dict(trainer.parameters), optimizer, objective, state)
+    trainer.hypernetwork.eval()
+    return state, trainer
+
+
+def save_trained(trainer: HypernetworkTrainer, path: Path, state: LoopState) -> Path:
+    """The A1111 `.pt` (layer structure, activation, initialization, per-width module pairs, step, checkpoint)."""
+    return save_hypernetwork(path, trainer.hypernetwork, state.step, trainer.model.name, trainer.model.hash)
