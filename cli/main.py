@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layer-structure", default="1,2,1", help="hypernetwork: layer sizes, e.g. 1,2,1")
     train.add_argument("--activation", default="linear", help="hypernetwork: linear, relu, swish, …")
     train.add_argument("--layer-norm", action="store_true", help="hypernetwork: add layer normalization")
+    train.add_argument("--alpha-loss", action="store_true", help="PNG transparency weights the loss (A1111)")
     train.add_argument(
         "--template", default=None, help='embedding: prompt template, e.g. "a photo of [name], [filewords]"'
     )
@@ -620,6 +621,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         "layer_structure": [float(x) for x in args.layer_structure.split(",") if x.strip()],
         "activation": args.activation,
         "layer_norm": args.layer_norm,
+        "alpha_weight": args.alpha_loss,
         "batch_size": args.batch,
         "gradient_accumulation": args.grad_accum,
         "clip_grad_mode": args.clip_grad,

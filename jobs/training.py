@@ -110,7 +110,9 @@ class TrainTask:
             (load_image(inputs, item["file"]), text)
             for item, text in zip(params["images"], texts, strict=True)
         ]
-        examples = encode_examples(model, items, options.resolution, crop=params.get("crop", True))
+        examples = encode_examples(
+            model, items, options.resolution, params.get("crop", True), bool(params.get("alpha_weight"))
+        )
         total = options.loop.steps
 
         def on_step(loop) -> None:

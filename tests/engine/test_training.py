@@ -221,3 +221,17 @@ def test_a_hypernetwork_learns_and_is_saved_in_a1111_layout(engine, settings, gr
     finally:
         path.unlink()
         engine.registry.refresh()
+
+
+def test_png_transparency_becomes_the_loss_weight(engine):
+    from PIL import Image
+
+    image = Image.new("RGBA", (64, 64), (200, 0, 0, 255))
+    image.paste((0, 0, 0, 0), (0, 0, 32, 64))  # the left half is transparent
+    [weighted] = encode_examples(engine.base_model(None), [(image, "x")], 64, alpha_weight=True)
+    [plain] = encode_examples(engine.base_model(None), [(image, "x")], 64)
+    assert plain.weight is None
+    assert weighted.weight.shape == weighted.latents.shape[-2:]
+    width = weighted.weight.shape[-1]
+    assert float(weighted.weight[:, : width // 2 - 1].max()) < 0.05
+    assert abs(float(weighted.weight.mean()) - 1.0) < 1e-5
