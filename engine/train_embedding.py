@@ -20,15 +20,14 @@ from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
 from engine.registry import ModelEntry, ModelKind
 from engine.train_loop import (
+    SAVE_EVERY_S,
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
     caption_states,
     check_loop_options,
-    load_training_state,
-    run_loop,
-    save_training_state,
+    train_from_saved,
 )
 
 DEFAULT_TEMPLATE = "a picture of [name], [filewords]"  # like A1111's style_filewords/subject_filewords
@@ -109,32 +108,26 @@ def train_embedding_slice(
     should_stop: Callable[[], bool],
     cancelled: Callable[[], bool] = lambda: False,
     on_step: Callable[[LoopState], None] | None = None,
+    save_every_s: float = SAVE_EVERY_S,
 ) -> tuple[LoopState, EmbeddingTrainer]:
     """Train from the state saved in `workdir` (or the start) until done or `should_stop()`; save the state."""
     trainer = EmbeddingTrainer(model, options)
     objective = NoiseObjective(model, options.seed)
     optimizer = torch.optim.AdamW([trainer.vectors], lr=5e-3, weight_decay=0.0)
-    saved = load_training_state(workdir)
-    state = LoopState(order_seed=options.seed)
-    if saved is not None:
-        tensors, rest, state = saved
-        with torch.no_grad():
-            trainer.vectors.copy_(tensors["vectors"])
-        optimizer.load_state_dict(rest["optimizer"])
-        objective.restore(rest["rng"])
-    if state.step < options.loop.steps:
-        state = run_loop(
-            [trainer.vectors],
-            optimizer,
-            examples,
-            lambda batch: trainer.loss(objective, batch),
-            options.loop,
-            state,
-            should_stop,
-            cancelled,
-            on_step,
-        )
-        save_training_state(workdir, {"vectors": trainer.vectors}, optimizer, objective, state)
+    state = train_from_saved(
+        {"vectors": trainer.vectors},
+        optimizer,
+        objective,
+        examples,
+        lambda batch: trainer.loss(objective, batch),
+        options.loop,
+        options.seed,
+        workdir,
+        should_stop,
+        cancelled,
+        on_step,
+        save_every_s,
+    )
     return state, trainer
 
 

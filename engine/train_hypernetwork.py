@@ -19,15 +19,14 @@ from engine.errors import InvalidRequest
 from engine.hypernetwork import applied_hypernetworks, new_hypernetwork, save_hypernetwork
 from engine.loading import LoadedModel
 from engine.train_loop import (
+    SAVE_EVERY_S,
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
     caption_states,
     check_loop_options,
-    load_training_state,
-    run_loop,
-    save_training_state,
+    train_from_saved,
 )
 
 
@@ -123,33 +122,26 @@ def train_hypernetwork_slice(
     should_stop: Callable[[], bool],
     cancelled: Callable[[], bool] = lambda: False,
     on_step: Callable[[LoopState], None] | None = None,
+    save_every_s: float = SAVE_EVERY_S,
 ) -> tuple[LoopState, HypernetworkTrainer]:
     """Train from the state saved in `workdir` (or the start) until done or `should_stop()`; save the state."""
     trainer = HypernetworkTrainer(model, options)
     objective = NoiseObjective(model, options.seed)
     optimizer = torch.optim.AdamW(list(trainer.parameters.values()), lr=1e-5, weight_decay=0.0)
-    saved = load_training_state(workdir)
-    state = LoopState(order_seed=options.seed)
-    if saved is not None:
-        tensors, rest, state = saved
-        with torch.no_grad():
-            for name, parameter in trainer.parameters.items():
-                parameter.copy_(tensors[name])
-        optimizer.load_state_dict(rest["optimizer"])
-        objective.restore(rest["rng"])
-    if state.step < options.loop.steps:
-        state = run_loop(
-            list(trainer.parameters.values()),
-            optimizer,
-            examples,
-            lambda batch: trainer.loss(objective, batch),
-            options.loop,
-            state,
-            should_stop,
-            cancelled,
-            on_step,
-        )
-        save_training_state(workdir, dict(trainer.parameters), optimizer, objective, state)
+    state = train_from_saved(
+        dict(trainer.parameters),
+        optimizer,
+        objective,
+        examples,
+        lambda batch: trainer.loss(objective, batch),
+        options.loop,
+        options.seed,
+        workdir,
+        should_stop,
+        cancelled,
+        on_step,
+        save_every_s,
+    )
     trainer.hypernetwork.eval()
     return state, trainer
 

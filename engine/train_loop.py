@@ -9,6 +9,7 @@ cross-attention states; this module does the rest the same way for all of them.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
@@ -22,6 +23,7 @@ from PIL import Image
 from engine.errors import InvalidRequest, JobCancelled
 from engine.loading import LoadedModel
 
+log = logging.getLogger(__name__)
 _RATE_PART = re.compile(r"^\s*([0-9.eE+-]+)\s*(?::\s*(-?\d+)\s*)?$")
 LOSS_HISTORY = 200  # recent losses kept for progress lines and the sparkline
 
@@ -309,6 +311,65 @@ def caption_states(slot, chunker, caption: str, clip_skip: int = 1, grad: bool =
     chunks = chunker.chunks(caption)[:1]
     states, _ = encode_chunks(slot, chunks, clip_skip, grad=grad)
     return states
+
+
+SAVE_EVERY_S = 30.0  # a crash loses at most this much training
+
+
+def train_from_saved(
+    parameters: dict[str, torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    objective: NoiseObjective,
+    examples: Sequence[Example],
+    step_loss: StepLoss,
+    options: LoopOptions,
+    seed: int,
+    workdir: Path,
+    should_stop: Callable[[], bool],
+    cancelled: Callable[[], bool] = lambda: False,
+    on_step: Callable[[LoopState], None] | None = None,
+    save_every_s: float = SAVE_EVERY_S,
+) -> LoopState:
+    """Resume from the state saved in `workdir` (or start), train until done or `should_stop()`, and save the
+    state at the end and every `save_every_s` seconds, so a crash resumes from the last save, not from zero."""
+    import time
+
+    state = LoopState(order_seed=seed)
+    saved = load_training_state(workdir)
+    if saved is not None:
+        tensors, rest, state = saved
+        with torch.no_grad():
+            for name, parameter in parameters.items():
+                parameter.copy_(tensors[name])
+        optimizer.load_state_dict(rest["optimizer"])
+        objective.restore(rest["rng"])
+    if state.step >= options.steps:
+        return state
+    if state.step:
+        log.info("training resumes at step %d of %d", state.step, options.steps)
+    last_save = time.monotonic()
+
+    def after_step(current: LoopState) -> None:
+        nonlocal last_save
+        if time.monotonic() - last_save >= save_every_s:
+            save_training_state(workdir, parameters, optimizer, objective, current)
+            last_save = time.monotonic()
+        if on_step is not None:
+            on_step(current)
+
+    state = run_loop(
+        list(parameters.values()),
+        optimizer,
+        examples,
+        step_loss,
+        options,
+        state,
+        should_stop,
+        cancelled,
+        after_step,
+    )
+    save_training_state(workdir, parameters, optimizer, objective, state)
+    return state
 
 
 def save_training_state(

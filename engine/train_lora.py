@@ -22,15 +22,14 @@ from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
 from engine.lora import kohya_key
 from engine.train_loop import (
+    SAVE_EVERY_S,
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
     caption_states,
     check_loop_options,
-    load_training_state,
-    run_loop,
-    save_training_state,
+    train_from_saved,
 )
 
 ADAPTER = "salon_training"
@@ -170,34 +169,27 @@ def train_lora_slice(
     should_stop: Callable[[], bool],
     cancelled: Callable[[], bool] = lambda: False,
     on_step: Callable[[LoopState], None] | None = None,
+    save_every_s: float = SAVE_EVERY_S,
 ) -> tuple[LoopState, LoraTrainer]:
     """Train from the state saved in `workdir` (or from the start) until done or `should_stop()`; save the
     state after the last step so the next slice (or a restart after a crash) goes on from there."""
     trainer = LoraTrainer(model, options)
     objective = NoiseObjective(model, options.seed)
     optimizer = torch.optim.AdamW(list(trainer.parameters.values()), lr=1e-4, weight_decay=0.0)
-    saved = load_training_state(workdir)
-    state = LoopState(order_seed=options.seed)
-    if saved is not None:
-        tensors, rest, state = saved
-        with torch.no_grad():
-            for name, parameter in trainer.parameters.items():
-                parameter.copy_(tensors[name])
-        optimizer.load_state_dict(rest["optimizer"])
-        objective.restore(rest["rng"])
-    if state.step < options.loop.steps:
-        state = run_loop(
-            list(trainer.parameters.values()),
-            optimizer,
-            examples,
-            lambda batch: trainer.loss(objective, batch),
-            options.loop,
-            state,
-            should_stop,
-            cancelled,
-            on_step,
-        )
-        save_training_state(workdir, dict(trainer.parameters), optimizer, objective, state)
+    state = train_from_saved(
+        dict(trainer.parameters),
+        optimizer,
+        objective,
+        examples,
+        lambda batch: trainer.loss(objective, batch),
+        options.loop,
+        options.seed,
+        workdir,
+        should_stop,
+        cancelled,
+        on_step,
+        save_every_s,
+    )
     return state, trainer
 
 

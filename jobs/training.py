@@ -125,7 +125,14 @@ class TrainTask:
             kind, train_hypernetwork_slice
         )
         loop, trainer = train(
-            model, examples, options, workdir / "state", control.should_yield, control.run.cancelled, on_step
+            model,
+            examples,
+            options,
+            workdir / "state",
+            control.should_yield,
+            control.run.cancelled,
+            on_step,
+            **({"save_every_s": float(params["save_every_s"])} if "save_every_s" in params else {}),
         )
         recent = loop.losses[-10:]
         loss = sum(recent) / len(recent) if recent else float("nan")
