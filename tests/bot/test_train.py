@@ -84,3 +84,19 @@ async def test_train_an_embedding_and_use_it_by_name(salon):
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
         salon.engine.registry.refresh()
+
+
+async def test_train_on_the_servers_images_that_a_query_finds(salon):
+    await salon.result(await salon.imagine(seed=5))
+    options = {"kind": "lora", "name": "fromsearch", "query": "circle", "steps": 3, "resolution": 64}
+    started = await salon.fake.slash(ANN, CHANNEL, "train", options)
+    await salon.fake.wait_for(lambda: started.original is not None and "✅" in started.original.content, 120)
+    assert "trained on 1 images" in started.original.content
+    job = (await salon.services.queue.store.recent())[0]
+    assert job.request["images"][0]["caption"] == "a red circle on a blue background"
+    path = salon.settings.lora_dir / "fromsearch.safetensors"
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
+    salon.engine.registry.refresh()
+    nothing = await salon.fake.slash(ANN, CHANNEL, "train", {**options, "name": "none", "query": "dragon"})
+    assert "no images in this server match 'dragon'" in await _refusal(nothing)
