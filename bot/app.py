@@ -22,6 +22,7 @@ from discord.ext import commands
 from catalog.catalog import Catalog
 from commands.community import CommunityStore
 from config import Settings
+from engine.errors import SalonError
 from engine.registry import ModelRegistry
 from jobs.queue import JobQueue, WorkerBusy
 
@@ -148,6 +149,10 @@ class SalonBot(commands.Bot):
         await super().close()
 
 
+class DiscordRefused(SalonError):
+    """Discord would not let the bot in: a bad token, or intents the application may not use."""
+
+
 def _report_worker_end(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("the GPU worker stopped", exc_info=task.exception())
@@ -178,14 +183,22 @@ async def run_bot(settings: Settings) -> int:
         loop.add_signal_handler(sig, stopping.set)
     try:
         async with bot:
-            await bot.login(settings.discord_token.get_secret_value())
+            try:
+                await bot.login(settings.discord_token.get_secret_value())
+            except discord.LoginFailure:
+                raise DiscordRefused(
+                    "Discord refused the token (401): check DISCORD_TOKEN, or reset it in the Developer Portal"
+                ) from None
             runner = asyncio.create_task(bot.connect(reconnect=True))
             stopper = asyncio.create_task(stopping.wait())
             await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
             await bot.close()
             stopper.cancel()
             if runner.done():
-                runner.result()
+                try:
+                    runner.result()
+                except discord.PrivilegedIntentsRequired as exc:
+                    raise DiscordRefused(f"Discord refused the intents: {exc}") from None
     finally:
         await services.close()
     return 0

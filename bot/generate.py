@@ -87,6 +87,16 @@ async def complete_style(interaction: discord.Interaction, current: str) -> list
     return _choices(list(load_styles(settings.styles_file)), current)
 
 
+# Autocomplete of the options /imagine and /img2img share.
+autocomplete_generation = app_commands.autocomplete(
+    model=complete_model,
+    sampler=complete_sampler,
+    schedule=complete_schedule,
+    style=complete_style,
+    lora=complete_lora,
+    embedding=complete_embedding,
+)
+
 # The options /imagine, /img2img and /inpaint share, with their descriptions (every option is described).
 COMMON_DESCRIPTIONS = {
     "prompt": "what to draw (A1111 syntax: (word:1.2), [word], BREAK, <lora:name:1>)",
@@ -122,14 +132,7 @@ class GenerateCog(commands.Cog):
         hires="hires fix: upscale by this factor (e.g. 2) with a second pass",
         tiling="make a seamless tile",
     )
-    @app_commands.autocomplete(
-        model=complete_model,
-        sampler=complete_sampler,
-        schedule=complete_schedule,
-        style=complete_style,
-        lora=complete_lora,
-        embedding=complete_embedding,
-    )
+    @autocomplete_generation
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -172,14 +175,7 @@ class GenerateCog(commands.Cog):
         denoising_strength="how much to change: 0 = nothing, 1 = everything",
         resize_mode="how the image is fitted to the output size",
     )
-    @app_commands.autocomplete(
-        model=complete_model,
-        sampler=complete_sampler,
-        schedule=complete_schedule,
-        style=complete_style,
-        lora=complete_lora,
-        embedding=complete_embedding,
-    )
+    @autocomplete_generation
     @app_commands.choices(resize_mode=_enum_choices(ResizeMode))
     async def img2img(
         self,

@@ -672,26 +672,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_BAD_INPUT
     import asyncio
 
-    import discord
-
     from bot.app import run_bot
-    from jobs.queue import WorkerBusy
 
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("discord").setLevel(logging.WARNING)
-    try:
-        return asyncio.run(run_bot(settings))
-    except discord.LoginFailure:
-        err_console.print(
-            "Discord refused the token (401): check DISCORD_TOKEN, or reset it in the Developer Portal"
-        )
-        return EXIT_BAD_INPUT
-    except discord.PrivilegedIntentsRequired as exc:
-        err_console.print(f"Discord refused the intents: {exc}", markup=False)
-        return EXIT_NOT_AVAILABLE
-    except WorkerBusy as exc:
-        err_console.print(f"{exc}; stop it before starting the bot", markup=False)
-        return EXIT_NOT_AVAILABLE
+    return asyncio.run(run_bot(settings))  # Discord refusing the token or intents: a SalonError, exit 2
 
 
 if __name__ == "__main__":

@@ -112,14 +112,11 @@ def train_embedding_slice(
 ) -> tuple[LoopState, EmbeddingTrainer]:
     """Train from the state saved in `workdir` (or the start) until done or `should_stop()`; save the state."""
     trainer = EmbeddingTrainer(model, options)
-    objective = NoiseObjective(model, options.seed)
-    optimizer = torch.optim.AdamW([trainer.vectors], lr=5e-3, weight_decay=0.0)
     state = train_from_saved(
+        model,
         {"vectors": trainer.vectors},
-        optimizer,
-        objective,
+        trainer.loss,
         examples,
-        lambda batch: trainer.loss(objective, batch),
         options.loop,
         options.seed,
         workdir,

@@ -126,14 +126,11 @@ def train_hypernetwork_slice(
 ) -> tuple[LoopState, HypernetworkTrainer]:
     """Train from the state saved in `workdir` (or the start) until done or `should_stop()`; save the state."""
     trainer = HypernetworkTrainer(model, options)
-    objective = NoiseObjective(model, options.seed)
-    optimizer = torch.optim.AdamW(list(trainer.parameters.values()), lr=1e-5, weight_decay=0.0)
     state = train_from_saved(
+        model,
         dict(trainer.parameters),
-        optimizer,
-        objective,
+        trainer.loss,
         examples,
-        lambda batch: trainer.loss(objective, batch),
         options.loop,
         options.seed,
         workdir,

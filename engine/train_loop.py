@@ -317,11 +317,10 @@ SAVE_EVERY_S = 30.0  # a crash loses at most this much training
 
 
 def train_from_saved(
+    model: LoadedModel,
     parameters: dict[str, torch.nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    objective: NoiseObjective,
+    loss: Callable[[NoiseObjective, Sequence[Example]], torch.Tensor],
     examples: Sequence[Example],
-    step_loss: StepLoss,
     options: LoopOptions,
     seed: int,
     workdir: Path,
@@ -330,10 +329,13 @@ def train_from_saved(
     on_step: Callable[[LoopState], None] | None = None,
     save_every_s: float = SAVE_EVERY_S,
 ) -> LoopState:
-    """Resume from the state saved in `workdir` (or start), train until done or `should_stop()`, and save the
-    state at the end and every `save_every_s` seconds, so a crash resumes from the last save, not from zero."""
+    """Train `parameters` (AdamW, the schedule's rate at each step) on `loss` from the state saved in `workdir`
+    (or from the start) until done or `should_stop()`; save the state at the end and every `save_every_s`
+    seconds, so a crash resumes from the last save, not from zero."""
     import time
 
+    objective = NoiseObjective(model, seed)
+    optimizer = torch.optim.AdamW(list(parameters.values()), lr=1e-4, weight_decay=0.0)  # lr set per step
     state = LoopState(order_seed=seed)
     saved = load_training_state(workdir)
     if saved is not None:
@@ -361,7 +363,7 @@ def train_from_saved(
         list(parameters.values()),
         optimizer,
         examples,
-        step_loss,
+        lambda batch: loss(objective, batch),
         options,
         state,
         should_stop,

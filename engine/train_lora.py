@@ -174,14 +174,11 @@ def train_lora_slice(
     """Train from the state saved in `workdir` (or from the start) until done or `should_stop()`; save the
     state after the last step so the next slice (or a restart after a crash) goes on from there."""
     trainer = LoraTrainer(model, options)
-    objective = NoiseObjective(model, options.seed)
-    optimizer = torch.optim.AdamW(list(trainer.parameters.values()), lr=1e-4, weight_decay=0.0)
     state = train_from_saved(
+        model,
         dict(trainer.parameters),
-        optimizer,
-        objective,
+        trainer.loss,
         examples,
-        lambda batch: trainer.loss(objective, batch),
         options.loop,
         options.seed,
         workdir,
