@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 MAX_FROM_CATALOG = 50
 
 
+def _numbers(option: str, text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidRequest(option, f"{text!r} is not numbers separated by commas, e.g. 1, 2, 1") from None
+
+
 class TrainCog(commands.Cog):
     def __init__(self, bot: SalonBot) -> None:
         self.bot = bot
@@ -47,12 +54,16 @@ class TrainCog(commands.Cog):
         seed="seed of the run",
         overwrite="replace your own earlier result of that name",
         init_text="embedding: the words its vectors start from",
+        template="embedding: the training prompt, with [name] and [filewords]",
+        layer_structure="hypernetwork: layer sizes, e.g. 1, 2, 1",
+        activation="hypernetwork: activation after each layer",
         vectors="embedding: vectors per token",
     )
     @app_commands.choices(
         kind=[
             app_commands.Choice(name="LoRA", value="lora"),
             app_commands.Choice(name="Embedding", value="embedding"),
+            app_commands.Choice(name="Hypernetwork", value="hypernetwork"),
         ]
     )
     async def train(
@@ -73,6 +84,9 @@ class TrainCog(commands.Cog):
         overwrite: bool = False,
         init_text: str = "*",
         vectors: int = 1,
+        template: str | None = None,
+        layer_structure: str = "1, 2, 1",
+        activation: str = "linear",
     ) -> None:
         attachments = [a for a in (images, image2, image3, image4) if a is not None]
         try:
@@ -94,6 +108,9 @@ class TrainCog(commands.Cog):
                 "learning_rate": learning_rate or {"lora": "1e-4", "embedding": "5e-3"}.get(kind, "5e-6"),
                 "init_text": init_text,
                 "vectors": vectors,
+                "layer_structure": _numbers("layer_structure", layer_structure),
+                "activation": activation,
+                **({"template": template} if template else {}),
                 "rank": rank,
                 "resolution": resolution or native_resolution(model),
                 "seed": seed,

@@ -16,7 +16,13 @@ import torch
 
 from engine.conditioning import EncoderSlot, PromptChunker
 from engine.errors import InvalidRequest
-from engine.hypernetwork import applied_hypernetworks, new_hypernetwork, save_hypernetwork
+from engine.hypernetwork import (
+    ACTIVATIONS,
+    WEIGHT_INITS,
+    applied_hypernetworks,
+    new_hypernetwork,
+    save_hypernetwork,
+)
 from engine.loading import LoadedModel
 from engine.train_loop import (
     SAVE_EVERY_S,
@@ -61,6 +67,14 @@ def check_hypernetwork_options(options: HypernetworkTraining) -> None:
         raise InvalidRequest("dropout", f"give one dropout from 0 to <1 per layer ({len(structure)} values)")
     if options.resolution % 8 or not 64 <= options.resolution <= 2048:
         raise InvalidRequest("resolution", f"{options.resolution} is not a multiple of 8 from 64 to 2048")
+    if options.activation != "linear" and options.activation not in ACTIVATIONS:
+        raise InvalidRequest(
+            "activation", f"{options.activation!r} is not one of: linear, {', '.join(ACTIVATIONS)}"
+        )
+    if options.weight_init not in WEIGHT_INITS:
+        raise InvalidRequest(
+            "weight_init", f"{options.weight_init!r} is not one of: {', '.join(WEIGHT_INITS)}"
+        )
 
 
 def attention_widths(unet: torch.nn.Module) -> list[int]:

@@ -52,6 +52,10 @@ async def test_train_refuses_missing_images_and_bad_options(salon):
         ({"name": "../up"}, "**name**"),
         ({"name": "ok", "learning_rate": "quick"}, "**learning_rate**"),
         ({"name": "ok", "rank": 0}, "**rank**"),
+        ({"kind": "hypernetwork", "name": "ok", "activation": "wiggly"}, "**activation**"),
+        ({"kind": "hypernetwork", "name": "ok", "layer_structure": "1, x, 1"}, "**layer_structure**"),
+        ({"kind": "hypernetwork", "name": "ok", "layer_structure": "2, 1"}, "**layer_structure**"),
+        ({"kind": "embedding", "name": "ok", "template": "no name here"}, "**template**"),
     ):
         refused = await salon.fake.slash(
             ANN, CHANNEL, "train", {"kind": "lora", **options}, attachments=attachments
@@ -100,3 +104,18 @@ async def test_train_on_the_servers_images_that_a_query_finds(salon):
     salon.engine.registry.refresh()
     nothing = await salon.fake.slash(ANN, CHANNEL, "train", {**options, "name": "none", "query": "dragon"})
     assert "no images in this server match 'dragon'" in await _refusal(nothing)
+
+
+async def test_train_a_hypernetwork(salon):
+    attachments = {"images": ("a.png", _png(1), "image/png")}
+    options = {"kind": "hypernetwork", "name": "hnet", "steps": 3, "resolution": 64, "activation": "relu"}
+    started = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)
+    await salon.fake.wait_for(lambda: started.original is not None and "✅" in started.original.content, 120)
+    assert "`<hypernet:hnet:1>`" in started.original.content
+    path = salon.settings.hypernetworks_dir / "hnet.pt"
+    try:
+        assert path.is_file()
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
+        salon.engine.registry.refresh()
