@@ -184,7 +184,7 @@ async def render_page(
     )
     embeds = [embed]
     if chosen is not None:
-        data = await asyncio.to_thread(_read, chosen.path)
+        data = await render.read_file(chosen.path)
         if data is not None and len(data) <= bot.services.settings.discord.attachment_limit_bytes // 2:
             uploads.append(render.Upload(f"selected-{chosen.filename}", data))
         detail = discord.Embed(
@@ -194,14 +194,6 @@ async def render_page(
         embeds.append(detail)
     await bot.services.community.move_browse(session.id, found.page, chosen.id if chosen else None)
     return Shown(found, embeds, uploads, browse_view(session.id, found, chosen))
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError:
-        return None
 
 
 def _listing(page: Page) -> str:

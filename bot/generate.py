@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import re
@@ -394,7 +393,9 @@ class GenerateCog(commands.Cog):
         record = await self.bot.services.catalog.get(place.guild, image_id or 0)
         if record is None or record.deleted or (record.nsfw and not place.age_restricted):
             raise InvalidRequest(f"{option}_id", f"there is no image {image_id} in this server")
-        data = await asyncio.to_thread(_read_file, record.path)
+        data = await render.read_file(record.path)
+        if data is None:
+            raise InvalidRequest(f"{option}_id", f"the file of image {image_id} is gone")
         return load_input_image(data, place.limits, option), record.id
 
     async def download(self, attachment: discord.Attachment, place: Place, option: str):
@@ -415,11 +416,6 @@ class GenerateCog(commands.Cog):
         spoiler: bool = False,
     ) -> JobRecord | None:
         return await start_job(self.bot, interaction, place, request, parent, relation, spoiler)
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def _precheck_attachment(attachment: discord.Attachment | None, place: Place, option: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot import render
 from bot.interact import is_moderator
 from engine.errors import InvalidRequest
 
@@ -141,10 +142,8 @@ class ReactionsCog(commands.Cog):
         user = self.bot.get_user(user_id) or await self.bot.fetch_user(user_id)
         limit = self.bot.services.settings.discord.attachment_limit_bytes
         for image in images[:10]:
-            text = (
-                f"**#{image.id}** `{image.filename}`\n```\n{image.infotext.replace('```', chr(39) * 3)}\n```"
-            )
-            data = await _read(image.path)
+            text = render.infotext_block(image)
+            data = await render.read_file(image.path)
             files = (
                 [discord.File(io.BytesIO(data), filename=image.filename)]
                 if data and len(data) <= limit
@@ -162,10 +161,3 @@ class ReactionsCog(commands.Cog):
         channel = self.bot.get_channel(payload.channel_id)
         if isinstance(channel, discord.abc.Messageable):
             await channel.get_partial_message(payload.message_id).delete()  # type: ignore[attr-defined]
-
-
-async def _read(path: str) -> bytes | None:
-    from pathlib import Path
-
-    file = Path(path)
-    return await asyncio.to_thread(file.read_bytes) if file.is_file() else None

@@ -150,6 +150,24 @@ def contact_sheet(paths: Sequence[str | None], cell: int = 160) -> Image.Image:
     return sheet
 
 
+def infotext_block(image: ImageRecord) -> str:
+    """An image's id, file name and full infotext as a Discord code block (``` inside it defused)."""
+    return f"**#{image.id}** `{image.filename}`\n```\n{image.infotext.replace('```', chr(39) * 3)}\n```"
+
+
+async def read_file(path: str) -> bytes | None:
+    """A stored image's bytes, read off the event loop; None when the file is gone."""
+    import asyncio
+
+    def read() -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            return None
+
+    return await asyncio.to_thread(read)
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

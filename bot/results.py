@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot import render
 from bot.generate import start_job
 from bot.interact import NotAllowed, Place, place_of, refuse
 from catalog.records import ImageRecord, Relation
@@ -131,11 +132,7 @@ def stored_request(bot: SalonBot, job: JobRecord) -> AnyRequest:
 
 async def show_info(interaction: discord.Interaction, images: list[ImageRecord]) -> None:
     """📋: each image's file name and full A1111 infotext, to the asker only."""
-    parts = [
-        f"**#{image.id}** `{image.filename}`\n```\n{image.infotext.replace('```', chr(39) * 3)}\n```"
-        for image in images
-    ]
-    text = "\n".join(parts)
+    text = "\n".join(render.infotext_block(image) for image in images)
     if len(text) <= 2000:
         await interaction.response.send_message(text, ephemeral=True)
         return
