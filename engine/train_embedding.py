@@ -8,8 +8,9 @@ and UNet (`loss`), resume or start (`train_embedding_slice`), and the A1111 file
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,14 +21,13 @@ from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
 from engine.registry import ModelEntry, ModelKind
 from engine.train_loop import (
-    SAVE_EVERY_S,
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
     caption_states,
     check_loop_options,
-    train_from_saved,
+    train_slice,
 )
 
 DEFAULT_TEMPLATE = "a picture of [name], [filewords]"  # like A1111's style_filewords/subject_filewords
@@ -82,6 +82,7 @@ class EmbeddingTrainer:
         model.unet.requires_grad_(False)  # only the vectors learn; gradients still flow through both models
         encoder.requires_grad_(False)
         self.vectors = torch.nn.Parameter(self._initial_vectors(encoder, tokenizer))
+        self.parameters = {"vectors": self.vectors}
         entry = ModelEntry(ModelKind.EMBEDDING, options.name, Path(f"{options.name}.pt"), 0, 0)
         self.embedding = Embedding(options.name, {"clip_l": self.vectors}, entry)
         self.slot = EncoderSlot("clip_l", tokenizer, encoder, tokenizer.pad_token_id, False)
@@ -100,32 +101,8 @@ class EmbeddingTrainer:
         return objective.loss(self.model.unet, batch, states)
 
 
-def train_embedding_slice(
-    model: LoadedModel,
-    examples: Sequence[Example],
-    options: EmbeddingOptions,
-    workdir: Path,
-    should_stop: Callable[[], bool],
-    cancelled: Callable[[], bool] = lambda: False,
-    on_step: Callable[[LoopState], None] | None = None,
-    save_every_s: float = SAVE_EVERY_S,
-) -> tuple[LoopState, EmbeddingTrainer]:
-    """Train from the state saved in `workdir` (or the start) until done or `should_stop()`; save the state."""
-    trainer = EmbeddingTrainer(model, options)
-    state = train_from_saved(
-        model,
-        {"vectors": trainer.vectors},
-        trainer.loss,
-        examples,
-        options.loop,
-        options.seed,
-        workdir,
-        should_stop,
-        cancelled,
-        on_step,
-        save_every_s,
-    )
-    return state, trainer
+# One slice of this trainer: see engine.train_loop.train_slice (returns the loop state and the trainer).
+train_embedding_slice = partial(train_slice, EmbeddingTrainer)
 
 
 def save_embedding(trainer: EmbeddingTrainer, path: Path, state: LoopState) -> Path:

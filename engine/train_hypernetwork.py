@@ -8,8 +8,9 @@ at strength 1 (`loss`), resume or start (`train_hypernetwork_slice`), and the fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,14 +26,13 @@ from engine.hypernetwork import (
 )
 from engine.loading import LoadedModel
 from engine.train_loop import (
-    SAVE_EVERY_S,
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
     caption_states,
     check_loop_options,
-    train_from_saved,
+    train_slice,
 )
 
 
@@ -128,35 +128,11 @@ class HypernetworkTrainer:
             return objective.loss(self.model.unet, batch, states)
 
 
-def train_hypernetwork_slice(
-    model: LoadedModel,
-    examples: Sequence[Example],
-    options: HypernetworkTraining,
-    workdir: Path,
-    should_stop: Callable[[], bool],
-    cancelled: Callable[[], bool] = lambda: False,
-    on_step: Callable[[LoopState], None] | None = None,
-    save_every_s: float = SAVE_EVERY_S,
-) -> tuple[LoopState, HypernetworkTrainer]:
-    """Train from the state saved in `workdir` (or the start) until done or `should_stop()`; save the state."""
-    trainer = HypernetworkTrainer(model, options)
-    state = train_from_saved(
-        model,
-        dict(trainer.parameters),
-        trainer.loss,
-        examples,
-        options.loop,
-        options.seed,
-        workdir,
-        should_stop,
-        cancelled,
-        on_step,
-        save_every_s,
-    )
-    trainer.hypernetwork.eval()
-    return state, trainer
+# One slice of this trainer: see engine.train_loop.train_slice (returns the loop state and the trainer).
+train_hypernetwork_slice = partial(train_slice, HypernetworkTrainer)
 
 
 def save_trained(trainer: HypernetworkTrainer, path: Path, state: LoopState) -> Path:
     """The A1111 `.pt` (layer structure, activation, initialization, per-width module pairs, step, checkpoint)."""
+    trainer.hypernetwork.eval()  # saved as it is used: inference mode
     return save_hypernetwork(path, trainer.hypernetwork, state.step, trainer.model.name, trainer.model.hash)

@@ -374,6 +374,36 @@ def train_from_saved(
     return state
 
 
+def train_slice(
+    trainer_class: Callable,
+    model: LoadedModel,
+    examples: Sequence[Example],
+    options,
+    workdir: Path,
+    should_stop: Callable[[], bool],
+    cancelled: Callable[[], bool] = lambda: False,
+    on_step: Callable[[LoopState], None] | None = None,
+    save_every_s: float = SAVE_EVERY_S,
+):
+    """One slice of any trainer: build it on `model` (its `parameters` dict learns through its `loss`), then
+    `train_from_saved`. Returns the loop state and the trainer (to save its result)."""
+    trainer = trainer_class(model, options)
+    state = train_from_saved(
+        model,
+        dict(trainer.parameters),
+        trainer.loss,
+        examples,
+        options.loop,
+        options.seed,
+        workdir,
+        should_stop,
+        cancelled,
+        on_step,
+        save_every_s,
+    )
+    return state, trainer
+
+
 def save_training_state(
     folder: Path,
     tensors: dict[str, torch.Tensor],

@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,14 +23,13 @@ from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
 from engine.lora import kohya_key
 from engine.train_loop import (
-    SAVE_EVERY_S,
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
     caption_states,
     check_loop_options,
-    train_from_saved,
+    train_slice,
 )
 
 ADAPTER = "salon_training"
@@ -161,33 +161,8 @@ def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
-def train_lora_slice(
-    model: LoadedModel,
-    examples: Sequence[Example],
-    options: LoraOptions,
-    workdir: Path,
-    should_stop: Callable[[], bool],
-    cancelled: Callable[[], bool] = lambda: False,
-    on_step: Callable[[LoopState], None] | None = None,
-    save_every_s: float = SAVE_EVERY_S,
-) -> tuple[LoopState, LoraTrainer]:
-    """Train from the state saved in `workdir` (or from the start) until done or `should_stop()`; save the
-    state after the last step so the next slice (or a restart after a crash) goes on from there."""
-    trainer = LoraTrainer(model, options)
-    state = train_from_saved(
-        model,
-        dict(trainer.parameters),
-        trainer.loss,
-        examples,
-        options.loop,
-        options.seed,
-        workdir,
-        should_stop,
-        cancelled,
-        on_step,
-        save_every_s,
-    )
-    return state, trainer
+# One slice of this trainer: see engine.train_loop.train_slice (returns the loop state and the trainer).
+train_lora_slice = partial(train_slice, LoraTrainer)
 
 
 def save_lora(trainer: LoraTrainer, path: Path, state: LoopState, images: int) -> Path:
