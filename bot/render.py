@@ -103,9 +103,13 @@ def trained_content(job: JobRecord, user_id: str) -> str:
     return clip(
         f"✅ {job_title(job)} · <@{user_id}>\ntrained on {images} images in {job.request.get('steps', '?')} steps "
         f"(job {job.id}); everyone here can use it now: "
-        + {"lora": f"`<lora:{name}:1>`", "hypernetwork": f"`<hypernet:{name}:1>`"}.get(
-            str(job.request.get("trainer")), f"`{name}` in a prompt"
-        ),
+        + {
+            "lora": f"`<lora:{name}:1>`",
+            "hypernetwork": f"`<hypernet:{name}:1>`",
+            "dreambooth": f"`/imagine model:{name}`, with `"
+            + str(job.request.get("instance_prompt") or "a photo of [name]").replace("[name]", name)
+            + "` in the prompt",
+        }.get(str(job.request.get("trainer")), f"`{name}` in a prompt"),
         MAX_CONTENT,
     )
 

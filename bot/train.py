@@ -1,4 +1,5 @@
-"""`/train`: a LoRA from attached images (or a zip), or from the server's images a search finds.
+"""`/train`: a LoRA, an embedding, a hypernetwork or a Dreambooth checkpoint from attached images (or a zip), or
+from the server's images a search finds.
 
 The images are checked and stored when the command runs (attachment links expire), then training runs as a
 queue job in slices; the reply shows the step, the loss and its sparkline, and announces the result.
@@ -38,9 +39,12 @@ class TrainCog(commands.Cog):
     def __init__(self, bot: SalonBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="train", description="Train a LoRA on your images; everyone here can use it")
+    @app_commands.command(
+        name="train",
+        description="Train a LoRA, embedding, hypernetwork or checkpoint on images; all here can use it",
+    )
     @app_commands.describe(
-        kind="LoRA, textual-inversion embedding or hypernetwork (Dreambooth comes later)",
+        kind="LoRA, textual-inversion embedding, hypernetwork, or a Dreambooth checkpoint",
         name="its name: <lora:name:1> in prompts, or for an embedding the name itself",
         images="a zip of images (with .txt captions of the same name), or one image",
         image2="another image",
@@ -58,12 +62,18 @@ class TrainCog(commands.Cog):
         layer_structure="hypernetwork: layer sizes, e.g. 1, 2, 1",
         activation="hypernetwork: activation after each layer",
         vectors="embedding: vectors per token",
+        instance_prompt="dreambooth: the subject's prompt, e.g. a photo of [name] dog",
+        class_prompt="dreambooth: e.g. a photo of a dog; generates class images to keep the class (prior)",
+        class_images="dreambooth: how many class images to generate first",
+        save_every="install the result every N steps, so a cancel keeps it (0: only at the end)",
+        preview_every="show a preview image every N steps (0: none)",
     )
     @app_commands.choices(
         kind=[
             app_commands.Choice(name="LoRA", value="lora"),
             app_commands.Choice(name="Embedding", value="embedding"),
             app_commands.Choice(name="Hypernetwork", value="hypernetwork"),
+            app_commands.Choice(name="Dreambooth checkpoint", value="dreambooth"),
         ]
     )
     async def train(
@@ -87,6 +97,11 @@ class TrainCog(commands.Cog):
         template: str | None = None,
         layer_structure: str = "1, 2, 1",
         activation: str = "linear",
+        instance_prompt: str | None = None,
+        class_prompt: str | None = None,
+        class_images: int = 50,
+        save_every: int = 0,
+        preview_every: int = 0,
     ) -> None:
         attachments = [a for a in (images, image2, image3, image4) if a is not None]
         try:
@@ -105,7 +120,7 @@ class TrainCog(commands.Cog):
             )
             options = {
                 "steps": steps,
-                "learning_rate": learning_rate or {"lora": "1e-4", "embedding": "5e-3"}.get(kind, "5e-6"),
+                **({"learning_rate": learning_rate} if learning_rate else {}),  # else the trainer's default
                 "init_text": init_text,
                 "vectors": vectors,
                 "layer_structure": _numbers("layer_structure", layer_structure),
@@ -114,6 +129,11 @@ class TrainCog(commands.Cog):
                 "rank": rank,
                 "resolution": resolution or native_resolution(model),
                 "seed": seed,
+                "class_prompt": class_prompt or "",
+                "class_images": class_images,
+                "save_every": save_every,
+                "preview_every": preview_every,
+                **({"instance_prompt": instance_prompt} if instance_prompt else {}),
             }
             job = training_job(
                 settings,

@@ -154,10 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the Discord bot with its worker (needs DISCORD_TOKEN)")
 
     train = sub.add_parser(
-        "train", help="train a LoRA or an embedding on a folder of images (captions: .txt or names)"
+        "train",
+        help="train a LoRA, an embedding, a hypernetwork or a Dreambooth checkpoint on a folder of images",
     )
     train.add_argument(
-        "kind", choices=["lora", "embedding", "hypernetwork"], help="what to train (Dreambooth comes later)"
+        "kind", choices=["lora", "embedding", "hypernetwork", "dreambooth"], help="what to train"
     )
     train.add_argument("folder", type=Path, help="images, with optional .txt captions of the same name")
     train.add_argument("--name", required=True, help="the result's name: <lora:NAME:1>, or NAME in a prompt")
@@ -166,8 +167,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--learning-rate",
         default=None,
-        help='a rate or an A1111 schedule "5e-3:100, 1e-4" (LoRA 1e-4, TI 5e-3)',
+        help='a rate or an A1111 schedule "5e-3:100, 1e-4" (LoRA 1e-4, TI 5e-3, others 5e-6)',
     )
+    train.add_argument(
+        "--instance-prompt",
+        default=None,
+        help='dreambooth: the subject\'s prompt, e.g. "a photo of [name] dog"',
+    )
+    train.add_argument(
+        "--class-prompt", default="", help='dreambooth: e.g. "a photo of a dog"; turns on prior preservation'
+    )
+    train.add_argument("--class-images", type=int, default=50, help="dreambooth: class images to generate")
+    train.add_argument("--class-steps", type=int, default=20, help="dreambooth: steps per class image")
+    train.add_argument(
+        "--prior-loss-weight", type=float, default=1.0, help="dreambooth: weight of the class loss"
+    )
+    train.add_argument(
+        "--save-format",
+        choices=["auto", "safetensors", "diffusers"],
+        default="auto",
+        help="dreambooth: one .safetensors or a diffusers folder (auto: like the base model)",
+    )
+    train.add_argument(
+        "--save-every", type=int, default=0, help="install the result every N steps (0: at the end)"
+    )
+    train.add_argument("--preview-every", type=int, default=0, help="render a preview image every N steps")
+    train.add_argument(
+        "--preview-prompt", default=None, help="the preview's prompt (default: the first caption)"
+    )
+    train.add_argument("--preview-steps", type=int, default=20, help="denoising steps of a preview")
     train.add_argument("--init-text", default="*", help="embedding: the words its vectors start from")
     train.add_argument("--vectors", type=int, default=1, help="embedding: vectors per token")
     train.add_argument("--layer-structure", default="1,2,1", help="hypernetwork: layer sizes, e.g. 1,2,1")
@@ -603,7 +631,12 @@ def _catalog(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.clean or args.repair else 1
 
 
-USAGE = {"lora": "<lora:{name}:1>", "embedding": "{name}", "hypernetwork": "<hypernet:{name}:1>"}
+USAGE = {
+    "lora": "use it as <lora:{name}:1> in a prompt",
+    "embedding": "use it as {name} in a prompt",
+    "hypernetwork": "use it as <hypernet:{name}:1> in a prompt",
+    "dreambooth": "choose it with --model {name}",
+}
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
@@ -617,7 +650,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     model = ModelRegistry.from_settings(settings).checkpoint(args.model or settings.default_model)
     options = {
         "steps": args.steps,
-        "learning_rate": args.learning_rate or {"lora": "1e-4", "embedding": "5e-3"}.get(args.kind, "5e-6"),
+        **({"learning_rate": args.learning_rate} if args.learning_rate else {}),  # else the trainer's default
         "layer_structure": [float(x) for x in args.layer_structure.split(",") if x.strip()],
         "activation": args.activation,
         "layer_norm": args.layer_norm,
@@ -634,7 +667,18 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         "seed": args.seed,
         "init_text": args.init_text,
         "vectors": args.vectors,
+        "class_prompt": args.class_prompt,
+        "class_images": args.class_images,
+        "class_steps": args.class_steps,
+        "prior_loss_weight": args.prior_loss_weight,
+        "save_format": args.save_format,
+        "save_every": args.save_every,
+        "preview_every": args.preview_every,
+        "preview_steps": args.preview_steps,
     }
+    for option in ("instance_prompt", "preview_prompt"):
+        if getattr(args, option):
+            options[option] = getattr(args, option)
     if args.template:
         options["template"] = args.template
     images = images_from_folder(args.folder, settings)
@@ -650,16 +694,23 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     )
     record = asyncio.run(_submit_and_wait(settings, job))
     if record.status is not JobStatus.DONE:
-        err_console.print(f"job {record.id} {record.status.value}: {record.error or ''}", markup=False)
+        err_console.print(
+            f"job {record.id} {record.status.value}: {record.error or ''}", markup=False, soft_wrap=True
+        )
         return EXIT_JOB_FAILED
     losses = (record.checkpoint or {}).get("losses", [])
     tail = f", loss over the last steps {sum(losses[-10:]) / len(losses[-10:]):.4f}" if losses else ""
-    console.print(f"{record.results[0]}", markup=False)
+    console.print(f"{record.results[0]}", markup=False, soft_wrap=True)
     console.print(
         f"trained {args.kind} {args.name!r} on {len(images)} images in {record.slices + 1} slice(s){tail}; "
-        f"use it as {USAGE[args.kind].format(name=args.name)} in a prompt",
+        f"{USAGE[args.kind].format(name=args.name)}",
         markup=False,
+        soft_wrap=True,
     )
+    if args.preview_every:
+        from jobs.training import preview_folder
+
+        console.print(f"previews: {preview_folder(settings, args.name)}", markup=False, soft_wrap=True)
     return 0
 
 

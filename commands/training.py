@@ -17,7 +17,7 @@ from config import Settings
 from engine.errors import InvalidRequest
 from jobs.codec import store_image
 from jobs.records import JobKind
-from jobs.training import TRAINERS, check_name, output_path, owner_of
+from jobs.training import TRAINERS, check_name, output_paths, owner_of
 
 MAX_IMAGES = 200
 MAX_ZIP_BYTES = 512 * 1024 * 1024  # uncompressed, all members together
@@ -106,8 +106,10 @@ def training_job(
     if trainer not in TRAINERS:
         raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
     check_name(name)
-    target = output_path(settings, trainer, name)
-    if target.exists():
+    taken = [path for path in output_paths(settings, trainer, name) if path.exists()]
+    if trainer == "dreambooth" and not taken and name in _checkpoint_names(settings):
+        raise InvalidRequest("name", f"{name!r} is an installed model; choose another name")
+    for target in taken:
         made = owner_of(target)
         if made is None or made.get("owner") != owner:
             raise InvalidRequest("name", f"{name!r} already exists and is not yours; choose another name")
@@ -117,3 +119,9 @@ def training_job(
     stored = [{"file": store_image(image, inputs), "caption": caption} for image, caption in images]
     params = {**(options or {}), "trainer": trainer, "name": name, "model": model, "images": stored}
     return LongJob(JobKind.TRAIN, params)
+
+
+def _checkpoint_names(settings: Settings) -> list[str]:
+    from engine.registry import ModelKind, ModelRegistry
+
+    return ModelRegistry.from_settings(settings).names(ModelKind.CHECKPOINT)

@@ -186,6 +186,8 @@ class ModelRegistry:
             return []
         entries: list[ModelEntry] = []
         for path in sorted(folder.rglob("*")):
+            if _hidden_or_sidecar(path, folder):
+                continue
             if kind is ModelKind.CHECKPOINT and path.is_dir() and (path / "model_index.json").is_file():
                 size, mtime = _folder_stat(path)
                 entries.append(ModelEntry(kind, path.name, path, size, mtime, is_diffusers_folder=True))
@@ -297,3 +299,17 @@ def _parents_below(path: Path, root: Path) -> Iterable[Path]:
         if parent == root or root not in parent.parents:
             return
         yield parent
+
+
+def _hidden_or_sidecar(path: Path, root: Path) -> bool:
+    """Not a model of its own: hidden files and folders (a save in progress) and what lies in a single-file
+    checkpoint's `<stem>.config` sidecar folder (its diffusers configs)."""
+    parts = path.relative_to(root).parts
+    if any(part.startswith(".") for part in parts):
+        return True
+    for depth, part in enumerate(parts):
+        if part.endswith(".config"):
+            beside = root.joinpath(*parts[:depth], part.removesuffix(".config") + ".safetensors")
+            if beside.is_file():
+                return True
+    return False

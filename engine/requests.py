@@ -123,6 +123,7 @@ class StepProgress:
     total: int
     image_index: int  # the request's first image in the batch being denoised
     preview: Callable[..., Image.Image] | None = None
+    preview_ready: bool = False  # the preview is a finished image (a training preview): always send it
 
 
 @dataclass

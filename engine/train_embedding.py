@@ -27,6 +27,8 @@ from engine.train_loop import (
     NoiseObjective,
     caption_states,
     check_loop_options,
+    prompt_states,
+    render_preview,
     train_slice,
 )
 
@@ -99,6 +101,16 @@ class EmbeddingTrainer:
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
         states = torch.cat([caption_states(self.slot, self.chunker, e.caption, grad=True) for e in batch])
         return objective.loss(self.model.unet, batch, states)
+
+    def preview(self, prompt: str, seed: int, steps: int):
+        """An image of `prompt` with the vectors as they are now (the name in the prompt uses them)."""
+        states, negative = prompt_states(self.slot, self.chunker, prompt)
+        return render_preview(
+            self.model, self.model.unet, states, negative, seed, steps, self.options.resolution
+        )
+
+    def save(self, path: Path, state: LoopState, images: int) -> Path:
+        return save_embedding(self, path, state)
 
 
 # One slice of this trainer: see engine.train_loop.train_slice (returns the loop state and the trainer).

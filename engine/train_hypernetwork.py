@@ -32,6 +32,8 @@ from engine.train_loop import (
     NoiseObjective,
     caption_states,
     check_loop_options,
+    prompt_states,
+    render_preview,
     train_slice,
 )
 
@@ -126,6 +128,25 @@ class HypernetworkTrainer:
         states = torch.cat([self._states[example.caption] for example in batch])
         with applied_hypernetworks(self.model.unet, [(self.hypernetwork, 1.0)]):
             return objective.loss(self.model.unet, batch, states)
+
+    def preview(self, prompt: str, seed: int, steps: int):
+        """An image of `prompt` with the hypernetwork as it is now, at strength 1 (inference mode)."""
+        states, negative = prompt_states(self.slot, self.chunker, prompt)
+        self.hypernetwork.eval()
+        try:
+            with applied_hypernetworks(self.model.unet, [(self.hypernetwork, 1.0)]):
+                return render_preview(
+                    self.model, self.model.unet, states, negative, seed, steps, self.options.resolution
+                )
+        finally:
+            self.hypernetwork.train()
+
+    def save(self, path: Path, state: LoopState, images: int) -> Path:
+        """The file as it is used (inference mode); training goes on in training mode afterwards."""
+        try:
+            return save_trained(self, path, state)
+        finally:
+            self.hypernetwork.train()
 
 
 # One slice of this trainer: see engine.train_loop.train_slice (returns the loop state and the trainer).

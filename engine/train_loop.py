@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -126,6 +127,12 @@ def _rgb_array(image: Image.Image):
     return np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
+def unet_dtype(unet: torch.nn.Module) -> torch.dtype:
+    """The dtype a UNet computes in: the model's for a frozen copy with adapters, float32 for a fully trained
+    copy (Dreambooth trains a float32 copy of a float16 model)."""
+    return unet.conv_in.weight.dtype
+
+
 class NoiseObjective:
     """The diffusion loss: noise the latents at a random timestep with the model's own schedule and compare the
     UNet's prediction (noise, or v for v-prediction models) with the truth; seeded, so a run is repeatable."""
@@ -147,7 +154,7 @@ class NoiseObjective:
             target = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
-        device, dtype = self.model.device, self.model.dtype
+        device, dtype = self.model.device, unet_dtype(unet)
         predicted = unet(
             noisy.to(device, dtype), timesteps.to(device), encoder_hidden_states=states.to(device, dtype)
         ).sample.float()
@@ -178,7 +185,7 @@ class NoiseObjective:
                 if self.scheduler.config.prediction_type == "v_prediction"
                 else noise
             )
-            device, dtype = self.model.device, self.model.dtype
+            device, dtype = self.model.device, unet_dtype(unet)
             predicted = unet(
                 noisy.to(device, dtype), timesteps.to(device), encoder_hidden_states=states.to(device, dtype)
             ).sample.float()
@@ -382,11 +389,12 @@ def train_slice(
     workdir: Path,
     should_stop: Callable[[], bool],
     cancelled: Callable[[], bool] = lambda: False,
-    on_step: Callable[[LoopState], None] | None = None,
+    on_step: Callable[[LoopState, Any], None] | None = None,
     save_every_s: float = SAVE_EVERY_S,
 ):
     """One slice of any trainer: build it on `model` (its `parameters` dict learns through its `loss`), then
-    `train_from_saved`. Returns the loop state and the trainer (to save its result)."""
+    `train_from_saved`; `on_step(state, trainer)` after each step (to save or preview the result so far).
+    Returns the loop state and the trainer (to save its result)."""
     trainer = trainer_class(model, options)
     state = train_from_saved(
         model,
@@ -398,10 +406,51 @@ def train_slice(
         workdir,
         should_stop,
         cancelled,
-        on_step,
+        None if on_step is None else lambda state: on_step(state, trainer),
         save_every_s,
     )
     return state, trainer
+
+
+@torch.no_grad()
+def prompt_states(slot, chunker, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The states of a preview prompt and of an empty negative prompt, through a trainer's encoder path."""
+    return caption_states(slot, chunker, prompt), caption_states(slot, chunker, "")
+
+
+@torch.no_grad()
+def render_preview(
+    model: LoadedModel,
+    unet: torch.nn.Module,
+    states: torch.Tensor,
+    negative: torch.Tensor,
+    seed: int,
+    steps: int,
+    size: int,
+) -> Image.Image:
+    """An image of what a run has learned so far: the model's own pipeline and scheduler with `unet` and the
+    given cross-attention states (the trainer's encoder path), seeded on the CPU; the loaded model is untouched."""
+    pipe = model.pipe
+    preview_pipe = type(pipe)(**{**pipe.components, "unet": unet, "requires_safety_checker": False})
+    preview_pipe.set_progress_bar_config(disable=True)
+    dtype = unet_dtype(unet)
+    was_training = unet.training
+    unet.eval()
+    try:
+        latents = preview_pipe(
+            prompt_embeds=states.to(model.device, dtype),
+            negative_prompt_embeds=negative.to(model.device, dtype),
+            num_inference_steps=steps,
+            width=size,
+            height=size,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="latent",
+        ).images
+    finally:
+        unet.train(was_training)
+    vae = model.vae
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return pipe.image_processor.postprocess(decoded.float(), output_type="pil")[0]
 
 
 def save_training_state(

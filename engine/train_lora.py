@@ -29,6 +29,8 @@ from engine.train_loop import (
     NoiseObjective,
     caption_states,
     check_loop_options,
+    prompt_states,
+    render_preview,
     train_slice,
 )
 
@@ -125,6 +127,14 @@ class LoraTrainer:
 
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
         return objective.loss(self.unet, batch, self.states([example.caption for example in batch]))
+
+    def preview(self, prompt: str, seed: int, steps: int):
+        """An image of `prompt` with the adapters as they are now."""
+        states, negative = prompt_states(self.slot, self.chunker, prompt)
+        return render_preview(self.model, self.unet, states, negative, seed, steps, self.options.resolution)
+
+    def save(self, path: Path, state: LoopState, images: int) -> Path:
+        return save_lora(self, path, state, images)
 
     def kohya_tensors(self) -> dict[str, torch.Tensor]:
         """The adapters under kohya's names: lora_unet_/lora_te_ + module path, lora_down/lora_up, alpha."""

@@ -19,9 +19,10 @@ from engine.requests import StepProgress
 from jobs.long import Slice, SliceControl, register_long_task
 from jobs.records import JobKind, JobRecord
 
-TRAINERS = ("lora", "embedding", "hypernetwork")
+TRAINERS = ("lora", "embedding", "hypernetwork", "dreambooth")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OWNER_SUFFIX = ".salon.json"  # beside a trained file: who made it, where, from which job
+PREVIEW_STEPS = 20  # denoising steps of a training preview unless the job says otherwise
 
 
 def check_name(name: object) -> str:
@@ -34,13 +35,16 @@ def check_name(name: object) -> str:
     return name
 
 
-def output_path(settings, trainer: str, name: str) -> Path:
+def output_paths(settings, trainer: str, name: str) -> list[Path]:
+    """Where a result named `name` may lie (a Dreambooth checkpoint is a single file or a diffusers folder)."""
     if trainer == "lora":
-        return settings.lora_dir / f"{name}.safetensors"
+        return [settings.lora_dir / f"{name}.safetensors"]
     if trainer == "embedding":
-        return settings.embeddings_path / f"{name}.pt"
+        return [settings.embeddings_path / f"{name}.pt"]
     if trainer == "hypernetwork":
-        return settings.hypernetworks_dir / f"{name}.pt"
+        return [settings.hypernetworks_dir / f"{name}.pt"]
+    if trainer == "dreambooth":
+        return [settings.checkpoints_dir / f"{name}.safetensors", settings.checkpoints_dir / name]
     raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
 
 
@@ -53,15 +57,17 @@ def owner_of(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def preview_folder(settings, name: str) -> Path:
+    """Where a run's preview images are kept (like A1111's textual_inversion log folder)."""
+    return settings.data_dir / "training" / name
+
+
 class TrainTask:
     """The `train` long job kind."""
 
     kind = JobKind.TRAIN
 
     def check(self, params: dict[str, Any], settings: Any) -> dict[str, Any]:
-        from engine.train_embedding import check_embedding_options
-        from engine.train_lora import check_lora_options
-
         trainer = params.get("trainer")
         if trainer not in TRAINERS:
             raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
@@ -74,38 +80,47 @@ class TrainTask:
             file = item.get("file", "") if isinstance(item, dict) else ""
             if "/" in file or "\\" in file or not (inputs / file).is_file():
                 raise InvalidRequest("images", f"stored training image {file!r} is missing")
-        if trainer == "lora":
-            check_lora_options(lora_options(params))
-        elif trainer == "embedding":
-            check_embedding_options(embedding_options(params))
-        else:
-            from engine.train_hypernetwork import check_hypernetwork_options
-
-            check_hypernetwork_options(hypernetwork_options(params))
+        for option in ("save_every", "preview_every"):
+            value = params.get(option, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100_000:
+                raise InvalidRequest(option, f"{value!r} is not a number of steps from 0 (never) to 100000")
+        preview_steps = params.get("preview_steps", PREVIEW_STEPS)
+        if not isinstance(preview_steps, int) or not 1 <= preview_steps <= 150:
+            raise InvalidRequest("preview_steps", f"{preview_steps!r} is not from 1 to 150")
+        if len(str(params.get("preview_prompt") or "")) > 1000:
+            raise InvalidRequest("preview_prompt", "is longer than 1000 characters")
+        checker, options = TRAINER_OPTIONS[trainer]
+        checker()(options(params))
         return params
 
     def run_slice(
         self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
     ) -> Slice:
-        from engine.train_embedding import captions, save_embedding, train_embedding_slice
-        from engine.train_hypernetwork import save_trained, train_hypernetwork_slice
         from engine.train_loop import encode_examples
-        from engine.train_lora import save_lora, train_lora_slice
         from jobs.codec import load_image
 
         params = job.request
         kind = params["trainer"]
-        lora = kind == "lora"
-        options = {
-            "lora": lora_options,
-            "embedding": embedding_options,
-            "hypernetwork": hypernetwork_options,
-        }[kind](params)
+        options = TRAINER_OPTIONS[kind][1](params)
         running = engine()
+        saved = dict(state or {})
+        class_examples: list = []
+        if kind == "dreambooth":  # a form the result cannot take fails now, not after the training
+            from engine.train_dreambooth import check_can_save
+
+            base = running.load(params.get("model"))
+            check_can_save(base, _result_path(running.settings, kind, options, base))
+        if kind == "dreambooth" and options.prior_preservation:
+            made = _class_images(running, params, options, workdir / "class", control)
+            if made < options.class_images:
+                saved["class_images"] = made
+                phase = f"class images {made}/{options.class_images}"
+                return Slice(saved, phase=phase, progress=0.0)
         model = running.base_model(params.get("model"))
+        if kind == "dreambooth" and options.prior_preservation:
+            class_examples = _encode_class_images(model, options, workdir / "class")
         inputs = workdir.parent.parent / "inputs"  # <data_dir>/jobs/work/<job> → <data_dir>/jobs/inputs
-        words = [item.get("caption", "") for item in params["images"]]
-        texts = captions(options.template, options.name, words) if kind == "embedding" else words
+        texts = _captions(kind, options, [item.get("caption", "") for item in params["images"]])
         items = [
             (load_image(inputs, item["file"]), text)
             for item, text in zip(params["images"], texts, strict=True)
@@ -114,16 +129,54 @@ class TrainTask:
             model, items, options.resolution, params.get("crop", True), bool(params.get("alpha_weight"))
         )
         total = options.loop.steps
+        path = _result_path(running.settings, kind, options, model)
+        save_every, preview_every = int(params.get("save_every", 0)), int(params.get("preview_every", 0))
+        preview_prompt = str(params.get("preview_prompt") or texts[0])
 
-        def on_step(loop) -> None:
+        def install(trainer, loop) -> None:
+            trainer.save(path, loop, len(examples))
+            sidecar = {
+                "owner": job.owner,
+                "guild": job.guild,
+                "job": job.id,
+                "trained_at": time.time(),
+                "step": loop.step,
+                "steps": total,
+                "loss": _recent_loss(loop.losses),
+            }
+            path.with_name(path.name + OWNER_SUFFIX).write_text(json.dumps(sidecar))
+            for other in output_paths(running.settings, kind, options.name):
+                if other != path and other.exists() and (owner_of(other) or {}).get("owner") == job.owner:
+                    _remove(other)  # an earlier result of the same name in the other form (file or folder)
+            running.registry.refresh()
+
+        def on_step(loop, trainer) -> None:
+            if save_every and loop.step % save_every == 0 and loop.step < total:
+                install(trainer, loop)  # a cancel or a failure keeps this file
+            preview = None
+            if preview_every and loop.step % preview_every == 0:
+                seed = int(params.get("seed", 0))
+                image = trainer.preview(preview_prompt, seed, int(params.get("preview_steps", PREVIEW_STEPS)))
+                folder = preview_folder(running.settings, options.name)
+                folder.mkdir(parents=True, exist_ok=True)
+                image.save(folder / f"{options.name}-{loop.step:05d}.png")
+                preview = image
             if control.run.on_step is not None:
-                recent = loop.losses[-10:]
-                phase = f"loss {sum(recent) / len(recent):.4f} {sparkline(loop.losses[-24:])}"
-                control.run.on_step(StepProgress(phase, loop.step, total, 0))
+                phase = f"loss {_recent_loss(loop.losses):.4f} {sparkline(loop.losses[-24:])}"
+                progress = StepProgress(
+                    phase,
+                    loop.step,
+                    total,
+                    0,
+                    None if preview is None else (lambda: preview),
+                    preview is not None,
+                )
+                control.run.on_step(progress)
 
-        train = {"lora": train_lora_slice, "embedding": train_embedding_slice}.get(
-            kind, train_hypernetwork_slice
-        )
+        train = _slice_function(kind)
+        extra: dict[str, Any] = {"class_examples": class_examples} if kind == "dreambooth" else {}
+        if "save_every_s" in params:
+            extra["save_every_s"] = float(params["save_every_s"])
         loop, trainer = train(
             model,
             examples,
@@ -132,31 +185,108 @@ class TrainTask:
             control.should_yield,
             control.run.cancelled,
             on_step,
-            **({"save_every_s": float(params["save_every_s"])} if "save_every_s" in params else {}),
+            **extra,
         )
-        recent = loop.losses[-10:]
-        loss = sum(recent) / len(recent) if recent else float("nan")
-        saved = {"step": loop.step, "losses": loop.losses[-50:]}
+        loss = _recent_loss(loop.losses)
+        saved.update({"step": loop.step, "losses": loop.losses[-50:]})
         if loop.step < total:
             phase = f"step {loop.step}/{total}, loss {loss:.4f}"
             return Slice(saved, phase=phase, progress=loop.step / total)
-        path = output_path(running.settings, params["trainer"], params["name"])
-        if lora:
-            save_lora(trainer, path, loop, len(examples))
-        elif kind == "embedding":
-            save_embedding(trainer, path, loop)
-        else:
-            save_trained(trainer, path, loop)
-        sidecar = {
-            "owner": job.owner,
-            "guild": job.guild,
-            "job": job.id,
-            "trained_at": time.time(),
-            "loss": loss,
-        }
-        path.with_name(path.name + OWNER_SUFFIX).write_text(json.dumps(sidecar))
-        running.registry.refresh()
+        install(trainer, loop)
         return Slice(saved, done=True, results=(str(path),), progress=1.0)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    path.with_name(path.name + OWNER_SUFFIX).unlink(missing_ok=True)
+
+
+def _recent_loss(losses: list[float]) -> float:
+    recent = losses[-10:]
+    return sum(recent) / len(recent) if recent else float("nan")
+
+
+def _captions(kind: str, options, filewords: list[str]) -> list[str]:
+    """The training prompt of each image: its caption, or the trainer's template filled in."""
+    if kind == "embedding":
+        from engine.train_embedding import captions
+
+        return captions(options.template, options.name, filewords)
+    if kind == "dreambooth":
+        from engine.train_dreambooth import instance_captions
+
+        return instance_captions(options.instance_prompt, options.name, filewords)
+    return filewords
+
+
+def _result_path(settings, kind: str, options, model) -> Path:
+    if kind == "dreambooth":
+        from engine.train_dreambooth import checkpoint_path
+
+        return checkpoint_path(settings.checkpoints_dir, options.name, model, options.save_format)
+    return output_paths(settings, kind, options.name)[0]
+
+
+def _slice_function(kind: str):
+    if kind == "lora":
+        from engine.train_lora import train_lora_slice as train
+    elif kind == "embedding":
+        from engine.train_embedding import train_embedding_slice as train
+    elif kind == "hypernetwork":
+        from engine.train_hypernetwork import train_hypernetwork_slice as train
+    else:
+        from engine.train_dreambooth import train_dreambooth_slice as train
+    return train
+
+
+def _class_images(running, params: dict[str, Any], options, folder: Path, control: SliceControl) -> int:
+    """Generate the prior-preservation images with the untouched model (seeded, one PNG each, kept in the job's
+    work folder so a resumed job only makes the missing ones); stops early when the slice should yield.
+    Returns how many exist."""
+    from engine.requests import GenerationRequest, RunControl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = 0
+    for index in range(options.class_images):
+        file = folder / f"{index:04d}.png"
+        if not file.is_file():
+            if made and control.should_yield():
+                break
+            request = GenerationRequest(
+                prompt=options.class_prompt,
+                negative_prompt=str(params.get("class_negative_prompt", "")),
+                model=params.get("model"),
+                width=options.resolution,
+                height=options.resolution,
+                steps=options.class_steps,
+                seed=options.seed + index,
+            )
+            result = running.txt2img(request, RunControl(cancel=control.run.cancel))
+            partial = file.with_name(file.name + ".partial")
+            result.images[0].image.save(partial, format="PNG")
+            partial.replace(file)
+            if control.run.on_step is not None:
+                phase = f"class images ({options.class_prompt})"
+                control.run.on_step(StepProgress(phase, index + 1, options.class_images, 0))
+        made += 1
+    return made
+
+
+def _encode_class_images(model, options, folder: Path) -> list:
+    from PIL import Image
+
+    from engine.train_loop import encode_examples
+
+    items = []
+    for index in range(options.class_images):
+        with Image.open(folder / f"{index:04d}.png") as image:
+            items.append((image.convert("RGB"), options.class_prompt))
+    return encode_examples(model, items, options.resolution)
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -239,5 +369,48 @@ def hypernetwork_options(params: dict[str, Any]):
     except (TypeError, ValueError) as exc:
         raise InvalidRequest("options", f"a training option is not a number: {exc}") from None
 
+
+def dreambooth_options(params: dict[str, Any]):
+    """The Dreambooth trainer's options from a job's JSON parameters."""
+    from engine.train_dreambooth import DreamboothOptions
+
+    loop = lora_options({**params, "learning_rate": params.get("learning_rate", "5e-6")}).loop
+    try:
+        return DreamboothOptions(
+            name=str(params.get("name")),
+            loop=loop,
+            instance_prompt=str(params.get("instance_prompt") or "a photo of [name]"),
+            class_prompt=str(params.get("class_prompt") or ""),
+            class_images=int(params.get("class_images", 50)),
+            class_steps=int(params.get("class_steps", 20)),
+            prior_loss_weight=float(params.get("prior_loss_weight", 1.0)),
+            train_text_encoder=bool(params.get("train_text_encoder", False)),
+            resolution=int(params.get("resolution", 512)),
+            seed=int(params.get("seed", 0)),
+            save_format=str(params.get("save_format", "auto")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("options", f"a training option is not a number: {exc}") from None
+
+
+def _checker(module: str, function: str):
+    def load():
+        import importlib
+
+        return getattr(importlib.import_module(module), function)
+
+    return load
+
+
+# trainer → (its option checker, loaded when needed; its options from a job's parameters)
+TRAINER_OPTIONS = {
+    "lora": (_checker("engine.train_lora", "check_lora_options"), lora_options),
+    "embedding": (_checker("engine.train_embedding", "check_embedding_options"), embedding_options),
+    "hypernetwork": (
+        _checker("engine.train_hypernetwork", "check_hypernetwork_options"),
+        hypernetwork_options,
+    ),
+    "dreambooth": (_checker("engine.train_dreambooth", "check_dreambooth_options"), dreambooth_options),
+}
 
 register_long_task(TrainTask())

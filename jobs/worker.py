@@ -168,7 +168,7 @@ class GpuWorker:
 
     def _reporter(self, job_id: int, report: Callable[[Progress], None]) -> Callable[[StepProgress], None]:
         def on_step(event: StepProgress) -> None:
-            due = event.step % self._preview_every == 0 or event.step == event.total
+            due = event.preview_ready or event.step % self._preview_every == 0 or event.step == event.total
             preview = _png(event.preview()) if due and event.preview is not None else None
             report(Progress(job_id, event.phase, event.step, event.total, preview))
 

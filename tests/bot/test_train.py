@@ -119,3 +119,36 @@ async def test_train_a_hypernetwork(salon):
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
         salon.engine.registry.refresh()
+
+
+async def test_train_a_dreambooth_checkpoint_with_previews_and_imagine_with_it(salon):
+    import shutil
+
+    attachments = {"images": ("a.png", _png(1), "image/png"), "image2": ("b.png", _png(2), "image/png")}
+    options = {
+        "kind": "dreambooth",
+        "name": "dbgstar",
+        "steps": 4,
+        "learning_rate": "3e-5",
+        "resolution": 64,
+        "instance_prompt": "a photo of [name]",
+        "class_prompt": "a star",
+        "class_images": 2,
+        "preview_every": 2,
+    }
+    started = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)
+    await salon.fake.wait_for(lambda: started.original is not None and "✅" in started.original.content, 120)
+    message = started.original
+    assert "`/imagine model:dbgstar`, with `a photo of dbgstar` in the prompt" in message.content
+    assert any(f.filename == "preview.png" for edit in message.edits for f in edit.files)
+    folder = salon.settings.checkpoints_dir / "dbgstar"
+    try:
+        assert (folder / "model_index.json").is_file()
+        salon.engine.registry.refresh()
+        used = await salon.result(await salon.imagine(prompt="a photo of dbgstar", model="dbgstar", seed=3))
+        assert "Model: dbgstar" in (await salon.images_of(used))[0].infotext
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        (salon.settings.checkpoints_dir / "dbgstar.salon.json").unlink(missing_ok=True)
+        shutil.rmtree(salon.settings.data_dir / "training" / "dbgstar", ignore_errors=True)
+        salon.engine.registry.refresh()

@@ -272,3 +272,46 @@ def test_import_browse_and_check_the_catalog(tmp_path, capsys):
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n[catalog]\ntext_index = "sqlite"\n')
     assert salon(config, "browse", "duck", "--page-size", "1") == 0
     assert "page 1 of 3 (3 images)" in capsys.readouterr().out
+
+
+def test_train_dreambooth_from_a_folder_with_class_images_and_previews(tmp_path, capsys):
+    from engine.demo.shapes import Scene, ShapeSpec, render
+
+    config = tmp_path / "salon.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\ndefault_model = "salon-demo-shapes"\n')
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = __import__("random").Random(0)
+    scene = Scene((ShapeSpec("star", "green", "center", "large"),), "white")
+    for index in range(2):
+        render(scene, rng).save(images / f"star {index}.png")
+    (images / "star 0.txt").write_text("big green star")
+    args = ["train", "dreambooth", str(images), "--name", "dbstar", "--steps", "3", "--resolution", "64"]
+    args += ["--class-prompt", "a star", "--class-images", "2", "--class-steps", "2"]
+    args += ["--preview-every", "3", "--preview-steps", "2", "--instance-prompt", "dbs [filewords]"]
+    assert salon(config, *args) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "data" / "models" / "Stable-diffusion" / "dbstar"
+    assert str(folder) in out and "--model dbstar" in out
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "data" / "training" / "dbstar" / "dbstar-00003.png").is_file()
+    assert salon(config, "train", "dreambooth", str(images), "--name", "dbstar", "--steps", "3") == 2
+    assert "you already trained 'dbstar'; set overwrite to replace it" in capsys.readouterr().err
+    assert salon(config, "train", "dreambooth", str(images), "--name", "salon-demo-shapes") == 2
+    assert "'salon-demo-shapes' is an installed model" in capsys.readouterr().err
+    assert (
+        salon(
+            config,
+            "train",
+            "dreambooth",
+            str(images),
+            "--name",
+            "x",
+            "--class-prompt",
+            "a",
+            "--class-images",
+            "0",
+        )
+        == 2
+    )
+    assert "class_images: 0 is not from 1 to 1000" in capsys.readouterr().err

@@ -235,3 +235,115 @@ def test_png_transparency_becomes_the_loss_weight(engine):
     width = weighted.weight.shape[-1]
     assert float(weighted.weight[:, : width // 2 - 1].max()) < 0.05
     assert abs(float(weighted.weight.mean()) - 1.0) < 1e-5
+
+
+def _stripes(shift: int):
+    """Magenta diagonal stripes on white: a pattern the demo model never drew, so its loss starts high."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (64, 64), "white")
+    draw = ImageDraw.Draw(image)
+    for x in range(-64, 64, 12):
+        draw.polygon(
+            [(x + shift, 0), (x + shift + 6, 0), (x + shift + 70, 64), (x + shift + 64, 64)], (200, 30, 160)
+        )
+    return image
+
+
+def test_dreambooth_learns_its_token_keeps_its_class_and_saves_a_checkpoint(engine, settings, tmp_path):
+    from engine.registry import ModelKind
+    from engine.train_dreambooth import (
+        DreamboothOptions,
+        check_can_save,
+        checkpoint_path,
+        train_dreambooth_slice,
+    )
+
+    model = engine.base_model(None)
+    instance = encode_examples(model, [(_stripes(k), "zkw") for k in range(4)], 64)
+    class_images = [engine.txt2img(request("a star", seed=i, steps=8)).images[0].image for i in range(4)]
+    prior = encode_examples(model, [(image, "a star") for image in class_images], 64)
+    base_zkw = engine.txt2img(request("zkw", steps=8)).images[0].image
+    options = DreamboothOptions(
+        "zkwdb",
+        LoopOptions(steps=24, learning_rate="3e-5", batch_size=2),
+        instance_prompt="zkw",
+        class_prompt="a star",
+        class_images=4,
+        resolution=64,
+    )
+    state, trainer = train_dreambooth_slice(
+        model, instance, options, tmp_path / "w", lambda: False, class_examples=prior
+    )
+    assert state.step == 24
+    objective = NoiseObjective(model, 0)
+
+    def before_after(examples, caption):
+        states = trainer.states([caption] * len(examples))
+        return [objective.evaluate(unet, examples, states) for unet in (model.unet, trainer.unet)]
+
+    before, after = before_after(instance, "zkw")
+    assert after < before * 0.5  # the token learned the stripes
+    before, after = before_after(prior, "a star")
+    assert after < before * 1.05  # prior preservation: the class did not drift away
+    folder = trainer.save(checkpoint_path(settings.checkpoints_dir, "zkwdb", model), state, len(instance))
+    assert folder.is_dir() and (folder / "model_index.json").is_file()  # "auto": the demo model's own form
+    engine.registry.refresh()
+    try:
+        assert "zkwdb" in engine.registry.names(ModelKind.CHECKPOINT)
+        trained = engine.txt2img(request("zkw", steps=8, model="zkwdb")).images[0]
+        assert np.abs(pixels(base_zkw) - pixels(trained.image)).mean() > 5
+        assert "Model: zkwdb" in trained.infotext and "Model hash: " in trained.infotext
+        untouched = engine.txt2img(request("zkw", steps=8)).images[0].image
+        assert np.array_equal(pixels(base_zkw), pixels(untouched))  # the base model did not change
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+        engine.registry.refresh()
+    with pytest.raises(InvalidRequest, match="save_format: salon-demo-shapes has no single-file layout"):
+        check_can_save(model, settings.checkpoints_dir / "zkwdb.safetensors")
+
+
+def test_dreambooth_saves_an_a1111_single_file_that_loads_like_its_folder(tmp_path, tiny_sd1_dir):
+    import shutil
+
+    from config import load_settings
+    from engine.registry import ModelKind
+    from engine.runner import Engine
+    from engine.train_dreambooth import (
+        DreamboothOptions,
+        check_can_save,
+        checkpoint_path,
+        train_dreambooth_slice,
+    )
+
+    shutil.copytree(tiny_sd1_dir, tmp_path / "models" / "Stable-diffusion" / "tiny")
+    engine = Engine(load_settings(None, data_dir=tmp_path, default_model="tiny"))
+    model = engine.base_model(None)
+    examples = encode_examples(model, [(_stripes(k), "zkw") for k in range(2)], 64)
+    # A LoRA used for generation leaves peft layers in the live model; the checkpoint must not carry them.
+    lora_options = LoraOptions("l", LoopOptions(steps=1, learning_rate="1e-3"), resolution=64)
+    lora_state, lora = train_lora_slice(model, examples, lora_options, tmp_path / "l", lambda: False)
+    save_lora(lora, engine.settings.lora_dir / "l.safetensors", lora_state, 2)
+    engine.registry.refresh()
+    engine.txt2img(request("zkw <lora:l:1>"))
+    model = engine.base_model(None)
+    options = DreamboothOptions(
+        "db", LoopOptions(steps=3, learning_rate="1e-4"), instance_prompt="zkw", resolution=64
+    )
+    state, trainer = train_dreambooth_slice(model, examples, options, tmp_path / "w", lambda: False)
+    folder_path = checkpoint_path(engine.settings.checkpoints_dir, "db-folder", model, "diffusers")
+    file_path = checkpoint_path(engine.settings.checkpoints_dir, "db-file", model, "safetensors")
+    check_can_save(model, file_path)
+    trainer.save(folder_path, state, 2)
+    trainer.save(file_path, state, 2)
+    assert file_path.with_name("db-file.config").is_dir()  # the base's configs ride along
+    engine.registry.refresh()
+    assert {"db-folder", "db-file"} <= set(engine.registry.names(ModelKind.CHECKPOINT))
+    assert "db-file.config" not in engine.registry.names(ModelKind.CHECKPOINT)
+    from_folder = engine.txt2img(request("zkw", model="db-folder")).images[0].image
+    from_file = engine.txt2img(request("zkw", model="db-file")).images[0].image
+    base = engine.txt2img(request("zkw", model="tiny")).images[0].image
+    assert np.array_equal(pixels(from_folder), pixels(from_file))  # the same weights in either form
+    assert not np.array_equal(pixels(from_folder), pixels(base))
