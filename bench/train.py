@@ -1,6 +1,7 @@
 """Training speed on the demo model, in one run: `python bench/train.py [--steps 20] [--batch 2]`.
 
-Seconds per optimizer step of each trainer (LoRA, LoRA with the text encoder, embedding, hypernetwork) on
+Seconds per optimizer step of each trainer (LoRA, LoRA with the text encoder, embedding, hypernetwork,
+Dreambooth with and without prior preservation) on
 the same images, against one denoising step of txt2img at the same size (the baseline) measured in the run.
 """
 
@@ -16,6 +17,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -24,6 +26,7 @@ from engine.demo import DEMO_MODEL_NAME  # noqa: E402
 from engine.demo.shapes import training_example  # noqa: E402
 from engine.requests import GenerationRequest  # noqa: E402
 from engine.runner import Engine  # noqa: E402
+from engine.train_dreambooth import DreamboothOptions, train_dreambooth_slice  # noqa: E402
 from engine.train_embedding import EmbeddingOptions, captions, train_embedding_slice  # noqa: E402
 from engine.train_hypernetwork import HypernetworkTraining, train_hypernetwork_slice  # noqa: E402
 from engine.train_loop import LoopOptions, encode_examples  # noqa: E402
@@ -76,6 +79,16 @@ def main() -> None:
             "hypernetwork 1,2,1": (
                 train_hypernetwork_slice,
                 HypernetworkTraining("b", loop, resolution=64),
+                examples,
+            ),
+            "Dreambooth (whole UNet)": (
+                train_dreambooth_slice,
+                DreamboothOptions("b", loop, resolution=64),
+                examples,
+            ),
+            "Dreambooth + prior preservation": (
+                partial(train_dreambooth_slice, class_examples=examples[::-1]),
+                DreamboothOptions("b", loop, class_prompt="a shape", resolution=64),
                 examples,
             ),
         }

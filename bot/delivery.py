@@ -171,7 +171,8 @@ class JobFollower:
             images = await services.catalog.of_job(record.id)
             await self._show_images(record, images, user)
         else:
-            await self.reply.show(render.failure_content(record, user), view=None)
+            kept = render.kept_content(record, services.settings)
+            await self.reply.show(render.failure_content(record, user, kept), view=None)
         await services.queue.store.mark_delivered(record.id)
         log.info("job %d: %s shown in channel %s", record.id, record.status.value, self.reply.channel_id)
 

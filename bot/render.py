@@ -114,12 +114,29 @@ def trained_content(job: JobRecord, user_id: str) -> str:
     )
 
 
-def failure_content(job: JobRecord, user_id: str) -> str:
+def failure_content(job: JobRecord, user_id: str, kept: str = "") -> str:
+    """A cancelled or failed job; `kept` says what a training left installed (its last saved file)."""
+    tail = f"\n{kept}" if kept else ""
     if job.status.value == "cancelled":
-        return f"{job_title(job)} · <@{user_id}>\n🚫 job {job.id} was cancelled"
+        return f"{job_title(job)} · <@{user_id}>\n🚫 job {job.id} was cancelled{tail}"
     return clip(
-        f"{job_title(job)} · <@{user_id}>\n❌ job {job.id} failed: {job.error or 'unknown error'}", 2000
+        f"{job_title(job)} · <@{user_id}>\n❌ job {job.id} failed: {job.error or 'unknown error'}{tail}", 2000
     )
+
+
+def kept_content(job: JobRecord, settings) -> str:
+    """For a training job that ended early: the result it saved last, still installed (or "")."""
+    from jobs.records import JobKind
+    from jobs.training import output_paths, owner_of
+
+    if job.kind is not JobKind.TRAIN:
+        return ""
+    name, trainer = str(job.request.get("name", "")), str(job.request.get("trainer", ""))
+    for path in output_paths(settings, trainer, name):
+        made = owner_of(path) if path.exists() else None
+        if made and made.get("job") == job.id:
+            return f"its last saved result stays installed: `{name}` from step {made.get('step')}"
+    return ""
 
 
 def grid(paths: Sequence[str]) -> Image.Image:

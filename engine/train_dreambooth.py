@@ -124,14 +124,14 @@ class DreamboothTrainer:
 
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
         """The instance loss, plus the prior loss on as many class images (drawn with the objective's seeded
-        generator, so a resumed run draws the same ones) times `prior_loss_weight`."""
-        loss = objective.loss(self.unet, batch, self.states([e.caption for e in batch]))
+        generator, so a resumed run draws the same ones) times `prior_loss_weight`; both halves go through
+        the UNet as one batch."""
         if not self.class_examples:
-            return loss
+            return objective.loss(self.unet, batch, self.states([e.caption for e in batch]))
         picks = torch.randint(len(self.class_examples), (len(batch),), generator=objective.generator)
-        prior = [self.class_examples[int(i)] for i in picks]
-        prior_loss = objective.loss(self.unet, prior, self.states([e.caption for e in prior]))
-        return loss + self.options.prior_loss_weight * prior_loss
+        both = [*batch, *(self.class_examples[int(i)] for i in picks)]
+        losses = objective.loss(self.unet, both, self.states([e.caption for e in both]), per_example=True)
+        return losses[: len(batch)].mean() + self.options.prior_loss_weight * losses[len(batch) :].mean()
 
     def preview(self, prompt: str, seed: int, steps: int):
         """An image of `prompt` with the networks as they are now."""

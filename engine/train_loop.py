@@ -144,7 +144,10 @@ class NoiseObjective:
         self.scheduler = DDPMScheduler.from_config(model.pipe.scheduler.config)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def loss(self, unet: torch.nn.Module, batch: Sequence[Example], states: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, unet: torch.nn.Module, batch: Sequence[Example], states: torch.Tensor, per_example: bool = False
+    ) -> torch.Tensor:
+        """The mean squared error of the prediction (or, `per_example`, one mean per example)."""
         latents = torch.stack([example.latents for example in batch])
         noise = torch.randn(latents.shape, generator=self.generator)
         steps = self.scheduler.config.num_train_timesteps
@@ -163,7 +166,7 @@ class NoiseObjective:
         if any(w is not None for w in weights):
             stacked = torch.stack([w if w is not None else torch.ones(latents.shape[-2:]) for w in weights])
             error = error * stacked.unsqueeze(1).to(device)
-        return error.mean()
+        return error.flatten(1).mean(1) if per_example else error.mean()
 
     @torch.no_grad()
     def evaluate(

@@ -118,15 +118,23 @@ class TrainTask:
                 return Slice(saved, phase=phase, progress=0.0)
         model = running.base_model(params.get("model"))
         if kind == "dreambooth" and options.prior_preservation:
-            class_examples = _encode_class_images(model, options, workdir / "class")
+            class_examples = _cached(
+                workdir / "class.safetensors",
+                [options.class_prompt] * options.class_images,
+                lambda: _encode_class_images(model, options, workdir / "class"),
+            )
         inputs = workdir.parent.parent / "inputs"  # <data_dir>/jobs/work/<job> → <data_dir>/jobs/inputs
         texts = _captions(kind, options, [item.get("caption", "") for item in params["images"]])
-        items = [
+        items = (
             (load_image(inputs, item["file"]), text)
             for item, text in zip(params["images"], texts, strict=True)
-        ]
-        examples = encode_examples(
-            model, items, options.resolution, params.get("crop", True), bool(params.get("alpha_weight"))
+        )
+        examples = _cached(
+            workdir / "examples.safetensors",
+            texts,
+            lambda: encode_examples(
+                model, items, options.resolution, params.get("crop", True), bool(params.get("alpha_weight"))
+            ),
         )
         total = options.loop.steps
         path = _result_path(running.settings, kind, options, model)
@@ -275,6 +283,26 @@ def _class_images(running, params: dict[str, Any], options, folder: Path, contro
                 control.run.on_step(StepProgress(phase, index + 1, options.class_images, 0))
         made += 1
     return made
+
+
+def _cached(file: Path, captions: list[str], encode) -> list:
+    """Training examples encoded by the VAE once per job, not once per slice: kept in the job's work folder."""
+    from safetensors.torch import load_file, save_file
+
+    from engine.train_loop import Example
+
+    if file.is_file():
+        tensors = load_file(str(file))
+        return [
+            Example(tensors[f"{i}.latents"], c, tensors.get(f"{i}.weight")) for i, c in enumerate(captions)
+        ]
+    examples = encode()
+    tensors = {f"{i}.latents": e.latents.contiguous() for i, e in enumerate(examples)}
+    tensors |= {f"{i}.weight": e.weight.contiguous() for i, e in enumerate(examples) if e.weight is not None}
+    partial = file.with_name(file.name + ".partial")
+    save_file(tensors, str(partial))
+    partial.replace(file)
+    return examples
 
 
 def _encode_class_images(model, options, folder: Path) -> list:

@@ -152,3 +152,23 @@ async def test_train_a_dreambooth_checkpoint_with_previews_and_imagine_with_it(s
         (salon.settings.checkpoints_dir / "dbgstar.salon.json").unlink(missing_ok=True)
         shutil.rmtree(salon.settings.data_dir / "training" / "dbgstar", ignore_errors=True)
         salon.engine.registry.refresh()
+
+
+async def test_a_cancelled_training_says_which_saved_result_stays(salon):
+    attachments = {"images": ("a.png", _png(1), "image/png")}
+    options = {"kind": "lora", "name": "cutshort", "steps": 2000, "resolution": 64, "save_every": 2}
+    started = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)
+    path = salon.settings.lora_dir / "cutshort.safetensors"
+    try:
+        await salon.fake.wait_for(lambda: path.with_name(path.name + ".salon.json").is_file(), 60)
+        cancel = await salon.fake.slash(ANN, CHANNEL, "cancel", {})
+        await cancel.wait_done()
+        await salon.fake.wait_for(
+            lambda: started.original is not None and "🚫" in started.original.content, 60
+        )
+        assert "its last saved result stays installed: `cutshort` from step " in started.original.content
+        assert path.is_file()
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
+        salon.engine.registry.refresh()

@@ -292,7 +292,7 @@ def test_dreambooth_learns_its_token_keeps_its_class_and_saves_a_checkpoint(engi
     try:
         assert "zkwdb" in engine.registry.names(ModelKind.CHECKPOINT)
         trained = engine.txt2img(request("zkw", steps=8, model="zkwdb")).images[0]
-        assert np.abs(pixels(base_zkw) - pixels(trained.image)).mean() > 5
+        assert np.abs(pixels(base_zkw) - pixels(trained.image)).mean() > 1
         assert "Model: zkwdb" in trained.infotext and "Model hash: " in trained.infotext
         untouched = engine.txt2img(request("zkw", steps=8)).images[0].image
         assert np.array_equal(pixels(base_zkw), pixels(untouched))  # the base model did not change
