@@ -126,6 +126,7 @@ class JobFollower:
         finally:
             editor.cancel()
             await asyncio.gather(editor, return_exceptions=True)
+        self.finishing = True  # from here a stop lets the outcome be posted and marked delivered
         await self._pause()
         await self.finish(record)
 
