@@ -220,6 +220,56 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--overwrite", action="store_true", help="replace your own earlier result of that name"
     )
+
+    animate = sub.add_parser(
+        "animate", help="a Deforum-style animation (2D camera moves or prompt interpolation) to MP4/GIF/WebP"
+    )
+    animate.add_argument(
+        "prompts",
+        nargs="?",
+        default=None,
+        help='a prompt, "0: a cat | 30: a dog", or Deforum\'s JSON {"0": "a cat", "30": "a dog --neg blurry"}',
+    )
+    animate.add_argument("--settings", type=Path, default=None, help="a Deforum settings file (settings.txt)")
+    animate.add_argument(
+        "--output", type=Path, default=None, help="copy the videos and frames into this folder"
+    )
+    animate.add_argument("--mode", dest="animation_mode", choices=["2D", "Interpolation"], default=None)
+    animate.add_argument(
+        "--frames", dest="max_frames", type=int, default=None, help="max frames (Deforum: 120)"
+    )
+    animate.add_argument("--size", default=None, help="WxH, e.g. 512x512")
+    animate.add_argument("--model", default=None)
+    animate.add_argument("--sampler", default=None)
+    animate.add_argument("--steps", type=int, default=None)
+    animate.add_argument("--seed", type=int, default=None, help="start seed (-1: random)")
+    animate.add_argument(
+        "--seed-behavior", choices=["iter", "fixed", "random", "ladder", "alternate", "schedule"]
+    )
+    for flag, name, example in (
+        ("--zoom", "zoom", "0:(1.02)"),
+        ("--angle", "angle", "0:(0), 30:(10)"),
+        ("--translation-x", "translation_x", "0:(2)"),
+        ("--translation-y", "translation_y", "0:(0)"),
+        ("--center-x", "transform_center_x", "0:(0.5)"),
+        ("--center-y", "transform_center_y", "0:(0.5)"),
+        ("--strength", "strength_schedule", "0:(0.65)"),
+        ("--noise", "noise_schedule", "0:(0.065)"),
+        ("--contrast", "contrast_schedule", "0:(1.0)"),
+        ("--cfg", "cfg_scale_schedule", "0:(7)"),
+        ("--seed-schedule", "seed_schedule", "0:(s), 10:(s+100)"),
+    ):
+        animate.add_argument(flag, dest=name, default=None, help=f"schedule, e.g. {example}")
+    animate.add_argument("--color-coherence", choices=["None", "LAB", "HSV", "RGB"], default=None)
+    animate.add_argument("--border", choices=["replicate", "wrap"], default=None)
+    animate.add_argument(
+        "--cadence", dest="diffusion_cadence", type=int, default=None, help="diffuse every Nth frame"
+    )
+    animate.add_argument("--fps", type=float, default=None)
+    animate.add_argument("--formats", default="mp4,gif", help="any of mp4,gif,webp")
+    animate.add_argument(
+        "--plot", type=Path, default=None, help="write the plot of the schedules here and stop"
+    )
     return parser
 
 
@@ -244,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "import": _import,
         "catalog": _catalog,
         "train": _train,
+        "animate": _animate,
     }
     try:
         settings = load_settings(args.config)
@@ -711,6 +762,68 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         from jobs.training import preview_folder
 
         console.print(f"previews: {preview_folder(settings, args.name)}", markup=False, soft_wrap=True)
+    return 0
+
+
+def _animate(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import shutil
+
+    from commands.animation import animation_job, animation_settings, describe, parse_prompts, schedule_plot
+    from commands.options import parse_size
+    from engine.deforum import import_deforum
+    from jobs.records import JobStatus
+
+    base = None
+    if args.settings is not None:
+        imported = import_deforum(args.settings.read_bytes())
+        base = imported.settings
+        for warning in imported.warnings:
+            err_console.print(f"note: {warning}", markup=False)
+        if imported.ignored:
+            shown = ", ".join(imported.ignored[:12]) + (" …" if len(imported.ignored) > 12 else "")
+            err_console.print(
+                f"note: {len(imported.ignored)} Deforum keys are not used: {shown}", markup=False
+            )
+    elif args.prompts is None:
+        from engine.errors import InvalidRequest
+
+        raise InvalidRequest("prompts", "give a prompt (or a schedule), or --settings FILE")
+    width = height = None
+    if args.size:
+        width, height = parse_size(args.size)
+    options = {
+        name: getattr(args, name)
+        for name in (
+            "animation_mode", "max_frames", "model", "sampler", "steps", "seed", "seed_behavior", "zoom", "angle",
+            "translation_x", "translation_y", "transform_center_x", "transform_center_y", "strength_schedule",
+            "noise_schedule", "contrast_schedule", "cfg_scale_schedule", "seed_schedule", "color_coherence",
+            "border", "diffusion_cadence", "fps",
+        )
+    }  # fmt: skip
+    if args.prompts is not None:
+        options["prompts"] = parse_prompts(args.prompts)
+    chosen = animation_settings(base, width=width, height=height, **options)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    job, seed = animation_job(chosen, formats, limits=settings.limits)
+    if args.plot is not None:
+        args.plot.write_bytes(schedule_plot(chosen, seed))
+        console.print(f"{args.plot}: {describe(chosen, seed)}", markup=False, soft_wrap=True)
+        return 0
+    record = asyncio.run(_submit_and_wait(settings, job))
+    if record.status is not JobStatus.DONE:
+        err_console.print(f"job {record.id} {record.status.value}: {record.error or ''}", markup=False)
+        return EXIT_JOB_FAILED
+    results = [Path(p) for p in record.results]
+    if args.output is not None:
+        args.output.mkdir(parents=True, exist_ok=True)
+        for path in results:
+            shutil.copy2(path, args.output / path.name)
+        shutil.copytree(results[0].parent / "frames", args.output / "frames", dirs_exist_ok=True)
+        results = [args.output / p.name for p in results]
+    for path in results:
+        console.print(str(path), markup=False, soft_wrap=True)
+    console.print(f"animated {describe(chosen, seed)} (job {record.id})", markup=False, soft_wrap=True)
     return 0
 
 

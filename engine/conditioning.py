@@ -228,11 +228,16 @@ def encode_prompt_pair(
     negative_prompt: str,
     clip_skip: int,
     zero_empty_negative: bool = False,
+    min_chunks: int = 0,
 ) -> Conditioning:
-    """Conditioning for CFG: both prompts through every encoder, features concatenated across encoders."""
+    """Conditioning for CFG: both prompts through every encoder, features concatenated across encoders (padded
+    with empty chunks to at least `min_chunks` × 77 tokens, so conditionings of two prompts can be mixed)."""
     cond_chunks = chunker.chunks(prompt)
     uncond_chunks = chunker.chunks(negative_prompt)
     pad_chunk_lists(cond_chunks, uncond_chunks)
+    while len(cond_chunks) < min_chunks:
+        cond_chunks.append(PromptChunk())
+        uncond_chunks.append(PromptChunk())
     n = len(cond_chunks)
     states, pooled = [], None
     for slot in slots:
@@ -251,3 +256,23 @@ def encode_prompt_pair(
         pooled_uncond = torch.zeros_like(pooled_uncond) if pooled_uncond is not None else None
     used = {e.name: e for c in cond_chunks + uncond_chunks for _, e in c.fixes}
     return Conditioning(cond, uncond, pooled_cond, pooled_uncond, tuple(used.values()))
+
+
+def blend_conditioning(a: Conditioning, b: Conditioning, weight: float) -> Conditioning:
+    """(1 − weight) × a + weight × b, for the prompt and the negative prompt (states of the same length)."""
+
+    def mix(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None or y is None:
+            return x if y is None else y
+        return torch.lerp(x, y.to(x.dtype), weight)
+
+    if a.cond.shape != b.cond.shape:
+        raise ValueError("blend_conditioning needs states of one length (encode with min_chunks)")
+    used = {e.name: e for e in (*a.embeddings_used, *b.embeddings_used)}
+    return Conditioning(
+        mix(a.cond, b.cond),
+        mix(a.uncond, b.uncond),
+        mix(a.pooled_cond, b.pooled_cond),
+        mix(a.pooled_uncond, b.pooled_uncond),
+        tuple(used.values()),
+    )

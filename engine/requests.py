@@ -65,6 +65,16 @@ def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class PromptBlend:
+    """A second prompt mixed into the conditioning: (1 − weight) × the request's prompt + weight × this one
+    (cross-attention states blended, as Deforum blends prompts between keyframes)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    weight: float = 0.5
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """txt2img with A1111 options; also the shared settings of img2img and inpaint requests."""
 
@@ -85,6 +95,7 @@ class GenerationRequest:
     variation_seed: int = -1
     variation_strength: float = 0.0
     hires: HiresFix | None = None
+    blend: PromptBlend | None = None
 
 
 @dataclass(frozen=True)

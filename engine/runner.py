@@ -20,7 +20,13 @@ from PIL import Image
 
 from config import Settings
 from engine.batching import batch_key
-from engine.conditioning import Conditioning, EncoderSlot, PromptChunker, encode_prompt_pair
+from engine.conditioning import (
+    Conditioning,
+    EncoderSlot,
+    PromptChunker,
+    blend_conditioning,
+    encode_prompt_pair,
+)
 from engine.embeddings import EmbeddingLibrary
 from engine.errors import InvalidRequest
 from engine.hypernetwork import Hypernetwork, HypernetworkCache, applied_hypernetworks
@@ -260,9 +266,24 @@ class Engine:
     def _prompt_conditioning(self, model: LoadedModel, request: GenerationRequest) -> Conditioning:
         """The prompt without its <lora:…>/<hypernet:…> tags, and the negative prompt, through the text encoders."""
         prompt = extract_extra_networks(request.prompt)[0]
-        return self._conditioning(model, prompt, request.negative_prompt, request.clip_skip)
+        conditioning = self._conditioning(model, prompt, request.negative_prompt, request.clip_skip)
+        blend = request.blend
+        if blend is None or blend.weight == 0:
+            return conditioning
+        other_prompt = extract_extra_networks(blend.prompt)[0]
+        other = self._conditioning(model, other_prompt, blend.negative_prompt, request.clip_skip)
+        chunks = max(conditioning.cond.shape[1], other.cond.shape[1]) // 77
+        if conditioning.cond.shape[1] < chunks * 77:
+            conditioning = self._conditioning(
+                model, prompt, request.negative_prompt, request.clip_skip, chunks
+            )
+        if other.cond.shape[1] < chunks * 77:
+            other = self._conditioning(model, other_prompt, blend.negative_prompt, request.clip_skip, chunks)
+        return blend_conditioning(conditioning, other, blend.weight)
 
-    def _conditioning(self, model: LoadedModel, prompt: str, negative: str, clip_skip: int) -> Conditioning:
+    def _conditioning(
+        self, model: LoadedModel, prompt: str, negative: str, clip_skip: int, min_chunks: int = 0
+    ) -> Conditioning:
         pipe = model.pipe
         slots = [
             EncoderSlot("clip_l", pipe.tokenizer, pipe.text_encoder, pipe.tokenizer.pad_token_id, model.sdxl)
@@ -273,7 +294,7 @@ class Engine:
         widths = {s.key: int(s.encoder.config.hidden_size) for s in slots}
         chunker = PromptChunker(pipe.tokenizer, self.embeddings.for_encoders(widths))
         zero_negative = model.sdxl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", True))
-        return encode_prompt_pair(slots, chunker, prompt, negative, clip_skip, zero_negative)
+        return encode_prompt_pair(slots, chunker, prompt, negative, clip_skip, zero_negative, min_chunks)
 
     # ----- infotext -----------------------------------------------------------------------------------------
     def _infotext_params(
@@ -302,6 +323,10 @@ class Engine:
         info["Lora hashes"] = hashes_value([(u.entry.name, u.short_hash) for u in active])
         ti = [(e.name, self.registry.short_hash(e.entry)) for e in prep.conditioning.embeddings_used]
         info["TI hashes"] = hashes_value(ti)
+        if p.blend is not None and p.blend.weight != 0:  # Salon's keys: what a Deforum frame mixed in
+            info["Blend prompt"] = p.blend.prompt
+            info["Blend negative prompt"] = p.blend.negative_prompt or None
+            info["Blend weight"] = format_number(p.blend.weight)
         info["Version"] = salon_version()
         return info
 

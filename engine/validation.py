@@ -63,6 +63,16 @@ def check_generation(p: GenerationRequest, limits: Limits) -> None:
     resolve_sampler(p.sampler, p.schedule)
     if p.hires is not None:
         _check_hires(p, limits)
+    if p.blend is not None:
+        for option, text in (
+            ("blend_prompt", p.blend.prompt),
+            ("blend_negative_prompt", p.blend.negative_prompt),
+        ):
+            if len(text) > limits.max_prompt_chars:
+                raise InvalidRequest(
+                    option, f"{len(text)} characters; at most {limits.max_prompt_chars} allowed"
+                )
+        _check_range("blend_weight", p.blend.weight, 0, 1)
 
 
 def _check_pixels(option: str, width: int, height: int, max_pixels: int) -> None:

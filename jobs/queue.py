@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import jobs.animation  # noqa: F401  (registers the `animate` long job kind)
 import jobs.training  # noqa: F401  (registers the `train` long job kind)
 from catalog.catalog import Catalog
 from config import Settings

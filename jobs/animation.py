@@ -1,0 +1,119 @@
+"""Animation as a long queue job (kind `animate`): checked settings in JSON, frames rendered in slices.
+
+The job's parameters are the animation's settings (Deforum's names, see engine/animation.py), its start seed
+(fixed when the job is accepted) and the output formats. Frames go straight into
+`<outputs>/animations/<job>/frames` as PNGs with infotext, so a crash or a stop resumes after the last
+finished unit of frames; the last slice writes the videos and the Deforum settings file beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InvalidRequest, JobCancelled
+from engine.requests import RunControl, StepProgress
+from jobs.long import Slice, SliceControl, register_long_task
+from jobs.records import JobKind, JobRecord
+
+FORMATS = ("mp4", "gif", "webp")
+
+
+def animation_folder(settings, job_id: int) -> Path:
+    return settings.outputs_path / "animations" / str(job_id)
+
+
+class AnimateTask:
+    """The `animate` long job kind."""
+
+    kind = JobKind.ANIMATE
+
+    def check(self, params: dict[str, Any], settings: Any) -> dict[str, Any]:
+        from engine.animation import AnimationSettings, check_settings, plan_frames, resolve_seed
+
+        raw = params.get("settings")
+        if not isinstance(raw, dict):
+            raise InvalidRequest("settings", "the animation settings are missing")
+        try:
+            animation = AnimationSettings.from_json(raw)
+        except TypeError as exc:
+            raise InvalidRequest("settings", f"an option has the wrong type: {exc}") from None
+        limits = settings.limits
+        check_settings(
+            animation, max_size=max(limits.max_width, limits.max_height), max_steps=limits.max_steps
+        )
+        if animation.width * animation.height > limits.max_pixels:
+            raise InvalidRequest("width × height", f"at most {limits.max_pixels} pixels per frame")
+        formats = params.get("formats", ["mp4", "gif"])
+        if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
+            raise InvalidRequest("formats", f"{formats!r}: choose from {', '.join(FORMATS)}")
+        seed = int(params.get("seed", resolve_seed(animation.seed)))
+        plan_frames(animation, seed)  # every schedule and prompt computed once: bad input fails here
+        return {
+            **params,
+            "settings": animation.to_json(),
+            "seed": seed,
+            "formats": list(dict.fromkeys(formats)),
+        }
+
+    def run_slice(
+        self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
+    ) -> Slice:
+        from engine.animation import AnimationRenderer, AnimationSettings, frame_path
+
+        params = job.request
+        animation = AnimationSettings.from_json(params["settings"])
+        running = engine()
+        folder = animation_folder(running.settings, job.id)
+        renderer = AnimationRenderer(running, animation, int(params["seed"]), folder / "frames")
+        start = int((state or {}).get("unit", 0))
+        total = animation.max_frames
+        step_control = RunControl(cancel=control.run.cancel)
+        index = start
+        while index < len(renderer.units):
+            if control.run.cancelled():
+                raise JobCancelled()
+            if index > start and control.should_yield():
+                break
+            written = renderer.render_unit(index, step_control)
+            index += 1
+            if control.run.on_step is not None:
+                last = written[-1]
+                with_preview = frame_path(renderer.folder, last)
+                control.run.on_step(
+                    StepProgress(
+                        f"frame {last + 1}/{total}", last + 1, total, 0, partial(_open, with_preview), True
+                    )
+                )
+        done_frames = renderer.units[index - 1].frames[-1] + 1 if index else 0
+        if index < len(renderer.units):
+            return Slice({"unit": index}, phase=f"frame {done_frames}/{total}", progress=done_frames / total)
+        return Slice(
+            {"unit": index}, done=True, results=tuple(_finish(renderer, folder, params)), progress=1.0
+        )
+
+
+def _open(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _finish(renderer, folder: Path, params: dict[str, Any]) -> list[str]:
+    """The videos and the Deforum settings file, from the frames on disk."""
+    from engine.animation import frame_path
+    from engine.deforum import export_deforum
+    from engine.video import write_videos
+
+    animation = renderer.settings
+    frames = [_open(frame_path(renderer.folder, frame)) for frame in range(animation.max_frames)]
+    videos = write_videos(frames, folder, "animation", animation.fps, params["formats"])
+    settings_file = folder / "settings.txt"
+    settings_file.write_text(json.dumps(export_deforum(animation, int(params["seed"])), indent=4))
+    return [str(path) for path in videos] + [str(settings_file)]
+
+
+register_long_task(AnimateTask())
