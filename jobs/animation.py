@@ -9,6 +9,7 @@ finished unit of frames; the last slice writes the videos and the Deforum settin
 from __future__ import annotations
 
 import json
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ from jobs.long import Slice, SliceControl, register_long_task
 from jobs.records import JobKind, JobRecord
 
 FORMATS = ("mp4", "gif", "webp")
+log = logging.getLogger(__name__)
 
 
-def animation_folder(settings, job_id: int) -> Path:
-    return settings.outputs_path / "animations" / str(job_id)
+def animation_folder(settings, job: JobRecord) -> Path:
+    """`<outputs>/animations/<job>-<when it was accepted>`: unique even if the queue's numbering starts over."""
+    return settings.outputs_path / "animations" / f"{job.id:05d}-{int(job.created_at)}"
 
 
 class AnimateTask:
@@ -66,9 +69,16 @@ class AnimateTask:
         params = job.request
         animation = AnimationSettings.from_json(params["settings"])
         running = engine()
-        folder = animation_folder(running.settings, job.id)
+        folder = animation_folder(running.settings, job)
         renderer = AnimationRenderer(running, animation, int(params["seed"]), folder / "frames")
-        start = int((state or {}).get("unit", 0))
+        start = _first_unfinished(renderer, frame_path)
+        if start > int((state or {}).get("unit", 0)):  # frames on disk beyond the last slice's end: a crash
+            log.info(
+                "animation job %d resumes at frame %d of %d",
+                job.id,
+                renderer.units[start].frames[0],
+                animation.max_frames,
+            )
         total = animation.max_frames
         step_control = RunControl(cancel=control.run.cancel)
         index = start
@@ -93,6 +103,16 @@ class AnimateTask:
         return Slice(
             {"unit": index}, done=True, results=tuple(_finish(renderer, folder, params)), progress=1.0
         )
+
+
+def _first_unfinished(renderer, frame_path) -> int:
+    """The first unit whose last frame is not on disk: frames are written whole (temporary file, then renamed)
+    and a unit's last frame is written last, so a crash at any point resumes right after the last finished
+    unit."""
+    for index, unit in enumerate(renderer.units):
+        if not frame_path(renderer.folder, unit.frames[-1]).is_file():
+            return index
+    return len(renderer.units)
 
 
 def _open(path: Path):

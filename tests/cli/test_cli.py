@@ -315,3 +315,52 @@ def test_train_dreambooth_from_a_folder_with_class_images_and_previews(tmp_path,
         == 2
     )
     assert "class_images: 0 is not from 1 to 1000" in capsys.readouterr().err
+
+
+def test_animate_writes_videos_and_frames_and_plots_the_schedules(tmp_path, capsys):
+    import json
+
+    from engine.video import read_video
+
+    config = tmp_path / "salon.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\ndefault_model = "salon-demo-shapes"\n')
+    out = tmp_path / "out"
+    args = [
+        "animate",
+        "0: a red circle | 4: a green star",
+        "--frames",
+        "6",
+        "--size",
+        "64x64",
+        "--steps",
+        "4",
+    ]
+    args += [
+        "--seed",
+        "2",
+        "--zoom",
+        "0:(1.02)",
+        "--angle",
+        "0:(2*sin(t))",
+        "--formats",
+        "mp4,webp",
+        "--output",
+        str(out),
+    ]
+    assert salon(config, *args) == 0
+    printed = capsys.readouterr().out
+    assert (
+        str(out / "animation.mp4") in printed and "2D, 6 frames (0.4 s at 15 fps), 64×64, seed 2" in printed
+    )
+    frames, fps = read_video(out / "animation.mp4")
+    assert len(frames) == 6 and frames[0].size == (64, 64) and fps == 15
+    assert len(list((out / "frames").glob("*.png"))) == 6 and (out / "animation.webp").is_file()
+    assert json.loads((out / "settings.txt").read_text())["angle"] == "0:(2*sin(t))"
+    # The exported settings animate again through --settings (Deforum's own file format).
+    assert (
+        salon(config, "animate", "--settings", str(out / "settings.txt"), "--plot", str(tmp_path / "p.png"))
+        == 0
+    )
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert salon(config, "animate", "a cat", "--zoom", "0:(1,") == 2
+    assert "zoom" in capsys.readouterr().err
