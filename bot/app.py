@@ -79,13 +79,22 @@ class SalonBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         from bot.admin import AdminCog
+        from bot.animate import AnimateCog
         from bot.browse import BrowseCog, browse_items
         from bot.generate import GenerateCog, generate_items
         from bot.reactions import ReactionsCog
         from bot.results import result_items
         from bot.train import TrainCog
 
-        for cog in (GenerateCog(self), BrowseCog(self), AdminCog(self), ReactionsCog(self), TrainCog(self)):
+        cogs = (
+            GenerateCog(self),
+            BrowseCog(self),
+            AdminCog(self),
+            ReactionsCog(self),
+            TrainCog(self),
+            AnimateCog(self),
+        )
+        for cog in cogs:
             await self.add_cog(cog)
         self.add_dynamic_items(*result_items(), *browse_items(), *generate_items())
         if self.services.settings.discord.sync_commands:

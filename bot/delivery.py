@@ -17,7 +17,7 @@ import discord
 
 from bot import render
 from catalog.records import ImageRecord
-from jobs.records import JobEvent, JobRecord, JobStatus
+from jobs.records import JobEvent, JobKind, JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from bot.app import SalonBot
@@ -166,7 +166,10 @@ class JobFollower:
         """Show the outcome: images with their buttons, or why there are none; then mark it delivered."""
         services = self.bot.services
         user = str(self.reply.user_id)
-        if record.status is JobStatus.DONE and record.kind.long:
+        if record.status is JobStatus.DONE and record.kind is JobKind.ANIMATE:
+            files, note = await asyncio.to_thread(render.animation_files, record, self.reply.upload_limit)
+            await self.reply.show(render.animation_content(record, user, note), files, view=None)
+        elif record.status is JobStatus.DONE and record.kind.long:
             await self.reply.show(render.trained_content(record, user), view=None)
         elif record.status is JobStatus.DONE:
             images = await services.catalog.of_job(record.id)

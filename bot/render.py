@@ -12,7 +12,7 @@ import discord
 from PIL import Image, ImageDraw
 
 from catalog.records import ImageRecord
-from jobs.records import JobEvent, JobRecord
+from jobs.records import JobEvent, JobKind, JobRecord
 
 BAR_CELLS = 16
 RATE_HINT = "react 1️⃣–5️⃣ to rate · ⭐ favourite · ✉️ DM me · 🗑 delete"
@@ -49,6 +49,10 @@ def duration(seconds: float) -> str:
 
 
 def job_title(job: JobRecord) -> str:
+    if job.kind is JobKind.ANIMATE:
+        prompts = job.request.get("settings", {}).get("prompts", {})
+        first = str(next(iter(prompts.values()), "")) if isinstance(prompts, dict) else ""
+        return f"**🎞️ {discord.utils.escape_markdown(clip(first.replace(chr(10), ' '), 280))}**"
     if job.kind.long:
         trainer, name = job.request.get("trainer", job.kind.value), job.request.get("name", "")
         return f"**{trainer} {discord.utils.escape_markdown(str(name))}**"
@@ -112,6 +116,48 @@ def trained_content(job: JobRecord, user_id: str) -> str:
         }.get(str(job.request.get("trainer")), f"`{name}` in a prompt"),
         MAX_CONTENT,
     )
+
+
+def animation_content(job: JobRecord, user_id: str, note: str = "") -> str:
+    """The caption of a finished animation: what it is and how it was made."""
+    from commands.animation import describe
+    from engine.animation import AnimationSettings
+
+    settings = AnimationSettings.from_json(job.request.get("settings", {}))
+    lines = [f"{job_title(job)} · <@{user_id}>", describe(settings, int(job.request.get("seed", 0)))]
+    lines.append(f"job {job.id} · frames and Deforum settings.txt kept with the video")
+    if note:
+        lines.append(f"ℹ️ {note}")
+    return clip("\n".join(lines), MAX_CONTENT)
+
+
+def animation_files(job: JobRecord, limit: int) -> tuple[list[Upload], str]:
+    """The videos of a finished animation that fit the upload limit (an MP4 over it re-encoded smaller, with
+    a note saying so), and the settings file."""
+    from engine.video import shrink_mp4
+
+    files: list[Upload] = []
+    notes: list[str] = []
+    total = 0
+    for name in job.results:
+        path = Path(name)
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        if path.suffix == ".mp4" and size > limit:
+            smaller = shrink_mp4(path, limit)
+            if smaller is not None:
+                path, note = smaller
+                notes.append(f"the MP4 was {note}")
+                size = path.stat().st_size
+        if size > limit or total + size > limit:
+            notes.append(
+                f"{path.name} ({size / 1e6:.1f} MB) is over the upload limit and stays on the server"
+            )
+            continue
+        total += size
+        files.append(Upload(path.name, path.read_bytes()))
+    return files, "; ".join(notes)
 
 
 def failure_content(job: JobRecord, user_id: str, kept: str = "") -> str:
