@@ -649,11 +649,17 @@ class Catalog:
 
     # ----- integrity and rebuild ---------------------------------------------------------------------------
     async def check(
-        self, roots: Sequence[Path] = (), guild: str = "local", author: str = "local", repair: bool = False
+        self,
+        roots: Sequence[Path] = (),
+        guild: str = "local",
+        author: str = "local",
+        repair: bool = False,
+        skip: Sequence[Path] = (),
     ) -> IntegrityReport:
-        """Find rows whose file is gone, image files under `roots` without rows, rows missing from the index
-        and index entries without rows; with `repair`, remove the first, import the second (into `guild`),
-        index the third and drop the fourth."""
+        """Find rows whose file is gone, image files under `roots` (but not under `skip`) without rows, rows
+        missing from the index and index entries without rows; with `repair`, remove the first, import the
+        second (into `guild`), index the third and drop the fourth."""
+        skipped = [folder.resolve() for folder in skip]
         async with self._db.execute(
             "SELECT id, path, recycled_path, deleted_at, indexed FROM images"
         ) as cursor:
@@ -671,6 +677,7 @@ class Catalog:
             if path.suffix.lower() in IMAGE_SUFFIXES
             and str(path.resolve()) not in known
             and self.folder not in path.resolve().parents
+            and not any(folder in path.resolve().parents for folder in skipped)
         )
         in_index = await self._in_index_thread(self._text.ids)
         row_ids = {row["id"] for row in rows}

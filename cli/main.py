@@ -669,7 +669,12 @@ def _catalog(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"text index rebuilt: {count} image(s)", markup=False)
         return 0
     report = _with_catalog(
-        settings, lambda catalog: catalog.check([settings.outputs_path], repair=args.repair)
+        settings,
+        lambda catalog: catalog.check(
+            [settings.outputs_path],
+            repair=args.repair,
+            skip=[settings.outputs_path / "animations"],  # frames of animations are not catalog images
+        ),
     )
     console.print(
         f"rows without files: {len(report.rows_without_files)}, files without rows: "

@@ -356,6 +356,8 @@ def test_animate_writes_videos_and_frames_and_plots_the_schedules(tmp_path, caps
     assert len(frames) == 6 and frames[0].size == (64, 64) and fps == 15
     assert len(list((out / "frames").glob("*.png"))) == 6 and (out / "animation.webp").is_file()
     assert json.loads((out / "settings.txt").read_text())["angle"] == "0:(2*sin(t))"
+    assert salon(config, "catalog", "check") == 0  # the frames in outputs/animations are not catalog orphans
+    capsys.readouterr()
     # The exported settings animate again through --settings (Deforum's own file format).
     assert (
         salon(config, "animate", "--settings", str(out / "settings.txt"), "--plot", str(tmp_path / "p.png"))

@@ -273,3 +273,17 @@ def test_a_deforum_settings_file_imports_animates_and_exports_back(engine, tmp_p
         import_deforum(json.dumps({**DEFORUM_FILE, "animation_mode": "3D"}))
     with pytest.raises(InvalidRequest, match="settings_file: is not a Deforum settings file"):
         import_deforum(b"\x89PNG not json")
+
+
+def test_a_video_over_the_limit_is_re_encoded_smaller(tmp_path):
+    from engine.video import shrink_mp4, write_mp4
+
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray((rng.random((128, 128, 3)) * 255).astype(np.uint8)) for _ in range(8)]
+    video = write_mp4(frames, tmp_path / "noisy.mp4", 8)
+    size = video.stat().st_size
+    smaller, note = shrink_mp4(video, size // 2)
+    assert smaller.stat().st_size <= size // 2 and "re-encoded smaller" in note
+    decoded, fps = read_video(smaller)
+    assert len(decoded) == 8 and fps == 8
+    assert shrink_mp4(video, 100) is None  # nothing fits in 100 bytes

@@ -128,3 +128,33 @@ def test_no_expression_reaches_python(text):
     except (ArithmeticError, ValueError):
         return
     assert isinstance(result, float)
+
+
+def test_every_default_of_deforums_settings_file():
+    """The schedule defaults of sd-webui-deforum's args.py (Salon's defaults too), frame by frame over its
+    default 120 frames."""
+    from engine.animation import NUMERIC_SCHEDULES, AnimationSettings
+
+    defaults = AnimationSettings()
+    constants = {
+        "angle": 0,
+        "translation_x": 0,
+        "translation_y": 0,
+        "transform_center_x": 0.5,
+        "transform_center_y": 0.5,
+        "strength_schedule": 0.65,
+        "noise_schedule": 0.065,
+        "contrast_schedule": 1.0,
+        "cfg_scale_schedule": 7,
+        "steps_schedule": 25,
+    }
+    for name in NUMERIC_SCHEDULES:
+        values = schedule_values(getattr(defaults, name), name, 120, seed=1234)
+        if name in constants:
+            assert values == [float(constants[name])] * 120, name
+    zoom = schedule_values(defaults.zoom, "zoom", 120)
+    assert zoom == pytest.approx(
+        [1.0025 + 0.002 * math.sin(1.25 * 3.14 * t / 30) for t in range(120)], abs=1e-12
+    )
+    seeds = schedule_values(defaults.seed_schedule, "seed_schedule", 120, seed=1234)
+    assert seeds == [1234.0] + [-1.0] * 117 + [1234.0] * 2
