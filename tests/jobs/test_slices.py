@@ -159,7 +159,7 @@ async def test_long_job_parameters_are_checked_when_submitted(make_queue, tmp_pa
     queue = await make_queue()
     with pytest.raises(InvalidRequest, match="steps: 0 is not a whole number from 1 to 1000"):
         await queue.submit_task(JobKind.TRAIN, {"steps": 0, "journal": str(tmp_path / "x")}, "ann")
-    with pytest.raises(InvalidRequest, match="animate jobs are not available in this Salon yet"):
+    with pytest.raises(InvalidRequest, match="settings: the animation settings are missing"):
         await queue.submit_task(JobKind.ANIMATE, {}, "ann")
     with pytest.raises(InvalidRequest, match="submitted with `submit`"):
         await queue.submit_task(JobKind.IMAGINE, {}, "ann")
