@@ -145,9 +145,15 @@ class NoiseObjective:
         self.generator = torch.Generator().manual_seed(seed)
 
     def loss(
-        self, unet: torch.nn.Module, batch: Sequence[Example], states: torch.Tensor, per_example: bool = False
+        self,
+        unet: torch.nn.Module,
+        batch: Sequence[Example],
+        states: torch.Tensor,
+        per_example: bool = False,
+        pooled: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The mean squared error of the prediction (or, `per_example`, one mean per example)."""
+        """The mean squared error of the prediction (or, `per_example`, one mean per example); `pooled` is
+        SDXL's pooled text vector per example (its size conditioning is the training size, uncropped)."""
         latents = torch.stack([example.latents for example in batch])
         noise = torch.randn(latents.shape, generator=self.generator)
         steps = self.scheduler.config.num_train_timesteps
@@ -159,7 +165,10 @@ class NoiseObjective:
             target = noise
         device, dtype = self.model.device, unet_dtype(unet)
         predicted = unet(
-            noisy.to(device, dtype), timesteps.to(device), encoder_hidden_states=states.to(device, dtype)
+            noisy.to(device, dtype),
+            timesteps.to(device),
+            encoder_hidden_states=states.to(device, dtype),
+            **self._added(pooled, latents, dtype),
         ).sample.float()
         error = (predicted - target.to(device)) ** 2
         weights = [example.weight for example in batch]
@@ -168,9 +177,29 @@ class NoiseObjective:
             error = error * stacked.unsqueeze(1).to(device)
         return error.flatten(1).mean(1) if per_example else error.mean()
 
+    def _added(self, pooled: torch.Tensor | None, latents: torch.Tensor, dtype: torch.dtype) -> dict:
+        """SDXL's extra conditioning: the pooled text vector and the size ids (original = target size)."""
+        if pooled is None:
+            return {}
+        scale = self.model.vae_scale_factor
+        height, width = latents.shape[-2] * scale, latents.shape[-1] * scale
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+        device = self.model.device
+        return {
+            "added_cond_kwargs": {
+                "text_embeds": pooled.to(device, dtype),
+                "time_ids": time_ids.expand(latents.shape[0], -1).to(device, dtype),
+            }
+        }
+
     @torch.no_grad()
     def evaluate(
-        self, unet: torch.nn.Module, examples: Sequence[Example], states: torch.Tensor, seed: int = 0
+        self,
+        unet: torch.nn.Module,
+        examples: Sequence[Example],
+        states: torch.Tensor,
+        seed: int = 0,
+        pooled: torch.Tensor | None = None,
     ) -> float:
         """The loss at fixed noise levels (10 % … 90 % of the schedule) with fixed noise: a steady measure to
         compare before and after training, unlike the training loss at random timesteps."""
@@ -190,7 +219,10 @@ class NoiseObjective:
             )
             device, dtype = self.model.device, unet_dtype(unet)
             predicted = unet(
-                noisy.to(device, dtype), timesteps.to(device), encoder_hidden_states=states.to(device, dtype)
+                noisy.to(device, dtype),
+                timesteps.to(device),
+                encoder_hidden_states=states.to(device, dtype),
+                **self._added(pooled, latents, dtype),
             ).sample.float()
             losses.append(float(((predicted - target.to(device)) ** 2).mean()))
         self.generator.set_state(saved)
@@ -323,6 +355,22 @@ def caption_states(slot, chunker, caption: str, clip_skip: int = 1, grad: bool =
     return states
 
 
+def caption_encoding(
+    slots: Sequence, chunker, caption: str, clip_skip: int = 1, grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A caption through every text encoder of the model (SDXL: both, widths concatenated) and the pooled
+    vector of the last one that has it (SDXL's second encoder); SD 1.x: one encoder, no pooled vector."""
+    from engine.conditioning import encode_chunks
+
+    chunks = chunker.chunks(caption)[:1]
+    states, pooled = [], None
+    for slot in slots:
+        hidden, slot_pooled = encode_chunks(slot, chunks, clip_skip, grad=grad)
+        states.append(hidden)
+        pooled = slot_pooled if slot_pooled is not None else pooled
+    return torch.cat(states, dim=-1), pooled
+
+
 SAVE_EVERY_S = 30.0  # a crash loses at most this much training
 
 
@@ -422,6 +470,12 @@ def prompt_states(slot, chunker, prompt: str) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
+def prompt_encodings(slots: Sequence, chunker, prompt: str):
+    """(states, pooled) of a preview prompt and of an empty negative prompt, through every encoder."""
+    return caption_encoding(slots, chunker, prompt), caption_encoding(slots, chunker, "")
+
+
+@torch.no_grad()
 def render_preview(
     model: LoadedModel,
     unet: torch.nn.Module,
@@ -430,19 +484,28 @@ def render_preview(
     seed: int,
     steps: int,
     size: int,
+    pooled: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Image.Image:
     """An image of what a run has learned so far: the model's own pipeline and scheduler with `unet` and the
     given cross-attention states (the trainer's encoder path), seeded on the CPU; the loaded model is untouched."""
     pipe = model.pipe
-    preview_pipe = type(pipe)(**{**pipe.components, "unet": unet, "requires_safety_checker": False})
+    extra = {} if model.sdxl else {"requires_safety_checker": False}
+    preview_pipe = type(pipe)(**{**pipe.components, "unet": unet, **extra})
     preview_pipe.set_progress_bar_config(disable=True)
     dtype = unet_dtype(unet)
     was_training = unet.training
     unet.eval()
+    pooled_kwargs = {}
+    if pooled is not None:
+        pooled_kwargs = {
+            "pooled_prompt_embeds": pooled[0].to(model.device, dtype),
+            "negative_pooled_prompt_embeds": pooled[1].to(model.device, dtype),
+        }
     try:
         latents = preview_pipe(
             prompt_embeds=states.to(model.device, dtype),
             negative_prompt_embeds=negative.to(model.device, dtype),
+            **pooled_kwargs,
             num_inference_steps=steps,
             width=size,
             height=size,

@@ -1,5 +1,5 @@
-"""LoRA training: low-rank adapters on the UNet's attention projections (and optionally the text encoder's),
-learned with peft on copies of the loaded model, saved as a kohya/A1111 `.safetensors` that
+"""LoRA training (SD 1.x and SDXL): low-rank adapters on the UNet's attention projections (and optionally the
+text encoders'), learned with peft on copies of the loaded model, saved as a kohya/A1111 `.safetensors` that
 `<lora:name:weight>` loads through the same code as any downloaded LoRA.
 
 Read top to bottom: copy and wrap the model (`LoraTrainer.__init__`), compute a batch's loss (`loss`),
@@ -27,9 +27,9 @@ from engine.train_loop import (
     LoopOptions,
     LoopState,
     NoiseObjective,
-    caption_states,
+    caption_encoding,
     check_loop_options,
-    prompt_states,
+    prompt_encodings,
     render_preview,
     train_slice,
 )
@@ -72,8 +72,6 @@ class LoraTrainer:
     def __init__(self, model: LoadedModel, options: LoraOptions) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        if model.sdxl:
-            raise InvalidRequest("model", "LoRA training works on SD 1.x models so far, not SDXL")
         self.model = model
         self.options = options
         config = LoraConfig(
@@ -86,7 +84,7 @@ class LoraTrainer:
         with torch.random.fork_rng(devices=[]):  # the adapters' initial weights follow the run's seed
             torch.manual_seed(options.seed)
             self.unet = inject_adapter_in_model(config, _frozen_copy(model.unet), adapter_name=ADAPTER)
-            self.text_encoder = pipe.text_encoder
+            encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if model.sdxl else [])
             if options.train_text_encoder:
                 text_config = LoraConfig(
                     r=options.rank,
@@ -94,21 +92,30 @@ class LoraTrainer:
                     target_modules=TEXT_TARGETS,
                     init_lora_weights="gaussian",
                 )
-                self.text_encoder = inject_adapter_in_model(
-                    text_config, _frozen_copy(pipe.text_encoder), adapter_name=ADAPTER
-                )
-        for root in (self.unet, self.text_encoder):
+                encoders = [
+                    inject_adapter_in_model(text_config, _frozen_copy(encoder), adapter_name=ADAPTER)
+                    for encoder in encoders
+                ]
+        self.text_encoders = encoders
+        self.text_encoder = encoders[0]
+        for root in (self.unet, *self.text_encoders):
             _only_training_adapter(root)
-        self.slot = EncoderSlot(
-            "clip_l", pipe.tokenizer, self.text_encoder, pipe.tokenizer.pad_token_id, False
-        )
+        # SDXL: both encoders, the states side by side and the second one's pooled vector (as the engine does).
+        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if model.sdxl else [])
+        self.slots = [
+            EncoderSlot(key, tokenizer, encoder, tokenizer.pad_token_id, model.sdxl)
+            for key, tokenizer, encoder in zip(("clip_l", "clip_g"), tokenizers, encoders, strict=False)
+        ]
+        self.slot = self.slots[0]
         self.chunker = PromptChunker(pipe.tokenizer, {})
         self.parameters = self._trainable()
-        self._states: dict[str, torch.Tensor] = {}
+        self._encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
         found = {}
-        for prefix, module in (("unet.", self.unet), ("te.", self.text_encoder)):
+        roots = [("unet.", self.unet), ("te.", self.text_encoders[0])]
+        roots += [(f"te{i + 1}.", encoder) for i, encoder in enumerate(self.text_encoders) if i]
+        for prefix, module in roots:
             for name, parameter in module.named_parameters():
                 if "lora_" in name and f".{ADAPTER}." in name:
                     parameter.data = parameter.data.float()
@@ -116,22 +123,34 @@ class LoraTrainer:
                     found[prefix + name] = parameter
         return found
 
-    def states(self, captions: Sequence[str]) -> torch.Tensor:
-        """Cross-attention states of the captions (cached when the text encoder does not learn)."""
+    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cross-attention states of the captions, and SDXL's pooled vectors (None for SD 1.x); cached when
+        the text encoders do not learn."""
         if self.options.train_text_encoder:
-            return torch.cat([caption_states(self.slot, self.chunker, c, grad=True) for c in captions])
-        for caption in captions:
-            if caption not in self._states:
-                self._states[caption] = caption_states(self.slot, self.chunker, caption)
-        return torch.cat([self._states[c] for c in captions])
+            pairs = [caption_encoding(self.slots, self.chunker, c, grad=True) for c in captions]
+        else:
+            for caption in captions:
+                if caption not in self._encoded:
+                    self._encoded[caption] = caption_encoding(self.slots, self.chunker, caption)
+            pairs = [self._encoded[c] for c in captions]
+        states = torch.cat([p[0] for p in pairs])
+        pooled = torch.cat([p[1] for p in pairs]) if pairs[0][1] is not None else None
+        return states, pooled
+
+    def states(self, captions: Sequence[str]) -> torch.Tensor:
+        return self.encode(captions)[0]
 
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
-        return objective.loss(self.unet, batch, self.states([example.caption for example in batch]))
+        states, pooled = self.encode([example.caption for example in batch])
+        return objective.loss(self.unet, batch, states, pooled=pooled)
 
     def preview(self, prompt: str, seed: int, steps: int):
         """An image of `prompt` with the adapters as they are now."""
-        states, negative = prompt_states(self.slot, self.chunker, prompt)
-        return render_preview(self.model, self.unet, states, negative, seed, steps, self.options.resolution)
+        (states, pooled), (negative, negative_pooled) = prompt_encodings(self.slots, self.chunker, prompt)
+        pair = (pooled, negative_pooled) if pooled is not None else None
+        return render_preview(
+            self.model, self.unet, states, negative, seed, steps, self.options.resolution, pair
+        )
 
     def save(self, path: Path, state: LoopState, images: int) -> Path:
         return save_lora(self, path, state, images)
@@ -143,7 +162,10 @@ class LoraTrainer:
         tensors: dict[str, torch.Tensor] = {}
         modules = [("lora_unet_", self.unet, "")]
         if self.options.train_text_encoder:
-            modules.append(("lora_te_", self.text_encoder, "text_model."))
+            if self.model.sdxl:  # kohya's SDXL names: lora_te1_ (CLIP ViT-L), lora_te2_ (OpenCLIP bigG)
+                modules += [(f"lora_te{i + 1}_", e, "text_model.") for i, e in enumerate(self.text_encoders)]
+            else:
+                modules.append(("lora_te_", self.text_encoder, "text_model."))
         for prefix, root, path_prefix in modules:
             for name, module in root.named_modules():
                 if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
@@ -189,7 +211,7 @@ def save_lora(trainer: LoraTrainer, path: Path, state: LoopState, images: int) -
         "ss_output_name": options.name,
         "ss_sd_model_name": model.name,
         "ss_new_sd_model_hash": model.hash,
-        "ss_base_model_version": "sd_v1",
+        "ss_base_model_version": "sdxl_base_v1-0" if model.sdxl else "sd_v1",
         "ss_v2": "False",
         "ss_resolution": f"({options.resolution}, {options.resolution})",
         "ss_max_train_steps": str(options.loop.steps),

@@ -347,3 +347,41 @@ def test_dreambooth_saves_an_a1111_single_file_that_loads_like_its_folder(tmp_pa
     base = engine.txt2img(request("zkw", model="tiny")).images[0].image
     assert np.array_equal(pixels(from_folder), pixels(from_file))  # the same weights in either form
     assert not np.array_equal(pixels(from_folder), pixels(base))
+
+
+@pytest.mark.parametrize("text_encoder", [False, True])
+def test_an_sdxl_lora_learns_and_loads_as_a_kohya_file(tmp_path, tiny_sdxl_dir, text_encoder):
+    import shutil
+
+    from config import load_settings
+    from engine.runner import Engine
+
+    shutil.copytree(tiny_sdxl_dir, tmp_path / "models" / "Stable-diffusion" / "tiny-xl")
+    engine = Engine(load_settings(None, data_dir=tmp_path, default_model="tiny-xl"))
+    model = engine.base_model(None)
+    assert model.sdxl
+    examples = encode_examples(model, [(_stripes(k), "zkw") for k in range(2)], 64)
+    options = LoraOptions(
+        "xl", LoopOptions(steps=12, learning_rate="1e-2", batch_size=2), rank=4, resolution=64,
+        train_text_encoder=text_encoder,
+    )  # fmt: skip
+    state, trainer = train_lora_slice(model, examples, options, tmp_path / "work", lambda: False)
+    objective = NoiseObjective(model, 0)
+    states, pooled = trainer.encode(["zkw"] * 2)
+    before, after = (
+        objective.evaluate(unet, examples, states, pooled=pooled) for unet in (model.unet, trainer.unet)
+    )
+    assert after < before
+    path = save_lora(trainer, engine.settings.lora_dir / "xl.safetensors", state, 2)
+    with safe_open(str(path), "pt") as file:
+        keys, metadata = set(file.keys()), file.metadata()
+    assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    prefixes = {key.split("_")[1] for key in keys}
+    assert prefixes == ({"unet", "te1", "te2"} if text_encoder else {"unet"})
+    engine.registry.refresh()
+    base = engine.txt2img(request("zkw")).images[0].image
+    trained = engine.txt2img(request("zkw <lora:xl:1>")).images[0]
+    off = engine.txt2img(request("zkw <lora:xl:0>")).images[0].image
+    assert np.abs(pixels(base) - pixels(trained.image)).mean() > 1 and 'Lora hashes: "xl:' in trained.infotext
+    assert np.abs(pixels(base) - pixels(off)).max() <= 2
+    assert trainer.preview("zkw", 0, 2).size == (64, 64)
