@@ -69,9 +69,11 @@ class SalonBot(commands.Bot):
     def __init__(self, services: Services, run_worker: bool = True) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=intents(), help_command=None)
         from bot.delivery import Deliveries
+        from bot.gallery import GalleryPoster
 
         self.services = services
         self.deliveries = Deliveries(self)
+        self.gallery = GalleryPoster(self)
         self.run_worker = run_worker
         self.stop_worker = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -81,6 +83,7 @@ class SalonBot(commands.Bot):
         from bot.admin import AdminCog
         from bot.animate import AnimateCog
         from bot.browse import BrowseCog, browse_items
+        from bot.gallery import GalleryCog
         from bot.generate import GenerateCog, generate_items
         from bot.reactions import ReactionsCog
         from bot.results import result_items
@@ -93,6 +96,7 @@ class SalonBot(commands.Bot):
             ReactionsCog(self),
             TrainCog(self),
             AnimateCog(self),
+            GalleryCog(self),
         )
         for cog in cogs:
             await self.add_cog(cog)

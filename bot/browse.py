@@ -101,18 +101,47 @@ class BrowseCog(commands.Cog):
             place = await place_of(interaction)
             if recycle_bin and not place.moderator:
                 raise NotAllowed("recycle_bin", "only moderators (Manage Messages) can browse deleted images")
-            build_query(place, options, 0, 1, self.bot.services.settings.discord.browse_page_size)
-            if regex:
-                _check_regex(query)
-            await interaction.response.defer(thinking=True)
-            community = self.bot.services.community
-            session = await community.new_browse(place.guild, place.channel, place.user, options)
-            shown = await render_page(self.bot, place, session, 1, None)
         except InvalidRequest as exc:
             await refuse(interaction, exc)
             return
-        message = await interaction.edit_original_response(**shown.edit())
-        await community.move_browse(session.id, shown.page.page, None, str(message.id))
+        await open_browse(self.bot, interaction, place, options)
+
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "keyword": "",
+    "filename": "",
+    "negative": "no",
+    "case_sensitive": False,
+    "regex": False,
+    "rank": "all",
+    "author": None,
+    "model": None,
+    "sort": "date",
+    "ascending": False,
+    "favourites": False,
+    "deleted": False,
+    "gallery": None,
+}
+
+
+async def open_browse(
+    bot: SalonBot, interaction: discord.Interaction, place: Place, options: dict[str, Any]
+) -> None:
+    """Check the filter, then show its first page with the browse view (for /browse and /gallery show)."""
+    options = {**DEFAULT_OPTIONS, **options}
+    try:
+        build_query(place, options, 0, 1, bot.services.settings.discord.browse_page_size)
+        if options["regex"]:
+            _check_regex(options["keyword"])
+        await interaction.response.defer(thinking=True)
+        community = bot.services.community
+        session = await community.new_browse(place.guild, place.channel, place.user, options)
+        shown = await render_page(bot, place, session, 1, None)
+    except InvalidRequest as exc:
+        await refuse(interaction, exc)
+        return
+    message = await interaction.edit_original_response(**shown.edit())
+    await community.move_browse(session.id, shown.page.page, None, str(message.id))
 
 
 def _check_regex(pattern: str) -> None:
@@ -136,6 +165,7 @@ def build_query(
         author=options["author"],
         model=options["model"],
         favourites_of=place.user if options["favourites"] else None,
+        gallery=options.get("gallery"),
         sort=options["sort"],
         ascending=options["ascending"],
         page=page,
@@ -401,11 +431,13 @@ class BrowseActions:
         await catalog.favourite(self.place.guild, image.id, self.place.user, on=on)
         word = "added to" if on else "removed from"
         await self.interaction.response.send_message(f"#{image.id} {word} your favourites.", ephemeral=True)
+        await self.bot.gallery.consider(self.place.guild, [image.id])
 
     async def delete(self) -> None:
         image = await self.selected()
         may_delete(self.place, image.author)
         await self.bot.services.catalog.delete(self.place.guild, [image.id])
+        await self.bot.gallery.forget(self.place.guild, [image.id])
         await self.redraw(self.session.page, None)
 
     def _query(self) -> BrowseQuery:
@@ -436,7 +468,9 @@ class BrowseActions:
             raise NotAllowed(
                 "delete", "only moderators (Manage Messages) can delete every result of a filter"
             )
-        moved = await self.bot.services.catalog.delete_matching(self._query())
+        ids = await self.bot.services.catalog.matching_ids(self._query())
+        moved = await self.bot.services.catalog.delete(self.place.guild, ids)
+        await self.bot.gallery.forget(self.place.guild, ids)
         await self.interaction.response.edit_message(content=f"Deleted {moved} images.", view=None)
         if self.session.message is not None and self.interaction.channel is not None:
             shown = await render_page(self.bot, self.place, self.session, 1, None)

@@ -63,9 +63,11 @@ class ReactionsCog(commands.Cog):
         try:
             if emoji in SCORES:
                 await self._rate(guild, user, [i.id for i in images], SCORES[emoji], added)
+                await self.bot.gallery.consider(guild, [i.id for i in images])
             elif emoji == FAVOURITE:
                 for image in images:
                     await catalog.favourite(guild, image.id, user, on=added)
+                await self.bot.gallery.consider(guild, [i.id for i in images])
             elif emoji == DIRECT_MESSAGE and added:
                 await self._send_dm(payload.user_id, images)
             elif emoji in DELETE and added:
@@ -158,6 +160,7 @@ class ReactionsCog(commands.Cog):
             log.info("user %s may not delete message %s (not theirs)", payload.user_id, payload.message_id)
             return
         await self.bot.services.catalog.delete(str(payload.guild_id), [image.id for image in images])
+        await self.bot.gallery.forget(str(payload.guild_id), [image.id for image in images])
         channel = self.bot.get_channel(payload.channel_id)
         if isinstance(channel, discord.abc.Messageable):
             await channel.get_partial_message(payload.message_id).delete()  # type: ignore[attr-defined]

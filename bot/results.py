@@ -157,6 +157,7 @@ async def delete_result(
     """🗑: the images go to the catalog's recycle bin and the message goes away."""
     may_delete(place, job.owner)
     moved = await bot.services.catalog.delete(place.guild, [image.id for image in images])
+    await bot.gallery.forget(place.guild, [image.id for image in images])
     await interaction.response.send_message(f"Deleted {moved} image(s).", ephemeral=True)
     if interaction.message is not None:
         try:

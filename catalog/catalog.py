@@ -28,7 +28,7 @@ from pathlib import Path
 import aiosqlite
 from PIL import Image
 
-from catalog import words
+from catalog import galleries, words
 from catalog.foreign import foreign_infotext
 from catalog.keywords import (
     Node,
@@ -158,6 +158,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "images by message and by job",
         "CREATE INDEX images_by_message ON images (message); CREATE INDEX images_by_job ON images (job_id)",
     ),
+    galleries.MIGRATION,
 )
 
 PAGE_CACHE_KB = 131_072  # SQLite's page cache for the catalog (the default 2 MB halves rank queries at 1M)
@@ -235,6 +236,11 @@ class Catalog:
         await self._in_index_thread(self._text.close)
         self._index_thread.shutdown(wait=True)
         await self._database.close()
+
+    @property
+    def galleries(self) -> galleries.Galleries:
+        """Named collections and the gallery channel's posts (catalog/galleries.py)."""
+        return galleries.Galleries(self)
 
     @property
     def recycle_bin(self) -> Path:
@@ -440,6 +446,9 @@ class Catalog:
         if browse.favourites_of:
             clauses.append("id IN (SELECT image_id FROM favourites WHERE user = ?)")
             args.append(browse.favourites_of)
+        if browse.gallery is not None:
+            clauses.append("id IN (SELECT image_id FROM gallery_images WHERE gallery_id = ?)")
+            args.append(browse.gallery)
         rank = browse.rank
         if rank.kind == "none":
             clauses.append("rank_count = 0")

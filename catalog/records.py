@@ -160,6 +160,7 @@ class BrowseQuery:
     author: str | None = None
     model: str | None = None
     favourites_of: str | None = None
+    gallery: int | None = None  # a collection's id (catalog/galleries.py): only its images
     sort: SortOrder = SortOrder.DATE
     descending: bool = True
     page: int = 1  # 1-based; -1 = last

@@ -68,6 +68,19 @@ def _number(option: str, text: str) -> float:
     return value
 
 
+def _count(option: str, text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 1_000_000:
+        raise InvalidRequest(option, f"{text!r} is not a whole number from 0 (off) up")
+    return int(text)
+
+
+def _rank(option: str, text: str) -> float:
+    value = _number(option, text)
+    if not 1 <= value <= 5:
+        raise InvalidRequest(option, f"{text!r} is not a mean rank from 1 to 5")
+    return value
+
+
 def _words(option: str, text: str) -> list[str]:
     words = [word.strip().lower() for word in text.split(",") if word.strip()]
     if any(len(word) > 100 for word in words) or len(words) > 500:
@@ -131,6 +144,9 @@ SETTINGS: dict[str, SettingSpec] = {
             _policy,
         ),
         SettingSpec("gallery_channel", "channel where the community's best images are posted", _channel),
+        SettingSpec("gallery_min_rank", "mean rank (1–5) that sends an image to the gallery channel", _rank),
+        SettingSpec("gallery_min_ratings", "ratings the mean rank needs first (0: rank never counts)", _count),
+        SettingSpec("gallery_stars", "⭐ that send an image to the gallery channel (0: stars never count)", _count),
         SettingSpec("default_model", "checkpoint used when a command names none", _text),
         SettingSpec("default_sampler", "sampler used when a command names none", _text),
         SettingSpec("default_steps", "steps used when a command gives none", _positive_int),
@@ -153,6 +169,9 @@ class CommunitySettings:
     nsfw_words: tuple[str, ...] = ()
     nsfw_policy: str = "age-restricted"
     gallery_channel: str | None = None
+    gallery_min_rank: float = 4.0
+    gallery_min_ratings: int = 3
+    gallery_stars: int = 3
     default_model: str | None = None
     default_sampler: str | None = None
     default_steps: int | None = None

@@ -1,4 +1,5 @@
-"""The bot against the local fake Discord: a guild with two channels (one age-restricted) and four members.
+"""The bot against the local fake Discord: a guild with three channels (one age-restricted, one for the gallery)
+and four members.
 
 `salon` is a running bot (real discord.py, real queue, catalog and demo model on a temp folder); `restart()`
 stops it and starts a new one over the same data folder and the same fake Discord.
@@ -17,7 +18,7 @@ from config import load_settings
 from engine.demo import DEMO_MODEL_NAME
 from tests.bot.fakediscord import FakeDiscord, FakeMessage, Interaction, running_client
 
-GUILD, CHANNEL, NSFW_CHANNEL = 100, 110, 111
+GUILD, CHANNEL, NSFW_CHANNEL, GALLERY_CHANNEL = 100, 110, 111, 112
 ANN, BOB, MOD, ADMIN = 501, 502, 503, 504
 FAST = {
     "prompt": "a red circle on a blue background",
@@ -108,6 +109,7 @@ async def salon(tmp_path, engine):
         fake.add_guild(GUILD, "Salon test server", owner_id=ADMIN)
         fake.add_channel(GUILD, CHANNEL, "general")
         fake.add_channel(GUILD, NSFW_CHANNEL, "after-dark", nsfw=True)
+        fake.add_channel(GUILD, GALLERY_CHANNEL, "gallery")
         fake.add_user(ANN, "ann", guild_id=GUILD)
         fake.add_user(BOB, "bob", guild_id=GUILD)
         fake.add_user(MOD, "mod", guild_id=GUILD, moderator=True)
