@@ -78,6 +78,7 @@ class SalonBot(commands.Bot):
         self.stop_worker = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._resumed = False
+        self._web = None  # the web gallery's aiohttp runner, when [web] enabled
 
     async def setup_hook(self) -> None:
         from bot.admin import AdminCog
@@ -103,6 +104,13 @@ class SalonBot(commands.Bot):
         self.add_dynamic_items(*result_items(), *browse_items(), *generate_items())
         if self.services.settings.discord.sync_commands:
             await self.sync_commands()
+        web_settings = self.services.settings.web
+        if web_settings.enabled:
+            from web.server import serve
+
+            services = self.services
+            self._web = await serve(services.settings, services.catalog, services.community, web_settings.host,
+                                    web_settings.port)  # fmt: skip
         if self.run_worker:
             try:
                 self.services.queue.claim_worker()
@@ -159,6 +167,8 @@ class SalonBot(commands.Bot):
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._worker), grace)
         await self.deliveries.close()
+        if self._web is not None:
+            await self._web.cleanup()
         await super().close()
 
 

@@ -208,6 +208,33 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
             return
         await open_browse(self.bot, interaction, place, {"keyword": keyword, "gallery": gallery.id})
 
+    @app_commands.command(name="web", description="A link to this server's web gallery (read-only)")
+    @app_commands.describe(renew="moderators: make a new link; the old one stops working at once")
+    async def web(self, interaction: discord.Interaction, renew: bool = False) -> None:
+        from commands.community import web_secret
+
+        settings = self.bot.services.settings
+        try:
+            place = await place_of(interaction)
+            if renew and not place.moderator:
+                raise NotAllowed("renew", "only moderators (Manage Messages) can renew the web gallery link")
+            if not settings.web.enabled:
+                raise InvalidRequest(
+                    "web", "the web gallery is not enabled on this Salon ([web] enabled = true)"
+                )
+            token = await self.bot.services.community.web_link(
+                place.guild, place.user, web_secret(settings.data_dir), renew
+            )
+        except InvalidRequest as exc:
+            await refuse(interaction, exc)
+            return
+        base = (settings.web.public_url or f"http://{settings.web.host}:{settings.web.port}").rstrip("/")
+        note = " The old link no longer works." if renew else ""
+        await interaction.response.send_message(
+            f"This server's gallery (read-only; anyone with the link can look): {base}/g/{token}/{note}",
+            ephemeral=True,
+        )
+
     @add.autocomplete("name")
     @remove.autocomplete("name")
     @show.autocomplete("name")

@@ -270,6 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument(
         "--plot", type=Path, default=None, help="write the plot of the schedules here and stop"
     )
+    web = sub.add_parser("web", help="serve the read-only web gallery (links from /gallery web, or --local)")
+    web.add_argument("--port", type=int, default=None, help="port (default: [web] port, 8765)")
+    web.add_argument("--host", default=None, help="address to listen on (default: [web] host, 127.0.0.1)")
+    web.add_argument(
+        "--local",
+        action="store_true",
+        help="no link needed: serve one guild at / on 127.0.0.1 only (for the machine's owner)",
+    )
+    web.add_argument(
+        "--guild", default="local", help="with --local: whose images (default: your own imports)"
+    )
     return parser
 
 
@@ -295,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "catalog": _catalog,
         "train": _train,
         "animate": _animate,
+        "web": _web,
     }
     try:
         settings = load_settings(args.config)
@@ -829,6 +841,40 @@ def _animate(args: argparse.Namespace, settings: Settings) -> int:
     for path in results:
         console.print(str(path), markup=False, soft_wrap=True)
     console.print(f"animated {describe(chosen, seed)} (job {record.id})", markup=False, soft_wrap=True)
+    return 0
+
+
+def _web(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import signal
+
+    from catalog.catalog import Catalog
+    from commands.community import CommunityStore
+    from web.server import serve
+
+    host = "127.0.0.1" if args.local else (args.host or settings.web.host)
+    port = args.port or settings.web.port
+
+    async def run() -> None:
+        catalog = await Catalog.open(settings.catalog_dir, settings.catalog.text_index)
+        community = await CommunityStore.open(settings.community_db)
+        runner = await serve(settings, catalog, community, host, port, args.guild if args.local else None)
+        where = (
+            f"http://{host}:{port}/" if args.local else f"http://{host}:{port}/g/<link from /gallery web>/"
+        )
+        console.print(f"web gallery on {where} (Ctrl-C stops it)", markup=False, soft_wrap=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+            await community.close()
+            await catalog.close()
+
+    asyncio.run(run())
     return 0
 
 

@@ -7,9 +7,14 @@ lower the machine's limits (config.Limits), never raise them. Values are kept as
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import json
+import os
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +49,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             selected INTEGER,
             message TEXT,
             created REAL NOT NULL
+        )
+        """,
+    ),
+    (
+        "web gallery links",
+        """
+        CREATE TABLE web_links (
+            guild TEXT PRIMARY KEY,
+            nonce TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL
         )
         """,
     ),
@@ -145,8 +161,12 @@ SETTINGS: dict[str, SettingSpec] = {
         ),
         SettingSpec("gallery_channel", "channel where the community's best images are posted", _channel),
         SettingSpec("gallery_min_rank", "mean rank (1–5) that sends an image to the gallery channel", _rank),
-        SettingSpec("gallery_min_ratings", "ratings the mean rank needs first (0: rank never counts)", _count),
-        SettingSpec("gallery_stars", "⭐ that send an image to the gallery channel (0: stars never count)", _count),
+        SettingSpec(
+            "gallery_min_ratings", "ratings the mean rank needs first (0: rank never counts)", _count
+        ),
+        SettingSpec(
+            "gallery_stars", "⭐ that send an image to the gallery channel (0: stars never count)", _count
+        ),
         SettingSpec("default_model", "checkpoint used when a command names none", _text),
         SettingSpec("default_sampler", "sampler used when a command names none", _text),
         SettingSpec("default_steps", "steps used when a command gives none", _positive_int),
@@ -253,6 +273,40 @@ class CommunityStore:
     async def close(self) -> None:
         await self._database.close()
 
+    # ----- web gallery links ----------------------------------------------------------------------------------
+    async def web_link(self, guild: str, user: str, secret: bytes, renew: bool = False) -> str:
+        """The guild's signed web-gallery token (made on first use; `renew` revokes the old one)."""
+        async with self._db.execute("SELECT nonce FROM web_links WHERE guild = ?", (guild,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None or renew:
+            nonce = secrets.token_urlsafe(12)
+            async with self._database.transaction() as db:
+                await db.execute(
+                    "INSERT INTO web_links VALUES (?, ?, ?, ?) ON CONFLICT (guild) DO UPDATE SET "
+                    "nonce = excluded.nonce, created_by = excluded.created_by, created_at = excluded.created_at",
+                    (guild, nonce, user, time.time()),
+                )
+        else:
+            nonce = row[0]
+        return sign_token(guild, nonce, secret)
+
+    async def revoke_web_link(self, guild: str) -> bool:
+        async with self._database.transaction() as db:
+            cursor = await db.execute("DELETE FROM web_links WHERE guild = ?", (guild,))
+            return cursor.rowcount > 0
+
+    async def guild_of_token(self, token: str, secret: bytes) -> str | None:
+        """The guild a web token opens, or None (malformed, forged, revoked or replaced)."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[0].isdigit() and parts[0] != "local":
+            return None
+        guild, nonce, _ = parts
+        if not hmac.compare_digest(sign_token(guild, nonce, secret), token):
+            return None
+        async with self._db.execute("SELECT nonce FROM web_links WHERE guild = ?", (guild,)) as cursor:
+            row = await cursor.fetchone()
+        return guild if row is not None and hmac.compare_digest(row[0], nonce) else None
+
     # ----- settings -------------------------------------------------------------------------------------------
     async def set(self, guild: str, key: str, value: str, user: str, channel: str | None = None) -> Any:
         """Check and store one setting (for the whole guild, or one channel); returns the parsed value."""
@@ -336,3 +390,23 @@ class CommunityStore:
                 "UPDATE browse_sessions SET page = ?, selected = ?, message = COALESCE(?, message) WHERE id = ?",
                 (page, selected, message, session_id),
             )
+
+
+def sign_token(guild: str, nonce: str, secret: bytes) -> str:
+    """`guild.nonce.signature`: the signature is an HMAC-SHA256 of the first two, so nobody can make one."""
+    digest = hmac.new(secret, f"{guild}.{nonce}".encode(), hashlib.sha256).digest()
+    return f"{guild}.{nonce}.{base64.urlsafe_b64encode(digest[:18]).decode()}"
+
+
+def web_secret(data_dir: Path) -> bytes:
+    """The key that signs web-gallery links (made once, readable by this user only)."""
+    path = data_dir / "web-secret"
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_bytes()
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(secrets.token_bytes(32))
+    return path.read_bytes()

@@ -104,6 +104,23 @@ class DiscordSettings(BaseModel):
     )
 
 
+class WebSettings(BaseModel):
+    """The read-only web gallery (served by the bot process when enabled, or alone by `salon web`)."""
+
+    enabled: bool = Field(False, description="serve the web gallery from the bot process")
+    host: str = Field(
+        "127.0.0.1", description="address to listen on (put a TLS proxy in front for the internet)"
+    )
+    port: int = Field(8765, ge=1, le=65535)
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="how people reach it, for the links /gallery web gives",
+    )
+    page_size: int = Field(24, ge=1, le=100, description="thumbnails per page")
+    thumbnail_size: int = Field(256, ge=64, le=1024, description="longest side of a thumbnail in pixels")
+
+
 class Settings(BaseSettings):
     """Everything Salon needs to know about this machine and community, in one place."""
 
@@ -127,6 +144,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     discord_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN", "SALON_DISCORD_TOKEN")
     )

@@ -80,3 +80,31 @@ async def test_collections_with_curators_and_the_browse_view(salon):
         ANN, CHANNEL, "gallery", {"name": "Red circles", "image_ids": "12; drop"}, subcommand="add"
     )
     assert "is not image numbers" in await _ephemeral(bad)
+
+
+async def test_gallery_web_gives_a_link_served_by_the_bot(salon):
+    import re
+    import socket
+
+    import aiohttp
+
+    disabled = await salon.fake.slash(ANN, CHANNEL, "gallery", {}, subcommand="web")
+    assert "the web gallery is not enabled" in await _ephemeral(disabled)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    web = salon.settings.web.model_copy(update={"enabled": True, "port": port})
+    salon.settings = salon.settings.model_copy(update={"web": web})
+    await salon.restart()
+    await salon.result(await salon.imagine(seed=3))
+    given = await salon.fake.slash(ANN, CHANNEL, "gallery", {}, subcommand="web")
+    link = re.search(r"http://127\.0\.0\.1:\d+/g/[^/\s]+/", await _ephemeral(given)).group(0)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(link) as response:
+            assert response.status == 200 and "1 images" in await response.text()
+        refused = await salon.fake.slash(BOB, CHANNEL, "gallery", {"renew": True}, subcommand="web")
+        assert "only moderators" in await _ephemeral(refused)
+        renewed = await salon.fake.slash(MOD, CHANNEL, "gallery", {"renew": True}, subcommand="web")
+        assert "The old link no longer works" in await _ephemeral(renewed)
+        async with http.get(link) as response:
+            assert response.status == 403
