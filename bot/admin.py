@@ -67,6 +67,26 @@ class AdminCog(commands.Cog):
     async def embeddings(self, interaction: discord.Interaction) -> None:
         await self._listing(interaction, ModelKind.EMBEDDING, "Embeddings")
 
+    @app_commands.command(
+        name="extensions", description="Extensions installed on this machine (A1111's Extensions tab)"
+    )
+    async def extensions(self, interaction: discord.Interaction) -> None:
+        found = self.bot.extensions_found
+        lines = []
+        for ext in found:
+            state = (
+                "✅"
+                if ext.enabled and not ext.error
+                else ("⏸️ disabled" if not ext.enabled else f"⚠️ {ext.error}")
+            )
+            url = f" · <{ext.url}>" if ext.url else ""
+            lines.append(
+                f"• **{ext.name}** {ext.version} ({ext.distribution}, installed {ext.installed}) {state}{url}"
+            )
+        text = f"**Extensions** ({len(lines)})\n" + ("\n".join(lines) if lines else "none installed")
+        text += "\nExtensions are installed by the machine's owner with pip, never from Discord."
+        await interaction.response.send_message(render.clip(text, 2000), ephemeral=True)
+
     # ----- queue -------------------------------------------------------------------------------------------
     @app_commands.command(name="queue", description="What is running and waiting, and where your jobs are")
     async def queue(self, interaction: discord.Interaction) -> None:

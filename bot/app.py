@@ -74,11 +74,15 @@ class SalonBot(commands.Bot):
         self.services = services
         self.deliveries = Deliveries(self)
         self.gallery = GalleryPoster(self)
+        from bot.schedule import Scheduler
+
+        self.schedule = Scheduler(self)
         self.run_worker = run_worker
         self.stop_worker = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._resumed = False
         self._web = None  # the web gallery's aiohttp runner, when [web] enabled
+        self.extensions_found: list = []  # installed extensions (extensions/__init__.py), loaded at setup
 
     async def setup_hook(self) -> None:
         from bot.admin import AdminCog
@@ -101,9 +105,16 @@ class SalonBot(commands.Bot):
         )
         for cog in cogs:
             await self.add_cog(cog)
+        from extensions import discover
+
+        self.extensions_found = discover(self.services.settings.extensions.disabled)
+        for ext in self.extensions_found:
+            for command in ext.api.commands if ext.api else ():
+                self.tree.add_command(command)
         self.add_dynamic_items(*result_items(), *browse_items(), *generate_items())
         if self.services.settings.discord.sync_commands:
             await self.sync_commands()
+        await self.schedule.start()
         web_settings = self.services.settings.web
         if web_settings.enabled:
             from web.server import serve
@@ -166,6 +177,7 @@ class SalonBot(commands.Bot):
             grace = self.services.settings.discord.shutdown_grace_s
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._worker), grace)
+        self.schedule.stop()
         await self.deliveries.close()
         if self._web is not None:
             await self._web.cleanup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import discord
@@ -207,6 +208,46 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
             await refuse(interaction, exc)
             return
         await open_browse(self.bot, interaction, place, {"keyword": keyword, "gallery": gallery.id})
+
+    @app_commands.command(name="digest", description="Post the best images of each day or week (moderators)")
+    @app_commands.describe(
+        period="daily, weekly, or off", hour="hour of the day it is posted (UTC)", weekday="weekly: which day"
+    )
+    @app_commands.choices(
+        period=[app_commands.Choice(name=p, value=p) for p in ("daily", "weekly", "off")],
+        weekday=[
+            app_commands.Choice(name=d, value=d) for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        ],
+    )
+    async def digest(
+        self,
+        interaction: discord.Interaction,
+        period: str,
+        hour: app_commands.Range[int, 0, 23] = 18,
+        weekday: str = "sun",
+    ) -> None:
+        from bot.schedule import digest_cron
+
+        community = self.bot.services.community
+        try:
+            place = await place_of(interaction)
+            if not place.moderator:
+                raise NotAllowed("period", "only moderators (Manage Messages) schedule digests")
+            if period == "off":
+                await community.drop_schedule(place.guild, "digest")
+                self.bot.schedule.remove_digest(place.guild)
+                await interaction.response.send_message("No more digests.", ephemeral=True)
+                return
+            if not (await community.effective(place.guild)).gallery_channel:
+                raise InvalidRequest("period", "choose the gallery channel first: /gallery channel")
+            cron = digest_cron(period, hour, weekday)
+            await community.set_schedule(place.guild, "digest", cron, place.user, {"period": period})
+            await self.bot.schedule.add_digest(place.guild, cron, period, last_run=time.time())
+        except InvalidRequest as exc:
+            await refuse(interaction, exc)
+            return
+        when = f"every day at {hour}:00 UTC" if period == "daily" else f"every {weekday} at {hour}:00 UTC"
+        await interaction.response.send_message(f"The {period} digest is posted {when}.", ephemeral=True)
 
     @app_commands.command(name="web", description="A link to this server's web gallery (read-only)")
     @app_commands.describe(renew="moderators: make a new link; the old one stops working at once")

@@ -645,6 +645,33 @@ class Catalog:
                 Path(recycled).unlink(missing_ok=True)
         return len(ids)
 
+    # ----- upkeep (scheduled) ------------------------------------------------------------------------------
+    async def purge_older_than(self, seconds: float) -> int:
+        """Remove for good what has been in any guild's recycle bin longer than `seconds`."""
+        cutoff = time.time() - seconds
+        async with self._db.execute(
+            "SELECT guild, id FROM images WHERE deleted_at IS NOT NULL AND deleted_at < ?", (cutoff,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        by_guild: dict[str, list[int]] = {}
+        for guild, image_id in rows:
+            by_guild.setdefault(guild, []).append(image_id)
+        return sum([await self.purge(guild, ids) for guild, ids in by_guild.items()])
+
+    async def optimize_index(self) -> None:
+        await self._in_index_thread(self._text.optimize)
+
+    async def top_images(self, guild: str, since: float, until: float, limit: int = 5) -> list[ImageRecord]:
+        """The best-ranked images made in [since, until) in one guild (not deleted, not NSFW)."""
+        async with self._db.execute(
+            "SELECT id FROM images WHERE guild = ? AND deleted_at IS NULL AND nsfw = 0 AND rank_count > 0 "
+            "AND created >= ? AND created < ? ORDER BY rank_mean DESC, rank_count DESC, id LIMIT ?",
+            (guild, since, until, limit),
+        ) as cursor:
+            ids = [row[0] for row in await cursor.fetchall()]
+        records = {record.id: record for record in await self._records(ids, guild)}
+        return [records[i] for i in ids if i in records]
+
     async def _shared(self, record: ImageRecord) -> bool:
         async with self._db.execute(
             "SELECT 1 FROM images WHERE path = ? AND id != ? AND deleted_at IS NULL LIMIT 1",
@@ -794,6 +821,11 @@ class SqliteWords:
             return {(name, value, row[0]) for row in rows for name, value in zip(names, row[1:], strict=True)}
         finally:
             db.close()
+
+    def optimize(self) -> None:
+        """FTS5's merge of its b-trees into one (the scheduled counterpart of Whoosh's optimize)."""
+        with sqlite3.connect(self._database, timeout=30) as connection:
+            connection.execute("INSERT INTO images_words(images_words) VALUES ('optimize')")
 
     def close(self) -> None:
         return None

@@ -116,6 +116,11 @@ class WhooshIndex:
         writer.commit()
         return count
 
+    def optimize(self) -> None:
+        """Merge the index's segments into one (scheduled; searches stay fast as images come and go)."""
+        self._index.optimize()
+        self._wrote = True
+
     def remove(self, ids: Sequence[int]) -> None:
         if not ids:
             return

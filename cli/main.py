@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument(
         "--plot", type=Path, default=None, help="write the plot of the schedules here and stop"
     )
+    sub.add_parser("extensions", help="installed extensions: name, URL, version, install date, enabled")
     web = sub.add_parser("web", help="serve the read-only web gallery (links from /gallery web, or --local)")
     web.add_argument("--port", type=int, default=None, help="port (default: [web] port, 8765)")
     web.add_argument("--host", default=None, help="address to listen on (default: [web] host, 127.0.0.1)")
@@ -307,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "animate": _animate,
         "web": _web,
+        "extensions": _extensions,
     }
     try:
         settings = load_settings(args.config)
@@ -841,6 +843,27 @@ def _animate(args: argparse.Namespace, settings: Settings) -> int:
     for path in results:
         console.print(str(path), markup=False, soft_wrap=True)
     console.print(f"animated {describe(chosen, seed)} (job {record.id})", markup=False, soft_wrap=True)
+    return 0
+
+
+def _extensions(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
+    from extensions import discover
+
+    found = discover(settings.extensions.disabled)
+    if not found:
+        console.print("no extensions installed (packages with a 'salon.extensions' entry point)")
+        return 0
+    table = Table("name", "package", "URL", "version", "installed", "state")
+    for ext in found:
+        state = (
+            "enabled"
+            if ext.enabled and not ext.error
+            else ("disabled" if not ext.enabled else f"error: {ext.error}")
+        )
+        table.add_row(ext.name, ext.distribution, ext.url, ext.version, ext.installed, state)
+    console.print(table)
     return 0
 
 

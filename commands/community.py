@@ -53,6 +53,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     (
+        "schedules and digests",
+        """
+        CREATE TABLE schedules (
+            guild TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            cron TEXT NOT NULL,
+            options TEXT NOT NULL DEFAULT '{}',
+            set_by TEXT NOT NULL,
+            set_at REAL NOT NULL,
+            last_run REAL,
+            PRIMARY KEY (guild, kind)
+        );
+        CREATE TABLE digests (
+            guild TEXT NOT NULL,
+            period TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            message TEXT,
+            claimed_at REAL NOT NULL,
+            PRIMARY KEY (guild, period)
+        )
+        """,
+    ),
+    (
         "web gallery links",
         """
         CREATE TABLE web_links (
@@ -272,6 +295,55 @@ class CommunityStore:
 
     async def close(self) -> None:
         await self._database.close()
+
+    # ----- schedules and digests -------------------------------------------------------------------------------
+    async def set_schedule(
+        self, guild: str, kind: str, cron: str, user: str, options: dict | None = None
+    ) -> None:
+        async with self._database.transaction() as db:
+            await db.execute(
+                "INSERT INTO schedules (guild, kind, cron, options, set_by, set_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (guild, kind) DO UPDATE SET cron = excluded.cron, options = excluded.options, "
+                "set_by = excluded.set_by, set_at = excluded.set_at",
+                (guild, kind, cron, json.dumps(options or {}), user, time.time()),
+            )
+
+    async def drop_schedule(self, guild: str, kind: str) -> bool:
+        async with self._database.transaction() as db:
+            cursor = await db.execute("DELETE FROM schedules WHERE guild = ? AND kind = ?", (guild, kind))
+            return cursor.rowcount > 0
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        async with self._db.execute("SELECT * FROM schedules ORDER BY guild, kind") as cursor:
+            rows = await cursor.fetchall()
+        return [{**dict(row), "options": json.loads(row["options"])} for row in rows]
+
+    async def ran(self, guild: str, kind: str, when: float) -> None:
+        async with self._database.transaction() as db:
+            await db.execute(
+                "UPDATE schedules SET last_run = ? WHERE guild = ? AND kind = ?", (when, guild, kind)
+            )
+
+    async def digest(self, guild: str, period: str) -> dict[str, Any] | None:
+        async with self._db.execute(
+            "SELECT * FROM digests WHERE guild = ? AND period = ?", (guild, period)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return dict(row) if row else None
+
+    async def claim_digest(self, guild: str, period: str, channel: str) -> None:
+        """Note that a digest is about to be posted (before posting: a crash after it leaves this trace)."""
+        async with self._database.transaction() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO digests (guild, period, channel, claimed_at) VALUES (?, ?, ?, ?)",
+                (guild, period, channel, time.time()),
+            )
+
+    async def record_digest(self, guild: str, period: str, message: str) -> None:
+        async with self._database.transaction() as db:
+            await db.execute(
+                "UPDATE digests SET message = ? WHERE guild = ? AND period = ?", (message, guild, period)
+            )
 
     # ----- web gallery links ----------------------------------------------------------------------------------
     async def web_link(self, guild: str, user: str, secret: bytes, renew: bool = False) -> str:

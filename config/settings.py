@@ -104,6 +104,25 @@ class DiscordSettings(BaseModel):
     )
 
 
+class ScheduleSettings(BaseModel):
+    """Upkeep the bot runs on its own (cron lines in UTC, as in crontab: minute hour day month weekday)."""
+
+    purge_after_days: float = Field(30, gt=0, description="deleted images leave the recycle bin after this")
+    purge_cron: str = Field("30 4 * * *", description="when the recycle bin is emptied of old images")
+    optimize_cron: str = Field("0 5 * * sun", description="when the text index is optimized")
+    check_cron: str = Field("0 4 * * *", description="when the catalog's integrity check (with repair) runs")
+    digest_size: int = Field(5, ge=1, le=10, description="images in a daily or weekly digest")
+
+
+class ExtensionSettings(BaseModel):
+    """Installed extensions (entry points `salon.extensions`): which are off, which post-processing runs."""
+
+    disabled: list[str] = Field(default_factory=list, description="extensions installed but not loaded")
+    postprocess: list[str] = Field(
+        default_factory=list, description="post-processing steps applied to every finished image, in order"
+    )
+
+
 class WebSettings(BaseModel):
     """The read-only web gallery (served by the bot process when enabled, or alone by `salon web`)."""
 
@@ -145,6 +164,8 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    extensions: ExtensionSettings = Field(default_factory=ExtensionSettings)
     discord_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN", "SALON_DISCORD_TOKEN")
     )

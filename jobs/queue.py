@@ -106,6 +106,7 @@ class JobQueue:
         engine_factory: Callable[[], object] | None = None,
         sink: ResultSink | None = None,
     ) -> JobQueue:
+        sink = sink or FileSink(settings.outputs_path, _postprocessors(settings))  # a bad setting fails first
         store = await JobStore.open(settings.queue_db)
         if engine_factory is None:
 
@@ -117,7 +118,7 @@ class JobQueue:
         inputs = settings.data_dir / "jobs" / "inputs"
         worker = GpuWorker(
             engine_factory,
-            sink or FileSink(settings.outputs_path),
+            sink,
             inputs,
             settings.queue.preview_every_steps,
         )
@@ -551,3 +552,12 @@ def owner_for_cli() -> str:
     import getpass
 
     return f"cli:{getpass.getuser()}"
+
+
+def _postprocessors(settings: Settings):
+    """The extensions' post-processing steps the configuration lists (none: no extension is even loaded)."""
+    if not settings.extensions.postprocess:
+        return []
+    from extensions import discover, postprocessors
+
+    return postprocessors(discover(settings.extensions.disabled), settings.extensions.postprocess)

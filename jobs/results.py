@@ -8,6 +8,7 @@ own files instead of adding copies.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -29,10 +30,12 @@ class ResultSink(Protocol):
 
 
 class FileSink:
-    """Results as PNG files with A1111 infotext under the outputs folder."""
+    """Results as PNG files with A1111 infotext under the outputs folder, after the configured extensions'
+    post-processing steps (each `function(image, seed) -> image`, named in the infotext)."""
 
-    def __init__(self, outputs: Path) -> None:
+    def __init__(self, outputs: Path, postprocess: list[tuple[str, Callable]] | None = None) -> None:
         self.outputs = outputs
+        self.postprocess = postprocess or []
 
     def folder(self, job: JobRecord) -> Path:
         day = dt.datetime.fromtimestamp(job.created_at).date().isoformat()
@@ -44,5 +47,22 @@ class FileSink:
         paths = []
         for image in result.images:
             path = folder / f"{job.id:05d}-{image.index}-{image.seed}.png"
-            paths.append(str(save_image_with_infotext(image.image, path, image.infotext)))
+            picture, infotext = image.image, image.infotext
+            if self.postprocess:
+                for _, function in self.postprocess:
+                    picture = function(picture, image.seed)
+                infotext = with_param(
+                    infotext, "Postprocess", ", ".join(name for name, _ in self.postprocess)
+                )
+            paths.append(str(save_image_with_infotext(picture, path, infotext)))
         return paths
+
+
+def with_param(infotext: str, key: str, value: str) -> str:
+    """The infotext with one more parameter (before Version, as A1111 orders extra keys)."""
+    from engine.infotext import format_infotext, parse_infotext
+
+    info = parse_infotext(infotext)
+    version = info.params.pop("Version", None)
+    params = {**info.params, key: value, **({"Version": version} if version else {})}
+    return format_infotext(info.prompt, info.negative_prompt, params)
