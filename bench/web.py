@@ -1,6 +1,6 @@
 """Web gallery page times on a large catalog, in one run: `python bench/web.py [--size 100000]`.
 
-Builds a synthetic catalog (bench/catalog.py's rows, ratings on a fifth of them, every row a hard link to one
+Builds a synthetic catalog (bench/catalog.py's rows, ratings on a fifth of them, every row a symbolic link to one
 real 512×768 PNG so thumbnails can be made), serves the gallery on 127.0.0.1 and times pages as a browser
 would fetch them: p50 and p95 per kind of page, against the catalog search alone for the same filter (the
 baseline, measured in the same run), and the first and the cached thumbnail.
@@ -58,9 +58,9 @@ async def main() -> None:
         files = Path(folder) / "images"
         files.mkdir()
         rows = []
-        for row in synthetic_rows(args.size):  # each row its own path: hard links to the one picture
+        for row in synthetic_rows(args.size):  # each row its own path: a symbolic link to the one picture
             path = files / row["filename"]
-            os.link(picture, path)
+            os.symlink(picture, path)
             rows.append({**row, "path": str(path)})
         for start in range(0, len(rows), 20_000):
             await catalog.bulk_insert(rows[start : start + 20_000])

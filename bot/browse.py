@@ -271,10 +271,17 @@ def browse_view(session_id: int, page: Page, chosen: ImageRecord | None) -> disc
                     session_id, action, label, emoji, style, disabled=needs_choice and chosen is None, row=2
                 )
             )
+        view.add_item(
+            BrowseButton(session_id, "gal", "Add to gallery", "🖼️", discord.ButtonStyle.secondary,
+                         disabled=chosen is None, row=3)
+        )  # fmt: skip
     return view
 
 
-TEMPLATE = r"salon:browse:(?P<session>[0-9]{1,19}):(?P<action>first|prev|next|last|info|rerun|fav|del|delall|confirm)"
+TEMPLATE = (
+    r"salon:browse:(?P<session>[0-9]{1,19}):"
+    r"(?P<action>first|prev|next|last|info|rerun|fav|del|delall|confirm|gal)"
+)
 
 
 class BrowseButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
@@ -397,6 +404,7 @@ class BrowseActions:
             "del": self.delete,
             "delall": self.ask_delete_all,
             "confirm": self.delete_all,
+            "gal": self.add_to_gallery,
         }[action]
         await handler()
 
@@ -432,6 +440,12 @@ class BrowseActions:
         word = "added to" if on else "removed from"
         await self.interaction.response.send_message(f"#{image.id} {word} your favourites.", ephemeral=True)
         await self.bot.gallery.consider(self.place.guild, [image.id])
+
+    async def add_to_gallery(self) -> None:
+        from bot.gallery import AddToGalleryModal
+
+        image = await self.selected()
+        await self.interaction.response.send_modal(AddToGalleryModal([image.id]))
 
     async def delete(self) -> None:
         image = await self.selected()

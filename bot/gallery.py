@@ -100,6 +100,32 @@ class GalleryPoster:
                 log.warning("gallery post of image %d not removed: %s", image_id, exc)
 
 
+class AddToGalleryModal(discord.ui.Modal):
+    """🖼️ under a result or in /browse: add its image(s) to a gallery by name."""
+
+    def __init__(self, image_ids: list[int]) -> None:
+        super().__init__(title="Add to a gallery", timeout=600, custom_id="salon:gallery-add")
+        self.image_ids = image_ids
+        self.name = discord.ui.TextInput(
+            label="Gallery name (/gallery list shows them)", max_length=64, custom_id="name"
+        )
+        self.add_item(self.name)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot: SalonBot = interaction.client  # type: ignore[assignment]
+        try:
+            place = await place_of(interaction)
+            name = str(self.name.value)
+            added = await bot.services.catalog.galleries.add(
+                place.guild, name, self.image_ids, place.user, place.moderator
+            )
+        except InvalidRequest as exc:
+            await refuse(interaction, exc)
+            return
+        ids = ", ".join(f"#{i}" for i in self.image_ids)
+        await interaction.response.send_message(f"{ids}: {added} added to **{name}**", ephemeral=True)
+
+
 def _ids(text: str) -> list[int]:
     parts = [part.strip().lstrip("#") for part in text.replace(",", " ").split()]
     if not parts or not all(part.isdigit() for part in parts) or len(parts) > 100:

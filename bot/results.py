@@ -35,6 +35,7 @@ def result_view(job: JobRecord, images: int) -> discord.ui.View:
         ("edit", None, "✏️", discord.ButtonStyle.secondary),
         ("info", None, "📋", discord.ButtonStyle.secondary),
         ("delete", None, "🗑️", discord.ButtonStyle.danger),
+        ("gallery", None, "🖼️", discord.ButtonStyle.secondary),
     ):
         view.add_item(ResultButton(job.id, action, label, emoji, style, row=0))
     for index in range(1, min(images, PER_IMAGE_BUTTONS) + 1):
@@ -50,7 +51,7 @@ def result_view(job: JobRecord, images: int) -> discord.ui.View:
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"salon:job:(?P<job>[0-9]{1,19}):(?P<action>reroll|edit|info|delete|[vu][1-4])",
+    template=r"salon:job:(?P<job>[0-9]{1,19}):(?P<action>reroll|edit|info|delete|gallery|[vu][1-4])",
 ):
     def __init__(
         self,
@@ -86,6 +87,12 @@ class ResultButton(
                 await delete_result(bot, interaction, place, job, images)
             elif self.action == "edit":
                 await interaction.response.send_modal(EditModal(job, stored_request(bot, job), images))
+            elif self.action == "gallery":
+                from bot.gallery import AddToGalleryModal
+
+                await interaction.response.send_modal(
+                    AddToGalleryModal([i.id for i in images if not i.deleted])
+                )
             else:
                 await self.rerun(bot, interaction, place, job, images)
         except InvalidRequest as exc:

@@ -108,3 +108,20 @@ async def test_gallery_web_gives_a_link_served_by_the_bot(salon):
         assert "The old link no longer works" in await _ephemeral(renewed)
         async with http.get(link) as response:
             assert response.status == 403
+
+
+async def test_add_to_gallery_from_a_result_and_from_browse(salon):
+    fake = salon.fake
+    message = await salon.result(await salon.imagine(seed=4))
+    [image] = await salon.images_of(message)
+    created = await fake.slash(ANN, CHANNEL, "gallery", {"name": "Keepers"}, subcommand="create")
+    await created.wait_done()
+    button = next(c for c, _, _ in message.buttons() if c and c.endswith(":gallery"))
+    await (await fake.click(ANN, message.id, button)).wait_done()
+    added = await fake.submit_modal(ANN, CHANNEL, "salon:gallery-add", {"name": "Keepers"})
+    assert f"#{image.id}: 1 added to **Keepers**" in await _ephemeral(added)
+    await (await fake.click(BOB, message.id, button)).wait_done()
+    refused = await fake.submit_modal(BOB, CHANNEL, "salon:gallery-add", {"name": "Keepers"})
+    assert "curated by its creator" in await _ephemeral(refused)
+    gallery = await salon.services.catalog.galleries.get("100", "Keepers")
+    assert gallery.count == 1
