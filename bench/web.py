@@ -95,8 +95,8 @@ async def main() -> None:
                         started = time.perf_counter()
                         await catalog.search(browse)
                         search_times.append(time.perf_counter() - started)
-                    p50, p95 = percentile(page_times, 50) * 1000, percentile(page_times, 95) * 1000
-                    s95 = percentile(search_times, 95) * 1000
+                    p50, p95 = percentile(page_times, 0.5) * 1000, percentile(page_times, 0.95) * 1000
+                    s95 = percentile(search_times, 0.95) * 1000
                     print(f"{label:<22} {p50:>8.1f} {p95:>8.1f} {s95:>17.1f} {p95 / max(s95, 1e-6):>9.2f}")
                 ids = random.Random(0).sample(range(1, int(args.size * 0.9)), args.repeats)
                 image_times = []
@@ -105,8 +105,8 @@ async def main() -> None:
                     async with http.get(f"{base}image/{image_id}") as response:
                         await response.read()
                     image_times.append(time.perf_counter() - started)
-                print(f"{'image page':<22} {percentile(image_times, 50) * 1000:>8.1f} "
-                      f"{percentile(image_times, 95) * 1000:>8.1f}")  # fmt: skip
+                print(f"{'image page':<22} {percentile(image_times, 0.5) * 1000:>8.1f} "
+                      f"{percentile(image_times, 0.95) * 1000:>8.1f}")  # fmt: skip
                 first, cached = [], []
                 for image_id in ids[:20]:
                     for bucket in (first, cached):
@@ -114,8 +114,8 @@ async def main() -> None:
                         async with http.get(f"{base}thumb/{image_id}.jpg") as response:
                             await response.read()
                         bucket.append(time.perf_counter() - started)
-                print(f"thumbnail: first {percentile(first, 50) * 1000:.1f} ms (p50), "
-                      f"cached {percentile(cached, 50) * 1000:.1f} ms (p50)")  # fmt: skip
+                print(f"thumbnail: first {percentile(first, 0.5) * 1000:.1f} ms (p50), "
+                      f"cached {percentile(cached, 0.5) * 1000:.1f} ms (p50)")  # fmt: skip
         finally:
             await runner.cleanup()
             await community.close()

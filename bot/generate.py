@@ -29,7 +29,7 @@ from engine.errors import InvalidRequest
 from engine.image_io import mask_from_image
 from engine.registry import ModelKind, native_resolution
 from engine.requests import GenerationRequest, InpaintArea, MaskedContent, ResizeMode
-from engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
+from engine.samplers import SCHEDULE_TYPES, sampler_names
 from jobs.codec import AnyRequest
 from jobs.records import JobEvent, JobRecord, JobStatus
 
@@ -74,7 +74,7 @@ async def complete_embedding(
 
 
 async def complete_sampler(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    return _choices(list(SAMPLER_NAMES), current)
+    return _choices(list(sampler_names()), current)
 
 
 async def complete_schedule(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

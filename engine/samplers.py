@@ -84,6 +84,27 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 DEFAULT_SAMPLER = "DPM++ 2M"
 
 
+def register_sampler(spec: SamplerSpec) -> None:
+    """Add a sampler (from an extension): a diffusers scheduler class with its arguments, under a new name."""
+    global SAMPLER_NAMES
+    import diffusers
+
+    existing = _lookup(SAMPLER_NAMES, spec.name)
+    if existing is not None:
+        if SAMPLERS[existing] == spec:
+            return  # the same extension loaded again (the bot and the queue each load them)
+        raise ValueError(f"a different sampler named {spec.name!r} exists already")
+    if not hasattr(diffusers, spec.scheduler_class):
+        raise ValueError(f"diffusers has no scheduler class {spec.scheduler_class!r}")
+    SAMPLERS[spec.name] = spec
+    SAMPLER_NAMES = tuple(SAMPLERS)
+
+
+def sampler_names() -> tuple[str, ...]:
+    """Every sampler's name, extensions' included."""
+    return SAMPLER_NAMES
+
+
 def _lookup(names: tuple[str, ...], value: str) -> str | None:
     folded = value.strip().casefold()
     return next((n for n in names if n.casefold() == folded), None)

@@ -6,7 +6,9 @@ a function `setup(api: ExtensionAPI)` that registers what the extension adds:
 - `api.add_postprocessor(name, function)`: `function(image, seed) -> image`, applied to every finished image
   of an image job when the owner lists `name` in `[extensions] postprocess`; the infotext says so;
 - `api.add_command(command)`: a discord.py `app_commands.Command` or `Group`, added to the bot's tree;
-- `api.add_scheduled(name, cron, function)`: `async function(services)` run by the bot's scheduler (UTC cron).
+- `api.add_scheduled(name, cron, function)`: `async function(services)` run by the bot's scheduler (UTC cron);
+- `api.add_sampler(name, scheduler_class, **arguments)`: a sampler by A1111-style name, made of a diffusers
+  scheduler class and its arguments (e.g. "DPM++ 3M" = DPMSolverMultistepScheduler, solver_order=3).
 
 Extensions are installed with pip by the machine's owner, never from Discord, and can be turned off in the
 configuration (`[extensions] disabled = ["name"]`). `salon extensions` and `/extensions` list them with their
@@ -36,6 +38,7 @@ class ExtensionAPI:
     postprocessors: dict[str, Callable] = field(default_factory=dict)
     commands: list[Any] = field(default_factory=list)
     scheduled: list[tuple[str, str, Callable]] = field(default_factory=list)
+    samplers: list[str] = field(default_factory=list)
 
     def add_postprocessor(self, name: str, function: Callable) -> None:
         self.postprocessors[name] = function
@@ -45,6 +48,15 @@ class ExtensionAPI:
 
     def add_scheduled(self, name: str, cron: str, function: Callable) -> None:
         self.scheduled.append((name, cron, function))
+
+    def add_sampler(
+        self, name: str, scheduler_class: str, default_schedule: str = "Automatic", **arguments
+    ) -> None:
+        from engine.samplers import UNIFORM, SamplerSpec, register_sampler
+
+        schedule = UNIFORM if default_schedule == "Automatic" else default_schedule
+        register_sampler(SamplerSpec(name, scheduler_class, arguments, schedule))
+        self.samplers.append(name)
 
 
 @dataclass(frozen=True)

@@ -555,9 +555,8 @@ def owner_for_cli() -> str:
 
 
 def _postprocessors(settings: Settings):
-    """The extensions' post-processing steps the configuration lists (none: no extension is even loaded)."""
-    if not settings.extensions.postprocess:
-        return []
+    """Load the enabled extensions (their samplers become known to the engine) and return the post-processing
+    steps the configuration lists."""
     from extensions import discover, postprocessors
 
     return postprocessors(discover(settings.extensions.disabled), settings.extensions.postprocess)

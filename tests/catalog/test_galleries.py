@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from PIL import Image
 
@@ -81,3 +83,21 @@ def test_thresholds():
     assert not rule.reached(5.0, 2, 0) and rule.reached(4.0, 3, 0) and not rule.reached(3.9, 10, 1)
     assert rule.reached(None, 0, 2)
     assert not Threshold(stars=0).reached(None, 0, 99)
+
+
+async def test_top_images_of_a_period_stay_in_their_guild(tmp_path):
+    catalog = await Catalog.open(tmp_path / "catalog")
+    try:
+        mine = await _images(catalog, tmp_path, "g1", 4)
+        theirs = await _images(catalog, tmp_path, "g2", 2)
+        for image_id, score in zip(mine, (2, 5, 4, 3), strict=True):
+            await catalog.rate("g1", image_id, "u", score)
+        for image_id in theirs:
+            await catalog.rate("g2", image_id, "u", 5)
+        now = time.time()
+        top = await catalog.top_images("g1", now - 3600, now + 60, limit=3)
+        assert [image.id for image in top] == [mine[1], mine[2], mine[3]]
+        assert await catalog.top_images("g1", now + 60, now + 120) == []  # nothing made in that period
+        assert {image.guild for image in await catalog.top_images("g2", now - 3600, now + 60)} == {"g2"}
+    finally:
+        await catalog.close()

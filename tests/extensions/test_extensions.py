@@ -45,6 +45,7 @@ def test_installed_extensions_are_listed_and_can_be_disabled(grain_installed, tm
     assert grain.distribution == "salon-grain" and grain.version == "0.1.0" and grain.enabled
     assert grain.url == "https://github.com/salon-examples/salon-grain" and grain.installed
     assert set(grain.api.postprocessors) == {"grain"} and [c.name for c in grain.api.commands] == ["grain"]
+    assert grain.api.samplers == ["DPM++ 3M"]
     [off] = [e for e in discover(["grain"]) if e.name == "grain"]
     assert not off.enabled and off.api is None
     config = tmp_path / "salon.toml"
@@ -76,6 +77,9 @@ async def test_a_configured_postprocessor_runs_on_every_image(grain_installed, t
     assert np.array_equal(pixels, np.asarray(add_grain(plain, 4)))
     info = parse_infotext(read_infotext(done.results[0]))
     assert info.params["Postprocess"] == "grain" and info.seed == 4
+    third_order = engine.txt2img(GenerationRequest("a red circle", seed=4, width=64, height=64, steps=3,
+                                                   sampler="DPM++ 3M"))  # fmt: skip
+    assert "Sampler: DPM++ 3M, Schedule type: Karras" in third_order.images[0].infotext
     with pytest.raises(InvalidRequest, match="no enabled extension provides sharpen"):
         await JobQueue.open(
             load_settings(None, data_dir=tmp_path / "x", extensions={"postprocess": ["sharpen"]})

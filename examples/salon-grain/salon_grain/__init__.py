@@ -5,8 +5,9 @@ Install it next to Salon (`pip install examples/salon-grain`), then list `grain`
     [extensions]
     postprocess = ["grain"]
 
-and every finished image gets a little monochrome grain (the same seed gives the same grain). It also adds a
-`/grain amount` command that says what the step does, and a daily scheduled log line, to show the other hooks.
+and every finished image gets a little monochrome grain (the same seed gives the same grain). It also adds the
+sampler "DPM++ 3M", a `/grain` command that says what the step does, and a daily scheduled log line, to show
+the other hooks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def add_grain(image: Image.Image, seed: int, amount: float = AMOUNT) -> Image.Im
 
 def setup(api) -> None:
     api.add_postprocessor("grain", add_grain)
+    # A third-order DPM++ solver under its A1111 name (in diffusers, not in Salon's built-in list).
+    api.add_sampler(
+        "DPM++ 3M", "DPMSolverMultistepScheduler", "Karras", algorithm_type="dpmsolver++", solver_order=3
+    )
     try:
         from discord import app_commands
     except ImportError:  # Salon without the bot's dependencies: only the post-processor
