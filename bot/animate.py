@@ -13,12 +13,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.delivery import Reply
+from bot.delivery import follow_new_job, submit_long_job
 from bot.interact import place_of, refuse
 from commands.animation import animation_job, animation_settings, describe, parse_prompts, schedule_plot
 from engine.deforum import MAX_SETTINGS_BYTES, import_deforum
 from engine.errors import InvalidRequest
-from jobs.records import JobEvent, JobStatus
 
 if TYPE_CHECKING:
     from bot.app import SalonBot
@@ -124,33 +123,13 @@ class AnimateCog(commands.Cog):
             nsfw = _check_prompts(place, chosen)
             job, fixed_seed = animation_job(chosen, FORMATS[formats], limits=place.limits)
             await interaction.response.defer(thinking=True)
-            record = await self.bot.services.queue.submit_task(
-                job.kind,
-                job.params,
-                place.user,
-                guild=place.guild,
-                channel=place.channel,
-                idempotency_key=f"discord:{interaction.id}",
-                meta={"spoiler": nsfw, "nsfw": nsfw},
-                max_pending=place.community.max_pending_per_user,
-            )
+            record = await submit_long_job(self.bot, interaction, place, job, {"spoiler": nsfw, "nsfw": nsfw})
         except InvalidRequest as exc:
             await refuse(interaction, exc)
             return
-        position = (await self.bot.services.queue.positions()).get(record.id)
-        reply = Reply(
-            self.bot, interaction.channel_id or int(place.channel), interaction.user.id, interaction
-        )
         plot = render.Upload("schedules.png", schedule_plot(chosen, fixed_seed))
-        lines = [
-            render.progress_content(
-                record, place.user, JobEvent(record.id, "queued", JobStatus.QUEUED, position=position)
-            ),
-            describe(chosen, fixed_seed),
-            *(f"ℹ️ {note}" for note in notes),
-        ]
-        await reply.show(render.clip("\n".join(lines), render.MAX_CONTENT), [plot])
-        self.bot.deliveries.follow(record, reply)
+        extra = "\n".join([describe(chosen, fixed_seed), *(f"ℹ️ {note}" for note in notes)])
+        await follow_new_job(self.bot, interaction, place, record, extra, [plot])
 
 
 def _check_prompts(place, settings) -> bool:

@@ -104,6 +104,40 @@ class Reply:
         return self.message
 
 
+async def submit_long_job(
+    bot: SalonBot, interaction: discord.Interaction, place, job, meta: dict
+) -> JobRecord:
+    """Queue a long job (training, animation) for this interaction; InvalidRequest when the queue refuses it."""
+    return await bot.services.queue.submit_task(
+        job.kind,
+        job.params,
+        place.user,
+        guild=place.guild,
+        channel=place.channel,
+        idempotency_key=f"discord:{interaction.id}",
+        meta=meta,
+        max_pending=place.community.max_pending_per_user,
+    )
+
+
+async def follow_new_job(
+    bot: SalonBot,
+    interaction: discord.Interaction,
+    place,
+    record: JobRecord,
+    extra: str = "",
+    files=(),
+    spoiler: bool = False,
+) -> None:
+    """Show a job just queued for this interaction (its place in line, and `extra` lines) and follow it."""
+    position = (await bot.services.queue.positions()).get(record.id)
+    reply = Reply(bot, interaction.channel_id or int(place.channel), interaction.user.id, interaction)
+    event = JobEvent(record.id, "queued", JobStatus.QUEUED, position=position)
+    content = render.progress_content(record, place.user, event) + (f"\n{extra}" if extra else "")
+    await reply.show(render.clip(content, render.MAX_CONTENT), list(files))
+    bot.deliveries.follow(record, reply, spoiler)
+
+
 class JobFollower:
     """Shows one job's place, progress and outcome on its reply."""
 

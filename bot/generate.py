@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.delivery import Reply
+from bot.delivery import follow_new_job
 from bot.interact import Place, place_of, refuse
 from catalog.records import Relation
 from commands.options import (
@@ -31,7 +31,7 @@ from engine.registry import ModelKind, native_resolution
 from engine.requests import GenerationRequest, InpaintArea, MaskedContent, ResizeMode
 from engine.samplers import SCHEDULE_TYPES, sampler_names
 from jobs.codec import AnyRequest
-from jobs.records import JobEvent, JobRecord, JobStatus
+from jobs.records import JobRecord
 
 if TYPE_CHECKING:
     from bot.app import SalonBot
@@ -472,11 +472,7 @@ async def start_job(
     except InvalidRequest as exc:
         await refuse(interaction, exc)
         return None
-    position = (await bot.services.queue.positions()).get(job.id)
-    reply = Reply(bot, interaction.channel_id or int(place.channel), interaction.user.id, interaction)
-    event = JobEvent(job.id, "queued", JobStatus.QUEUED, position=position)
-    await reply.show(render.progress_content(job, place.user, event))
-    bot.deliveries.follow(job, reply, spoiler)
+    await follow_new_job(bot, interaction, place, job, spoiler=spoiler)
     return job
 
 

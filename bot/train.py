@@ -14,13 +14,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render
-from bot.delivery import Reply
+from bot.delivery import follow_new_job, submit_long_job
 from bot.interact import Place, place_of, refuse
 from commands.training import images_from_files, images_from_zip, training_job
 from engine.errors import InvalidRequest
 from engine.registry import native_resolution
-from jobs.records import JobEvent, JobStatus
 
 if TYPE_CHECKING:
     from bot.app import SalonBot
@@ -145,29 +143,11 @@ class TrainCog(commands.Cog):
                 overwrite=overwrite,
                 options=options,
             )
-            record = await self.bot.services.queue.submit_task(
-                job.kind,
-                job.params,
-                place.user,
-                guild=place.guild,
-                channel=place.channel,
-                idempotency_key=f"discord:{interaction.id}",
-                meta={"spoiler": False},
-                max_pending=place.community.max_pending_per_user,
-            )
+            record = await submit_long_job(self.bot, interaction, place, job, {"spoiler": False})
         except InvalidRequest as exc:
             await refuse(interaction, exc)
             return
-        position = (await self.bot.services.queue.positions()).get(record.id)
-        reply = Reply(
-            self.bot, interaction.channel_id or int(place.channel), interaction.user.id, interaction
-        )
-        await reply.show(
-            render.progress_content(
-                record, place.user, JobEvent(record.id, "queued", JobStatus.QUEUED, position=position)
-            )
-        )
-        self.bot.deliveries.follow(record, reply)
+        await follow_new_job(self.bot, interaction, place, record)
 
     async def _from_attachments(self, place: Place, attachments: list[discord.Attachment]):
         files = []
