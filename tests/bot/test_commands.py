@@ -31,10 +31,15 @@ def _bomb_png(width: int, height: int) -> bytes:
 
 
 async def _refused(interaction) -> str:
+    """The refusal the asker sees. A refusal after a defer deletes the public "thinking…" reply and follows up
+    ephemerally, so wait until only ephemeral messages are left."""
     await interaction.wait_done()
-    messages = [m for m in (interaction.original, *interaction.followups) if m is not None and not m.deleted]
-    assert messages and all(m.ephemeral for m in messages), [m.content for m in messages]
-    return messages[-1].content
+
+    def shown():
+        return [m for m in (interaction.original, *interaction.followups) if m is not None and not m.deleted]
+
+    await interaction.fake.wait_for(lambda: shown() and all(m.ephemeral for m in shown()), 10, "the refusal")
+    return shown()[-1].content
 
 
 async def test_invalid_options_get_an_ephemeral_message_and_no_job(salon):

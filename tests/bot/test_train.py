@@ -38,10 +38,14 @@ async def test_train_a_lora_from_attachments_and_use_it(salon):
 
 
 async def _refusal(interaction) -> str:
+    """What the asker sees once the public "thinking…" reply of a deferred command is gone."""
     await interaction.wait_done()
-    shown = [m for m in (interaction.original, *interaction.followups) if m is not None and not m.deleted]
-    assert shown and all(m.ephemeral for m in shown)
-    return shown[-1].content
+
+    def shown():
+        return [m for m in (interaction.original, *interaction.followups) if m is not None and not m.deleted]
+
+    await interaction.fake.wait_for(lambda: shown() and all(m.ephemeral for m in shown()), 10, "the refusal")
+    return shown()[-1].content
 
 
 async def test_train_refuses_missing_images_and_bad_options(salon):
