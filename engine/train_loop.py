@@ -158,6 +158,24 @@ class NoiseObjective:
         noise = torch.randn(latents.shape, generator=self.generator)
         steps = self.scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (len(batch),), generator=self.generator)
+        error = self._squared_error(unet, latents, noise, timesteps, states, pooled)
+        weights = [example.weight for example in batch]
+        if any(w is not None for w in weights):
+            stacked = torch.stack([w if w is not None else torch.ones(latents.shape[-2:]) for w in weights])
+            error = error * stacked.unsqueeze(1).to(error.device)
+        return error.flatten(1).mean(1) if per_example else error.mean()
+
+    def _squared_error(
+        self,
+        unet: torch.nn.Module,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        states: torch.Tensor,
+        pooled: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(prediction − truth)² per latent value: the latents noised to `timesteps`, the UNet's prediction of
+        the noise (or of v, for v-prediction models) against the real one."""
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, timesteps)
@@ -170,12 +188,7 @@ class NoiseObjective:
             encoder_hidden_states=states.to(device, dtype),
             **self._added(pooled, latents, dtype),
         ).sample.float()
-        error = (predicted - target.to(device)) ** 2
-        weights = [example.weight for example in batch]
-        if any(w is not None for w in weights):
-            stacked = torch.stack([w if w is not None else torch.ones(latents.shape[-2:]) for w in weights])
-            error = error * stacked.unsqueeze(1).to(device)
-        return error.flatten(1).mean(1) if per_example else error.mean()
+        return (predicted - target.to(device)) ** 2
 
     def _added(self, pooled: torch.Tensor | None, latents: torch.Tensor, dtype: torch.dtype) -> dict:
         """SDXL's extra conditioning: the pooled text vector and the size ids (original = target size)."""
@@ -211,20 +224,7 @@ class NoiseObjective:
         for fraction in (0.1, 0.3, 0.5, 0.7, 0.9):
             noise = torch.randn(latents.shape, generator=self.generator)
             timesteps = torch.full((len(examples),), int(steps * fraction))
-            noisy = self.scheduler.add_noise(latents, noise, timesteps)
-            target = (
-                self.scheduler.get_velocity(latents, noise, timesteps)
-                if self.scheduler.config.prediction_type == "v_prediction"
-                else noise
-            )
-            device, dtype = self.model.device, unet_dtype(unet)
-            predicted = unet(
-                noisy.to(device, dtype),
-                timesteps.to(device),
-                encoder_hidden_states=states.to(device, dtype),
-                **self._added(pooled, latents, dtype),
-            ).sample.float()
-            losses.append(float(((predicted - target.to(device)) ** 2).mean()))
+            losses.append(float(self._squared_error(unet, latents, noise, timesteps, states, pooled).mean()))
         self.generator.set_state(saved)
         return sum(losses) / len(losses)
 
