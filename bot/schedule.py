@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 UTC = dt.UTC
 PERIODS = {"daily": dt.timedelta(days=1), "weekly": dt.timedelta(days=7)}
-UPKEEP = ("purge", "optimize", "check")
 HISTORY_SEARCHED = 50  # gallery-channel messages read back to find a digest posted just before a crash
 
 

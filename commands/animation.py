@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -125,7 +124,3 @@ def describe(settings: AnimationSettings, seed: int) -> str:
         f"{settings.width}×{settings.height}, seed {seed}"
         + (f", cadence {settings.diffusion_cadence}" if settings.diffusion_cadence > 1 else "")
     )
-
-
-def prompts_text(prompts: Mapping[str, str]) -> str:
-    return " | ".join(f"{k}: {v}" for k, v in prompts.items())

@@ -375,6 +375,7 @@ class AnimationRenderer:
         self.seed = seed
         self.folder = folder
         self.plan = plan_frames(settings, seed)
+        self._first: Image.Image | None = None  # the colour reference (frame 0), read from disk once
         self.units = units(settings)
 
     def render_unit(self, index: int, control: RunControl | None = None) -> list[int]:
@@ -414,7 +415,9 @@ class AnimationRenderer:
         """One 2D step: move, match colours to the first frame, contrast, noise, img2img at 1 − strength."""
         moved = warp(previous, matrix, self.settings.border)
         if self.settings.color_coherence != "None":
-            moved = match_colors(moved, self._load(0), self.settings.color_coherence)
+            if self._first is None:
+                self._first = self._load(0)
+            moved = match_colors(moved, self._first, self.settings.color_coherence)
         moved = adjust_contrast(moved, plan.contrast)
         moved = add_noise(moved, plan.noise, plan.seed)
         request = Img2ImgRequest(self._params(plan), moved, denoising_strength=round(1 - plan.strength, 6))

@@ -105,19 +105,19 @@ class TrainTask:
         running = engine()
         saved = dict(state or {})
         class_examples: list = []
+        model = running.base_model(params.get("model"))
+        path = _result_path(running.settings, kind, options, model)
         if kind == "dreambooth":  # a form the result cannot take fails now, not after the training
             from engine.train_dreambooth import check_can_save
 
-            base = running.load(params.get("model"))
-            check_can_save(base, _result_path(running.settings, kind, options, base))
+            check_can_save(model, path)
         if kind == "dreambooth" and options.prior_preservation:
             made = _class_images(running, params, options, workdir / "class", control)
             if made < options.class_images:
                 saved["class_images"] = made
                 phase = f"class images {made}/{options.class_images}"
                 return Slice(saved, phase=phase, progress=0.0)
-        model = running.base_model(params.get("model"))
-        if kind == "dreambooth" and options.prior_preservation:
+            model = running.base_model(params.get("model"))  # the class prompt's LoRA tags are off again
             class_examples = _cached(
                 workdir / "class.safetensors",
                 [options.class_prompt] * options.class_images,
@@ -137,7 +137,6 @@ class TrainTask:
             ),
         )
         total = options.loop.steps
-        path = _result_path(running.settings, kind, options, model)
         save_every, preview_every = int(params.get("save_every", 0)), int(params.get("preview_every", 0))
         preview_prompt = str(params.get("preview_prompt") or texts[0])
 
