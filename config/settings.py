@@ -140,6 +140,72 @@ class WebSettings(BaseModel):
     thumbnail_size: int = Field(256, ge=64, le=1024, description="longest side of a thumbnail in pixels")
 
 
+class SpeedSettings(BaseModel):
+    """The engine's fast path (engine/fast_path.py): half precision, channels-last and compiled shape buckets."""
+
+    mode: Literal["auto", "max", "balanced", "off"] = Field(
+        "auto",
+        description="max: UNet and VAE decoder compiled (CUDA graphs) for the size × batch buckets, other shapes "
+        "eager; balanced: the same model settings without compiling (no warm-up); off: plain eager; "
+        "auto: max on CUDA, off elsewhere",
+    )
+    sizes: list[str] = Field(
+        default_factory=list,
+        description='compiled image sizes as "WxH"; empty: the native square size of each warmed model',
+    )
+    batches: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16],
+        description="batch buckets in images; a batch is padded up to the next one, larger ones run eagerly",
+    )
+    dynamic_batch: bool = Field(
+        True, description="one compile per size serves every batch bucket (else one compile per bucket)"
+    )
+    compiler: str = Field("inductor", description="torch.compile backend (eager/aot_eager only to debug)")
+    cuda_graphs: bool = Field(True, description="replay compiled shapes as CUDA graphs (on CUDA)")
+    autotune: bool = Field(
+        False, description="inductor's slower, more thorough kernel tuning (longer warm-up, a little faster)"
+    )
+    warmup: bool = Field(True, description="compile the buckets when the worker starts, before any job")
+    warmup_models: list[str] = Field(
+        default_factory=list, description="checkpoints to warm up at start; empty: the default model"
+    )
+    max_models: int = Field(1, ge=1, description="loaded (and compiled) checkpoints kept in memory")
+    step_cache_interval: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="step caching (DeepCache): the whole UNet runs every N steps, the steps between reuse "
+        "its deep features; 0 or 1 = off (changes images slightly; written into the infotext)",
+    )
+    token_merging_ratio: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.75,
+        description="token merging (ToMe) in the highest-resolution self-attention; 0 = off "
+        "(changes images slightly; written into the infotext)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SpeedSettings:
+        for size in self.sizes:
+            parse_size(size)
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ValueError("speed.batches: give positive batch sizes, e.g. [1, 2, 4, 8, 16]")
+        self.batches = sorted(set(self.batches))
+        return self
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """ "768x512" → (768, 512); sizes must be multiples of 8 (the VAE's factor)."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise ValueError(f'speed.sizes: "{text}" is not a size; write WIDTHxHEIGHT, e.g. "512x512"')
+    w, h = int(width), int(height)
+    if w < 64 or h < 64 or w % 8 or h % 8:
+        raise ValueError(f'speed.sizes: "{text}": width and height must be multiples of 8, at least 64')
+    return w, h
+
+
 class Settings(BaseSettings):
     """Everything Salon needs to know about this machine and community, in one place."""
 
@@ -166,6 +232,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     extensions: ExtensionSettings = Field(default_factory=ExtensionSettings)
+    speed: SpeedSettings = Field(default_factory=SpeedSettings)
     discord_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN", "SALON_DISCORD_TOKEN")
     )
@@ -212,6 +279,11 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def compile_cache_dir(self) -> Path:
+        """torch.compile's on-disk cache (inductor and Triton kernels), so a restart's warm-up is fast."""
+        return self.cache_dir / "torch-compile"
 
     @property
     def queue_db(self) -> Path:

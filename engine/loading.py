@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,9 @@ from engine.configs import CLIP_TOKENIZER, SD15_CONFIG, SDXL_CONFIG
 from engine.errors import InvalidRequest
 from engine.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
 from engine.registry import ModelEntry
+
+if TYPE_CHECKING:
+    from engine.fast_path import FastPath
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ class LoadedModel:
     sdxl: bool
     device: torch.device
     dtype: torch.dtype
+    fast: FastPath | None = None  # set by the engine in the speed modes "max" and "balanced"
 
     @property
     def unet(self):

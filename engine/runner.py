@@ -6,11 +6,13 @@ conditioning), runs the task module batch by batch, and writes the A1111 infotex
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -28,6 +30,7 @@ from engine.conditioning import (
     encode_prompt_pair,
 )
 from engine.embeddings import EmbeddingLibrary
+from engine.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
 from engine.errors import InvalidRequest
 from engine.hypernetwork import Hypernetwork, HypernetworkCache, applied_hypernetworks
 from engine.img2img import run_img2img
@@ -35,7 +38,7 @@ from engine.infotext import format_infotext
 from engine.inpaint import run_inpaint
 from engine.invariance import batch_invariant
 from engine.loading import LoadedModel, load_model, resolve_device, resolve_dtype
-from engine.lora import LoraSet, LoraUse
+from engine.lora import FusedLoras, LoraSet, LoraUse
 from engine.noise import resolve_seed
 from engine.prompt_syntax import ExtraNetwork, extract_extra_networks
 from engine.registry import ModelEntry, ModelKind, ModelRegistry, native_resolution
@@ -83,6 +86,11 @@ def hashes_value(pairs: Sequence[tuple[str, str]]) -> str | None:
     return ", ".join(f"{name.replace(':', '').replace(',', '')}: {h}" for name, h in pairs)
 
 
+def native_resolution_size(entry: ModelEntry) -> tuple[int, int]:
+    side = native_resolution(entry)
+    return side, side
+
+
 class Engine:
     """Runs generation requests on one device, one at a time, keeping one model loaded."""
 
@@ -92,8 +100,13 @@ class Engine:
         self.embeddings = EmbeddingLibrary(self.registry)
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.speed_mode = resolve_mode(settings.speed.mode, self.device)
+        if self.speed_mode == "max":
+            configure_compiler(settings.compile_cache_dir, settings.speed, self.device)
         self._model: LoadedModel | None = None
-        self._loras: LoraSet | None = None
+        self._loras: LoraSet | FusedLoras | None = None
+        # Loaded models (with their compiled graphs) kept for switching back: up to speed.max_models.
+        self._models: OrderedDict[ModelEntry, tuple[LoadedModel, LoraSet | FusedLoras]] = OrderedDict()
         self._hypernetworks = HypernetworkCache()
         self._lock = threading.Lock()  # diffusers models are not thread-safe: one run at a time
 
@@ -104,8 +117,7 @@ class Engine:
 
     def native_size(self, name: str | None) -> tuple[int, int]:
         """The default image size for a model: the resolution it was trained at (square)."""
-        side = native_resolution(self.checkpoint(name))
-        return side, side
+        return native_resolution_size(self.checkpoint(name))
 
     def _find(self, kind: ModelKind, name: str) -> ModelEntry:
         return self.registry.find_fresh(kind, name)
@@ -115,11 +127,42 @@ class Engine:
         entry = self.checkpoint(name)
         if self._model is not None and self._model.entry == entry:
             return self._model
-        self._unload()
+        if entry in self._models:
+            self._models.move_to_end(entry)
+            self._model, self._loras = self._models[entry]
+            return self._model
+        while len(self._models) >= self.settings.speed.max_models:
+            self._models.popitem(last=False)
+        self._model, self._loras = None, None
+        self._free_memory()
         model_hash = self.registry.short_hash(entry)
-        self._model = load_model(entry, model_hash, self.device, self.dtype)
-        self._loras = LoraSet(self._model.pipe)
-        return self._model
+        model = load_model(entry, model_hash, self.device, self.dtype)
+        loras: LoraSet | FusedLoras = LoraSet(model.pipe)
+        if self.speed_mode != "off":
+            prepare_modules(model.unet, model.vae, model.sdxl, self.device)
+            buckets = Buckets.from_settings(self.settings.speed, native_resolution_size(entry))
+            model.fast = FastPath(
+                model.unet, model.vae, model.vae_scale_factor, self.settings.speed, self.speed_mode, buckets
+            )
+            loras = FusedLoras(model.pipe)
+        self._model, self._loras = model, loras
+        self._models[entry] = (model, loras)
+        return model
+
+    def warm_up(self, names: Sequence[str] | None = None, report: Callable[[str], None] | None = None) -> float:
+        """Compile the fast path's buckets for `names` (default: speed.warmup_models, else the default model)
+        before any job needs them; returns the seconds it took (0 when the speed mode compiles nothing)."""
+        if self.speed_mode != "max":
+            return 0.0
+        wanted = list(names or self.settings.speed.warmup_models or [None])
+        seconds = 0.0
+        with self._lock:
+            for name in wanted[: self.settings.speed.max_models]:
+                model = self.load(name)
+                assert model.fast is not None and self._loras is not None
+                self._loras.activate([])
+                seconds += model.fast.warm_up(report)
+        return seconds
 
     def base_model(self, name: str | None) -> LoadedModel:
         """The model with no LoRA active (for training on it: adapters of earlier prompts must not leak in)."""
@@ -128,8 +171,7 @@ class Engine:
         self._loras.activate([])
         return model
 
-    def _unload(self) -> None:
-        self._model, self._loras = None, None
+    def _free_memory(self) -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -197,7 +239,7 @@ class Engine:
                 Prepared(model, r, spec, schedule, self._prompt_conditioning(model, r)) for r in requests
             ]
             infos = [self._infotext_params(prep, loras, extra) for prep in preps]
-            with applied_hypernetworks(model.unet, hypernetworks):
+            with applied_hypernetworks(model.unet, hypernetworks), _eager_while(model, hypernetworks, first):
                 images = self._run_slots(preps, controls, run_batch, infos)
             elapsed = time.perf_counter() - started
         log.info(
@@ -339,6 +381,15 @@ class Engine:
             params["Variation seed"] = str(v_seed)
             params["Variation seed strength"] = format_number(p.variation_strength)
         return format_infotext(p.prompt, p.negative_prompt, params)
+
+
+def _eager_while(model: LoadedModel, hypernetworks: list, request: GenerationRequest):
+    """The fast path stays eager while a request changes the modules (hypernetworks' processors, tiling's
+    circular padding): compiling those would recompile per request."""
+    reason = "hypernetwork" if hypernetworks else "tiling" if request.tiling else None
+    if model.fast is None or reason is None:
+        return contextlib.nullcontext()
+    return model.fast.eager_while(reason)
 
 
 @dataclass(frozen=True)

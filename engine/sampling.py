@@ -127,8 +127,7 @@ def denoise(
         model_in = scheduler.scale_model_input(model_in, t)
         if extra_channels is not None:
             model_in = torch.cat([model_in, extra_channels.repeat(2 if guided else 1, 1, 1, 1)], dim=1)
-        with torch.no_grad():
-            eps = model.unet(model_in.to(model.dtype), t, **unet_kwargs).sample.float()
+        eps = unet_prediction(model, model_in.to(model.dtype), t, unet_kwargs)
         if guided:
             uncond_eps, cond_eps = eps.chunk(2)
             eps = uncond_eps + cfg * (cond_eps - uncond_eps)
@@ -140,6 +139,14 @@ def denoise(
             latents = _put_back_original(scheduler, keep, latents, timesteps, i)
         _report(control, prep, phase, i, total, first_index, latents)
     return latents
+
+
+def unet_prediction(model: LoadedModel, sample: torch.Tensor, t, kwargs: dict[str, object]) -> torch.Tensor:
+    """The UNet's noise prediction in float32: through the fast path when the model has one, else eagerly."""
+    if model.fast is not None:
+        return model.fast.unet(sample, t, kwargs["encoder_hidden_states"], kwargs.get("added_cond_kwargs"))
+    with torch.no_grad():
+        return model.unet(sample, t, **kwargs).sample.float()
 
 
 def _put_back_original(
@@ -193,6 +200,8 @@ def decode_latents(model: LoadedModel, latents: torch.Tensor) -> list[Image.Imag
     """Scaled latents to RGB images."""
     vae = model.vae
     scaled = (latents / vae.config.scaling_factor).to(model.device, next(vae.parameters()).dtype)
+    if model.fast is not None:
+        return tensor_to_images(model.fast.decode(scaled))
     with torch.no_grad():
         pixels = vae.decode(scaled).sample
     return tensor_to_images(pixels)

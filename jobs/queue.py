@@ -332,6 +332,8 @@ class JobQueue:
         self.claim_worker()
         self._loop = asyncio.get_running_loop()
         await self.recover()
+        if self.settings.speed.warmup and not until_empty:  # a one-shot run would not earn a compile back
+            await self.worker.warm_up()
         stop = stop or asyncio.Event()
         while not stop.is_set() and not self._stopping:
             if await self.run_once():

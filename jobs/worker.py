@@ -94,7 +94,24 @@ class GpuWorker:
         """Run one slice of a long job in the GPU thread."""
         return await in_gpu_thread(self._run_slice, job, control, workdir, report)
 
+    async def warm_up(self) -> float:
+        """Create the engine and compile its fast path's shapes before the first job (seconds it took)."""
+        return await in_gpu_thread(self._warm_up)
+
     # ----- in the GPU thread ---------------------------------------------------------------------------------
+    def _warm_up(self) -> float:
+        warm_up = getattr(self._engine_now(), "warm_up", None)
+        if warm_up is None:
+            return 0.0
+        try:
+            seconds = warm_up()
+        except SalonError as exc:  # e.g. a warm-up model that is not installed: jobs still run, eagerly
+            log.warning("warm-up skipped: %s", exc)
+            return 0.0
+        if seconds:
+            log.info("warm-up done in %.1fs", seconds)
+        return seconds
+
     def _engine_now(self):
         if self._engine is None:
             self._engine = self._engine_factory()
