@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -271,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", type=Path, default=None, help="write the plot of the schedules here and stop"
     )
     sub.add_parser("extensions", help="installed extensions: name, URL, version, install date, enabled")
+    warmup = sub.add_parser(
+        "warmup",
+        help="compile the fast path's shapes now (fills the on-disk compile cache, so the bot starts fast)",
+    )
+    warmup.add_argument(
+        "--model", action="append", default=None, help="checkpoint to warm up (repeat for several)"
+    )
+    warmup.add_argument("--mode", choices=["auto", "max", "balanced", "off"], default=None, help="speed mode")
+    warmup.add_argument("--sizes", default=None, help="image sizes, e.g. 512x512,768x512")
+    warmup.add_argument("--batches", default=None, help="batch buckets in images, e.g. 1,2,4,8,16")
     web = sub.add_parser("web", help="serve the read-only web gallery (links from /gallery web, or --local)")
     web.add_argument("--port", type=int, default=None, help="port (default: [web] port, 8765)")
     web.add_argument("--host", default=None, help="address to listen on (default: [web] host, 127.0.0.1)")
@@ -309,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "animate": _animate,
         "web": _web,
         "extensions": _extensions,
+        "warmup": _warmup,
     }
     try:
         settings = load_settings(args.config)
@@ -864,6 +876,47 @@ def _extensions(args: argparse.Namespace, settings: Settings) -> int:
         )
         table.add_row(ext.name, ext.distribution, ext.url, ext.version, ext.installed, state)
     console.print(table)
+    return 0
+
+
+def _warmup(args: argparse.Namespace, settings: Settings) -> int:
+    update: dict[str, object] = {}
+    if args.mode:
+        update["mode"] = args.mode
+    if args.sizes:
+        update["sizes"] = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if args.batches:
+        try:
+            update["batches"] = [int(b) for b in args.batches.split(",") if b.strip()]
+        except ValueError:
+            err_console.print(f"[red]error[/red] --batches: {args.batches!r} is not a list of numbers, e.g. 1,2,4")
+            return EXIT_BAD_INPUT
+    from pydantic import ValidationError
+
+    try:
+        speed = type(settings.speed).model_validate({**settings.speed.model_dump(), **update})
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        err_console.print(f"error {reasons}", markup=False)
+        return EXIT_BAD_INPUT
+    settings = settings.model_copy(update={"speed": speed})
+
+    from engine.runner import Engine
+
+    engine = Engine(settings)
+    if engine.speed_mode != "max":
+        console.print(
+            f"speed mode {engine.speed_mode!r} on {engine.device}: nothing to compile "
+            '(set [speed] mode = "max", or pass --mode max)',
+            markup=False,
+        )
+        return 0
+    started = time.perf_counter()
+    engine.warm_up(args.model, report=lambda line: console.print(line, markup=False))
+    console.print(
+        f"warm-up done in {time.perf_counter() - started:.1f}s; compile cache: {settings.compile_cache_dir}",
+        markup=False,
+    )
     return 0
 
 

@@ -258,7 +258,7 @@ def test_a_shape_that_fails_to_compile_runs_eagerly(data_dir, engine, caplog):
     def broken(graph, example_inputs):
         raise RuntimeError("out of registers")
 
-    failing = Engine(fast_settings(data_dir, compiler="salon_broken_for_tests"))
+    failing = Engine(fast_settings(data_dir, compiler="salon_broken_for_tests", batches=[1]))
     with caplog.at_level("WARNING"):
         failing.warm_up()
     assert "compiling UNet 64x64 batch 1 (77 tokens) failed, it runs eagerly" in caplog.text
