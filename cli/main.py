@@ -889,7 +889,9 @@ def _warmup(args: argparse.Namespace, settings: Settings) -> int:
         try:
             update["batches"] = [int(b) for b in args.batches.split(",") if b.strip()]
         except ValueError:
-            err_console.print(f"[red]error[/red] --batches: {args.batches!r} is not a list of numbers, e.g. 1,2,4")
+            err_console.print(
+                f"[red]error[/red] --batches: {args.batches!r} is not a list of numbers, e.g. 1,2,4"
+            )
             return EXIT_BAD_INPUT
     from pydantic import ValidationError
 

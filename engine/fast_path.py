@@ -296,7 +296,9 @@ class FastPath:
                 log.warning("compiling %s failed, it runs eagerly: %s", _describe(key), first_line)
                 continue
             self._warm.add(key)
-            message = f"warm-up {number}/{len(shapes)}: {_describe(key)} in {time.perf_counter() - began:.1f}s"
+            message = (
+                f"warm-up {number}/{len(shapes)}: {_describe(key)} in {time.perf_counter() - began:.1f}s"
+            )
             log.info(message)
             if report is not None:
                 report(message)
@@ -318,7 +320,9 @@ class FastPath:
         if key[0] == "decode":
             _, width, height, batch = key
             channels = int(self.vae_module.config.latent_channels)
-            latents = torch.randn(batch, channels, height // self.factor, width // self.factor, generator=generator)
+            latents = torch.randn(
+                batch, channels, height // self.factor, width // self.factor, generator=generator
+            )
             self._run_decode(batch, latents.to(self.device, next(self.vae_module.parameters()).dtype))
             return
         _, width, height, rows, tokens = key

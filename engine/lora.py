@@ -144,7 +144,9 @@ class FusedLoras:
 
     def _merge_layer(self, layer, names: list[str]) -> None:
         if any(layer.use_dora.get(n) or layer.lora_bias.get(n) for n in names):
-            raise InvalidRequest("lora", "DoRA and LoRA-bias files need speed mode off (they cannot be merged)")
+            raise InvalidRequest(
+                "lora", "DoRA and LoRA-bias files need speed mode off (they cannot be merged)"
+            )
         weight = layer.get_base_layer().weight
         original = weight.detach().clone()
         self._originals.setdefault(id(weight), (weight, original))

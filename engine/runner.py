@@ -30,8 +30,8 @@ from engine.conditioning import (
     encode_prompt_pair,
 )
 from engine.embeddings import EmbeddingLibrary
-from engine.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
 from engine.errors import InvalidRequest
+from engine.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
 from engine.hypernetwork import Hypernetwork, HypernetworkCache, applied_hypernetworks
 from engine.img2img import run_img2img
 from engine.infotext import format_infotext
@@ -149,7 +149,9 @@ class Engine:
         self._models[entry] = (model, loras)
         return model
 
-    def warm_up(self, names: Sequence[str] | None = None, report: Callable[[str], None] | None = None) -> float:
+    def warm_up(
+        self, names: Sequence[str] | None = None, report: Callable[[str], None] | None = None
+    ) -> float:
         """Compile the fast path's buckets for `names` (default: speed.warmup_models, else the default model)
         before any job needs them; returns the seconds it took (0 when the speed mode compiles nothing)."""
         if self.speed_mode != "max":

@@ -368,7 +368,9 @@ def test_animate_writes_videos_and_frames_and_plots_the_schedules(tmp_path, caps
     assert "zoom" in capsys.readouterr().err
 
 
-def test_warmup_compiles_the_buckets_and_says_when_there_is_nothing_to_compile(config_file, capsys, monkeypatch):
+def test_warmup_compiles_the_buckets_and_says_when_there_is_nothing_to_compile(
+    config_file, capsys, monkeypatch
+):
     assert salon(config_file, "warmup") == 0  # auto on the CPU: off
     assert "nothing to compile" in capsys.readouterr().out
     monkeypatch.setenv("SALON_SPEED__COMPILER", "eager")  # dynamo's tracing without inductor: seconds

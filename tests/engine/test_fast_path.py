@@ -99,7 +99,9 @@ def test_max_gives_the_images_of_off_through_compiled_padded_graphs(fast_engine,
     result = fast_engine.txt2img(request("a small red circle on the left, blue background", batch_size=3))
     assert fast.calls["unet compiled"] - compiled == 3  # 3 images padded to the 4-image graph, every step
     assert graphs() == before  # warmed up: the job compiled nothing
-    same_images(result, engine.txt2img(request("a small red circle on the left, blue background", batch_size=3)))
+    same_images(
+        result, engine.txt2img(request("a small red circle on the left, blue background", batch_size=3))
+    )
 
 
 def test_guidance_off_and_long_prompts_use_the_same_graphs(fast_engine, engine):
@@ -268,5 +270,7 @@ def test_a_shape_that_fails_to_compile_runs_eagerly(data_dir, engine, caplog):
 
 
 def test_an_unknown_compiler_is_named(data_dir):
-    with pytest.raises(ValueError, match=r"speed\.compiler: 'no_such_backend' is not a torch\.compile backend"):
+    with pytest.raises(
+        ValueError, match=r"speed\.compiler: 'no_such_backend' is not a torch\.compile backend"
+    ):
         Engine(fast_settings(data_dir, compiler="no_such_backend")).load(None)

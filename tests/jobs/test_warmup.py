@@ -20,7 +20,9 @@ async def test_the_first_job_finds_its_shapes_compiled(tmp_path):
     queue = await JobQueue.open(settings, engine_factory=lambda: engine)
     try:
         events = queue.subscribe()
-        job = await queue.submit(GenerationRequest("a red circle", width=64, height=64, steps=4, seed=1), "ann")
+        job = await queue.submit(
+            GenerationRequest("a red circle", width=64, height=64, steps=4, seed=1), "ann"
+        )
         stop = asyncio.Event()
         runner = asyncio.create_task(queue.run(stop=stop))
         while (event := await asyncio.wait_for(events.get(), 120)).kind not in ("done", "failed"):
