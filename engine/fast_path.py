@@ -30,9 +30,12 @@ from pathlib import Path
 import torch
 
 from config import SpeedSettings, parse_size
+from engine.step_cache import StepCache, unet_forward
+from engine.token_merging import LatentGrid
 
 log = logging.getLogger(__name__)
 
+_NOT_CACHED = object()  # marks a plain UNet call in `FastPath._run_unet`
 TOKEN_LENGTHS = (77, 154)  # prompt lengths warmed up: one and two 75-token chunks (A1111 pads to 77 × k)
 WARM_CALLS = 3  # per shape: compile and run, record the CUDA graph, replay it once
 
@@ -129,6 +132,10 @@ def _unet_call(unet, sample, timestep, states, added):
     return unet(sample, timestep, encoder_hidden_states=states, added_cond_kwargs=added, return_dict=False)[0]
 
 
+def _cached_unet_call(unet, sample, timestep, states, added, cached):
+    return unet_forward(unet, sample, timestep, states, added, cached)
+
+
 def _decode_call(vae, latents):
     return vae.decode(latents, return_dict=False)[0]
 
@@ -144,13 +151,18 @@ class FastPath:
         speed: SpeedSettings,
         mode: str,
         buckets: Buckets,
+        token_grid: LatentGrid | None = None,
     ) -> None:
         self.unet_module, self.vae_module = unet, vae
+        self.token_grid = token_grid  # token merging's grid, set before every UNet call (warm-up's too)
         self.factor = vae_scale_factor
         self.speed, self.mode, self.buckets = speed, mode, buckets
         self.device = next(unet.parameters()).device
         self.compiling = mode == "max"
         self._unet_fn = self._compile(_unet_call) if self.compiling else None
+        # Step caching's two graphs (whole UNet keeping its features; outer blocks only) are one function
+        # that dynamo specialises on `cached` being None.
+        self._cached_fn = self._compile(_cached_unet_call) if self.compiling else None
         self._decode_fn = self._compile(_decode_call) if self.compiling else None
         self._warm: set[tuple] = set()  # shapes compiled and (on CUDA) recorded as graphs
         self._failed: set[tuple] = set()  # shapes whose compile failed: eager from then on
@@ -219,9 +231,15 @@ class FastPath:
         timestep: torch.Tensor,
         states: torch.Tensor,
         added: dict[str, torch.Tensor] | None = None,
+        cache: StepCache | None = None,
     ) -> torch.Tensor:
-        """The UNet's prediction for `sample` (float32, a fresh tensor), compiled where the shape is warm."""
+        """The UNet's prediction for `sample` (float32, a fresh tensor), compiled where the shape is warm;
+        with a step cache, the whole UNet or only its outer blocks as the cache says."""
+        if self.token_grid is not None:
+            self.token_grid.size = (int(sample.shape[-2]), int(sample.shape[-1]))
         key = self._unet_key(sample, states)
+        if cache is not None:
+            return self._cached_unet(key, sample, timestep, states, added, cache)
         if key is None or key not in self._warm:
             self.calls["unet eager"] += 1
             with torch.no_grad():
@@ -230,23 +248,49 @@ class FastPath:
         self.calls["unet compiled"] += 1
         return self._run_unet(key[3], sample, timestep, states, added)
 
-    def _run_unet(self, rows: int, sample, timestep, states, added) -> torch.Tensor:
+    def _cached_unet(self, key, sample, timestep, states, added, cache: StepCache) -> torch.Tensor:
+        cached = None if cache.full_step() else cache.features
+        kind = "unet full" if cached is None else "unet shallow"
+        key = (kind, *key[1:]) if key is not None else None
+        if key is None or key not in self._warm:
+            self.calls[f"{kind} eager"] += 1
+            with torch.no_grad():
+                out, features = unet_forward(
+                    self.unet_module, self._layout(sample), timestep, states, added, cached
+                )
+        else:
+            self.calls[f"{kind} compiled"] += 1
+            out, features = self._run_unet(key[3], sample, timestep, states, added, cached=cached)
+        cache.keep(features[: sample.shape[0]].clone())
+        return out[: sample.shape[0]].to(torch.float32, copy=True)
+
+    def _run_unet(self, rows: int, sample, timestep, states, added, cached=_NOT_CACHED):
+        """A compiled UNet call padded to `rows` rows. With `cached` (None or kept features) it is step
+        caching's call and returns (prediction, features); otherwise the prediction alone."""
         count = sample.shape[0]
         sample = self._layout(pad_rows(sample, rows))
         states = pad_rows(states, rows).contiguous()
         added = {k: pad_rows(v, rows).contiguous() for k, v in added.items()} if added else None
         timestep = torch.as_tensor(timestep, device=self.device).to(torch.float32).reshape(())
+        dynamic = [sample, states, *(added or {}).values()]
+        if cached is not _NOT_CACHED and cached is not None:
+            cached = self._layout(pad_rows(cached, rows))
+            dynamic.append(cached)
         torch._dynamo.mark_dynamic(states, 1)  # prompt length (77 × chunks): one compile serves them all
         if self.speed.dynamic_batch:
-            for tensor in (sample, states, *(added or {}).values()):
+            for tensor in dynamic:
                 torch._dynamo.mark_dynamic(tensor, 0)
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        assert self._unet_fn is not None
         with torch.no_grad():
-            out = self._unet_fn(self.unet_module, sample, timestep, states, added)
-        # A copy: a CUDA graph's output buffer is overwritten by its next replay.
-        return out[:count].to(torch.float32, copy=True)
+            if cached is _NOT_CACHED:
+                assert self._unet_fn is not None
+                out = self._unet_fn(self.unet_module, sample, timestep, states, added)
+                # A copy: a CUDA graph's output buffer is overwritten by its next replay.
+                return out[:count].to(torch.float32, copy=True)
+            assert self._cached_fn is not None
+            out, features = self._cached_fn(self.unet_module, sample, timestep, states, added, cached)
+            return out[:count].to(torch.float32, copy=True), features[:count].clone()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Unscaled latents to pixels in [-1, 1] through the VAE decoder, compiled where the shape is warm."""
@@ -310,8 +354,9 @@ class FastPath:
     def _bucket_shapes(self) -> list[tuple]:
         shapes: list[tuple] = []
         for width, height in sorted(self.buckets.sizes):
+            kinds = ("unet", "unet full", "unet shallow") if self.speed.step_cache_interval > 1 else ("unet",)
             for batch in self.buckets.batches:
-                shapes += [("unet", width, height, 2 * batch, tokens) for tokens in TOKEN_LENGTHS]
+                shapes += [(k, width, height, 2 * batch, t) for k in kinds for t in TOKEN_LENGTHS]
             shapes += [("decode", width, height, batch) for batch in self.buckets.batches]
         return shapes
 
@@ -325,9 +370,19 @@ class FastPath:
             )
             self._run_decode(batch, latents.to(self.device, next(self.vae_module.parameters()).dtype))
             return
-        _, width, height, rows, tokens = key
+        kind, width, height, rows, tokens = key
         sample, states, added = dummy_unet_inputs(self.unet_module, rows, width, height, tokens, self.factor)
-        self._run_unet(rows, sample, torch.tensor(500.0, device=self.device), states, added)
+        if self.token_grid is not None:
+            self.token_grid.size = (height // self.factor, width // self.factor)
+        timestep = torch.tensor(500.0, device=self.device)
+        if kind == "unet":
+            self._run_unet(rows, sample, timestep, states, added)
+            return
+        cached = None
+        if kind == "unet shallow":  # features of the shape the whole UNet keeps
+            with torch.no_grad():
+                cached = unet_forward(self.unet_module, self._layout(sample), timestep, states, added)[1]
+        self._run_unet(rows, sample, timestep, states, added, cached=cached)
 
     def is_warm(self, key: tuple) -> bool:
         return key in self._warm
@@ -357,4 +412,9 @@ def dummy_unet_inputs(unet, rows: int, width: int, height: int, tokens: int, fac
 def _describe(key: tuple) -> str:
     if key[0] == "decode":
         return f"VAE decode {key[1]}x{key[2]} batch {key[3]}"
-    return f"UNet {key[1]}x{key[2]} batch {key[3] // 2} ({key[4]} tokens)"
+    what = {
+        "unet": "UNet",
+        "unet full": "UNet (step cache, whole)",
+        "unet shallow": "UNet (step cache, outer)",
+    }
+    return f"{what[key[0]]} {key[1]}x{key[2]} batch {key[3] // 2} ({key[4]} tokens)"

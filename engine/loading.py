@@ -22,6 +22,7 @@ from engine.registry import ModelEntry
 
 if TYPE_CHECKING:
     from engine.fast_path import FastPath
+    from engine.token_merging import LatentGrid
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     fast: FastPath | None = None  # set by the engine in the speed modes "max" and "balanced"
+    token_grid: LatentGrid | None = None  # set when token merging is on (engine.token_merging)
 
     @property
     def unet(self):

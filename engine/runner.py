@@ -55,6 +55,7 @@ from engine.requests import (
 )
 from engine.samplers import resolve_sampler
 from engine.sampling import Prepared, tiling
+from engine.token_merging import apply_token_merging
 from engine.txt2img import run_txt2img
 from engine.validation import check_generation, check_img2img, check_inpaint
 
@@ -137,12 +138,19 @@ class Engine:
         self._free_memory()
         model_hash = self.registry.short_hash(entry)
         model = load_model(entry, model_hash, self.device, self.dtype)
+        model.token_grid = apply_token_merging(model.unet, self.settings.speed.token_merging_ratio)
         loras: LoraSet | FusedLoras = LoraSet(model.pipe)
         if self.speed_mode != "off":
             prepare_modules(model.unet, model.vae, model.sdxl, self.device)
             buckets = Buckets.from_settings(self.settings.speed, native_resolution_size(entry))
             model.fast = FastPath(
-                model.unet, model.vae, model.vae_scale_factor, self.settings.speed, self.speed_mode, buckets
+                model.unet,
+                model.vae,
+                model.vae_scale_factor,
+                self.settings.speed,
+                self.speed_mode,
+                buckets,
+                model.token_grid,
             )
             loras = FusedLoras(model.pipe)
         self._model, self._loras = model, loras
@@ -237,8 +245,10 @@ class Engine:
             assert self._loras is not None
             self._loras.activate(loras)
             spec, schedule = resolve_sampler(first.sampler, first.schedule)
+            step_cache = self.settings.speed.step_cache_interval
             preps = [
-                Prepared(model, r, spec, schedule, self._prompt_conditioning(model, r)) for r in requests
+                Prepared(model, r, spec, schedule, self._prompt_conditioning(model, r), step_cache)
+                for r in requests
             ]
             infos = [self._infotext_params(prep, loras, extra) for prep in preps]
             with applied_hypernetworks(model.unet, hypernetworks), _eager_while(model, hypernetworks, first):
@@ -264,7 +274,11 @@ class Engine:
         results: list[list[GeneratedImage]] = [[] for _ in preps]
         shared = preps[0]
         modules = [shared.model.unet, shared.model.vae]
-        with tiling(shared.model, shared.params.tiling), batch_invariant(modules, shared.model.device):
+        # Bit-identical batching on the CPU costs the fast kernels the fast path is for: the speed modes give
+        # batched images equal to solo ones within float tolerance instead.
+        fast = shared.model.fast is not None
+        invariant = contextlib.nullcontext() if fast else batch_invariant(modules, shared.model.device)
+        with tiling(shared.model, shared.params.tiling), invariant:
             for chunk in _chunks(_slots(preps), preps, self._max_batch(preps)):
                 merged = _merge(shared, [preps[s.request] for s in chunk])
                 variation = [s.variation_seed for s in chunk] if chunk[0].variation_seed is not None else None
@@ -371,6 +385,10 @@ class Engine:
             info["Blend prompt"] = p.blend.prompt
             info["Blend negative prompt"] = p.blend.negative_prompt or None
             info["Blend weight"] = format_number(p.blend.weight)
+        if prep.model.token_grid is not None:
+            info["Token merging ratio"] = format_number(prep.model.token_grid.ratio)
+        if prep.step_cache > 1:  # Salon's key: the images are not the exact ones
+            info["Step cache interval"] = str(prep.step_cache)
         info["Version"] = salon_version()
         return info
 
@@ -436,7 +454,7 @@ def _merge(shared: Prepared, members: list[Prepared]) -> Prepared:
         torch.cat([c.pooled_cond for c in conds]) if pooled else None,
         torch.cat([c.pooled_uncond for c in conds]) if pooled else None,
     )
-    return Prepared(shared.model, shared.params, shared.spec, shared.schedule, stacked)
+    return Prepared(shared.model, shared.params, shared.spec, shared.schedule, stacked, shared.step_cache)
 
 
 class _ChunkControl(RunControl):

@@ -24,6 +24,7 @@ from engine.noise import initial_noise, make_generators
 from engine.preview import latents_to_preview
 from engine.requests import GenerationRequest, RunControl, StepProgress
 from engine.samplers import SamplerSpec, build_scheduler
+from engine.step_cache import StepCache, unet_forward
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Prepared:
     spec: SamplerSpec
     schedule: str
     conditioning: Conditioning
+    step_cache: int = 0  # the whole UNet every N steps, outer blocks between (engine.step_cache); < 2: off
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def denoise(
         {"generator": list(generators)} if "generator" in inspect.signature(scheduler.step).parameters else {}
     )
     total = len(timesteps)
+    cache = StepCache(prep.step_cache) if prep.step_cache > 1 else None
     for i, t in enumerate(timesteps):
         if control.cancelled():
             raise JobCancelled(f"cancelled at step {i} of {total} ({phase})")
@@ -127,7 +130,7 @@ def denoise(
         model_in = scheduler.scale_model_input(model_in, t)
         if extra_channels is not None:
             model_in = torch.cat([model_in, extra_channels.repeat(2 if guided else 1, 1, 1, 1)], dim=1)
-        eps = unet_prediction(model, model_in.to(model.dtype), t, unet_kwargs)
+        eps = unet_prediction(model, model_in.to(model.dtype), t, unet_kwargs, cache)
         if guided:
             uncond_eps, cond_eps = eps.chunk(2)
             eps = uncond_eps + cfg * (cond_eps - uncond_eps)
@@ -141,12 +144,22 @@ def denoise(
     return latents
 
 
-def unet_prediction(model: LoadedModel, sample: torch.Tensor, t, kwargs: dict[str, object]) -> torch.Tensor:
+def unet_prediction(
+    model: LoadedModel, sample: torch.Tensor, t, kwargs: dict, cache: StepCache | None = None
+) -> torch.Tensor:
     """The UNet's noise prediction in float32: through the fast path when the model has one, else eagerly."""
+    states, added = kwargs["encoder_hidden_states"], kwargs.get("added_cond_kwargs")
     if model.fast is not None:
-        return model.fast.unet(sample, t, kwargs["encoder_hidden_states"], kwargs.get("added_cond_kwargs"))
+        return model.fast.unet(sample, t, states, added, cache)
+    if model.token_grid is not None:
+        model.token_grid.size = (int(sample.shape[-2]), int(sample.shape[-1]))
     with torch.no_grad():
-        return model.unet(sample, t, **kwargs).sample.float()
+        if cache is None:
+            return model.unet(sample, t, **kwargs).sample.float()
+        cached = None if cache.full_step() else cache.features
+        eps, features = unet_forward(model.unet, sample, t, states, added, cached)
+    cache.keep(features)
+    return eps.float()
 
 
 def _put_back_original(
