@@ -14,8 +14,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     SALON_DATA_DIR=/data \
     SALON_DEVICE=cuda
 
+# gcc and the Python headers: torch.compile (inductor, Triton) builds small C launchers on the GPU fast path.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc \
     && rm -rf /var/lib/apt/lists/*
 
 RUN python3 -m venv /opt/salon
@@ -32,8 +33,12 @@ COPY cli ./cli
 COPY commands ./commands
 COPY config ./config
 COPY engine ./engine
+COPY extensions ./extensions
 COPY jobs ./jobs
+COPY web ./web
 RUN pip install .
 
 VOLUME /data
+# Optional: compile the fast path into /data/cache/torch-compile once, so later starts warm up quickly:
+#   docker run --gpus all -v "$PWD/salon-data:/data" salon salon warmup
 CMD ["salon", "run"]

@@ -258,11 +258,12 @@ class FastPath:
                 out, features = unet_forward(
                     self.unet_module, self._layout(sample), timestep, states, added, cached
                 )
+            out = out.float()
         else:
             self.calls[f"{kind} compiled"] += 1
             out, features = self._run_unet(key[3], sample, timestep, states, added, cached=cached)
-        cache.keep(features[: sample.shape[0]].clone())
-        return out[: sample.shape[0]].to(torch.float32, copy=True)
+        cache.keep(features)
+        return out
 
     def _run_unet(self, rows: int, sample, timestep, states, added, cached=_NOT_CACHED):
         """A compiled UNet call padded to `rows` rows. With `cached` (None or kept features) it is step

@@ -200,7 +200,8 @@ def test_loras_are_merged_without_recompiling(fast_engine, engine, fast_lora):
     assert np.array_equal(pixels(again), pixels(base))  # the original weights came back exactly
     unet = fast_engine.load(None).unet
     assert all(torch.equal(p, weights[name]) for name, p in unet.named_parameters())
-    assert not any(".lora_" in name for name, _ in unet.named_modules())
+    encoder = fast_engine.load(None).pipe.text_encoder
+    assert not any(".lora_" in name for part in (unet, encoder) for name, _ in part.named_modules())
 
 
 def test_a_bad_lora_leaves_the_weights_untouched(fast_engine, fast_lora):
