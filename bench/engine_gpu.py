@@ -372,6 +372,11 @@ def main() -> None:
 
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     say(f"device: {name}, torch {torch.__version__}, diffusers {diffusers.__version__}")
     peak = matmul_peak(device)

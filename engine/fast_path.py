@@ -323,13 +323,18 @@ class FastPath:
     def warm_up(self, report: Callable[[str], None] | None = None) -> float:
         """Compile (and record) every bucket shape with dummy inputs; returns the seconds it took.
 
-        A shape that fails to compile is logged and left to run eagerly; the engine keeps working."""
+        A shape that fails to compile is logged and left to run eagerly, and so are the other shapes of its
+        function unless the failure was a lack of memory (which is the shape's own); the engine keeps working."""
         if not self.compiling:
             return 0.0
         started = time.perf_counter()
         shapes = self._bucket_shapes()
+        broken: set[str] = set()  # functions whose compile failed for a reason other than memory
         for number, key in enumerate(shapes, 1):
             if key in self._warm or key in self._failed:
+                continue
+            if _function(key) in broken:
+                self._failed.add(key)
                 continue
             began = time.perf_counter()
             try:
@@ -337,6 +342,8 @@ class FastPath:
                     self._warm_call(key)
             except Exception as exc:  # noqa: BLE001 - a compiler failure must not stop the bot
                 self._failed.add(key)
+                if not _out_of_memory(exc):
+                    broken.add(_function(key))
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 log.warning("compiling %s failed, it runs eagerly: %s", _describe(key), first_line)
                 continue
@@ -408,6 +415,19 @@ def dummy_unet_inputs(unet, rows: int, width: int, height: int, tokens: int, fac
             "time_ids": time_ids.expand(rows, -1).to(parameter.device, parameter.dtype),
         }
     return sample, states, added
+
+
+def _function(key: tuple) -> str:
+    """Which compiled function a shape belongs to (the step cache's two kinds share one)."""
+    return {"unet full": "cached", "unet shallow": "cached"}.get(key[0], key[0])
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
 
 
 def _describe(key: tuple) -> str:

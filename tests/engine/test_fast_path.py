@@ -259,12 +259,13 @@ def test_a_shape_that_fails_to_compile_runs_eagerly(data_dir, engine, caplog):
 
     @register_backend(name="salon_broken_for_tests")
     def broken(graph, example_inputs):
-        raise RuntimeError("out of registers")
+        raise RuntimeError("no registers left")
 
     failing = Engine(fast_settings(data_dir, compiler="salon_broken_for_tests", batches=[1]))
     with caplog.at_level("WARNING"):
         failing.warm_up()
     assert "compiling UNet 64x64 batch 1 (77 tokens) failed, it runs eagerly" in caplog.text
+    assert "154 tokens" not in caplog.text  # the function is broken: its other shapes are not tried
     fast = failing.load(None).fast
     same_images(failing.txt2img(request("a red circle")), engine.txt2img(request("a red circle")))
     assert fast.calls["unet compiled"] == 0 and fast.calls["unet eager"] == 3
@@ -275,3 +276,16 @@ def test_an_unknown_compiler_is_named(data_dir):
         ValueError, match=r"speed\.compiler: 'no_such_backend' is not a torch\.compile backend"
     ):
         Engine(fast_settings(data_dir, compiler="no_such_backend")).load(None)
+
+
+def test_only_a_lack_of_memory_is_blamed_on_the_shape():
+    from engine.fast_path import _out_of_memory
+
+    try:
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        except torch.OutOfMemoryError as oom:
+            raise RuntimeError("backend compiler failed") from oom
+    except RuntimeError as wrapped:
+        assert _out_of_memory(wrapped)
+    assert not _out_of_memory(RuntimeError("no registers left"))
