@@ -311,7 +311,7 @@ def bench_model(kind: str, args, device: torch.device, peak: float, work: Path) 
         )
     per_image = flops * args.steps / 1e12  # one guided call per step
     say(
-        f"UNet work per image: {per_image:.2f} TFLOP; at the measured peak that is {1000 * per_image / peak:.0f} ms "
+        f"UNet work per image: {per_image:.3g} TFLOP; at the measured peak that is {1000 * per_image / peak:.0f} ms "
         "(the physical limit, VAE and text encoders aside)"
     )
     if args.extras and elapsed() < args.budget:

@@ -362,7 +362,8 @@ class FastPath:
     def _bucket_shapes(self) -> list[tuple]:
         shapes: list[tuple] = []
         for width, height in sorted(self.buckets.sizes):
-            kinds = ("unet", "unet full", "unet shallow") if self.speed.step_cache_interval > 1 else ("unet",)
+            # With step caching on, every denoising call is one of its two kinds: plain calls are not warmed.
+            kinds = ("unet full", "unet shallow") if self.speed.step_cache_interval > 1 else ("unet",)
             for batch in self.buckets.batches:
                 shapes += [(k, width, height, 2 * batch, t) for k in kinds for t in TOKEN_LENGTHS]
             shapes += [("decode", width, height, batch) for batch in self.buckets.batches]
