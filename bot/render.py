@@ -12,7 +12,7 @@ import discord
 from PIL import Image, ImageDraw
 
 from catalog.records import ImageRecord
-from jobs.records import JobEvent, JobKind, JobRecord
+from jobs.records import WARMING_UP, JobEvent, JobKind, JobRecord
 
 BAR_CELLS = 16
 RATE_HINT = "react 1️⃣–5️⃣ to rate · ⭐ favourite · ✉️ DM me · 🗑 delete"
@@ -65,6 +65,8 @@ def status_line(job: JobRecord, event: JobEvent | None) -> str:
     if event is None or event.kind == "queued":
         position = event.position if event is not None else None
         where = f"position {position} in the queue" if position else "waiting in the queue"
+        if event is not None and event.phase == WARMING_UP:
+            where += " · the GPU is warming up (compiling; minutes on a first start, seconds after)"
         return f"⏳ job {job.id} · {where}"
     if event.kind == "started" or event.step is None or not event.total:
         return f"⚙️ job {job.id} · starting"

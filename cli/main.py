@@ -448,6 +448,7 @@ async def _submit_and_wait(settings: Settings, request):
 
     from commands.generation import submit_and_wait
     from jobs.queue import JobQueue, owner_for_cli
+    from jobs.records import WARMING_UP
 
     queue = await JobQueue.open(settings)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -457,7 +458,8 @@ async def _submit_and_wait(settings: Settings, request):
 
             def show(event) -> None:
                 if event.kind == "queued" and event.position:
-                    progress.update(task, description=f"queued, position {event.position}")
+                    warming = " (the GPU is warming up)" if event.phase == WARMING_UP else ""
+                    progress.update(task, description=f"queued, position {event.position}{warming}")
                 elif event.kind == "progress":
                     progress.update(task, description=event.phase, completed=event.step, total=event.total)
 

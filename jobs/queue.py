@@ -39,7 +39,7 @@ from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, R
 from engine.validation import check_generation, check_img2img, check_inpaint
 from jobs.codec import AnyRequest, request_to_json
 from jobs.long import SliceControl, long_task
-from jobs.records import JobEvent, JobKind, JobRecord, JobStatus
+from jobs.records import WARMING_UP, JobEvent, JobKind, JobRecord, JobStatus
 from jobs.results import FileSink, ResultSink
 from jobs.scheduling import FairScheduler
 from jobs.store import JobStore
@@ -98,6 +98,7 @@ class JobQueue:
         self._stop_slices = threading.Event()  # a running slice should end (with its state saved)
         self._others_waiting = threading.Event()  # set while a slice runs and some other job is queued
         self._running_slice: int | None = None
+        self._warming = False  # the worker is compiling its fast path before the first job
 
     @classmethod
     async def open(
@@ -213,7 +214,7 @@ class JobQueue:
         log.info(
             "job %d accepted from %s (%s), position %s", record.id, record.owner, record.kind.value, position
         )
-        self._publish(JobEvent(record.id, "queued", JobStatus.QUEUED, position=position))
+        self._publish(JobEvent(record.id, "queued", JobStatus.QUEUED, position=position, phase=self._phase()))
         self._others_waiting.set()
         self._wakeup.set()
 
@@ -283,7 +284,12 @@ class JobQueue:
 
     async def _publish_positions(self) -> None:
         for job_id, position in (await self.positions()).items():
-            self._publish(JobEvent(job_id, "queued", JobStatus.QUEUED, position=position))
+            self._publish(
+                JobEvent(job_id, "queued", JobStatus.QUEUED, position=position, phase=self._phase())
+            )
+
+    def _phase(self) -> str | None:
+        return WARMING_UP if self._warming else None
 
     async def wait(self, job_id: int, on_event: Callable[[JobEvent], None] | None = None) -> JobRecord:
         """Until the job ends: from this process's events, or by polling its row if another process runs it."""
@@ -333,7 +339,12 @@ class JobQueue:
         self._loop = asyncio.get_running_loop()
         await self.recover()
         if self.settings.speed.warmup and not until_empty:  # a one-shot run would not earn a compile back
-            await self.worker.warm_up()
+            self._warming = True  # queued jobs say so meanwhile
+            await self._publish_positions()
+            try:
+                await self.worker.warm_up()
+            finally:
+                self._warming = False
         stop = stop or asyncio.Event()
         while not stop.is_set() and not self._stopping:
             if await self.run_once():

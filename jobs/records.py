@@ -63,6 +63,9 @@ class JobRecord:
     delivered_at: float | None = None  # when a front end showed the outcome to its owner
 
 
+WARMING_UP = "warming up"  # the phase of queued jobs while the worker compiles its fast path
+
+
 @dataclass(frozen=True)
 class JobEvent:
     """Something happened to a job; front ends subscribe to these."""

@@ -48,3 +48,32 @@ def test_files_that_do_not_fit_are_left_out_rather_than_failing_the_upload(tmp_p
     one = (tmp_path / "0.png").stat().st_size
     uploads = render.result_files(records, int(one * 1.5))
     assert sum(len(u.data) for u in uploads) <= one * 1.5 and uploads
+
+
+def test_a_queued_job_says_when_the_gpu_is_warming_up():
+    from jobs.records import WARMING_UP, JobEvent, JobKind, JobRecord, JobStatus
+
+    job = JobRecord(
+        7,
+        JobKind.IMAGINE,
+        "ann",
+        None,
+        None,
+        {"params": {"prompt": "a cat"}},
+        JobStatus.QUEUED,
+        "",
+        0.0,
+        0.0,
+        None,
+        None,
+        None,
+        (),
+        None,
+        0,
+        "",
+        None,
+    )
+    plain = render.status_line(job, JobEvent(7, "queued", JobStatus.QUEUED, position=1))
+    warming = render.status_line(job, JobEvent(7, "queued", JobStatus.QUEUED, position=1, phase=WARMING_UP))
+    assert plain == "⏳ job 7 · position 1 in the queue"
+    assert warming.startswith(plain) and "warming up" in warming

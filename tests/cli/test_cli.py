@@ -376,7 +376,10 @@ def test_warmup_compiles_the_buckets_and_says_when_there_is_nothing_to_compile(
     monkeypatch.setenv("SALON_SPEED__COMPILER", "eager")  # dynamo's tracing without inductor: seconds
     assert salon(config_file, "warmup", "--mode", "max", "--batches", "2", "--sizes", "64x64") == 0
     out = capsys.readouterr().out
-    assert "warm-up 1/3: UNet 64x64 batch 2 (77 tokens)" in out and "warm-up 3/3: VAE decode 64x64 batch 2" in out
+    assert (
+        "warm-up 1/3: UNet 64x64 batch 2 (77 tokens)" in out
+        and "warm-up 3/3: VAE decode 64x64 batch 2" in out
+    )
     assert "warm-up done in" in out and "torch-compile" in out
     assert salon(config_file, "warmup", "--mode", "max", "--sizes", "60x60") == 2
     assert "speed.sizes" in capsys.readouterr().err

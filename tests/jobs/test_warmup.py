@@ -9,7 +9,7 @@ from engine.demo import DEMO_MODEL_NAME
 from engine.requests import GenerationRequest
 from engine.runner import Engine
 from jobs.queue import JobQueue
-from jobs.records import JobStatus
+from jobs.records import WARMING_UP, JobStatus
 
 
 async def test_the_first_job_finds_its_shapes_compiled(tmp_path):
@@ -25,11 +25,15 @@ async def test_the_first_job_finds_its_shapes_compiled(tmp_path):
         )
         stop = asyncio.Event()
         runner = asyncio.create_task(queue.run(stop=stop))
+        seen = []
         while (event := await asyncio.wait_for(events.get(), 120)).kind not in ("done", "failed"):
-            pass
+            seen.append(event)
         stop.set()
         await runner
         assert event.kind == "done" and (await queue.store.get(job.id)).status is JobStatus.DONE
+        # While the worker compiled, the waiting job was told why it waits; then it ran.
+        assert [(e.kind, e.phase) for e in seen[:2]] == [("queued", None), ("queued", WARMING_UP)]
+        assert seen[2].kind == "started"
         fast = engine.load(None).fast
         assert fast.warmup_s > 0
         assert fast.calls["unet compiled"] == 4  # every step of the job on a warm graph
