@@ -63,13 +63,17 @@ def test_the_cache_runs_the_whole_unet_every_interval_steps():
     assert pattern == [True, False, False, True, False, False, True, False]
 
 
-def test_step_caching_is_close_to_exact_and_says_so(engine, data_dir):
-    cached = speed_engine(data_dir, step_cache_interval=3)
+@pytest.mark.parametrize(
+    "option, value, key",
+    [("step_cache_interval", 3, "Step cache interval"), ("token_merging_ratio", 0.3, "Token merging ratio")],
+)
+def test_each_is_close_to_exact_and_says_so_in_the_infotext(engine, data_dir, option, value, key):
+    inexact = speed_engine(data_dir, **{option: value})
     exact = engine.txt2img(request(PROMPT, steps=20, batch_size=2)).images
-    approx = cached.txt2img(request(PROMPT, steps=20, batch_size=2)).images
+    approx = inexact.txt2img(request(PROMPT, steps=20, batch_size=2)).images
     assert 0 < mean_difference(exact, approx) < 4
-    assert parse_infotext(approx[0].infotext).params["Step cache interval"] == "3"
-    assert "Step cache" not in exact[0].infotext
+    assert parse_infotext(approx[0].infotext).params[key] == str(value)
+    assert key not in exact[0].infotext
 
 
 def test_token_merging_plan_merges_a_share_and_gives_every_token_a_value():
@@ -86,14 +90,6 @@ def test_token_merging_plan_merges_a_share_and_gives_every_token_a_value():
     target = plan.destinations[plan.targets[0]]
     assert torch.equal(restored[0, moved], restored[0, target])  # merged ones share their destination's value
     assert plan_merge(x, 8, 6, 0.0) is None
-
-
-def test_token_merging_is_close_to_exact_and_says_so(engine, data_dir):
-    merging = speed_engine(data_dir, token_merging_ratio=0.3)
-    exact = engine.txt2img(request(PROMPT, steps=20, batch_size=2)).images
-    approx = merging.txt2img(request(PROMPT, steps=20, batch_size=2)).images
-    assert 0 < mean_difference(exact, approx) < 4
-    assert parse_infotext(approx[0].infotext).params["Token merging ratio"] == "0.3"
 
 
 def test_both_compile_into_the_warm_graphs(data_dir):
