@@ -1,7 +1,9 @@
-"""The engine: owns the loaded model and runs txt2img, img2img and inpaint requests one at a time.
+"""The engine: owns the loaded models and runs txt2img, img2img and inpaint requests one at a time.
 
 One `Engine` per process owns the device. It resolves a request (model, LoRAs, sampler, seeds, prompt
-conditioning), runs the task module batch by batch, and writes the A1111 infotext of every image.
+conditioning), runs the task module batch by batch, and writes the A1111 infotext of every image. In the
+speed modes "max" and "balanced" each loaded model gets a fast path (engine.fast_path) and its LoRAs are
+merged into the weights (engine.lora.FusedLoras).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def native_resolution_size(entry: ModelEntry) -> tuple[int, int]:
 
 
 class Engine:
-    """Runs generation requests on one device, one at a time, keeping one model loaded."""
+    """Runs generation requests on one device, one at a time, keeping up to `speed.max_models` models loaded."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -136,26 +138,22 @@ class Engine:
             self._models.popitem(last=False)
         self._model, self._loras = None, None
         self._free_memory()
-        model_hash = self.registry.short_hash(entry)
-        model = load_model(entry, model_hash, self.device, self.dtype)
-        model.token_grid = apply_token_merging(model.unet, self.settings.speed.token_merging_ratio)
-        loras: LoraSet | FusedLoras = LoraSet(model.pipe)
-        if self.speed_mode != "off":
-            prepare_modules(model.unet, model.vae, model.sdxl, self.device)
-            buckets = Buckets.from_settings(self.settings.speed, native_resolution_size(entry))
-            model.fast = FastPath(
-                model.unet,
-                model.vae,
-                model.vae_scale_factor,
-                self.settings.speed,
-                self.speed_mode,
-                buckets,
-                model.token_grid,
-            )
-            loras = FusedLoras(model.pipe)
-        self._model, self._loras = model, loras
-        self._models[entry] = (model, loras)
-        return model
+        self._model, self._loras = self._models[entry] = self._load_new(entry)
+        return self._model
+
+    def _load_new(self, entry: ModelEntry) -> tuple[LoadedModel, LoraSet | FusedLoras]:
+        """Load a checkpoint with the speed mode's settings: in the fast modes, its fast path and merged LoRAs."""
+        speed = self.settings.speed
+        model = load_model(entry, self.registry.short_hash(entry), self.device, self.dtype)
+        model.token_grid = apply_token_merging(model.unet, speed.token_merging_ratio)
+        if self.speed_mode == "off":
+            return model, LoraSet(model.pipe)
+        prepare_modules(model.unet, model.vae, model.sdxl, self.device)
+        buckets = Buckets.from_settings(speed, native_resolution_size(entry))
+        model.fast = FastPath(
+            model.unet, model.vae, model.vae_scale_factor, speed, self.speed_mode, buckets, model.token_grid
+        )
+        return model, FusedLoras(model.pipe)
 
     def warm_up(
         self, names: Sequence[str] | None = None, report: Callable[[str], None] | None = None
