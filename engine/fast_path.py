@@ -3,10 +3,11 @@
 Measured on an H100 (shared/reference/performance.md), a plain SD 1.5 image takes about a second because
 each UNet call is bound by Python and kernel launches, not by the GPU; replaying compiled CUDA graphs makes
 it about 5× faster, and batching waiting images gives about 7× the images per second. Compiling costs
-80–90 s per shape, so Salon compiles only the shapes it warms up (sizes × batch buckets × prompt lengths)
-and runs every other shape eagerly: a user's job never waits for a compile. A batch is padded up to its
-bucket by repeating its last row (the UNet and the VAE compute every row independently of the others), and
-the padding is cut off the result.
+80–90 s, so Salon uses compiled code only for the shapes it warmed up (sizes × batch buckets × prompt
+lengths) and runs every other shape eagerly: a user's job never waits for a compile. The batch and prompt
+length are symbolic in the compiled code (`dynamic_batch`), so one compile per size serves every bucket; on
+CUDA each bucket still records its own graph. A batch is padded up to its bucket by repeating its last row
+(the UNet and the VAE compute every row independently of the others), and the padding is cut off the result.
 
 Modes (config `speed.mode`): "max" compiles; "balanced" applies the same model settings (half precision,
 channels-last memory, PyTorch's SDPA attention, tuned cuDNN) without compiling, so there is no warm-up;
