@@ -10,19 +10,18 @@
 set -euo pipefail
 
 python=${PYTHON:-.venv/bin/python}
-packages=(diffusers transformers tokenizers huggingface_hub hf-xet safetensors peft accelerate
+# Not huggingface_hub: the machine's own (1.33 when last seen) satisfies diffusers and transformers, while
+# the 2.x here would need httpx2, which it lacks. Its package list: /work/.library/device/KINDS.md.
+packages=(diffusers transformers tokenizers regex safetensors peft accelerate importlib_metadata
           pydantic pydantic_core pydantic-settings python-dotenv annotated-types typing-inspection)
 
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-mkdir -p .whl
+mkdir -p "${WHEELS:-.whl}"
 for package in "${packages[@]}"; do
     pinned=$("$python" -m pip show "$package" 2>/dev/null | awk '/^Version:/ {print $2}')
-    if [ -z "$pinned" ]; then
-        echo "not installed here: $package" >&2
-        exit 1
-    fi
-    "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "$package==$pinned"
+    "$python" -m pip download -q --no-deps --only-binary=:all: --python-version "${PYVER:-3.12}" \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+        -d "${WHEELS:-.whl}" "$package${pinned:+==$pinned}"  # unpinned when not installed here
 done
-du -sh .whl
+du -sh "${WHEELS:-.whl}"

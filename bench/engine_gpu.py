@@ -281,10 +281,13 @@ def bench_model(kind: str, args, device: torch.device, peak: float, work: Path) 
     engine = Engine(settings)
     warm = engine.warm_up()
     fast = engine.load(None).fast
-    say(
-        f"Salon ({engine.speed_mode}) warm-up: {warm:.1f}s for {len(batches)} batch buckets × 2 prompt lengths"
-        f" + VAE decoder (compile cache: {settings.compile_cache_dir})"
-    )
+    if engine.speed_mode == "max":
+        say(
+            f"Salon (max) warm-up: {warm:.1f}s for {len(batches)} batch buckets × 2 prompt lengths + VAE decoder "
+            f"(compile cache: {settings.compile_cache_dir})"
+        )
+    else:
+        say(f"Salon ({engine.speed_mode}): nothing to compile, no warm-up")
     engine.txt2img(salon_request(size, args.steps, 1))
     salon_one = timed(lambda: engine.txt2img(salon_request(size, args.steps, 1)), device, args.repeats)
     say(f"Salon, batch 1: {salon_one:.3f} s per image = {plain_one / salon_one:.2f}× plain diffusers")
