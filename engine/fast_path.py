@@ -31,12 +31,11 @@ from pathlib import Path
 import torch
 
 from config import SpeedSettings, parse_size
-from engine.step_cache import StepCache, unet_forward
+from engine.step_cache import StepCache, cached_step, unet_forward
 from engine.token_merging import LatentGrid
 
 log = logging.getLogger(__name__)
 
-_NOT_CACHED = object()  # marks a plain UNet call in `FastPath._run_unet`
 TOKEN_LENGTHS = (77, 154)  # prompt lengths warmed up: one and two 75-token chunks (A1111 pads to 77 × k)
 WARM_CALLS = 3  # per shape: compile and run, record the CUDA graph, replay it once
 
@@ -129,6 +128,16 @@ def _use_sdpa(module: torch.nn.Module) -> None:
             layer.set_processor(AttnProcessor2_0())
 
 
+def _check_compiler(name: str) -> None:
+    from torch._dynamo import list_backends
+
+    known = list_backends(exclude_tags=())
+    if name not in known:
+        raise ValueError(
+            f"speed.compiler: {name!r} is not a torch.compile backend; use one of {', '.join(sorted(known))}"
+        )
+
+
 def _unet_call(unet, sample, timestep, states, added):
     return unet(sample, timestep, encoder_hidden_states=states, added_cond_kwargs=added, return_dict=False)[0]
 
@@ -155,11 +164,13 @@ class FastPath:
         token_grid: LatentGrid | None = None,
     ) -> None:
         self.unet_module, self.vae_module = unet, vae
-        self.token_grid = token_grid  # token merging's grid, set before every UNet call (warm-up's too)
+        self.token_grid = token_grid  # token merging's grid: the warm-up's dummy calls set it like real ones
         self.factor = vae_scale_factor
         self.speed, self.mode, self.buckets = speed, mode, buckets
         self.device = next(unet.parameters()).device
         self.compiling = mode == "max"
+        if self.compiling:
+            _check_compiler(speed.compiler)
         self._unet_fn = self._compile(_unet_call) if self.compiling else None
         # Step caching's two graphs (whole UNet keeping its features; outer blocks only) are one function
         # that dynamo specialises on `cached` being None.
@@ -171,28 +182,19 @@ class FastPath:
         self.calls: Counter[str] = Counter()  # "unet compiled", "unet eager", "decode compiled", …
         self.warmup_s = 0.0
 
-    def _compile(self, fn: Callable) -> Callable:
-        from torch._dynamo import list_backends
+    @property
+    def cuda_graphs(self) -> bool:
+        return self.compiling and self.device.type == "cuda" and self.speed.cuda_graphs
 
-        known = list_backends(exclude_tags=())
-        if self.speed.compiler not in known:
-            raise ValueError(
-                f"speed.compiler: {self.speed.compiler!r} is not a torch.compile backend; "
-                f"use one of {', '.join(sorted(known))}"
-            )
+    def _compile(self, fn: Callable) -> Callable:
         kwargs: dict[str, object] = {"backend": self.speed.compiler, "fullgraph": True}
         kwargs["dynamic"] = None if self.speed.dynamic_batch else False
         if self.speed.compiler == "inductor":
-            graphs = self.device.type == "cuda" and self.speed.cuda_graphs
-            if graphs:
+            if self.cuda_graphs:
                 kwargs["mode"] = "max-autotune" if self.speed.autotune else "reduce-overhead"
             elif self.speed.autotune:
                 kwargs["mode"] = "max-autotune-no-cudagraphs"
         return torch.compile(fn, **kwargs)
-
-    @property
-    def cuda_graphs(self) -> bool:
-        return self.compiling and self.device.type == "cuda" and self.speed.cuda_graphs
 
     # ----- when to stay eager ------------------------------------------------------------------------------
     @contextmanager
@@ -206,24 +208,21 @@ class FastPath:
             if reason:
                 self._eager_reasons.remove(reason)
 
-    def _unet_key(self, sample: torch.Tensor, states: torch.Tensor) -> tuple | None:
-        """The compiled shape a UNet call fits, or None to run it eagerly."""
+    def _bucket_size(self, tensor: torch.Tensor) -> tuple[int, int] | None:
+        """The image size (width, height) of latents whose size is compiled, or None to run eagerly."""
         if not self.compiling or self._eager_reasons:
             return None
-        height, width = (side * self.factor for side in sample.shape[-2:])
-        rows = self.buckets.rows_for(sample.shape[0])
-        if rows is None or not self.buckets.holds(width, height):
-            return None
-        return ("unet", width, height, rows, states.shape[1])
+        height, width = (side * self.factor for side in tensor.shape[-2:])
+        return (width, height) if self.buckets.holds(width, height) else None
+
+    def _unet_key(self, kind: str, sample: torch.Tensor, states: torch.Tensor) -> tuple | None:
+        """The compiled shape a UNet call fits, or None to run it eagerly."""
+        size, rows = self._bucket_size(sample), self.buckets.rows_for(sample.shape[0])
+        return None if size is None or rows is None else (kind, *size, rows, states.shape[1])
 
     def _decode_key(self, latents: torch.Tensor) -> tuple | None:
-        if not self.compiling or self._eager_reasons:
-            return None
-        height, width = (side * self.factor for side in latents.shape[-2:])
-        batch = self.buckets.batch_for(latents.shape[0])
-        if batch is None or not self.buckets.holds(width, height):
-            return None
-        return ("decode", width, height, batch)
+        size, batch = self._bucket_size(latents), self.buckets.batch_for(latents.shape[0])
+        return None if size is None or batch is None else ("decode", *size, batch)
 
     # ----- the calls ---------------------------------------------------------------------------------------
     def unet(
@@ -236,11 +235,9 @@ class FastPath:
     ) -> torch.Tensor:
         """The UNet's prediction for `sample` (float32, a fresh tensor), compiled where the shape is warm;
         with a step cache, the whole UNet or only its outer blocks as the cache says."""
-        if self.token_grid is not None:
-            self.token_grid.size = (int(sample.shape[-2]), int(sample.shape[-1]))
-        key = self._unet_key(sample, states)
         if cache is not None:
-            return self._cached_unet(key, sample, timestep, states, added, cache)
+            return self._cached_unet(sample, timestep, states, added, cache)
+        key = self._unet_key("unet", sample, states)
         if key is None or key not in self._warm:
             self.calls["unet eager"] += 1
             with torch.no_grad():
@@ -249,50 +246,57 @@ class FastPath:
         self.calls["unet compiled"] += 1
         return self._run_unet(key[3], sample, timestep, states, added)
 
-    def _cached_unet(self, key, sample, timestep, states, added, cache: StepCache) -> torch.Tensor:
+    def _cached_unet(self, sample, timestep, states, added, cache: StepCache) -> torch.Tensor:
         cached = None if cache.full_step() else cache.features
         kind = "unet full" if cached is None else "unet shallow"
-        key = (kind, *key[1:]) if key is not None else None
+        key = self._unet_key(kind, sample, states)
         if key is None or key not in self._warm:
             self.calls[f"{kind} eager"] += 1
-            with torch.no_grad():
-                out, features = unet_forward(
-                    self.unet_module, self._layout(sample), timestep, states, added, cached
-                )
-            out = out.float()
-        else:
-            self.calls[f"{kind} compiled"] += 1
-            out, features = self._run_unet(key[3], sample, timestep, states, added, cached=cached)
+            return cached_step(self.unet_module, self._layout(sample), timestep, states, added, cache).float()
+        self.calls[f"{kind} compiled"] += 1
+        out, features = self._run_cached(key[3], sample, timestep, states, added, cached)
         cache.keep(features)
         return out
 
-    def _run_unet(self, rows: int, sample, timestep, states, added, cached=_NOT_CACHED):
-        """A compiled UNet call padded to `rows` rows. With `cached` (None or kept features) it is step
-        caching's call and returns (prediction, features); otherwise the prediction alone."""
+    def _run_unet(self, rows: int, sample, timestep, states, added) -> torch.Tensor:
+        """The compiled UNet call, padded to `rows` rows."""
         count = sample.shape[0]
+        inputs = self._padded(rows, sample, timestep, states, added)
+        assert self._unet_fn is not None
+        with torch.no_grad():
+            out = self._unet_fn(self.unet_module, *inputs)
+        # A copy: a CUDA graph's output buffer is overwritten by its next replay.
+        return out[:count].to(torch.float32, copy=True)
+
+    def _run_cached(
+        self, rows: int, sample, timestep, states, added, cached
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step caching's compiled call (whole UNet when `cached` is None), padded to `rows` rows:
+        (prediction, features to keep)."""
+        count = sample.shape[0]
+        inputs = self._padded(rows, sample, timestep, states, added)
+        if cached is not None:
+            cached = self._layout(pad_rows(cached, rows))
+            if self.speed.dynamic_batch:
+                torch._dynamo.mark_dynamic(cached, 0)
+        assert self._cached_fn is not None
+        with torch.no_grad():
+            out, features = self._cached_fn(self.unet_module, *inputs, cached)
+        return out[:count].to(torch.float32, copy=True), features[:count].clone()
+
+    def _padded(self, rows: int, sample, timestep, states, added) -> tuple:
+        """A UNet call's inputs padded to `rows` rows and marked for the compiled code; starts a graph step."""
         sample = self._layout(pad_rows(sample, rows))
         states = pad_rows(states, rows).contiguous()
         added = {k: pad_rows(v, rows).contiguous() for k, v in added.items()} if added else None
         timestep = torch.as_tensor(timestep, device=self.device).to(torch.float32).reshape(())
-        dynamic = [sample, states, *(added or {}).values()]
-        if cached is not _NOT_CACHED and cached is not None:
-            cached = self._layout(pad_rows(cached, rows))
-            dynamic.append(cached)
         torch._dynamo.mark_dynamic(states, 1)  # prompt length (77 × chunks): one compile serves them all
         if self.speed.dynamic_batch:
-            for tensor in dynamic:
+            for tensor in (sample, states, *(added or {}).values()):
                 torch._dynamo.mark_dynamic(tensor, 0)
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        with torch.no_grad():
-            if cached is _NOT_CACHED:
-                assert self._unet_fn is not None
-                out = self._unet_fn(self.unet_module, sample, timestep, states, added)
-                # A copy: a CUDA graph's output buffer is overwritten by its next replay.
-                return out[:count].to(torch.float32, copy=True)
-            assert self._cached_fn is not None
-            out, features = self._cached_fn(self.unet_module, sample, timestep, states, added, cached)
-            return out[:count].to(torch.float32, copy=True), features[:count].clone()
+        return sample, timestep, states, added
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Unscaled latents to pixels in [-1, 1] through the VAE decoder, compiled where the shape is warm."""
@@ -357,8 +361,9 @@ class FastPath:
                 report(message)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.warmup_s += time.perf_counter() - started
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.warmup_s += seconds
+        return seconds
 
     def _bucket_shapes(self) -> list[tuple]:
         shapes: list[tuple] = []
@@ -392,10 +397,7 @@ class FastPath:
         if kind == "unet shallow":  # features of the shape the whole UNet keeps
             with torch.no_grad():
                 cached = unet_forward(self.unet_module, self._layout(sample), timestep, states, added)[1]
-        self._run_unet(rows, sample, timestep, states, added, cached=cached)
-
-    def is_warm(self, key: tuple) -> bool:
-        return key in self._warm
+        self._run_cached(rows, sample, timestep, states, added, cached)
 
 
 def dummy_unet_inputs(unet, rows: int, width: int, height: int, tokens: int, factor: int):

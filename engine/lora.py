@@ -97,7 +97,7 @@ class FusedLoras:
     def __init__(self, pipe) -> None:
         self.pipe = pipe
         self._active: tuple[tuple[str, float], ...] = ()
-        self._originals: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
+        self._originals: list[tuple[torch.nn.Parameter, torch.Tensor]] = []  # touched weights, as they were
 
     @property
     def active(self) -> tuple[tuple[str, float], ...]:
@@ -118,7 +118,7 @@ class FusedLoras:
 
     def _restore(self) -> None:
         with torch.no_grad():
-            for parameter, original in self._originals.values():
+            for parameter, original in self._originals:
                 parameter.copy_(original)
         self._originals.clear()
 
@@ -149,7 +149,7 @@ class FusedLoras:
             )
         weight = layer.get_base_layer().weight
         original = weight.detach().clone()
-        self._originals.setdefault(id(weight), (weight, original))
+        self._originals.append((weight, original))
         merged = original.to(torch.float32, copy=True)  # .float() would alias a float32 original
         for name in names:
             merged += layer.get_delta_weight(name).float()

@@ -24,7 +24,7 @@ from engine.noise import initial_noise, make_generators
 from engine.preview import latents_to_preview
 from engine.requests import GenerationRequest, RunControl, StepProgress
 from engine.samplers import SamplerSpec, build_scheduler
-from engine.step_cache import StepCache, unet_forward
+from engine.step_cache import StepCache, cached_step
 
 
 @dataclass(frozen=True)
@@ -149,17 +149,14 @@ def unet_prediction(
 ) -> torch.Tensor:
     """The UNet's noise prediction in float32: through the fast path when the model has one, else eagerly."""
     states, added = kwargs["encoder_hidden_states"], kwargs.get("added_cond_kwargs")
-    if model.fast is not None:
-        return model.fast.unet(sample, t, states, added, cache)
     if model.token_grid is not None:
         model.token_grid.size = (int(sample.shape[-2]), int(sample.shape[-1]))
+    if model.fast is not None:
+        return model.fast.unet(sample, t, states, added, cache)
+    if cache is not None:
+        return cached_step(model.unet, sample, t, states, added, cache).float()
     with torch.no_grad():
-        if cache is None:
-            return model.unet(sample, t, **kwargs).sample.float()
-        cached = None if cache.full_step() else cache.features
-        eps, features = unet_forward(model.unet, sample, t, states, added, cached)
-    cache.keep(features)
-    return eps.float()
+        return model.unet(sample, t, **kwargs).sample.float()
 
 
 def _put_back_original(

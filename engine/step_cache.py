@@ -34,6 +34,19 @@ class StepCache:
         self.step += 1
 
 
+def cached_step(
+    unet, sample: torch.Tensor, timestep, states: torch.Tensor, added, cache: StepCache
+) -> torch.Tensor:
+    """One eager UNet call under `cache`: the whole UNet or only its outer blocks, as the cache says; the
+    features are kept for the next steps."""
+    with torch.no_grad():
+        out, features = unet_forward(
+            unet, sample, timestep, states, added, None if cache.full_step() else cache.features
+        )
+    cache.keep(features)
+    return out
+
+
 def _embedding(unet, sample: torch.Tensor, timestep, states: torch.Tensor, added) -> torch.Tensor:
     emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), None)
     extra = unet.get_aug_embed(emb=emb, encoder_hidden_states=states, added_cond_kwargs=added or {})
