@@ -47,6 +47,7 @@ class AnimateCog(commands.Cog):
         strength="how much of the previous frame is kept, schedule, e.g. 0:(0.65)",
         noise="noise added to each frame, schedule, e.g. 0:(0.065)",
         color_coherence="keep the first frame's colours (Deforum: LAB)",
+        blend_prompts="2D: blend each prompt into the next keyframe's (default: hold it until then, as Deforum)",
         cadence="diffuse every Nth frame and blend the ones between",
         fps="frames per second of the video",
         formats="what to post",
@@ -77,6 +78,7 @@ class AnimateCog(commands.Cog):
         strength: str | None = None,
         noise: str | None = None,
         color_coherence: str | None = None,
+        blend_prompts: bool | None = None,
         cadence: app_commands.Range[int, 1, 50] | None = None,
         fps: app_commands.Range[int, 1, 60] | None = None,
         formats: str = "mp4",
@@ -93,11 +95,11 @@ class AnimateCog(commands.Cog):
                     notes.append(f"{len(imported.ignored)} Deforum options Salon does not use were ignored")
             elif not prompts:
                 raise InvalidRequest("prompts", "give prompts, or attach a Deforum settings file")
-            width, height = (int(v) for v in size.split("x")) if size else (None, None)
-            if base is None and size is None:
-                width = height = 512
             settings = self.bot.services.settings
             default_model = place.community.default_model or settings.default_model
+            width, height = (int(v) for v in size.split("x")) if size else (None, None)
+            if base is None and size is None:  # the model's own size, as /imagine (issue 18 item 19)
+                width, height = self.bot.services.registry.native_size(default_model)
             chosen = animation_settings(
                 base,
                 prompts=parse_prompts(prompts) if prompts else None,
@@ -114,6 +116,7 @@ class AnimateCog(commands.Cog):
                 strength_schedule=strength,
                 noise_schedule=noise,
                 color_coherence=color_coherence,
+                blend_prompts=blend_prompts,
                 diffusion_cadence=cadence,
                 fps=float(fps) if fps is not None else None,
                 model=None if base is not None and base.model else default_model,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import discord
 from discord.ext import commands
 
+from bot.handlers import EventHandlers
+from bot.ratelimits import RateLimits
 from catalog.catalog import Catalog
 from commands.community import CommunityStore
 from config import Settings
@@ -48,7 +50,12 @@ class Services:
     @classmethod
     async def open(cls, settings: Settings, engine_factory: Callable[[], object] | None = None) -> Services:
         queue = await JobQueue.open(settings, engine_factory)
-        return cls(settings, queue, await CommunityStore.open(settings.community_db))
+        try:
+            community = await CommunityStore.open(settings.community_db)
+        except BaseException:
+            await queue.close()  # an open connection would keep the process from exiting
+            raise
+        return cls(settings, queue, community)
 
     async def close(self) -> None:
         await self.queue.close()
@@ -67,7 +74,13 @@ class SalonBot(commands.Bot):
     """The client. Cogs get their dependencies from `self.services`; nothing here touches torch."""
 
     def __init__(self, services: Services, run_worker: bool = True) -> None:
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), help_command=None)
+        self.rate_limits = RateLimits()  # every answer from Discord passes through it (the aiohttp trace)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents(),
+            help_command=None,
+            http_trace=self.rate_limits.trace(),
+        )
         from bot.delivery import Deliveries
         from bot.gallery import GalleryPoster
 
@@ -82,6 +95,7 @@ class SalonBot(commands.Bot):
         self._worker: asyncio.Task | None = None
         self._resumed = False
         self._web = None  # the web gallery's aiohttp runner, when [web] enabled
+        self.handlers = EventHandlers()  # the event handlers running now; a stop lets them end first
         self.extensions_found: list = []  # installed extensions (extensions/__init__.py), loaded at setup
 
     async def setup_hook(self) -> None:
@@ -133,6 +147,13 @@ class SalonBot(commands.Bot):
             self._worker = asyncio.create_task(self.services.queue.run(stop=self.stop_worker))
             self._worker.add_done_callback(_report_worker_end)
 
+    def _schedule_event(self, coro, event_name: str, *args, **kwargs) -> asyncio.Task:
+        """discord.py runs each event handler as a task of its own: keep them, so that a stop waits for a
+        rating being saved instead of closing the catalog under it."""
+        return self.handlers.track(
+            super()._schedule_event(self.handlers.admit(coro), event_name, *args, **kwargs)
+        )
+
     async def on_ready(self) -> None:
         log.info("logged in as %s in %d guilds", self.user, len(self.guilds))
         if not self._resumed:
@@ -170,18 +191,22 @@ class SalonBot(commands.Bot):
         return registered
 
     async def close(self) -> None:
-        """Stop the worker at its next step (running jobs go back to the queue), then disconnect."""
-        if self._worker is not None and not self._worker.done():
-            await self.services.queue.shutdown()
-            self.stop_worker.set()
-            grace = self.services.settings.discord.shutdown_grace_s
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._worker), grace)
+        """Stop taking events and let the running handlers end, stop the worker at its next step (running
+        jobs go back to the queue), both within the grace, then disconnect. The stores close after this."""
+        grace = self.services.settings.discord.shutdown_grace_s
+        await asyncio.gather(self.handlers.drain(grace), self._stop_worker(grace))
         self.schedule.stop()
         await self.deliveries.close()
         if self._web is not None:
             await self._web.cleanup()
         await super().close()
+
+    async def _stop_worker(self, grace: float) -> None:
+        if self._worker is not None and not self._worker.done():
+            await self.services.queue.shutdown()
+            self.stop_worker.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._worker), grace)
 
 
 class DiscordRefused(SalonError):

@@ -1,16 +1,20 @@
 """Following a job on Discord: the reply's progress edits, then the result, wherever the reply can still go.
 
 An interaction's reply can be edited for 15 minutes only; after that (or once Discord refuses the token) the
-job carries on in a new channel message. Edits of one message are at least `progress_interval_s` apart.
+job carries on in a new channel message. Edits of one message are at least `progress_interval_s` apart; an
+edit in flight is never cut short (it may be waiting out a 429), and no edit goes out while Discord still
+rate-limits its route (bot/ratelimits.py).
 Jobs whose Discord reply was lost (the bot restarted) are followed from their channel at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 import discord
@@ -66,10 +70,16 @@ class Reply:
         files: Sequence[render.Upload] = (),
         view: discord.ui.View | None = None,
     ) -> discord.Message | None:
-        """Put this content (and files, and buttons) on the reply; returns the message shown."""
+        """Put this content (and files, and buttons) on the reply; returns the message shown.
+
+        Waits first while Discord rate-limits the route (a 429 met by an earlier edit of this reply)."""
         if self.interaction is not None and time.monotonic() < self._token_deadline:
+            interaction = self.interaction
+            await self.bot.rate_limits.wait(
+                "PATCH", f"/webhooks/{interaction.application_id}/{interaction.token}/messages/@original"
+            )
             try:
-                return await self.interaction.edit_original_response(
+                return await interaction.edit_original_response(
                     content=content, attachments=[upload.file() for upload in files], view=view
                 )
             except discord.HTTPException as exc:
@@ -87,7 +97,9 @@ class Reply:
         self, content: str, files: Sequence[render.Upload], view: discord.ui.View | None
     ) -> discord.Message | None:
         if self.message is not None:
-            return await self.message.edit(
+            message = self.message
+            await self.bot.rate_limits.wait("PATCH", f"/channels/{message.channel.id}/messages/{message.id}")
+            return await message.edit(
                 content=content, attachments=[upload.file() for upload in files], view=view
             )
         channel = self.bot.get_channel(self.channel_id) or await self.bot.fetch_channel(self.channel_id)
@@ -95,6 +107,7 @@ class Reply:
             log.error("channel %s cannot take messages; a result was not posted", self.channel_id)
             return None
         kwargs = {"view": view} if view is not None else {}
+        await self.bot.rate_limits.wait("POST", f"/channels/{channel.id}/messages")
         self.message = await channel.send(
             content=content,
             files=[upload.file() for upload in files],
@@ -150,6 +163,7 @@ class JobFollower:
         self._preview: bytes | None = None  # the newest preview (not every progress event carries one)
         self._changed = asyncio.Event()
         self._last_edit = 0.0
+        self._edit: asyncio.Task | None = None  # the progress edit on its way to Discord
         self.finishing = False  # showing the outcome: a stop waits for this rather than cut it short
 
     async def run(self) -> None:
@@ -157,9 +171,17 @@ class JobFollower:
         editor = asyncio.create_task(self._edit_progress())
         try:
             record = await queue.wait(self.job.id, self._on_event)
+        except BaseException:
+            if self._edit is not None:
+                self._edit.cancel()  # the bot stops: nothing more goes to Discord
+            raise
         finally:
-            editor.cancel()
+            editor.cancel()  # it stops waiting for news; an edit it sent is not cut short (see below)
             await asyncio.gather(editor, return_exceptions=True)
+        if self._edit is not None:
+            # An edit in flight may be sleeping in discord.py's 429 retry: cancelling it would free the route
+            # for the result edit before the rate limit is over. It ends (sent, or given up) first.
+            await asyncio.gather(self._edit, return_exceptions=True)
         self.finishing = True  # from here a stop lets the outcome be posted and marked delivered
         await self._pause()
         await self.finish(record)
@@ -186,14 +208,18 @@ class JobFollower:
             await self._changed.wait()
             await self._pause()
             self._changed.clear()
-            event = self._latest
-            files = render.preview_file(self._preview)
-            try:
-                await self.reply.show(
-                    render.progress_content(self.job, str(self.reply.user_id), event), files
-                )
-            except discord.HTTPException as exc:
-                log.warning("job %d: a progress edit failed: %s", self.job.id, exc)
+            self._edit = asyncio.create_task(self._show_progress(self._latest, self._preview))
+            await asyncio.shield(self._edit)  # cancelling the editor leaves the edit to end by itself
+
+    async def _show_progress(self, event: JobEvent | None, preview: bytes | None) -> None:
+        try:
+            await self.reply.show(
+                render.progress_content(self.job, str(self.reply.user_id), event),
+                render.preview_file(preview),
+            )
+        except discord.HTTPException as exc:
+            log.warning("job %d: a progress edit failed: %s", self.job.id, exc)
+        finally:
             self._last_edit = time.monotonic()
 
     async def finish(self, record: JobRecord) -> None:
@@ -220,13 +246,56 @@ class JobFollower:
         files = render.result_files(
             images, self.reply.upload_limit, self.spoiler or any(i.nsfw for i in images)
         )
-        message = await self.reply.show(
-            render.result_content(record, images, user), files, result_view(record, len(images))
-        )
-        if message is not None and images:
-            await self.bot.services.catalog.set_message(
-                [image.id for image in images], str(message.channel.id), str(message.id)
+        # Users react as soon as they see the images, before the edit's answer is back: until the images
+        # are linked to their message, reactions in this channel wait for it (ResultLinks).
+        async with self.bot.deliveries.links.linking(self.reply.channel_id):
+            message = await self.reply.show(
+                render.result_content(record, images, user), files, result_view(record, len(images))
             )
+            if message is not None and images:
+                await self.bot.services.catalog.set_message(
+                    [image.id for image in images], str(message.channel.id), str(message.id)
+                )
+
+
+class ResultLinks:
+    """Results being shown, per channel, whose images are not linked to their message yet.
+
+    A reaction on a message the catalog does not know may be on one of them: its handler takes a `mark()`
+    before looking the message up and, if the lookup finds nothing, `settled()` says whether to look again
+    once the results being shown are linked.
+    """
+
+    def __init__(self) -> None:
+        self._busy: dict[int, int] = defaultdict(int)  # channel → results being shown and linked
+        self._changes: dict[int, int] = defaultdict(int)  # channel → starts and ends of those
+        self._idle = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def linking(self, channel_id: int) -> AsyncIterator[None]:
+        """While a result is shown in the channel and its images linked to the message."""
+        self._busy[channel_id] += 1
+        self._changes[channel_id] += 1
+        try:
+            yield
+        finally:
+            self._busy[channel_id] -= 1
+            self._changes[channel_id] += 1
+            async with self._idle:
+                self._idle.notify_all()
+
+    def mark(self, channel_id: int) -> int:
+        return self._changes[channel_id]
+
+    async def settled(self, channel_id: int, mark: int, timeout_s: float) -> bool:
+        """Whether a result was being linked in the channel since `mark`; if so, after waiting (up to
+        `timeout_s`) until none is."""
+        if self._changes[channel_id] == mark and not self._busy[channel_id]:
+            return False
+        async with self._idle:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait_for(lambda: not self._busy[channel_id]), timeout_s)
+        return True
 
 
 class Deliveries:
@@ -237,6 +306,7 @@ class Deliveries:
         self._tasks: dict[int, asyncio.Task] = {}
         self._channels: dict[int, int] = {}  # job id → channel of the jobs being followed
         self._followers: dict[int, JobFollower] = {}
+        self.links = ResultLinks()
 
     def follow(self, job: JobRecord, reply: Reply, spoiler: bool = False) -> asyncio.Task:
         follower = JobFollower(self.bot, job, reply, spoiler)

@@ -28,6 +28,7 @@ SCORES = {"1️⃣": 1, "2️⃣": 2, "3️⃣": 3, "4️⃣": 4, "5️⃣": 5}
 FAVOURITE = "⭐"
 DIRECT_MESSAGE = "✉️"
 DELETE = ("🗑️", "🗑")
+LINK_WAIT_S = 60.0  # how long a reaction waits for a result being shown in its channel to be linked
 
 
 class ReactionsCog(commands.Cog):
@@ -55,11 +56,16 @@ class ReactionsCog(commands.Cog):
         emoji = str(payload.emoji)
         if emoji not in SCORES and emoji not in (FAVOURITE, DIRECT_MESSAGE, *DELETE):
             return
-        catalog = self.bot.services.catalog
         guild, user = str(payload.guild_id), str(payload.user_id)
-        images = [i for i in await catalog.of_message(guild, str(payload.message_id)) if not i.deleted]
+        links = self.bot.deliveries.links
+        mark = links.mark(payload.channel_id)
+        images = await self._images_of(guild, payload.message_id)
+        if not images and await links.settled(payload.channel_id, mark, LINK_WAIT_S):
+            images = await self._images_of(guild, payload.message_id)  # a result shown as they reacted
         if not images:
+            log.debug("reaction %s on message %s: not a result message", emoji, payload.message_id)
             return
+        catalog = self.bot.services.catalog
         try:
             if emoji in SCORES:
                 await self._rate(guild, user, [i.id for i in images], SCORES[emoji], added)
@@ -74,6 +80,10 @@ class ReactionsCog(commands.Cog):
                 await self._delete(payload, images)
         except (InvalidRequest, discord.HTTPException) as exc:
             log.warning("reaction %s by %s on message %s: %s", emoji, user, payload.message_id, exc)
+
+    async def _images_of(self, guild: str, message_id: int) -> list:
+        images = await self.bot.services.catalog.of_message(guild, str(message_id))
+        return [image for image in images if not image.deleted]
 
     async def reconcile(self, messages: int = 50) -> int:
         """After a start: read the reactions of the newest result messages and make the catalog agree

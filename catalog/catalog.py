@@ -13,9 +13,9 @@ intersected with the guild too.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import sqlite3
@@ -26,20 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
-from PIL import Image
 
-from catalog import galleries, words
-from catalog.foreign import foreign_infotext
+from catalog import derived, galleries, importing, path_migration, patterns, words
+from catalog.importing import pixel_sha256  # noqa: F401  (where it lived before)
 from catalog.keywords import (
     Node,
     SearchedTexts,
     Term,
     check_patterns,
-    compiled,
     encode,
     parse_keywords,
     sql_keyword,
 )
+from catalog.paths import Found, PathForm, image_files
 from catalog.prefilter import keyword_match, regex_match
 from catalog.records import (
     BrowseQuery,
@@ -49,16 +48,13 @@ from catalog.records import (
     Page,
     Relation,
     SortOrder,
-    generation_fields,
     searched_columns,
 )
 from catalog.sqlite import BUSY_TIMEOUT_MS, Database, Migration
 from catalog.text_index import WhooshIndex, rebuild
-from engine.errors import InvalidRequest
+from engine.errors import InvalidImage, InvalidRequest
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 MIGRATIONS: tuple[Migration, ...] = (
     (
@@ -159,6 +155,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX images_by_message ON images (message); CREATE INDEX images_by_job ON images (job_id)",
     ),
     galleries.MIGRATION,
+    path_migration.MIGRATION,
 )
 
 PAGE_CACHE_KB = 131_072  # SQLite's page cache for the catalog (the default 2 MB halves rank queries at 1M)
@@ -197,18 +194,16 @@ class IntegrityReport:
         )
 
 
-def pixel_sha256(image: Image.Image) -> str:
-    """sha256 of the decoded pixels (with mode and size): equal for the same picture saved differently."""
-    digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
-
-
 class Catalog:
-    """Open with `await Catalog.open(folder)`; the folder holds catalog.db, the index and the recycle bin."""
+    """Open with `await Catalog.open(folder)`; the folder holds catalog.db, the index and the recycle bin.
+
+    Paths are stored relative to the data folder, `folder`'s parent (catalog/paths.py); records carry them
+    absolute. `max_pixels` bounds the images added (checked from their headers: catalog/importing.py)."""
 
     def __init__(self, folder: Path, database: Database, text: WhooshIndex | SqliteWords) -> None:
         self.folder = folder
+        self._paths = PathForm(folder.parent)
+        self.max_pixels = importing.MAX_PIXELS
         self._database = database
         self._db = database.connection
         self._transaction = database.transaction
@@ -222,12 +217,39 @@ class Catalog:
         if text_index not in TEXT_INDEXES:
             raise InvalidRequest("text_index", f"{text_index!r} is not one of: {', '.join(TEXT_INDEXES)}")
         database = await Database.open(folder / "catalog.db", MIGRATIONS)
-        await database.connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KB}")
-        await database.connection.create_function("salon_match", 4, _sql_match, deterministic=True)
-        await database.connection.create_function("salon_keyword", 9, sql_keyword, deterministic=True)
-        await database.connection.create_function("salon_regexp", 3, _sql_regexp, deterministic=True)
-        text = WhooshIndex(folder / "index") if text_index == "whoosh" else SqliteWords(folder / "catalog.db")
-        return cls(folder, database, text)
+        try:
+            await database.connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KB}")
+            for name, arguments, function in (
+                ("salon_match", 5, patterns.sql_match),
+                ("salon_keyword", 9, sql_keyword),
+                ("salon_regexp", 4, patterns.sql_regexp),
+            ):
+                await database.connection.create_function(name, arguments, function, deterministic=True)
+            text = (
+                WhooshIndex(folder / "index")
+                if text_index == "whoosh"
+                else SqliteWords(folder / "catalog.db")
+            )
+        except BaseException:
+            await database.close()  # an open connection's thread would keep the process alive
+            raise
+        catalog = cls(folder, database, text)
+        try:
+            await derived.ensure_readable(
+                catalog
+            )  # a damaged index is rebuilt from SQLite (catalog/derived.py)
+            await catalog._follow_path_migration(await path_migration.run_pending(database, catalog._paths))
+        except BaseException:
+            await catalog.close()
+            raise
+        return catalog
+
+    async def _follow_path_migration(self, merged: path_migration.Merged) -> None:
+        """The text index (outside SQLite) follows the rows the path step merged (the check would, too)."""
+        if merged.removed:
+            log.warning("catalog: %d duplicate rows merged into the oldest of each", len(merged.removed))
+            await self._in_index_thread(self._text.remove, merged.removed)
+        await self._index(await self._records(merged.kept))
 
     async def close(self) -> None:
         if self._closed:
@@ -254,12 +276,34 @@ class Catalog:
         """Add one image (its file must exist); returns its record, searchable when this returns."""
         return (await self.add_many([image]))[0]
 
-    async def add_many(self, images: Sequence[NewImage], chunk: int = 2000) -> list[ImageRecord]:
-        """Add images in transactions of `chunk` rows, each followed by one index commit."""
+    @derived.recovering
+    async def add_many(
+        self,
+        images: Sequence[NewImage],
+        chunk: int = 2000,
+        skipped: list[str] | None = None,
+        max_pixels: int | None = None,
+    ) -> list[ImageRecord]:
+        """Add images in transactions of `chunk` rows, each followed by one index commit.
+
+        Each file is checked from its header first (at most `max_pixels`, default the catalog's: see
+        catalog/importing.py); a refused one raises InvalidImage, or, given a `skipped` list, is left out
+        and listed there as "path: reason"."""
         records: list[ImageRecord] = []
+        limit = max_pixels or self.max_pixels
         for start in range(0, len(images), chunk):
-            part = images[start : start + chunk]
-            rows = await asyncio.get_running_loop().run_in_executor(None, _describe_files, part)
+            described = await asyncio.get_running_loop().run_in_executor(
+                None, importing.describe_files, images[start : start + chunk], self._paths, limit
+            )
+            part, rows = [], []
+            for image, row in zip(images[start : start + chunk], described, strict=True):
+                if isinstance(row, InvalidImage):
+                    if skipped is None:
+                        raise InvalidImage(row.option, f"{image.path}: {row.message}")
+                    skipped.append(f"{image.path}: {row.message}")
+                else:
+                    part.append(image)
+                    rows.append(row)
             async with self._transaction() as db:
                 ids = []
                 for image, row in zip(part, rows, strict=True):
@@ -282,8 +326,9 @@ class Catalog:
         return records
 
     async def bulk_insert(self, rows: Iterable[dict]) -> int:
-        """Insert prepared rows (the columns of `_describe_files`) in one transaction, without indexing them:
-        for loading very large catalogs, followed by `rebuild_index`. Rows already present are skipped."""
+        """Insert prepared rows (the columns of `importing.describe_files`, paths in their stored form) in one
+        transaction, without indexing them: for loading very large catalogs, followed by `rebuild_index`.
+        Rows already present are skipped."""
         rows = list(rows)
         if not rows:
             return 0
@@ -295,37 +340,22 @@ class Catalog:
             return self._db.total_changes - before
 
     async def _index(self, records: Sequence[ImageRecord]) -> None:
-        if not records:
-            return
-        await self._in_index_thread(self._text.put, records)
-        async with self._transaction() as db:
-            await db.executemany("UPDATE images SET indexed = 1 WHERE id = ?", [(r.id,) for r in records])
+        await derived.index_records(self, records)
 
     async def import_folder(
-        self, folder: Path, guild: str, author: str, recursive: bool = True
+        self, folder: Path, guild: str, author: str, recursive: bool = True, max_pixels: int | None = None
     ) -> tuple[list[ImageRecord], list[str]]:
         """Add every image under `folder` with its A1111 infotext (PNG chunk, EXIF or `.txt` sidecar), or the
         generation info of ComfyUI, InvokeAI, Fooocus or NovelAI turned into one (catalog/foreign.py).
 
-        Returns the records and the files that could not be read (with the reason)."""
-        from engine.errors import InvalidImage
-        from engine.infotext_files import read_infotext
-
-        pattern = "**/*" if recursive else "*"
-        found, skipped = [], []
-        for path in sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES):
-            if self.folder in path.parents:
-                continue  # our own recycle bin
-            try:
-                with Image.open(path) as probe:
-                    chunks = dict(probe.info)
-                    probe.verify()
-                infotext = foreign_infotext(chunks) or read_infotext(path) or ""
-            except (InvalidImage, InvalidRequest, OSError, SyntaxError, ValueError) as exc:
-                skipped.append(f"{path}: {exc}")
-                continue
-            found.append(NewImage(str(path.resolve()), guild, author, infotext))
-        return await self.add_many(found), skipped
+        Each file is checked from its header before anything decodes it (at most `max_pixels`, default the
+        catalog's); links that leave `folder` are refused (catalog/paths.py). Returns the records and the
+        files skipped, as "path: reason"; one bad file never stops the others."""
+        limit = max_pixels or self.max_pixels
+        found, skipped = await asyncio.to_thread(
+            importing.prepare_folder, folder, guild, author, recursive, [self.folder], limit
+        )
+        return await self.add_many(found, skipped=skipped, max_pixels=limit), skipped
 
     # ----- reading ----------------------------------------------------------------------------------------
     async def get(self, guild: str, image_id: int) -> ImageRecord | None:
@@ -338,7 +368,7 @@ class Catalog:
         where = "id IN (SELECT value FROM json_each(?))" + (" AND guild = ?" if guild is not None else "")
         args: tuple = (json.dumps(list(ids)),) + ((guild,) if guild is not None else ())
         async with self._db.execute(f"SELECT * FROM images WHERE {where}", args) as cursor:
-            by_id = {row["id"]: _record(row) for row in await cursor.fetchall()}
+            by_id = {row["id"]: _record(row, self._paths) for row in await cursor.fetchall()}
         return [by_id[i] for i in ids if i in by_id]
 
     async def of_message(self, guild: str, message: str) -> list[ImageRecord]:
@@ -362,6 +392,8 @@ class Catalog:
                 [(channel, message, image_id) for image_id in image_ids],
             )
 
+    @derived.recovering
+    @patterns.time_bounded
     async def search(self, browse: BrowseQuery) -> Page:
         """One page of the guild's images matching every filter of the query (SPEC §4)."""
         where, args, count_match = await self._filters(browse)
@@ -415,6 +447,8 @@ class Catalog:
                 total += sign * (await cursor.fetchone())[0]
         return total
 
+    @derived.recovering
+    @patterns.time_bounded
     async def matching_ids(self, browse: BrowseQuery) -> list[int]:
         """Every id matching the query's filters (all pages), in id order."""
         where, args = await self._where(browse)
@@ -435,8 +469,10 @@ class Catalog:
         if browse.negative is NegativeMode.NONE:
             clauses.append("negative_prompt = ''")
         if browse.filename:
-            clauses.append("salon_match(filename, ?, ?, ?)")
-            args += [browse.filename, browse.case_sensitive, browse.regex]
+            if browse.regex:
+                patterns.compiled(browse.filename, browse.case_sensitive, "filename")
+            clauses.append("salon_match(filename, ?, ?, ?, ?)")
+            args += [browse.filename, browse.case_sensitive, browse.regex, patterns.deadline()]
         if browse.author:
             clauses.append("author = ?")
             args.append(browse.author)
@@ -467,6 +503,12 @@ class Catalog:
             exact = browse.regex or browse.case_sensitive
             if only_words and isinstance(self._text, SqliteWords) and not exact and words.is_text(node):
                 count_match = node
+            if exact and clause.startswith("salon_"):  # a row-by-row scan (no prefilter): once, not per query
+                async with self._db.execute(
+                    f"SELECT id FROM images WHERE {' AND '.join(clauses)}", args
+                ) as cur:
+                    ids = [row[0] for row in await cur.fetchall()]
+                return "id IN (SELECT value FROM json_each(?))", (json.dumps(ids),), None
         return " AND ".join(clauses), tuple(args), count_match
 
     async def _keyword_clause(self, browse: BrowseQuery) -> tuple[str, list, Node]:
@@ -480,7 +522,8 @@ class Catalog:
             # Exact: evaluated row by row on the same texts as `keywords.matches` (a scan of the guild's rows).
             text = " || char(10) || ".join(searched_columns(browse.negative))
             if browse.regex:  # one pattern over the searched text: the lightest check SQLite can call
-                clause, args = f"salon_regexp(?, {text}, ?)", [browse.keyword, browse.case_sensitive]
+                clause = f"salon_regexp(?, {text}, ?, ?)"
+                args = [browse.keyword, browse.case_sensitive, patterns.deadline()]
             else:
                 clause = (
                     f"salon_keyword(?, {text}, negative_prompt, COALESCE(model, ''), COALESCE(sampler, ''), "
@@ -506,12 +549,14 @@ class Catalog:
             return clause, args, node
         if isinstance(self._text, SqliteWords):
             return (*words.sql_condition(node, browse.negative), node)
-        ids = await self._in_index_thread(self._text.matching_ids, node, browse.negative)
+        ids = await derived.whoosh_ids(self, node, browse.negative)
         return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)], node
 
     # ----- ratings and favourites ---------------------------------------------------------------------------
     async def rate(self, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:
-        """Set, change (score 1–5) or remove (None) one user's rating; the mean and count follow."""
+        """Set, change (score 1–5) or remove (None) one user's rating; the mean and count follow.
+
+        One SQLite transaction: the text index holds nothing a rating changes, so a rating never waits for it."""
         if score is not None and (not isinstance(score, int) or not 1 <= score <= 5):
             raise InvalidRequest("score", f"{score!r} is not a whole number from 1 to 5")
         await self._existing(guild, image_id)
@@ -526,12 +571,10 @@ class Catalog:
                 )
             await db.execute(
                 "UPDATE images SET (rank_mean, rank_count) = "
-                "(SELECT AVG(score), COUNT(*) FROM ratings WHERE image_id = ?), indexed = 0 WHERE id = ?",
+                "(SELECT AVG(score), COUNT(*) FROM ratings WHERE image_id = ?) WHERE id = ?",
                 (image_id, image_id),
             )
-        record = await self._existing(guild, image_id)
-        await self._index([record])
-        return record
+        return await self._existing(guild, image_id)
 
     async def ratings(self, image_id: int) -> dict[str, int]:
         """Every user's score of one image."""
@@ -598,7 +641,7 @@ class Catalog:
             async with self._transaction() as db:
                 await db.execute(
                     "UPDATE images SET deleted_at = ?, recycled_path = ? WHERE id = ?",
-                    (time.time(), str(target), image_id),
+                    (time.time(), self._paths.stored(target), image_id),
                 )
             moved += 1
         return moved
@@ -613,8 +656,9 @@ class Catalog:
             record = await self._existing(guild, image_id)
             if not record.deleted:
                 continue
-            recycled = Path(await self._recycled_path(image_id))
-            if recycled.exists():
+            stored = await self._recycled_path(image_id)
+            recycled = Path(self._paths.absolute(stored)) if stored else None
+            if recycled is not None and recycled.exists():
                 if Path(record.path).exists():
                     recycled.unlink()  # the file stayed for another row
                 else:
@@ -642,7 +686,7 @@ class Catalog:
         await self._in_index_thread(self._text.remove, ids)
         for _, recycled in rows:
             if recycled:
-                Path(recycled).unlink(missing_ok=True)
+                Path(self._paths.absolute(recycled)).unlink(missing_ok=True)
         return len(ids)
 
     # ----- upkeep (scheduled) ------------------------------------------------------------------------------
@@ -673,9 +717,10 @@ class Catalog:
         return [records[i] for i in ids if i in records]
 
     async def _shared(self, record: ImageRecord) -> bool:
-        async with self._db.execute(
-            "SELECT 1 FROM images WHERE path = ? AND id != ? AND deleted_at IS NULL LIMIT 1",
-            (record.path, record.id),
+        async with self._db.execute(  # (the stored paths compared, one form for all rows)
+            "SELECT 1 FROM images WHERE path = (SELECT path FROM images WHERE id = ?) AND id != ? "
+            "AND deleted_at IS NULL LIMIT 1",
+            (record.id, record.id),
         ) as cursor:
             return await cursor.fetchone() is not None
 
@@ -694,8 +739,11 @@ class Catalog:
     ) -> IntegrityReport:
         """Find rows whose file is gone, image files under `roots` (but not under `skip`) without rows, rows
         missing from the index and index entries without rows; with `repair`, remove the first, import the
-        second (into `guild`), index the third and drop the fourth."""
-        skipped = [folder.resolve() for folder in skip]
+        second (into `guild`), index the third and drop the fourth.
+
+        Files and rows are compared by their stored path (catalog/paths.py), so a file is never taken for an
+        orphan because a row names it another way, and a second repair changes nothing. Links under a root
+        that leave it are not files of the catalog."""
         async with self._db.execute(
             "SELECT id, path, recycled_path, deleted_at, indexed FROM images"
         ) as cursor:
@@ -703,18 +751,11 @@ class Catalog:
         missing = tuple(
             row["id"]
             for row in rows
-            if not Path(row["recycled_path"] if row["deleted_at"] else row["path"]).exists()
+            if not (stored := row["recycled_path"] if row["deleted_at"] else row["path"])
+            or not os.path.exists(self._paths.absolute(stored))
         )
         known = {row["path"] for row in rows}
-        orphans = tuple(
-            str(path)
-            for root in roots
-            for path in sorted(root.rglob("*"))
-            if path.suffix.lower() in IMAGE_SUFFIXES
-            and str(path.resolve()) not in known
-            and self.folder not in path.resolve().parents
-            and not any(folder in path.resolve().parents for folder in skipped)
-        )
+        orphans = tuple(await asyncio.to_thread(self._orphans, roots, skip, known))
         in_index = await self._in_index_thread(self._text.ids)
         row_ids = {row["id"] for row in rows}
         unindexed = tuple(sorted({row["id"] for row in rows if not row["indexed"]} | (row_ids - in_index)))
@@ -724,9 +765,16 @@ class Catalog:
             await self._repair(report, guild, author)
         return report
 
-    async def _repair(self, report: IntegrityReport, guild: str, author: str) -> None:
-        from engine.infotext_files import read_infotext
+    def _orphans(self, roots: Sequence[Path], skip: Sequence[Path], known: set[str]) -> list[str]:
+        """Image files under `roots` (not under `skip` or the catalog's folder) whose stored path no row has."""
+        orphans = []
+        for root in roots:
+            if root.is_dir():
+                found, _links = image_files(root, exclude=[self.folder, *skip])
+                orphans += [str(file.path) for file in found if self._paths.stored(file.real) not in known]
+        return orphans
 
+    async def _repair(self, report: IntegrityReport, guild: str, author: str) -> None:
         if report.rows_without_files:
             log.warning("catalog: %d rows had no file; removed", len(report.rows_without_files))
             async with self._transaction() as db:
@@ -740,20 +788,22 @@ class Catalog:
             gone = set(report.rows_without_files)
             await self._index(await self._records([i for i in report.rows_not_indexed if i not in gone]))
         if report.files_without_rows:
-            log.warning("catalog: %d files had no row; added", len(report.files_without_rows))
-            await self.add_many(
-                [
-                    NewImage(str(Path(p).resolve()), guild, author, read_infotext(p) or "")
-                    for p in report.files_without_rows
-                ]
+            files = [Found(Path(p), os.path.realpath(p)) for p in report.files_without_rows]
+            images, refused = await asyncio.to_thread(
+                importing.prepare, files, guild, author, self.max_pixels
             )
+            added = await self.add_many(images, skipped=refused)
+            log.warning("catalog: %d files had no row; %d added", len(report.files_without_rows), len(added))
+            for line in refused:
+                log.warning("catalog: not added: %s", line)
 
     async def rebuild_index(self) -> int:
-        """Throw the text index away and build it again from SQLite; returns the documents written."""
+        """Throw the text index away and build it again from SQLite; returns the documents written. SQLite's
+        trigram index is rebuilt too if it is damaged."""
+        await derived.repair_fts(self, ("images_text",))
         if isinstance(self._text, SqliteWords):
+            await derived.rebuild_fts(self, "images_words")
             async with self._transaction() as db:
-                await db.execute("DELETE FROM images_words")
-                await db.execute(words.POPULATE)
                 await db.execute("UPDATE images SET indexed = 1")
             async with self._db.execute("SELECT COUNT(*) FROM images_words") as cursor:
                 return (await cursor.fetchone())[0]
@@ -824,58 +874,20 @@ class SqliteWords:
 
     def optimize(self) -> None:
         """FTS5's merge of its b-trees into one (the scheduled counterpart of Whoosh's optimize)."""
-        with sqlite3.connect(self._database, timeout=30) as connection:
-            connection.execute("INSERT INTO images_words(images_words) VALUES ('optimize')")
+        connection = sqlite3.connect(self.database, timeout=30)
+        try:
+            with connection:
+                connection.execute("INSERT INTO images_words(images_words) VALUES ('optimize')")
+        finally:
+            connection.close()
 
     def close(self) -> None:
         return None
 
 
 # ----- helpers ------------------------------------------------------------------------------------------------
-def _describe_files(images: Sequence[NewImage]) -> list[dict]:
-    """The row of each new image: its file read once (size, pixel hash) and its infotext parsed."""
-    rows = []
-    for image in images:
-        path = Path(image.path)
-        with Image.open(path) as opened:
-            opened.load()
-            sha = pixel_sha256(opened)
-            width, height = opened.size
-        fields = generation_fields(image.infotext)
-        rows.append(
-            {
-                "guild": image.guild,
-                "channel": image.channel,
-                "message": image.message,
-                "author": image.author,
-                "created": image.created if image.created is not None else path.stat().st_mtime,
-                "path": str(path),
-                "filename": path.name,
-                "sha256": sha,
-                "width": width,
-                "height": height,
-                "model": fields["model"],
-                "model_hash": fields["model_hash"],
-                "sampler": fields["sampler"],
-                "schedule": fields["schedule"],
-                "steps": fields["steps"],
-                "cfg": fields["cfg"],
-                "seed": fields["seed"],
-                "prompt": fields["prompt"],
-                "negative_prompt": fields["negative_prompt"],
-                "params": fields["params"],
-                "infotext": image.infotext,
-                "networks": json.dumps(list(fields["networks"])),
-                "parent_id": image.parent_id,
-                "relation": image.relation.value if image.relation else None,
-                "nsfw": int(image.nsfw),
-                "job_id": image.job_id,
-            }
-        )
-    return rows
-
-
-def _record(row: sqlite3.Row | aiosqlite.Row) -> ImageRecord:
+def _record(row: sqlite3.Row | aiosqlite.Row, paths: PathForm | None = None) -> ImageRecord:
+    """The record of a row; with `paths`, its path absolute (without, as stored: for the text index)."""
     return ImageRecord(
         id=row["id"],
         guild=row["guild"],
@@ -883,7 +895,7 @@ def _record(row: sqlite3.Row | aiosqlite.Row) -> ImageRecord:
         message=row["message"],
         author=row["author"],
         created=row["created"],
-        path=row["path"],
+        path=paths.absolute(row["path"]) if paths is not None else row["path"],
         filename=row["filename"],
         sha256=row["sha256"],
         width=row["width"],
@@ -924,14 +936,3 @@ def searched_texts(record: ImageRecord, negative: NegativeMode) -> SearchedTexts
         networks="\n".join(record.networks),
         seed="" if record.seed is None else str(record.seed),
     )
-
-
-def _sql_regexp(pattern: str, text: str | None, case_sensitive: int) -> int:
-    return compiled(pattern, bool(case_sensitive)).search(text or "") is not None
-
-
-def _sql_match(text: str | None, needle: str, case_sensitive: int, regex: int) -> int:
-    """SQLite function for the filename filter: substring (any case or exact case) or regex."""
-    from catalog.keywords import term_matches
-
-    return int(term_matches(Term(needle), text or "", bool(case_sensitive), bool(regex)))

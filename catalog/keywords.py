@@ -6,9 +6,13 @@
 
 `parse_keywords` gives a small tree. Two ways of matching it exist, chosen by the query's toggles:
 - word search (the default): the text index matches whole words, any case (`catalog/text_index.py`);
-- exact search (case sensitive or regex): each term is a substring (or a regular expression, `re.search`)
-  of the searched text, evaluated row by row by `matches`, the same function SQLite calls. This is what
-  "exactly, not approximately" means in SPEC §4: the result equals a brute-force scan by construction.
+- exact search (case sensitive or regex): each term is a substring (or a regular expression in RE2 syntax,
+  `catalog/patterns.py`) of the searched text, evaluated row by row by `matches`, the same function SQLite
+  calls. This is what "exactly, not approximately" means in SPEC §4: the result equals a brute-force scan by
+  construction.
+
+An expression is at most `MAX_KEYWORD_CHARS` long, with at most `MAX_TERMS` terms nested at most `MAX_DEPTH`
+deep (brackets and `not`s): anything else is an InvalidRequest("keyword", …), as is every other parse error.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ import json
 import re
 from dataclasses import dataclass
 
+from catalog.patterns import compiled, shown
 from engine.errors import InvalidRequest
 
 FIELDS = ("model", "lora", "sampler", "seed", "neg")
+MAX_KEYWORD_CHARS = 1000
+MAX_TERMS = 64
+MAX_DEPTH = 32  # brackets and `not`s inside each other
 _TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
 
 
@@ -51,13 +59,20 @@ Node = Term | And | Or | Not
 
 def parse_keywords(text: str) -> Node | None:
     """The expression's tree, None for an empty one, or InvalidRequest("keyword", …) saying what is wrong."""
+    if len(text) > MAX_KEYWORD_CHARS:
+        raise InvalidRequest(
+            "keyword", f"the expression is {len(text)} characters long; at most {MAX_KEYWORD_CHARS}"
+        )
     tokens = _tokens(text)
     if not tokens:
         return None
+    terms = sum(1 for kind, _ in tokens if kind in ("word", "quoted"))
+    if terms > MAX_TERMS:
+        raise InvalidRequest("keyword", f"the expression has {terms} terms; at most {MAX_TERMS}")
     parser = _Parser(tokens)
     node = parser.expression()
     if parser.position < len(tokens):
-        raise InvalidRequest("keyword", f"unexpected {tokens[parser.position][1]!r} in {text!r}")
+        raise InvalidRequest("keyword", f"unexpected {shown(tokens[parser.position][1])} in {shown(text)}")
     return node
 
 
@@ -69,7 +84,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
             break
         match = _TOKEN.match(text, position)
         if match is None or match.end() == position:
-            raise InvalidRequest("keyword", f"unbalanced quote in {text!r}")
+            raise InvalidRequest("keyword", f"unbalanced quote in {shown(text)}")
         position = match.end()
         opening, closing, quoted, word = match.groups()
         if opening:
@@ -88,6 +103,7 @@ class _Parser:
     def __init__(self, tokens: list[tuple[str, str]]) -> None:
         self.tokens = tokens
         self.position = 0
+        self.depth = 0
 
     def peek(self) -> str | None:
         return self.tokens[self.position][0] if self.position < len(self.tokens) else None
@@ -112,10 +128,18 @@ class _Parser:
             items.append(self.negation())
         return items[0] if len(items) == 1 else And(tuple(items))
 
+    def deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise InvalidRequest("keyword", f"brackets and 'not' nest more than {MAX_DEPTH} deep")
+
     def negation(self) -> Node:
         if self.peek() == "not":
             self.take()
-            return Not(self.negation())
+            self.deeper()
+            node = Not(self.negation())
+            self.depth -= 1
+            return node
         return self.atom()
 
     def atom(self) -> Node:
@@ -123,13 +147,15 @@ class _Parser:
             raise InvalidRequest("keyword", "the expression ends where a word was expected")
         kind, value = self.take()
         if kind == "(":
+            self.deeper()
             node = self.expression()
             if self.peek() != ")":
                 raise InvalidRequest("keyword", "a '(' is not closed")
             self.take()
+            self.depth -= 1
             return node
         if kind in (")", "and", "or", "not"):
-            raise InvalidRequest("keyword", f"unexpected {value!r}")
+            raise InvalidRequest("keyword", f"unexpected {shown(value)}")
         if kind == "word" and ":" in value:
             name, _, rest = value.partition(":")
             if name.lower() in FIELDS:
@@ -190,16 +216,9 @@ def _contains(text: str, needle: str, case_sensitive: bool) -> bool:
     return needle in text if case_sensitive else needle.casefold() in text.casefold()
 
 
-@functools.lru_cache(maxsize=256)
-def compiled(pattern: str, case_sensitive: bool) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-    except re.error as exc:
-        raise InvalidRequest("keyword", f"{pattern!r} is not a valid regular expression: {exc}") from None
-
-
 def check_patterns(node: Node | None, case_sensitive: bool) -> None:
-    """Compile every term as a regex now, so a bad one is a clear error before any search."""
+    """Compile every term as a regex (RE2, `catalog/patterns.py`) now, so a bad one is a clear error before any
+    search."""
     if isinstance(node, And | Or):
         for item in node.items:
             check_patterns(item, case_sensitive)

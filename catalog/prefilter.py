@@ -54,12 +54,17 @@ def keyword_match(node: Node, negative: NegativeMode) -> str | None:
 
 
 def regex_match(pattern: str, negative: NegativeMode) -> str | None:
-    """An FTS5 MATCH expression every text the regex finds a match in satisfies, or None."""
-    try:
-        parsed = sre_parse.parse(pattern)
-    except re.error:
+    """An FTS5 MATCH expression every text the regex finds a match in satisfies, or None.
+
+    The pattern is RE2's (checked by `catalog.patterns` first) read by Python's parser, which agrees with RE2
+    on every literal it can parse except inside RE2's POSIX classes (`[[:alpha:]]x` would look like it needs
+    "]x"): those patterns, and any Python cannot parse (`\\pL`, `\\Q…\\E`, deep nesting), get no prefilter."""
+    if "[:" in pattern:
         return None
-    return _required(list(parsed), negative)
+    try:
+        return _required(list(sre_parse.parse(pattern)), negative)
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError, IndexError):
+        return None
 
 
 def _required(items: list, negative: NegativeMode) -> str | None:

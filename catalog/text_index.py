@@ -4,6 +4,11 @@ It answers one question, "which image ids match these words in this guild", unsc
 other filter, the sorting and the paging (performance.md: Whoosh is fast at a million images only when it
 is asked to do little). Writes are batched into one commit. Everything here blocks: the catalog calls it
 from its own thread. Keep this interface small so another engine (FTS5, tantivy) can take Whoosh's place.
+
+Only what never changes after an image is added is indexed (words, names, numbers of its generation): ratings,
+deletion and chat messages live in SQLite alone, so changing them never waits for the index. Writers of all
+processes queue for one lock (`catalog/index_lock.py`, beside the folder) before Whoosh's own. An index that
+cannot be opened is not an error here: `damage` says why, and the catalog rebuilds it (catalog/derived.py).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from pathlib import Path
 from whoosh import fields, index, query
 from whoosh.analysis import StandardAnalyzer
 
+from catalog.index_lock import held
 from catalog.keywords import And, Node, Not, Or, Term
 from catalog.records import ImageRecord, NegativeMode, searched_columns
 
 WRITE_LOCK_S = 30.0  # wait this long for another process's index writer (an import beside the bot)
+REBUILD_LOCK_S = 600.0  # a rebuild waits longer: it must not run beside another one
 
 # Keep stop words: "a", "on", "the" are real parts of prompts people search for.
 ANALYZER = StandardAnalyzer(stoplist=None, minsize=1)
@@ -44,8 +51,6 @@ SCHEMA = fields.Schema(
     author=fields.KEYWORD(commas=True, scorable=True),
     # Floats are kept as scaled integers: whoosh-reloaded cannot make a sortable column of a float field.
     created=fields.NUMERIC(int, shift_step=0, bits=64, sortable=True, default=0),  # milliseconds since 1970
-    rank=fields.NUMERIC(int, shift_step=0, sortable=True, default=0),  # mean score × 1000 (0 = unrated)
-    rank_count=fields.NUMERIC(int, shift_step=0, sortable=True, default=0),
     seed=fields.NUMERIC(int, shift_step=0, bits=64, sortable=True, default=0),
     steps=fields.NUMERIC(int, shift_step=0, sortable=True, default=0),
     cfg=fields.NUMERIC(int, shift_step=0, sortable=True, default=0),  # CFG scale × 100
@@ -57,20 +62,47 @@ class WhooshIndex:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        if index.exists_in(str(folder)):
-            self._index = index.open_dir(str(folder))
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._index = index.create_in(str(folder), SCHEMA)
+        self.lock_path = lock_path(folder)
+        self.damage: str | None = None  # why the index could not be opened (None: it opened)
+        self._index = None
+        try:
+            if index.exists_in(str(folder)):
+                self._index = index.open_dir(str(folder))
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                self._index = index.create_in(str(folder), SCHEMA)
+        except Exception as exc:  # noqa: BLE001 (a damaged index fails in many ways: all mean "rebuild")
+            self.damage = f"{type(exc).__name__}: {exc}"
         self._searcher = None
         self._ids_by_docnum: array | None = None
         self._wrote = False
 
     def close(self) -> None:
-        if self._searcher is not None:
-            self._searcher.close()
-            self._searcher = None
-        self._index.close()
+        try:
+            if self._searcher is not None:
+                self._searcher.close()
+            if self._index is not None:
+                self._index.close()
+        except Exception:  # noqa: BLE001 (closing a damaged index: nothing to keep)
+            pass
+        self._searcher = None
+
+    def probe(self, expected: Iterable[int]) -> str | None:
+        """None when the index opens, reads, and holds the documents of `expected` image ids (a sample of
+        those SQLite says are indexed); otherwise what is wrong with it."""
+        if self._index is None:
+            return self.damage
+        try:
+            if self._searcher is None:  # (the ids column is read at the first search, as before)
+                self._searcher = self._index.searcher()
+                self._ids_by_docnum = None
+            searcher = self._searcher
+            for image_id in expected:
+                if searcher.document_number(id=image_id) is None:
+                    return f"image {image_id} is missing from it"
+        except Exception as exc:  # noqa: BLE001
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def _current(self):
         """A searcher over the latest commit (kept open between queries; reopened only after a write), and
@@ -92,19 +124,20 @@ class WhooshIndex:
 
     # ----- writing -------------------------------------------------------------------------------------------
     def put(self, records: Iterable[ImageRecord]) -> int:
-        """Add or replace these images' documents in one commit; returns how many."""
-        writer = self._index.writer(limitmb=256, timeout=WRITE_LOCK_S)
-        count = 0
-        try:
-            for record in records:
-                writer.update_document(**document(record))
-                count += 1
-        except BaseException:
-            writer.cancel()
-            raise
-        writer.commit()
+        """Add or replace these images' documents in one commit; returns how many. Waits in line for the
+        writer lock at most WRITE_LOCK_S (then IndexBusy)."""
+        documents = [document(record) for record in records]
+        with held(self.lock_path, WRITE_LOCK_S):
+            writer = self._index.writer(limitmb=256, timeout=WRITE_LOCK_S)
+            try:
+                for fields_of_one in documents:
+                    writer.update_document(**fields_of_one)
+            except BaseException:
+                writer.cancel()
+                raise
+            writer.commit()
         self._wrote = True
-        return count
+        return len(documents)
 
     def bulk_load(self, records: Iterable[ImageRecord]) -> int:
         """Add documents known to be absent (a fresh index): faster than `put`, one commit."""
@@ -118,16 +151,18 @@ class WhooshIndex:
 
     def optimize(self) -> None:
         """Merge the index's segments into one (scheduled; searches stay fast as images come and go)."""
-        self._index.optimize()
+        with held(self.lock_path, REBUILD_LOCK_S):
+            self._index.writer(timeout=WRITE_LOCK_S).commit(optimize=True)
         self._wrote = True
 
     def remove(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        writer = self._index.writer(timeout=WRITE_LOCK_S)
-        for image_id in ids:
-            writer.delete_by_term("id", image_id)
-        writer.commit()
+        with held(self.lock_path, WRITE_LOCK_S):
+            writer = self._index.writer(timeout=WRITE_LOCK_S)
+            for image_id in ids:
+                writer.delete_by_term("id", image_id)
+            writer.commit()
         self._wrote = True
 
     # ----- reading -------------------------------------------------------------------------------------------
@@ -157,19 +192,27 @@ class WhooshIndex:
         return [ids[docnum] for docnum in to_whoosh(node, negative).docs(searcher)]
 
 
+def lock_path(folder: Path) -> Path:
+    """The writer lock of the index in `folder` (beside it: a rebuild swaps the folder)."""
+    return folder.with_name(folder.name + ".lock")
+
+
 def rebuild(folder: Path, records: Iterable[ImageRecord]) -> int:
-    """Build a new index beside `folder` from `records`, then swap it in; returns the documents written."""
-    fresh = folder.with_name(folder.name + ".new")
-    shutil.rmtree(fresh, ignore_errors=True)
-    built = WhooshIndex(fresh)
-    count = built.bulk_load(records)
-    built.close()
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    fresh.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    """Build a new index beside `folder` from `records`, then swap it in; returns the documents written.
+    Holds the writer lock throughout, so writers of other processes wait and two rebuilds never mix."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with held(lock_path(folder), REBUILD_LOCK_S):
+        fresh = folder.with_name(folder.name + ".new")
+        shutil.rmtree(fresh, ignore_errors=True)
+        built = WhooshIndex(fresh)
+        count = built.bulk_load(records)
+        built.close()
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        fresh.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
     return count
 
 
@@ -186,8 +229,6 @@ def document(record: ImageRecord) -> dict:
         "networks": ",".join(record.networks),
         "author": record.author,
         "created": round(record.created * 1000),
-        "rank": round((record.rank_mean or 0.0) * 1000),
-        "rank_count": record.rank_count,
         "seed": record.seed if record.seed is not None and record.seed >= 0 else 0,
         "steps": record.steps or 0,
         "cfg": round((record.cfg or 0.0) * 100),

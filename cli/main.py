@@ -15,18 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-
+from cli.extended import loads_extensions
+from cli.failures import leave_without_gpu_thread, storage_failure
+from cli.output import console, err_console, print_error, print_note
 from config import Settings, load_settings
 from engine.errors import SalonError
-
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_AVAILABLE = 3
+EXIT_STORAGE = 1  # a damaged database or a full disk (cli/failures.py)
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -262,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         animate.add_argument(flag, dest=name, default=None, help=f"schedule, e.g. {example}")
     animate.add_argument("--color-coherence", choices=["None", "LAB", "HSV", "RGB"], default=None)
+    animate.add_argument(
+        "--blend-prompts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="2D: blend each prompt into the next keyframe's (Deforum, the default, holds it until then)",
+    )
+    animate.add_argument("--noise-type", choices=["perlin", "uniform"], default=None, help="Deforum: perlin")
     animate.add_argument("--border", choices=["replicate", "wrap"], default=None)
     animate.add_argument(
         "--cadence", dest="diffusion_cadence", type=int, default=None, help="diffuse every Nth frame"
@@ -322,15 +327,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "extensions": _extensions,
         "warmup": _warmup,
     }
+    settings = None
     try:
         settings = load_settings(args.config)
         return handlers[args.command](args, settings)
     except SalonError as exc:
-        err_console.print(f"[red]error[/red] {exc}")
+        print_error(exc)
         return EXIT_BAD_INPUT
     except FileNotFoundError as exc:
-        err_console.print(f"[red]error[/red] {exc}")
+        print_error(exc)
         return EXIT_BAD_INPUT
+    except Exception as exc:
+        message = storage_failure(exc, settings)
+        if message is None:
+            raise
+        print_error(message)
+        leave_without_gpu_thread(EXIT_STORAGE)
+        return EXIT_STORAGE
 
 
 def _generation_request(args: argparse.Namespace, settings: Settings, default_size: tuple[int, int]):
@@ -361,13 +374,12 @@ def _generation_request(args: argparse.Namespace, settings: Settings, default_si
     )
 
 
+@loads_extensions
 def _imagine(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.registry import ModelRegistry, native_resolution
+    from engine.registry import ModelRegistry
 
-    side = native_resolution(
-        ModelRegistry.from_settings(settings).checkpoint(args.model or settings.default_model)
-    )
-    request = _generation_request(args, settings, (side, side))
+    size = ModelRegistry.from_settings(settings).native_size(args.model or settings.default_model)
+    request = _generation_request(args, settings, size)
     return _through_queue(settings, request, args.output)
 
 
@@ -377,6 +389,7 @@ def _image_size(image) -> tuple[int, int]:
     return output_size_for(image)
 
 
+@loads_extensions
 def _img2img(args: argparse.Namespace, settings: Settings) -> int:
     from commands.options import img2img_request, load_input_image
 
@@ -393,6 +406,7 @@ def _img2img(args: argparse.Namespace, settings: Settings) -> int:
     return _through_queue(settings, request, args.output)
 
 
+@loads_extensions
 def _inpaint(args: argparse.Namespace, settings: Settings) -> int:
     from commands.options import inpaint_request, load_input_image, region_mask
 
@@ -451,7 +465,12 @@ async def _submit_and_wait(settings: Settings, request):
     from jobs.records import WARMING_UP
 
     queue = await JobQueue.open(settings)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=err_console, transient=True) as progress:
             task = progress.add_task("queued", total=None)
@@ -474,10 +493,15 @@ async def _submit_and_wait(settings: Settings, request):
 
 
 def _pnginfo(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.errors import InvalidImage
     from engine.infotext import parse_infotext
     from engine.infotext_files import read_infotext
 
-    text = read_infotext(args.file)
+    try:
+        text = read_infotext(args.file)
+    except InvalidImage as exc:  # refused from its header (a bomb, a 100 MB text chunk): name the file
+        print_error(f"{args.file}: {exc.message}")
+        return EXIT_BAD_INPUT
     if text is None:
         err_console.print(f"{args.file}: no generation parameters found")
         return 1
@@ -509,10 +533,10 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
                 modified,
                 str(entry.path),
             )
-            table.add_row(*(escape(cell) for cell in cells))
+            table.add_row(*cells)
     console.print(table)
     for refused in registry.refused:
-        err_console.print(f"[yellow]not loaded[/yellow] {refused.path}: {refused.reason}")
+        print_note("not loaded", f"{refused.path}: {refused.reason}")
     if table.row_count == 0:
         console.print(f"no models installed under {settings.models_path} or {settings.embeddings_path}")
     return 0
@@ -536,11 +560,11 @@ def _queue(args: argparse.Namespace, settings: Settings) -> int:
     async def listing():
         queue = await JobQueue.open(settings)
         try:
-            return await queue.store.recent(args.limit), await queue.positions()
+            return await queue.store.recent(args.limit), await queue.positions(), queue.worker_waiting()
         finally:
             await queue.close()
 
-    jobs, positions = asyncio.run(listing())
+    jobs, positions, waiting = asyncio.run(listing())
     table = Table("job", "status", "kind", "owner", "place", "phase", "age", "prompt")
     now = dt.datetime.now().timestamp()
     for job in jobs:
@@ -552,12 +576,14 @@ def _queue(args: argparse.Namespace, settings: Settings) -> int:
             job.kind.value,
             job.owner,
             place,
-            job.phase or "",
+            (job.error if job.status.value == "failed" and job.error else job.phase) or "",  # why it failed
             f"{now - job.created_at:.0f}s",
             prompt[:40],
         )
-        table.add_row(*(escape(cell) for cell in row))
+        table.add_row(*row)
     console.print(table)
+    if waiting:
+        print_note("the worker is", waiting)  # e.g. "waiting: disk full in … (12 KB free)"
     return 0
 
 
@@ -589,6 +615,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     except WorkerBusy as exc:
         err_console.print(str(exc), markup=False)
         return EXIT_NOT_AVAILABLE
+    leave_without_gpu_thread(0)  # a stop during a model load: the jobs are back in line, exit now
     return 0
 
 
@@ -620,6 +647,8 @@ def _with_catalog(settings: Settings, work):
 
     async def run():
         catalog = await Catalog.open(settings.catalog_dir, settings.catalog.text_index)
+        # Files added by import and repair: at most the pixels of an input image or of an output, if more.
+        catalog.max_pixels = max(settings.limits.max_input_pixels, settings.limits.max_pixels)
         try:
             return await work(catalog)
         finally:
@@ -663,7 +692,7 @@ def _browse(args: argparse.Namespace, settings: Settings) -> int:
     for image in page.images:
         rank = f"{image.rank_mean:.1f} ({image.rank_count})" if image.rank_count else ""
         row = (str(image.id), image.filename, rank, image.model or "", str(image.seed or ""), image.author)
-        table.add_row(*(escape(cell) for cell in row), escape(image.prompt[:60]))
+        table.add_row(*row, image.prompt[:60])
     console.print(table)
     console.print(f"page {page.page} of {page.pages} ({page.total} images)", markup=False, soft_wrap=True)
     return 0
@@ -798,6 +827,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@loads_extensions
 def _animate(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import shutil
@@ -825,13 +855,18 @@ def _animate(args: argparse.Namespace, settings: Settings) -> int:
     width = height = None
     if args.size:
         width, height = parse_size(args.size)
+    elif base is None:  # no size given: the model's own, as `imagine` does
+        from engine.registry import ModelRegistry
+
+        registry = ModelRegistry.from_settings(settings)
+        width, height = registry.native_size(args.model or settings.default_model)
     options = {
         name: getattr(args, name)
         for name in (
             "animation_mode", "max_frames", "model", "sampler", "steps", "seed", "seed_behavior", "zoom", "angle",
             "translation_x", "translation_y", "transform_center_x", "transform_center_y", "strength_schedule",
             "noise_schedule", "contrast_schedule", "cfg_scale_schedule", "seed_schedule", "color_coherence",
-            "border", "diffusion_cadence", "fps",
+            "border", "diffusion_cadence", "fps", "blend_prompts", "noise_type",
         )
     }  # fmt: skip
     if args.prompts is not None:
@@ -891,9 +926,7 @@ def _warmup(args: argparse.Namespace, settings: Settings) -> int:
         try:
             update["batches"] = [int(b) for b in args.batches.split(",") if b.strip()]
         except ValueError:
-            err_console.print(
-                f"[red]error[/red] --batches: {args.batches!r} is not a list of numbers, e.g. 1,2,4"
-            )
+            print_error(f"--batches: {args.batches!r} is not a list of numbers, e.g. 1,2,4")
             return EXIT_BAD_INPUT
     from pydantic import ValidationError
 
@@ -937,7 +970,11 @@ def _web(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> None:
         catalog = await Catalog.open(settings.catalog_dir, settings.catalog.text_index)
-        community = await CommunityStore.open(settings.community_db)
+        try:
+            community = await CommunityStore.open(settings.community_db)
+        except BaseException:
+            await catalog.close()  # an open connection would keep the process from exiting
+            raise
         runner = await serve(settings, catalog, community, host, port, args.guild if args.local else None)
         where = (
             f"http://{host}:{port}/" if args.local else f"http://{host}:{port}/g/<link from /gallery web>/"
@@ -971,7 +1008,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("discord").setLevel(logging.WARNING)
-    return asyncio.run(run_bot(settings))  # Discord refusing the token or intents: a SalonError, exit 2
+    status = asyncio.run(run_bot(settings))  # Discord refusing the token or intents: a SalonError, exit 2
+    leave_without_gpu_thread(status)  # a stop during a model load: the jobs are back in line, exit now
+    return status
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from jobs.training import TRAINERS, check_name, output_paths, owner_of
 MAX_IMAGES = 200
 MAX_ZIP_BYTES = 512 * 1024 * 1024  # uncompressed, all members together
 MAX_ZIP_RATIO = 200  # a member expanding more than this is a bomb
+MAX_CAPTION_BYTES = 64 * 1024  # a .txt caption longer than this is not a caption
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 _LEADING_NUMBER = re.compile(r"^[-\d]+\s*")  # A1111 drops "00012-" from file names used as captions
 
@@ -31,11 +32,14 @@ def caption_from_name(stem: str) -> str:
     return _LEADING_NUMBER.sub("", stem).replace("_", " ").strip()
 
 
-def images_from_files(files: list[tuple[str, bytes]], settings: Settings) -> list[tuple[Image.Image, str]]:
+def images_from_files(
+    files: list[tuple[str, bytes | Path]], settings: Settings
+) -> list[tuple[Image.Image, str]]:
     """Images (checked by content, size and pixels) with captions from a `.txt` of the same name, else the
-    file name. Names are only used for captions, never as paths."""
+    file name. Names are only used for captions, never as paths. A source given as a Path is checked by its
+    size and header before it is read (a 1 GiB file or a declared 65535² PNG costs a stat and a header)."""
     texts = {
-        Path(name).stem: data.decode("utf-8", errors="replace").strip()
+        Path(name).stem: _caption_text(name, data).decode("utf-8", errors="replace").strip()
         for name, data in files
         if name.lower().endswith(".txt")
     }
@@ -59,7 +63,31 @@ def images_from_folder(folder: Path, settings: Settings) -> list[tuple[Image.Ima
     files = [
         p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, ".txt")
     ]
-    return images_from_files([(p.name, p.read_bytes()) for p in files], settings)
+    return images_from_files([(p.name, p) for p in files], settings)  # each read only once it is checked
+
+
+def _caption_text(name: str, source: bytes | Path) -> bytes:
+    """A caption file's bytes, refusing one over MAX_CAPTION_BYTES before reading it."""
+    if isinstance(source, Path):
+        try:
+            if source.stat().st_size > MAX_CAPTION_BYTES:
+                raise _caption_too_long(name)
+            with source.open("rb") as file:
+                source = file.read(MAX_CAPTION_BYTES + 1)
+        except OSError as exc:
+            raise InvalidRequest(
+                f"images: {Path(name).name}", f"cannot read it ({exc.strerror or exc})"
+            ) from None
+    if len(source) > MAX_CAPTION_BYTES:
+        raise _caption_too_long(name)
+    return bytes(source)
+
+
+def _caption_too_long(name: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"images: {Path(name).name}",
+        f"a caption file of more than {MAX_CAPTION_BYTES // 1024} KiB; shorten it",
+    )
 
 
 def images_from_zip(data: bytes, settings: Settings) -> list[tuple[Image.Image, str]]:
@@ -75,19 +103,39 @@ def images_from_zip(data: bytes, settings: Settings) -> list[tuple[Image.Image, 
         )
     if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
         raise InvalidRequest("images", "the zip expands to more than 512 MiB")
-    files = []
-    for member in members:
+    members = [m for m in members if m.filename.lower().endswith((*IMAGE_SUFFIXES, ".txt"))]
+    for member in members:  # every limit from the directory, before any member is read
         if member.file_size > MAX_ZIP_RATIO * max(member.compress_size, 1) and member.file_size > 1024 * 1024:
             raise InvalidRequest(
                 "images",
                 f"{member.filename!r} expands {member.file_size // max(member.compress_size, 1)}× (a zip bomb)",
             )
+        _check_member(member, settings.limits.max_upload_bytes)
+    files = []
+    for member in members:
         with archive.open(member) as opened:
             content = opened.read(min(member.file_size, settings.limits.max_upload_bytes) + 1)
         if len(content) > member.file_size:
             raise InvalidRequest("images", f"{member.filename!r} is larger than the zip says")
         files.append((Path(member.filename).name, content))
     return images_from_files(files, settings)
+
+
+def _check_member(member: zipfile.ZipInfo, max_upload_bytes: int) -> None:
+    """Refuse a member whose declared size is over the limit for its kind (an image or a caption)."""
+    name = Path(member.filename).name
+    lower = name.lower()
+    if lower.endswith(".txt") and member.file_size > MAX_CAPTION_BYTES:
+        raise _caption_too_long(name)
+    if lower.endswith(IMAGE_SUFFIXES) and member.file_size > max_upload_bytes:
+        raise InvalidRequest(
+            f"images: {name}",
+            f"the file is {_size_text(member.file_size)}, more than the limit of {_size_text(max_upload_bytes)}",
+        )
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
 
 
 def training_job(

@@ -49,11 +49,27 @@ class QueueSettings(BaseModel):
     poll_interval_s: float = Field(
         0.5, gt=0, description="how often an idle worker looks for jobs of other processes"
     )
-    max_attempts: int = Field(2, ge=1, description="runs of a job interrupted by crashes before it is failed")
+    max_attempts: int = Field(
+        2,
+        ge=1,
+        description="a job that crashes the worker more than this many times at the same denoising step while "
+        "running alone fails, as does one that crashes it three times this many times at any points; a batch "
+        "that crashes is run again job by job",
+    )
     slice_s: float = Field(
         30.0,
         gt=0,
         description="a long job (training, animation) yields the GPU after this long if others wait",
+    )
+
+
+class ModelSettings(BaseModel):
+    """The model folders (checkpoints, LoRAs, VAEs, hypernetworks, embeddings)."""
+
+    allow_links_outside: bool = Field(
+        False,
+        description="use symbolic links in the model folders that lead outside them (off: such links are "
+        "listed as refused by `salon models`; links between the model folders are always fine)",
     )
 
 
@@ -226,6 +242,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     limits: Limits = Field(default_factory=Limits)
+    models: ModelSettings = Field(default_factory=ModelSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)

@@ -20,6 +20,10 @@ class ModelNotFound(InvalidRequest):
     """A model, LoRA, embedding or hypernetwork name that the registry does not know."""
 
 
+class ModelRefused(ModelNotFound):
+    """A model name whose file is installed but refused (a pickle, a lying header, a link out of the folders)."""
+
+
 class InvalidImage(InvalidRequest):
     """An uploaded file that is not an image we accept (truncated, empty, too many pixels, wrong type)."""
 

@@ -19,6 +19,7 @@ from typing import BinaryIO
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from engine.errors import InvalidImage, InvalidRequest
+from engine.image_io import check_image_file
 
 # EXIF UserComment: 8-byte character-code prefix, then the text (EXIF 2.3 §4.6.5).
 _UNICODE_PREFIX = b"UNICODE\0"
@@ -43,9 +44,11 @@ def read_infotext(path: str | os.PathLike[str]) -> str | None:
     """Infotext of an image file: PNG `parameters`, else EXIF UserComment, else a `.txt` sidecar.
 
     Reads headers and metadata only, never pixels. Raises InvalidImage for a file that is not a readable
-    image; a missing file raises FileNotFoundError.
+    image, or whose metadata is hostile (a text chunk over 1 MiB: `image_io.check_structure`, checked from
+    the chunk headers before Pillow reads any of it); a missing file raises FileNotFoundError.
     """
     path = Path(path)
+    check_image_file(path, max_pixels=None, max_bytes=None, known_type=False)
     with path.open("rb") as file:
         image = _open_for_metadata(file)
         with image:

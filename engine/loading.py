@@ -120,6 +120,15 @@ def _pipeline_classes(sdxl: bool):
     return StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
 
 
+def import_libraries() -> None:
+    """Import the diffusers and transformers classes a load needs (seconds on a busy machine), so that loading
+    a checkpoint later takes only the load; the worker calls this before it takes its first job."""
+    _pipeline_classes(False)
+    _pipeline_classes(True)
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401
+
+
 def _extra_kwargs(sdxl: bool) -> dict[str, object]:
     # SD 1.x pipelines carry a safety checker slot; Salon applies its own NSFW policy elsewhere.
     return (

@@ -30,7 +30,8 @@ _ATTENTION_TOKEN = re.compile(
     re.X,
 )
 _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
-_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")  # A1111's; matched by `_extra_network_tags` in linear time
+_TAG_KIND = re.compile(r"\w+:")
 _LORA_KINDS = frozenset({"lora", "lyco"})
 _FOLDER_HINTS = {
     "lora": "a LoRA in models/Lora",
@@ -189,18 +190,44 @@ def _check_network_name(kind: str, name: str) -> None:
         raise InvalidRequest(kind, message)
 
 
-def _network_from_match(match: re.Match[str]) -> ExtraNetwork:
-    """Build and validate one ExtraNetwork from an `_EXTRA_NETWORK` match."""
-    kind = match.group(1)
-    name, *args = match.group(2).split(":")
+def _network_from_tag(kind: str, body: str) -> ExtraNetwork:
+    """Build and validate one ExtraNetwork from a tag's kind and the text after its first colon."""
+    name, *args = body.split(":")
     _check_network_name(kind, name)
     return ExtraNetwork(kind, name, tuple(args))
 
 
+def _extra_network_tags(prompt: str):
+    """(start, end, kind, body) of each `_EXTRA_NETWORK` match, as `finditer` finds them, in linear time.
+
+    The regex itself is quadratic where tags never close (`"<lora:" * 20000`: every `<` scans to the end for
+    a `>`). The same matches, found directly: at each `<`, a run of word characters and a colon, then at
+    least one character before the next `>`. Once no `>` follows, no later `<` can start a tag either."""
+    position = prompt.find("<")
+    while position >= 0:
+        kind = _TAG_KIND.match(prompt, position + 1)  # \w+ then ":" (\w never matches ":")
+        if kind is not None:
+            close = prompt.find(">", kind.end())
+            if close < 0:
+                return
+            if close > kind.end():  # [^>]+ needs one character at least
+                yield position, close + 1, prompt[position + 1 : kind.end() - 1], prompt[kind.end() : close]
+                position = prompt.find("<", close + 1)
+                continue
+        position = prompt.find("<", position + 1)
+
+
 def extract_extra_networks(prompt: str) -> tuple[str, list[ExtraNetwork]]:
     """Remove `<kind:name:args>` tags from a prompt (A1111's regex); return the rest and the tags in order."""
-    networks = [_network_from_match(m) for m in _EXTRA_NETWORK.finditer(prompt)]
-    return _EXTRA_NETWORK.sub("", prompt), networks
+    kept: list[str] = []
+    networks: list[ExtraNetwork] = []
+    last = 0
+    for start, end, kind, body in _extra_network_tags(prompt):
+        networks.append(_network_from_tag(kind, body))
+        kept.append(prompt[last:start])
+        last = end
+    kept.append(prompt[last:])
+    return "".join(kept), networks
 
 
 def apply_style(prompt: str, style_prompt: str) -> str:

@@ -6,6 +6,10 @@ Folders follow A1111 (`models/Stable-diffusion`, `models/Lora`, `models/VAE`, `m
 path. Hashes are A1111's: checkpoints "AutoV2" (first 10 hex of the file's sha256), LoRAs the
 additional-networks hash (sha256 of a safetensors file's tensor data, after its header; 12 hex), embeddings
 and hypernetworks the file's sha256 (12 hex). They are cached by path, size and mtime in a JSON file.
+
+Every file passes the gate (`engine/model_gate.py`: links out of the folders, the safetensors header) before
+it is hashed or listed as usable; refused files are listed with their reason, and a prompt or option naming
+one gets that reason. The default checkpoint never changes because a new file appeared (`default_checkpoint`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from engine.errors import ModelNotFound
+from engine.errors import ModelNotFound, ModelRefused, UnsafeModelFile
+from engine.model_gate import ModelGate
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,12 @@ ACCEPTED_SUFFIXES: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.EMBEDDING: (".pt", ".bin", ".safetensors"),
 }
 REFUSED_SUFFIXES = (".ckpt", ".pth", ".pkl", ".pickle")
+# Beside every file Salon trained (jobs/training.py writes it): who made it. Such files never become the
+# default checkpoint by themselves.
+TRAINED_SIDECAR_SUFFIX = ".salon.json"
+DEFAULT_MODEL_FILE = (
+    "default-model.json"  # in the data folder: the default chosen once, as A1111 keeps its own
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,11 @@ def addnet_sha256(path: Path) -> str:
     """The additional-networks hash A1111 shows for safetensors LoRAs: sha256 of the data after the header."""
     with open(path, "rb") as f:
         header_len = int.from_bytes(f.read(8), "little")
+        size = os.fstat(f.fileno()).st_size
+    if header_len > size - 8:  # the file changed since the gate read it
+        raise UnsafeModelFile(
+            path, f"not safetensors: header length {header_len} exceeds the file size {size}"
+        )
     return sha256_file(path, skip_bytes=8 + header_len)
 
 
@@ -140,11 +157,19 @@ class ModelRegistry:
     """Scans the model folders on demand and resolves names to entries and hashes."""
 
     def __init__(
-        self, folders: dict[ModelKind, Path], hash_cache: HashCache, builtin_checkpoints: Iterable[Path] = ()
+        self,
+        folders: dict[ModelKind, Path],
+        hash_cache: HashCache,
+        builtin_checkpoints: Iterable[Path] = (),
+        *,
+        allow_links_outside: bool = False,
+        default_file: Path | None = None,
     ) -> None:
         self.folders = folders
         self.hashes = hash_cache
         self.builtin_checkpoints = tuple(builtin_checkpoints)
+        self.gate = ModelGate(folders.values(), allow_links_outside=allow_links_outside)
+        self.default_file = default_file
         self._entries: dict[ModelKind, list[ModelEntry]] = {}
         self.refused: list[RefusedFile] = []
         self.refresh()
@@ -161,7 +186,11 @@ class ModelRegistry:
         from engine.demo import DEMO_MODEL_DIR
 
         return cls(
-            folders, HashCache(settings.cache_dir / "hashes.json"), builtin_checkpoints=[DEMO_MODEL_DIR]
+            folders,
+            HashCache(settings.cache_dir / "hashes.json"),
+            builtin_checkpoints=[DEMO_MODEL_DIR],
+            allow_links_outside=settings.models.allow_links_outside,
+            default_file=settings.data_dir / DEFAULT_MODEL_FILE,
         )
 
     def refresh(self) -> None:
@@ -169,6 +198,7 @@ class ModelRegistry:
         self.refused = []
         self._entries = {kind: self._scan(kind, folder) for kind, folder in self.folders.items()}
         self._entries[ModelKind.CHECKPOINT] += self.builtin_entries()
+        self._remember_default()
 
     def builtin_entries(self) -> list[ModelEntry]:
         """The checkpoints that ship with Salon (the demo model), after the user's own."""
@@ -189,6 +219,10 @@ class ModelRegistry:
             if _hidden_or_sidecar(path, folder):
                 continue
             if kind is ModelKind.CHECKPOINT and path.is_dir() and (path / "model_index.json").is_file():
+                reason = self.gate.folder_refusal(path)
+                if reason is not None:
+                    self.refused.append(RefusedFile(kind, path, reason))
+                    continue
                 size, mtime = _folder_stat(path)
                 entries.append(ModelEntry(kind, path.name, path, size, mtime, is_diffusers_folder=True))
             elif path.is_file() and not _inside_diffusers_folder(path, folder):
@@ -200,6 +234,10 @@ class ModelRegistry:
     def _file_entry(self, kind: ModelKind, path: Path) -> ModelEntry | None:
         suffix = path.suffix.lower()
         if suffix in ACCEPTED_SUFFIXES[kind]:
+            reason = self.gate.file_refusal(path)  # before any hash: the header decides, not the name
+            if reason is not None:
+                self.refused.append(RefusedFile(kind, path, reason))
+                return None
             stat = path.stat()
             return ModelEntry(kind, path.stem, path, stat.st_size, stat.st_mtime_ns)
         if suffix in REFUSED_SUFFIXES:
@@ -226,6 +264,12 @@ class ModelRegistry:
         for entry in self.entries(kind):
             if entry.name.casefold() == folded:
                 return entry
+        refused = self._refused_named(kind, folded)
+        if refused is not None:
+            label = kind.value if kind is not ModelKind.CHECKPOINT else "model"
+            raise ModelRefused(
+                label, f"{wanted!r} cannot be used: {refused.path} is refused ({refused.reason})"
+            )
         if len(wanted) >= 8 and all(c in "0123456789abcdef" for c in folded):
             for entry in self.entries(kind):
                 if self.sha256(entry).startswith(folded):
@@ -242,20 +286,78 @@ class ModelRegistry:
             self.refresh()
             return self.find(kind, name)
 
+    def _refused_named(self, kind: ModelKind, folded: str) -> RefusedFile | None:
+        """The refused file a name (casefolded) means, if any: a file stem or a diffusers folder's name."""
+        for refused in self.refused:
+            stem = refused.path.name if refused.path.is_dir() else refused.path.stem
+            if refused.kind is kind and stem.casefold() == folded:
+                return refused
+        return None
+
     def checkpoint(self, name: str | None) -> ModelEntry:
-        """The checkpoint called `name`; with None, the user's only checkpoint, else the built-in demo model."""
+        """The checkpoint called `name`; with None, the default one (see `default_checkpoint`)."""
         if name is not None:
             return self.find_fresh(ModelKind.CHECKPOINT, name)
         self.refresh()
+        return self.default_checkpoint()
+
+    def native_size(self, name: str | None) -> tuple[int, int]:
+        """The default image size for a checkpoint (None: the default one): the square it was trained at.
+        Every command without a size uses this (imagine, animate; the CLI and the bot)."""
+        side = native_resolution(self.checkpoint(name))
+        return side, side
+
+    def default_checkpoint(self) -> ModelEntry:
+        """The checkpoint used when neither the request nor the settings name one. A new file never changes it:
+
+        1. the default remembered in `default-model.json` (like A1111's `sd_model_checkpoint`), if installed;
+        2. else the one checkpoint put there by hand (files Salon trained do not count), which is remembered;
+        3. else the built-in demo model (with no checkpoint, or several and none remembered).
+        """
         builtin = self.builtin_entries()
         installed = [e for e in self.entries(ModelKind.CHECKPOINT) if e not in builtin]
-        if len(installed) == 1:
-            return installed[0]
+        remembered = self._remembered_default()
+        for entry in (*installed, *builtin):
+            if entry.name == remembered:
+                return entry
+        by_hand = [e for e in installed if not trained_by_salon(e.path)]
+        if len(by_hand) == 1:
+            return by_hand[0]
         if builtin:
-            if installed:
+            if by_hand:
                 log.info("several checkpoints installed and no default_model set: using %s", builtin[0].name)
             return builtin[0]
         raise ModelNotFound("model", "no model given and no default_model set; choose one with --model")
+
+    def _remembered_default(self) -> str | None:
+        """The checkpoint name kept in the default file, or None (no file, or one that cannot be read)."""
+        if self.default_file is None:
+            return None
+        try:
+            value = json.loads(self.default_file.read_text(encoding="utf-8")).get("model")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def _remember_default(self) -> None:
+        """Keep the default chosen from a single hand-installed checkpoint, so a file added later (by hand or
+        by training) cannot change it; the demo model is never remembered (installing a first real
+        checkpoint is how one leaves it)."""
+        if self.default_file is None:
+            return
+        try:
+            chosen = self.default_checkpoint()
+        except ModelNotFound:  # nothing installed and no built-in model: nothing to remember
+            return
+        if chosen.path in self.builtin_checkpoints or chosen.name == self._remembered_default():
+            return
+        try:
+            self.default_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.default_file.with_name(f".{self.default_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"model": chosen.name, "chosen_at": time.time()}), encoding="utf-8")
+            os.replace(tmp, self.default_file)
+        except OSError as exc:  # a read-only data folder: the rule above still holds for this process
+            log.warning("cannot remember the default model in %s: %s", self.default_file, exc)
 
     def _missing(self, kind: ModelKind, name: str) -> str:
         known = self.names(kind)
@@ -288,6 +390,11 @@ def native_resolution(entry: ModelEntry) -> int:
 
     kind = detect_checkpoint_kind(check_safetensors(entry.path))
     return 1024 if kind in (CheckpointKind.SDXL, CheckpointKind.SDXL_INPAINT) else 512
+
+
+def trained_by_salon(path: Path) -> bool:
+    """Whether Salon's training wrote this file or folder (its owner sidecar lies beside it)."""
+    return path.with_name(path.name + TRAINED_SIDECAR_SUFFIX).is_file()
 
 
 def _inside_diffusers_folder(path: Path, root: Path) -> bool:

@@ -120,7 +120,7 @@ class Engine:
 
     def native_size(self, name: str | None) -> tuple[int, int]:
         """The default image size for a model: the resolution it was trained at (square)."""
-        return native_resolution_size(self.checkpoint(name))
+        return self.registry.native_size(name or self.settings.default_model)
 
     def _find(self, kind: ModelKind, name: str) -> ModelEntry:
         return self.registry.find_fresh(kind, name)

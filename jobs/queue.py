@@ -2,12 +2,30 @@
 
 Restart rule. A job is written to SQLite before its submitter is told its place in line. Execution is at
 least once: a job that was running when the process died goes back to the queue when the queue starts
-again, up to `max_attempts` runs in all; then it fails with a reason. Random seeds are fixed when a job is
-accepted and result files are named after the job, so running a job again makes the same images in the same
-files, never a second set. A graceful shutdown (SIGTERM, Ctrl-C) stops running jobs at their next step and
-puts them back in the queue without counting the attempt; queued jobs simply stay queued. Long jobs
-(training, animation; see jobs/long.py) run in slices: each slice's end state is stored on the job's row, so
-a stop or a crash resumes them from their last slice, not from the start.
+again. Random seeds are fixed when a job is accepted and result files are named after the job (and written
+under a temporary name, then renamed), so running a job again makes the same images in the same files, never
+a second set, and the catalog does not add a path twice.
+
+Blame (jobs/blame.py). The worker keeps a point file saying which jobs run, in which phase, at which step.
+After a crash, a batch that died is not blamed: its jobs go back in line without counting the attempt and
+run alone from then on, and a job that died comes after its owner's other jobs. Only a job that died running
+alone counts the death, with its point; it fails once it has died more than `max_attempts` times at the
+same denoising step (a job that crashes the process dies at the same point every time, an outside kill
+lands anywhere), or 3 × `max_attempts` times at any points (starting, loading a checkpoint, saving: longer
+than a step, so outside kills land there often). The error names where it died (`salon queue` shows it).
+The engine is created before the first job is taken, so a slow or failing start is no job's fault.
+
+Stops. A graceful shutdown (SIGTERM, Ctrl-C) stops running jobs at their next step and puts them back in the
+queue without counting the attempt; queued jobs simply stay queued. When the GPU thread does not stop within
+STOP_GRACE_S (a model load cannot be interrupted) the jobs are put back anyway and `run` returns; the
+process then exits without waiting for that thread (jobs.worker.exit_if_gpu_busy). Long jobs (training,
+animation; see jobs/long.py) run in slices: each slice's end state is stored on the job's row, so a stop or
+a crash resumes them from their last slice, not from the start.
+
+A full disk (a PNG, the text index or SQLite cannot write) pauses the worker: the error is logged with the
+folder and the free space, the batch goes back in line without counting the attempt, queued jobs show
+"waiting: disk full in … (… free)" in `salon queue`, and the worker tries again after 5 s, doubling up to
+5 minutes, or as soon as space is freed.
 
 Only one worker may run per data folder (a lock file); other processes (the CLI while a bot runs) submit
 to the same database and the worker picks their jobs up within `poll_interval_s`.
@@ -25,11 +43,12 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import jobs.animation  # noqa: F401  (registers the `animate` long job kind)
 import jobs.training  # noqa: F401  (registers the `train` long job kind)
 from catalog.catalog import Catalog
+from catalog.storage import DiskFull, as_disk_full
 from config import Settings
 from engine.batching import batch_key
 from engine.errors import InvalidRequest
@@ -37,7 +56,9 @@ from engine.noise import resolve_seed
 from engine.registry import ModelRegistry
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, RunControl
 from engine.validation import check_generation, check_img2img, check_inpaint
+from jobs.blame import PointFile
 from jobs.codec import AnyRequest, request_to_json
+from jobs.diskwait import WAITING, DiskWait, worker_waiting
 from jobs.long import SliceControl, long_task
 from jobs.records import WARMING_UP, JobEvent, JobKind, JobRecord, JobStatus
 from jobs.results import FileSink, ResultSink
@@ -49,6 +70,8 @@ log = logging.getLogger(__name__)
 
 LOCAL_GUILD = "local"  # the catalog's guild for jobs from the command line
 PERSIST_PROGRESS_S = 1.0  # write a running job's progress to its row at most this often (for other processes)
+STOP_GRACE_S = 5.0  # after a stop, wait this long for the GPU thread's next step, then leave it (exit < 10 s)
+ABANDONED = object()  # what `_unless_stopped` returns for GPU work left running after a stop
 
 
 class WorkerBusy(RuntimeError):
@@ -99,6 +122,12 @@ class JobQueue:
         self._others_waiting = threading.Event()  # set while a slice runs and some other job is queued
         self._running_slice: int | None = None
         self._warming = False  # the worker is compiling its fast path before the first job
+        self._shutdown_asked = asyncio.Event()
+        self.point = PointFile(settings.data_dir / "worker.point")  # opened by `claim_worker`
+        self._prepared = False  # the engine exists and its libraries are imported (before the first claim)
+        self.gpu_abandoned = False  # a stop left GPU work running (see jobs.worker.exit_if_gpu_busy)
+        self._disk = DiskWait(store, self.point)  # why queued jobs wait (a full disk), while they do
+        self._stranded: dict[int, JobRecord] = {}  # jobs a full disk kept from going back in line
 
     @classmethod
     async def open(
@@ -109,6 +138,11 @@ class JobQueue:
     ) -> JobQueue:
         sink = sink or FileSink(settings.outputs_path, _postprocessors(settings))  # a bad setting fails first
         store = await JobStore.open(settings.queue_db)
+        try:
+            catalog = await Catalog.open(settings.catalog_dir, settings.catalog.text_index)
+        except BaseException:
+            await store.close()  # an open connection would keep the process from exiting
+            raise
         if engine_factory is None:
 
             def engine_factory():
@@ -123,14 +157,15 @@ class JobQueue:
             inputs,
             settings.queue.preview_every_steps,
         )
-        return cls(
-            settings, store, worker, await Catalog.open(settings.catalog_dir, settings.catalog.text_index)
-        )
+        return cls(settings, store, worker, catalog)
 
     async def close(self) -> None:
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.store.close()
-        await self.catalog.close()
+        try:
+            await self.store.close()
+        finally:
+            await self.catalog.close()
+        self.point.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
@@ -288,8 +323,12 @@ class JobQueue:
                 JobEvent(job_id, "queued", JobStatus.QUEUED, position=position, phase=self._phase())
             )
 
+    def worker_waiting(self) -> str | None:
+        """Why the worker of this data folder (in this process or another) waits, if it does: a full disk."""
+        return self._disk.reason or worker_waiting(self.settings.data_dir, self.point)
+
     def _phase(self) -> str | None:
-        return WARMING_UP if self._warming else None
+        return WARMING_UP if self._warming else self._disk.reason
 
     async def wait(self, job_id: int, on_event: Callable[[JobEvent], None] | None = None) -> JobRecord:
         """Until the job ends: from this process's events, or by polling its row if another process runs it."""
@@ -324,30 +363,43 @@ class JobQueue:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_file = fd
+        self.point.open()
+        self.worker.point = self.point
 
-    async def recover(self) -> None:
-        """Requeue jobs a dead worker left running (or fail them once out of attempts)."""
-        requeued, failed = await self.store.recover(self.settings.queue.max_attempts)
+    async def recover(self) -> bool:
+        """Requeue the jobs a dead worker left running, or fail those to blame (jobs/blame.py); True."""
+        point = self.point.last()
+        where = point.label() if point is not None else "an unknown point"
+        requeued, failed = await self.store.recover(self.settings.queue.max_attempts, point)
         for job_id in requeued:
-            log.warning("job %d was interrupted by a stop; queued again", job_id)
+            log.warning("job %d was running when the worker died (at %s); queued again", job_id, where)
         for job_id in failed:
-            log.error("job %d was interrupted %d times; failed", job_id, self.settings.queue.max_attempts)
+            job = await self.store.get(job_id)
+            log.error("job %d failed: %s", job_id, job.error if job else "")
+        return True
 
     async def run(self, stop: asyncio.Event | None = None, until_empty: bool = False) -> None:
-        """The dispatcher: claim the worker, recover, then run batches until `stop` (or the queue is empty)."""
+        """The dispatcher: claim the worker, recover, then run batches until `stop` (or the queue is empty).
+
+        A full disk pauses it: the error is logged, the batch goes back in line and queued jobs say why they
+        wait, until space returns (jobs/diskwait.py). After `shutdown` it returns within STOP_GRACE_S, even
+        when the GPU thread cannot be interrupted (then `gpu_abandoned` is set)."""
         self.claim_worker()
         self._loop = asyncio.get_running_loop()
-        await self.recover()
+        stop = stop or asyncio.Event()
+        while await self._on_full_disk(self.recover(), stop) is None:
+            if stop.is_set() or self._stopping:
+                return
         if self.settings.speed.warmup and not until_empty:  # a one-shot run would not earn a compile back
             self._warming = True  # queued jobs say so meanwhile
             await self._publish_positions()
             try:
-                await self.worker.warm_up()
+                await self._unless_stopped(self.worker.warm_up())
             finally:
                 self._warming = False
-        stop = stop or asyncio.Event()
         while not stop.is_set() and not self._stopping:
-            if await self.run_once():
+            ran = await self._on_full_disk(self._run_next(), stop)
+            if ran or ran is None:  # None: it waited for disk space
                 continue
             if until_empty:
                 return
@@ -362,8 +414,43 @@ class JobQueue:
     async def run_until_empty(self) -> None:
         await self.run(until_empty=True)
 
+    async def _run_next(self) -> bool:
+        if self._stranded:
+            await self._put_back(list(self._stranded.values()), self._disk.reason or "queued again")
+        ran = await self.run_once()
+        if ran:
+            await self._disk.over()
+        return ran
+
+    async def _on_full_disk(self, work: Awaitable[bool], stop: asyncio.Event) -> bool | None:
+        """`work`'s result, or None after waiting for space when it found the disk full."""
+        try:
+            return await work
+        except DiskFull as full:
+            await self._disk.wait(full, stop, self._shutdown_asked)
+            await self._publish_positions()  # with the reason
+            return None
+
+    async def _unless_stopped(self, work: Awaitable):
+        """`work`'s result (GPU thread work); after `shutdown`, if it has not ended within STOP_GRACE_S (a model
+        load cannot be interrupted), ABANDONED, leaving it running."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._shutdown_asked.wait())
+        try:
+            await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not task.done():
+            await asyncio.wait([task], timeout=STOP_GRACE_S)
+        if not task.done():
+            log.warning("the GPU thread did not stop within %.0f s; leaving it", STOP_GRACE_S)
+            self.gpu_abandoned = True
+            task.add_done_callback(_quietly)
+            return ABANDONED
+        return task.result()
+
     async def run_once(self) -> bool:
-        """Run the next batch, if any job waits; True when something ran."""
+        """Run the next batch, if any job waits; True when something ran (DiskFull: it went back in line)."""
         self._loop = asyncio.get_running_loop()
         queued = await self.store.queued()
         batch = self.scheduler.next_batch(
@@ -371,8 +458,15 @@ class JobQueue:
         )
         if not batch:
             return False
+        if not self._prepared:  # before any claim: a slow or failing start is no job's fault
+            self.point.begin([], "starting the engine")
+            if await self._unless_stopped(self.worker.prepare()) is ABANDONED:
+                return True
+            self._prepared = True
+        self.point.begin([job.id for job in batch])  # before the claim, so a death after it names them
         claimed = await self.store.claim([job.id for job in batch])
         if not claimed:
+            self.point.idle()
             return True
         controls = {job.id: RunControl() for job in claimed}
         self._controls.update(controls)
@@ -383,18 +477,64 @@ class JobQueue:
         if long:
             self._others_waiting.clear()
         watcher = asyncio.ensure_future(self._watch(controls, long))
+        watcher.add_done_callback(_quietly)
         try:
+            try:
+                if not long:
+                    await self._say_loading(claimed)
+                if long:
+                    work = self._run_slice(claimed[0], controls[claimed[0].id])
+                else:
+                    work = self.worker.run(claimed, controls, self._report_from_worker)
+                outcomes = await self._unless_stopped(work)
+            finally:
+                watcher.cancel()
+                for job in claimed:
+                    self._controls.pop(job.id, None)
+            if outcomes is ABANDONED:
+                await self._put_back(claimed, "queued again after a stop")
+                return True
             if long:
-                outcomes = {claimed[0].id: await self._run_slice(claimed[0], controls[claimed[0].id])}
-            else:
-                outcomes = await self.worker.run(claimed, controls, self._report_from_worker)
-        finally:
-            watcher.cancel()
+                outcomes = {claimed[0].id: outcomes}
+            self.point.at("finishing")
             for job in claimed:
-                self._controls.pop(job.id, None)
-        for job in claimed:
-            await self._finish(job, outcomes[job.id])
+                await self._finish(job, outcomes[job.id])
+        except DiskFull as full:
+            with contextlib.suppress(DiskFull):
+                await self._put_back(claimed, f"{WAITING}{full}")
+            raise
+        finally:
+            self.point.idle()
         return True
+
+    async def _say_loading(self, jobs: list[JobRecord]) -> None:
+        """The jobs' rows say that their checkpoint is being loaded first (`salon queue` shows it)."""
+        model = jobs[0].model
+        if model is not None and model != self.worker.loaded_model:
+            for job in jobs:
+                await self.store.transition(
+                    job.id, JobStatus.RUNNING, [JobStatus.RUNNING], phase=f"loading {model}"
+                )
+
+    async def _put_back(self, jobs: list[JobRecord], phase: str) -> None:
+        """Jobs still running back in line, this run not counted (a stop, a full disk). Those the database
+        cannot take now (a full disk) are kept and tried again before the next batch; DiskFull is raised."""
+        full = None
+        for job in jobs:
+            try:
+                await self.store.transition(
+                    job.id,
+                    JobStatus.QUEUED,
+                    [JobStatus.RUNNING],
+                    phase=phase,
+                    attempts=max(0, job.attempts - 1),
+                )
+                self._stranded.pop(job.id, None)
+            except DiskFull as exc:
+                self._stranded[job.id] = job
+                full = exc
+        if full is not None:
+            raise full
 
     async def _run_slice(self, job: JobRecord, control: RunControl) -> Outcome:
         """One slice of a long job; it ends early once `_watch` sees someone else waiting."""
@@ -440,6 +580,7 @@ class JobQueue:
                 checkpoint=part.state,
                 slices=job.slices + 1,
                 attempts=max(0, job.attempts - 1),
+                deaths=(),  # it made progress: earlier deaths are forgiven (jobs/blame.py)
             )
             if updated is not None:
                 position = (await self.positions()).get(job.id)
@@ -462,7 +603,13 @@ class JobQueue:
         if outcome.status is JobStatus.DONE and outcome.results and not job.kind.long:
             # Into the catalog before the job is marked done: a crash in between re-runs the job, which
             # rewrites the same files, and the catalog does not add a path twice.
-            images = await self._catalogue(job, outcome.results)
+            try:
+                images = await self._catalogue(job, outcome.results)
+            except OSError as exc:  # the text index on a full disk (SQLite's own says DiskFull already)
+                full = as_disk_full(exc, self.settings.catalog_dir)
+                if full is None:
+                    raise
+                raise full from exc
         updated = await self.store.transition(
             job.id,
             outcome.status,
@@ -510,8 +657,10 @@ class JobQueue:
         return tuple(record.id for record in records)
 
     async def shutdown(self) -> None:
-        """Stop at the next step: running jobs go back to the queue, nothing new starts."""
+        """Stop at the next step: running jobs go back to the queue, nothing new starts. `run` returns within
+        STOP_GRACE_S, leaving the GPU thread if it does not stop (a model load)."""
         self._stopping = True
+        self._shutdown_asked.set()
         self._stop_slices.set()
         for job_id, control in self._controls.items():
             if job_id == self._running_slice:
@@ -554,6 +703,13 @@ class JobQueue:
             )
             self._background.add(write)
             write.add_done_callback(self._background.discard)
+            write.add_done_callback(_quietly)  # progress is best effort (a full disk, a closing queue)
+
+
+def _quietly(task: asyncio.Future) -> None:
+    """Retrieve a background task's exception, so that asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _digest(key: object) -> str:

@@ -61,6 +61,8 @@ class JobRecord:
         default_factory=dict
     )  # front-end details: parent image, relation, nsfw, reply
     delivered_at: float | None = None  # when a front end showed the outcome to its owner
+    solo: bool = False  # never batched again: a batch it was in died (see jobs/blame.py)
+    deaths: tuple[str, ...] = ()  # where the worker died while running it alone, oldest first
 
 
 WARMING_UP = "warming up"  # the phase of queued jobs while the worker compiles its fast path

@@ -9,7 +9,11 @@ Pure functions over job records (no I/O), so the policy is tested exactly:
 - Long jobs (training, animation) run in slices and come after their owner's image jobs, so a person's
   quick image never waits behind their own training, and others' images wait at most one slice.
 - Batching: waiting jobs with the lead job's batch key (same model, size, sampler, steps, CFG…) join its
-  batch, taken in turn order, up to the image budget.
+  batch, taken in turn order, up to the image budget. A job marked solo (a batch it was in died with the
+  worker) runs alone, so that a crash it causes is blamed on it only (jobs/blame.py).
+- A job that died with the worker while running alone comes after its owner's other jobs (the more deaths,
+  the later): a job that crashes the worker does not hold up its owner's others, and an outside kill that
+  lands early after each restart does not hit the same job every time.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class FairScheduler:
     def order(self, queued: Sequence[JobRecord]) -> list[JobRecord]:
         """The order queued jobs would run in, if nothing else arrived and nothing were batched."""
         by_owner: dict[str, deque[JobRecord]] = {}
-        for job in sorted(queued, key=lambda j: (j.kind.long, j.id)):
+        for job in sorted(queued, key=lambda j: (j.kind.long, len(j.deaths), j.id)):
             by_owner.setdefault(job.owner, deque()).append(job)
         owners = sorted(
             by_owner, key=lambda o: (self.served_at.get(o, -1), min(job.id for job in by_owner[o]))
@@ -66,11 +70,12 @@ class FairScheduler:
             return []
         lead = self._with_affinity(order, loaded_model)
         batch = [lead]
-        if lead.batch_key:
+        if lead.batch_key and not lead.solo:
             images = job_images(lead)
             for job in order:
                 if (
                     job is not lead
+                    and not job.solo
                     and job.batch_key == lead.batch_key
                     and images + job_images(job) <= max_images
                 ):

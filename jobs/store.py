@@ -16,6 +16,7 @@ import aiosqlite
 
 from catalog.sqlite import Database, Migration
 from engine.errors import InvalidRequest
+from jobs.blame import Point, judge
 from jobs.records import JobKind, JobRecord, JobStatus
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -60,6 +61,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE jobs ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';
         ALTER TABLE jobs ADD COLUMN delivered_at REAL;
         CREATE INDEX jobs_undelivered ON jobs (finished_at) WHERE delivered_at IS NULL;
+        """,
+    ),
+    (
+        "crash blame: solo jobs and where they died",
+        """
+        ALTER TABLE jobs ADD COLUMN solo INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN deaths TEXT NOT NULL DEFAULT '[]';
         """,
     ),
 )
@@ -180,15 +188,16 @@ class JobStore:
         """Move a job to `status` if it is in one of `allowed_from` (never out of a terminal state).
 
         `fields` sets other columns (phase, progress, error, results, started_at, finished_at, attempts,
-        checkpoint, slices, meta).
+        checkpoint, slices, meta, deaths).
         Returns the updated record, or None when the job was not in an allowed state.
         """
         sources = [s.value for s in allowed_from if not s.terminal]
         if not sources:
             return None
         values = dict(fields)
-        if "results" in values:
-            values["results"] = json.dumps(list(values["results"]))
+        for name in ("results", "deaths"):
+            if name in values:
+                values[name] = json.dumps(list(values[name]))
         for name in ("checkpoint", "meta"):
             if name in values:
                 values[name] = json.dumps(values[name])
@@ -264,11 +273,25 @@ class JobStore:
         async with self._db.execute(sql, tuple(job_ids)) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
-    async def recover(self, max_attempts: int) -> tuple[list[int], list[int]]:
-        """After a restart: jobs left running go back to the queue, or fail once they have used every attempt."""
+    async def mark_waiting(self, phase: str) -> None:
+        """Say on every queued job's row why it waits (`salon queue` shows it)."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE jobs SET phase = ? WHERE status = 'queued'", (phase,))
+
+    async def clear_waiting(self, prefix: str) -> None:
+        """Queued jobs whose phase starts with `prefix` no longer wait for that."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET phase = '' WHERE status = 'queued' AND substr(phase, 1, ?) = ?",
+                (len(prefix), prefix),
+            )
+
+    async def recover(self, max_attempts: int, point: Point | None = None) -> tuple[list[int], list[int]]:
+        """After a restart: jobs left running go back to the queue, or fail (see jobs/blame.py for who is
+        blamed, judged from `point`, where the dead worker was). Returns (requeued, failed) job ids."""
         async with self.transaction() as db:
             async with db.execute(
-                "SELECT id, attempts, cancel_requested FROM jobs WHERE status = 'running'"
+                "SELECT id, attempts, cancel_requested, deaths FROM jobs WHERE status = 'running'"
             ) as cursor:
                 rows = await cursor.fetchall()
             for row in rows:
@@ -278,19 +301,31 @@ class JobStore:
                         (time.time(), row["id"]),
                     )
             rows = [row for row in rows if not row["cancel_requested"]]
-            requeued = [row["id"] for row in rows if row["attempts"] < max_attempts]
-            failed = [row["id"] for row in rows if row["attempts"] >= max_attempts]
-            for job_id in requeued:
-                await db.execute(
-                    "UPDATE jobs SET status = 'queued', phase = 'interrupted, queued again' WHERE id = ?",
-                    (job_id,),
-                )
-            reason = f"the worker stopped during this job {max_attempts} times; it was not run again"
-            for job_id in failed:
-                await db.execute(
-                    "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
-                    (reason, time.time(), job_id),
-                )
+            running = [row["id"] for row in rows]
+            requeued, failed = [], []
+            for row in rows:
+                verdict = judge(row["id"], json.loads(row["deaths"]), running, point, max_attempts)
+                attempts = row["attempts"] if verdict.counted else max(0, row["attempts"] - 1)
+                deaths = json.dumps(list(verdict.deaths))
+                if verdict.failed_reason is None:
+                    phase = (
+                        "the worker died during this job; queued again"
+                        if verdict.counted
+                        else "the worker died during its batch; queued again to run alone"
+                    )
+                    await db.execute(
+                        "UPDATE jobs SET status = 'queued', phase = ?, attempts = ?, deaths = ?, solo = 1 "
+                        "WHERE id = ?",
+                        (phase, attempts, deaths, row["id"]),
+                    )
+                    requeued.append(row["id"])
+                else:
+                    await db.execute(
+                        "UPDATE jobs SET status = 'failed', phase = 'failed', error = ?, finished_at = ?, "
+                        "attempts = ?, deaths = ? WHERE id = ?",
+                        (verdict.failed_reason, time.time(), attempts, deaths, row["id"]),
+                    )
+                    failed.append(row["id"])
         return requeued, failed
 
 
@@ -318,4 +353,6 @@ def _record(row: aiosqlite.Row) -> JobRecord:
         slices=row["slices"],
         meta=json.loads(row["meta"]),
         delivered_at=row["delivered_at"],
+        solo=bool(row["solo"]),
+        deaths=tuple(json.loads(row["deaths"])),
     )

@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from catalog.storage import as_disk_full
 from engine.errors import JobCancelled, SalonError
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, RunControl, StepProgress
+from jobs.blame import LOADING, NoPoint, PointFile
 from jobs.codec import request_from_json
 from jobs.long import Slice, SliceControl, long_task
 from jobs.records import JobKind, JobRecord, JobStatus
@@ -33,11 +38,42 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _GPU_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salon-gpu")
+_GPU_BUSY = threading.Event()  # set while the GPU thread runs a call
 
 
 async def in_gpu_thread(function: Callable[..., T], *args) -> T:
     """Run `function(*args)` in the process's GPU thread (where the engine lives) and return its result."""
-    return await asyncio.get_running_loop().run_in_executor(_GPU_THREAD, function, *args)
+    return await asyncio.get_running_loop().run_in_executor(_GPU_THREAD, _busy_while, function, *args)
+
+
+def _busy_while(function: Callable[..., T], *args) -> T:
+    _GPU_BUSY.set()
+    try:
+        return function(*args)
+    finally:
+        _GPU_BUSY.clear()
+
+
+def gpu_thread_busy() -> bool:
+    """The GPU thread is inside a call (one a stop could not interrupt, once the queue has stopped)."""
+    return _GPU_BUSY.is_set()
+
+
+def exit_if_gpu_busy(status: int) -> None:
+    """End the process now if the GPU thread is still busy: Python would wait for it at exit, and a model load
+    cannot be interrupted. Call it once the queue has stopped (its jobs are back in line) and the databases are
+    closed; SQLite transactions are atomic and result files are written under a temporary name, so nothing
+    can be left half-written. Logs and output are flushed first."""
+    if not gpu_thread_busy():
+        return
+    log.warning("the GPU thread did not stop in time (loading a model?); exiting without waiting for it")
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 @dataclass(frozen=True)
@@ -76,6 +112,7 @@ class GpuWorker:
         self._sink = sink
         self._inputs = inputs
         self._preview_every = preview_every_steps
+        self.point: PointFile = NoPoint()  # where the running jobs are (the queue sets the real one)
 
     @property
     def loaded_model(self) -> str | None:
@@ -93,6 +130,11 @@ class GpuWorker:
     ) -> Outcome:
         """Run one slice of a long job in the GPU thread."""
         return await in_gpu_thread(self._run_slice, job, control, workdir, report)
+
+    async def prepare(self) -> None:
+        """Create the engine and import its libraries, before the queue takes a job: a slow start is nobody's
+        fault, and a crash while starting must not be blamed on a job (jobs/blame.py)."""
+        await in_gpu_thread(self._prepare)
 
     async def warm_up(self) -> float:
         """Create the engine and compile its fast path's shapes before the first job (seconds it took)."""
@@ -112,6 +154,12 @@ class GpuWorker:
             log.info("warm-up done in %.1fs", seconds)
         return seconds
 
+    def _prepare(self) -> None:
+        self._engine_now()
+        from engine.loading import import_libraries
+
+        import_libraries()
+
     def _engine_now(self):
         if self._engine is None:
             self._engine = self._engine_factory()
@@ -130,6 +178,7 @@ class GpuWorker:
         except SalonError as exc:
             return Outcome(JobStatus.FAILED, error=str(exc))
         except Exception as exc:
+            self._raise_if_disk_full(exc, workdir)
             log.exception("job %d failed in slice %d", job.id, job.slices + 1)
             return Outcome(JobStatus.FAILED, error=f"internal error: {exc}")
         log.info(
@@ -150,6 +199,7 @@ class GpuWorker:
         self._engine_now()
         for job in jobs:
             controls[job.id].on_step = self._reporter(job.id, report)
+        self._say_loading(jobs)
         try:
             results = self._generate(jobs, controls)
         except JobCancelled:
@@ -157,16 +207,41 @@ class GpuWorker:
         except SalonError as exc:
             return {job.id: Outcome(JobStatus.FAILED, error=str(exc)) for job in jobs}
         except Exception as exc:  # an engine bug must fail the jobs, not kill the worker
+            self._raise_if_disk_full(exc, self._outputs)
             log.exception("jobs %s failed", [job.id for job in jobs])
             return {job.id: Outcome(JobStatus.FAILED, error=f"internal error: {exc}") for job in jobs}
+        self.point.at("saving")
         outcomes = {}
         for job, result in zip(jobs, results, strict=True):
             if controls[job.id].cancelled():
                 outcomes[job.id] = Outcome(JobStatus.CANCELLED)
-            else:
+                continue
+            try:
                 outcomes[job.id] = Outcome(JobStatus.DONE, tuple(self._sink.store(job, result)))
+            except OSError as exc:  # a full disk waits for space (the queue puts the batch back); others fail
+                self._raise_if_disk_full(exc, self._outputs)
+                log.exception("job %d: its images could not be saved", job.id)
+                outcomes[job.id] = Outcome(JobStatus.FAILED, error=f"its images could not be saved: {exc}")
         log.info("%6.2fs → jobs %s", time.perf_counter() - started, [job.id for job in jobs])
         return outcomes
+
+    @property
+    def _outputs(self) -> Path:
+        return getattr(self._sink, "outputs", self._inputs)
+
+    @staticmethod
+    def _raise_if_disk_full(exc: Exception, folder: Path) -> None:
+        full = as_disk_full(exc, folder)
+        if full is not None:
+            raise full from exc
+
+    def _say_loading(self, jobs: list[JobRecord]) -> None:
+        """Log (and mark the point) that the jobs' checkpoint is being loaded, when it is not loaded yet."""
+        model = jobs[0].model
+        if model is None or model == self.loaded_model:
+            return
+        self.point.at(f"{LOADING} {model}")
+        log.info("jobs %s: loading %s", [job.id for job in jobs], model)
 
     def _generate(self, jobs: list[JobRecord], controls: dict[int, RunControl]) -> list:
         engine = self._engine
@@ -185,6 +260,7 @@ class GpuWorker:
 
     def _reporter(self, job_id: int, report: Callable[[Progress], None]) -> Callable[[StepProgress], None]:
         def on_step(event: StepProgress) -> None:
+            self.point.at(event.phase, event.step)
             due = event.preview_ready or event.step % self._preview_every == 0 or event.step == event.total
             preview = _png(event.preview()) if due and event.preview is not None else None
             report(Progress(job_id, event.phase, event.step, event.total, preview))

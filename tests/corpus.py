@@ -1,5 +1,5 @@
-"""Where the shared corpus of real generator files lives: ../shared beside the repository (as in CI)."""
+"""Where the corpus of real generator files lives: tests/data/corpus, inside the repository (see its README)."""
 
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "generator-metadata"
+CORPUS = Path(__file__).resolve().parent / "data" / "corpus" / "generator-metadata"

@@ -20,11 +20,13 @@ from urllib.parse import urlencode
 from aiohttp import web
 from PIL import Image
 
+from catalog.paths import exact_file
 from catalog.records import ImageRecord, NegativeMode, SortOrder
 from commands.browse import browse_query
 from commands.community import CommunityStore, web_secret
 from config import Settings
 from engine.errors import InvalidRequest
+from engine.image_io import check_image_file
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class GalleryServer:
         self.local_guild = local_guild
         self.secret = web_secret(settings.data_dir)
         self.thumbs = settings.data_dir / "cache" / "thumbs"
+        self.max_pixels = max(settings.limits.max_input_pixels, settings.limits.max_pixels)
         self._thumb_locks: dict[int, asyncio.Lock] = {}
 
     def app(self) -> web.Application:
@@ -187,16 +190,19 @@ class GalleryServer:
             lock = self._thumb_locks.setdefault(image.id, asyncio.Lock())
             async with lock:
                 if not target.is_file():
-                    await asyncio.to_thread(_make_thumbnail, Path(image.path), target, size)
+                    source = _servable(image)
+                    try:
+                        await asyncio.to_thread(_make_thumbnail, source, target, size, self.max_pixels)
+                    except (InvalidRequest, OSError, SyntaxError, ValueError) as exc:  # changed since added
+                        log.warning("no thumbnail for image %d: %s", image.id, exc)
+                        raise web.HTTPNotFound() from exc
         return web.FileResponse(
             target, headers={"Content-Type": "image/jpeg", "Cache-Control": "max-age=86400"}
         )
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         image = await self._image(request)
-        path = Path(image.path)
-        if not path.is_file():
-            raise web.HTTPNotFound()
+        path = _servable(image)
         kind = IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
         return web.FileResponse(path, headers={"Content-Type": kind, "Cache-Control": "max-age=86400"})
 
@@ -223,9 +229,18 @@ def _filters(params) -> dict:
     }
 
 
-def _make_thumbnail(source: Path, target: Path, size: int) -> None:
+def _servable(image: ImageRecord) -> Path:
+    """The image's file, only if it is still exactly the file the catalog recorded: its real path, with no
+    link planted on the path since (a link to a file elsewhere is never served); else 404."""
+    if not exact_file(image.path):
+        raise web.HTTPNotFound()
+    return Path(image.path)
+
+
+def _make_thumbnail(source: Path, target: Path, size: int, max_pixels: int) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(source) as image:
+    header = check_image_file(source, max_pixels=max_pixels, max_bytes=None)  # a file swapped for a bomb
+    with Image.open(source, formats=[header.kind]) as image:
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         image.convert("RGB").save(partial, format="JPEG", quality=85)

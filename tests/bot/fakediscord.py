@@ -26,6 +26,7 @@ import contextlib
 import inspect
 import io
 import json
+import math
 import mimetypes
 import re
 import secrets
@@ -1131,7 +1132,9 @@ class _Rest(_Messages):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._rate_limits: list[tuple[str, str | None, float, bool]] = []
+        self._rate_limits: list[_RateLimit] = []
+        self._limited: list[_RateLimit] = []  # held limits: (needle, method) refused until `until`
+        self._hooks: list[_Hook] = []
 
     def rate_limit_next(
         self,
@@ -1140,9 +1143,33 @@ class _Rest(_Messages):
         *,
         method: str | None = None,
         is_global: bool = False,
+        when: Callable[[RecordedRequest], bool] | None = None,
+        hold: bool = False,
     ) -> None:
-        """Answer the next request whose path contains `path_substring` with a 429."""
-        self._rate_limits.append((path_substring, method, retry_after, is_global))
+        """Answer the next request whose path contains `path_substring` (and that `when` accepts) with a 429.
+
+        `hold`: as Discord does, go on answering 429 (with the time left) to every request of that method
+        and path until `retry_after` has passed; each of those is an extra 429, an invalid request.
+        """
+        self._rate_limits.append(_RateLimit(path_substring, method, retry_after, is_global, when, hold))
+
+    def before_answer(
+        self, when: Callable[[RecordedRequest], bool], action: Callable[[RecordedRequest], Any]
+    ) -> None:
+        """Once: when a request that `when` accepts has been handled, run `action` (awaited if it is a
+        coroutine) before the bot gets the answer, e.g. a user reacting to the message just edited."""
+        self._hooks.append(_Hook(when, action))
+
+    @property
+    def rate_limited(self) -> list[RecordedRequest]:
+        """Requests the fake answered with 429, in order."""
+        return [r for r in self.requests if r.status == 429]
+
+    def after(self, request: RecordedRequest) -> RecordedRequest | None:
+        """The next request of the same method and path after this one (the bot's next try of a route)."""
+        index = next(i for i, r in enumerate(self.requests) if r is request)
+        later = self.requests[index + 1 :]
+        return next((r for r in later if (r.method, r.path) == (request.method, request.path)), None)
 
     def _routes(self) -> list[tuple[str, str, Callable[[web.Request], Any]]]:
         """(method, path under /api/v10, handler); order matters where paths overlap."""
@@ -1210,6 +1237,11 @@ class _Rest(_Messages):
         except _ApiError as exc:
             response = exc.response()
         record.status = response.status
+        for hook in [h for h in self._hooks if h.when(record)]:
+            self._hooks.remove(hook)
+            done = hook.action(record)
+            if inspect.isawaitable(done):
+                await done
         return response
 
     async def _authorized(
@@ -1225,26 +1257,21 @@ class _Rest(_Messages):
         return await handler(request)
 
     def _rate_limited(self, record: RecordedRequest) -> web.Response | None:
-        """A 429 for the first pending rate_limit_next() that matches."""
-        for i, (needle, method, retry_after, is_global) in enumerate(self._rate_limits):
-            if needle in record.path and method in (None, record.method):
-                del self._rate_limits[i]
-                headers = {
-                    "Content-Type": "application/json",
-                    "Via": "1.1 google",
-                    "Retry-After": str(max(1, round(retry_after))),
-                    "X-RateLimit-Limit": "5",
-                    "X-RateLimit-Remaining": "0",
-                    "X-RateLimit-Reset-After": str(retry_after),
-                    "X-RateLimit-Bucket": "fake-bucket",
-                    "X-RateLimit-Scope": "global" if is_global else "user",
-                }
-                body = {
-                    "message": "You are being rate limited.",
-                    "retry_after": retry_after,
-                    "global": is_global,
-                }
-                return web.Response(body=json.dumps(body).encode(), status=429, headers=headers)
+        """A 429 while a held limit lasts, or for the first pending rate_limit_next() that matches."""
+        self._limited = [limit for limit in self._limited if limit.until > record.at]
+        for limit in self._limited:
+            if limit.needle == record.path and limit.method == record.method:
+                return _too_many(limit.until - record.at, limit.is_global)
+        for limit in self._rate_limits:
+            matches = limit.needle in record.path and limit.method in (None, record.method)
+            if matches and (limit.when is None or limit.when(record)):
+                self._rate_limits.remove(limit)
+                if limit.hold:
+                    until = record.at + limit.retry_after
+                    self._limited.append(
+                        _RateLimit(record.path, record.method, 0, limit.is_global, until=until)
+                    )
+                return _too_many(limit.retry_after, limit.is_global)
         return None
 
     async def _h_unknown(self, request: web.Request) -> web.Response:
@@ -1644,6 +1671,45 @@ class _Rest(_Messages):
         if user_id not in guild.members:
             raise _not_found(10007, "Member")
         return _json_response(self.member_payload(guild, user_id))
+
+
+@dataclass
+class _RateLimit:
+    """A 429 to answer: to the next matching request, or while a held limit lasts (`until`)."""
+
+    needle: str
+    method: str | None
+    retry_after: float
+    is_global: bool
+    when: Callable[[RecordedRequest], bool] | None = None
+    hold: bool = False
+    until: float = 0.0
+
+
+@dataclass
+class _Hook:
+    """Something to do once a matching request is handled, before the bot gets the answer."""
+
+    when: Callable[[RecordedRequest], bool]
+    action: Callable[[RecordedRequest], Any]
+
+
+def _too_many(retry_after: float, is_global: bool) -> web.Response:
+    """Discord's 429: the wait in the body (exact) and in the headers (Retry-After rounded up)."""
+    headers = {
+        "Content-Type": "application/json",
+        "Via": "1.1 google",
+        "Retry-After": str(max(1, math.ceil(retry_after))),
+        "X-RateLimit-Limit": "5",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+        "X-RateLimit-Bucket": "fake-bucket",
+        "X-RateLimit-Scope": "global" if is_global else "user",
+    }
+    if is_global:
+        headers["X-RateLimit-Global"] = "true"
+    body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": is_global}
+    return web.Response(body=json.dumps(body).encode(), status=429, headers=headers)
 
 
 def _int(value: str) -> int:

@@ -6,15 +6,13 @@ import asyncio
 import io
 import struct
 import zlib
-from pathlib import Path
 
 from PIL import Image
 
 from catalog.records import Relation
 from jobs.records import JobStatus
 from tests.bot.conftest import ADMIN, ANN, BOB, CHANNEL, GUILD, NSFW_CHANNEL
-
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "generator-metadata"
+from tests.corpus import CORPUS
 
 
 def _png(size=(64, 64), colour=(200, 30, 30)) -> bytes:

@@ -393,6 +393,43 @@ async def test_rate_limit_is_honoured(env: tuple[FakeDiscord, TinyBot]) -> None:
     assert sends == [429, 200] and fake.last_message(CHANNEL).content == "after the limit"
 
 
+async def test_a_held_rate_limit_refuses_the_route_until_it_ends(env: tuple[FakeDiscord, TinyBot]) -> None:
+    fake, _ = env
+    path = f"/channels/{CHANNEL}/messages"
+    fake.rate_limit_next(path, 0.3, method="POST", when=lambda r: "second" in str(r.json), hold=True)
+
+    async def send(http: aiohttp.ClientSession, text: str) -> tuple[int, dict, dict]:
+        headers = {"Authorization": f"Bot {FakeDiscord.TOKEN}"}
+        async with http.post(fake.base_url + path, json={"content": text}, headers=headers) as response:
+            return response.status, dict(response.headers), await response.json()
+
+    async with aiohttp.ClientSession() as http:
+        assert (await send(http, "first"))[0] == 200  # `when` lets it through
+        status, headers, body = await send(http, "second")
+        assert (status, body["retry_after"], headers["X-RateLimit-Bucket"]) == (429, 0.3, "fake-bucket")
+        status, headers, body = await send(http, "third")  # within the hold: another 429, with the time left
+        assert status == 429 and 0 < body["retry_after"] < 0.3 and headers["Retry-After"] == "1"
+        await asyncio.sleep(0.3)
+        assert (await send(http, "fourth"))[0] == 200
+    first, second = fake.rate_limited
+    assert fake.after(first) is second and second.at - first.at < 0.3
+
+
+async def test_before_answer_acts_before_the_bot_has_the_answer(env: tuple[FakeDiscord, TinyBot]) -> None:
+    fake, bot = env
+    path = f"/channels/{CHANNEL}/messages"
+
+    async def react_and_wait_until_seen(request) -> None:
+        await fake.react(ALICE, fake.last_message(CHANNEL).id, "👍")
+        await fake.wait_for(lambda: bool(bot.reactions), 5)
+
+    fake.before_answer(lambda r: r.method == "POST" and r.path == path, react_and_wait_until_seen)
+    await bot.get_channel(CHANNEL).send("react to me")  # type: ignore[union-attr]
+    assert bot.reactions == [("add", ALICE, "👍")]  # handled before send() returned
+    await bot.get_channel(CHANNEL).send("once only")  # type: ignore[union-attr]
+    assert len(bot.reactions) == 1
+
+
 async def test_dms_and_closed_dms(env: tuple[FakeDiscord, TinyBot]) -> None:
     fake, bot = env
     alice = await bot.fetch_user(ALICE)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import random
+import threading
+
+import pytest
 
 from engine.demo.shapes import Scene, ShapeSpec, render
+from jobs.worker import GpuWorker
 from tests.bot.conftest import ANN, CHANNEL
 
 
@@ -16,7 +20,35 @@ def _png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-async def test_train_a_lora_from_attachments_and_use_it(salon):
+@pytest.fixture
+def loss_shown_before_training_goes_on(salon, monkeypatch):
+    """The worker waits after a training step's progress (with its loss) until Discord got an edit showing a
+    loss: 8 steps can end before the first progress edit is due (edits are paced), and then the reply goes
+    from 'starting' to the result, which is right for the bot but proves nothing about its progress edits."""
+    shown = threading.Event()
+    salon.fake.before_answer(lambda request: "loss" in _content(request), lambda request: shown.set())
+    reporter = GpuWorker._reporter
+
+    def waiting(self, job_id, report):
+        on_step = reporter(self, job_id, report)
+
+        def step(event) -> None:
+            on_step(event)
+            if "loss" in (event.phase or "") and not shown.wait(60):
+                shown.set()  # no such edit came: the training ends, and the test's assertion says so
+
+        return step
+
+    monkeypatch.setattr(GpuWorker, "_reporter", waiting)
+    yield
+    shown.set()
+
+
+def _content(request) -> str:
+    return str(request.json.get("content") or "") if isinstance(request.json, dict) else ""
+
+
+async def test_train_a_lora_from_attachments_and_use_it(salon, loss_shown_before_training_goes_on):
     attachments = {"images": ("a.png", _png(1), "image/png"), "image2": ("b.png", _png(2), "image/png")}
     options = {"kind": "lora", "name": "gstar", "steps": 8, "learning_rate": "5e-3", "resolution": 64}
     started = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)

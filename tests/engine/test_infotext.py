@@ -40,7 +40,7 @@ A1111_DIR = CORPUS / "AUTOMATIC1111"
 OTHER_GENERATORS = sorted(
     path for name in ("ComfyUI", "Fooocus", "InvokeAI", "NovelAI") for path in (CORPUS / name).glob("*.png")
 )
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="tests/data/corpus not present")
 
 SPEC_PARAMS_LINE = (
     "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 396135060, Size: 512x512, "

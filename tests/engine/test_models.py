@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from config import load_settings
-from engine.errors import InvalidRequest, UnsafeModelFile
+from engine.errors import InvalidRequest, ModelRefused, UnsafeModelFile
 from engine.infotext import parse_infotext
-from engine.model_files import save_single_file
+from engine.model_files import load_safetensors, save_single_file
 from engine.registry import ModelKind, sha256_file
 from engine.requests import HiresFix, Img2ImgRequest
 from engine.runner import Engine
@@ -87,13 +87,13 @@ def test_pickled_checkpoint_is_listed_as_refused_and_a_fake_safetensors_is_refus
     (checkpoints / "old.ckpt").write_bytes(b"\x80\x04pickle")
     (checkpoints / "fake.safetensors").write_bytes(b"\x80\x04\x95pickle-not-safetensors")
     engine = Engine(load_settings(None, data_dir=tmp_path))
-    assert [r.path.name for r in engine.registry.refused] == ["old.ckpt"]
-    assert engine.registry.names(ModelKind.CHECKPOINT) == [
-        "fake",
-        "salon-demo-shapes",
-    ]  # yours, then built-in
-    with pytest.raises(UnsafeModelFile):
+    # The fake is refused from its header when the folder is scanned (issue 18 item 9), never listed as usable.
+    assert [r.path.name for r in engine.registry.refused] == ["fake.safetensors", "old.ckpt"]
+    assert engine.registry.names(ModelKind.CHECKPOINT) == ["salon-demo-shapes"]
+    with pytest.raises(ModelRefused, match="model: 'fake' cannot be used: .*fake.safetensors is refused"):
         engine.load("fake")
+    with pytest.raises(UnsafeModelFile):
+        load_safetensors(checkpoints / "fake.safetensors")  # and the loader's own gate still refuses it
 
 
 def test_unsupported_folder_architecture_is_refused(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 
 import pytest
 
@@ -18,7 +17,7 @@ from engine.video import read_video
 from jobs.animation import animation_folder
 from jobs.queue import JobQueue
 from jobs.records import JobStatus
-from tests.jobs.test_crash import START_TIMEOUT_S, row, start_worker
+from tests.jobs.processes import activity, row, start_worker, wait_for, wait_for_exit
 
 SMALL = dict(width=64, height=64, steps=6, max_frames=12, zoom="0:(1.03)", translation_x="0:(1)")
 
@@ -104,16 +103,15 @@ def test_a_killed_animation_resumes_after_its_last_finished_frame(tmp_path):
     frames = animation_folder(settings, _record(settings, job_id)) / "frames"
     log = tmp_path / "worker.log"
     worker = start_worker(config, log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not frame_path(frames, 4).is_file():
-        assert time.monotonic() < deadline and worker.poll() is None, log.read_text()[-2000:]
-        time.sleep(0.02)
+    # Waits end on progress (a frame file, the log, the point file), not on a wall-clock budget.
+    watch = lambda: (activity(settings.data_dir, log)(), len(list(frames.glob("*.png"))))  # noqa: E731
+    wait_for(lambda: frame_path(frames, 4).is_file(), "frame 4", watch, worker, log)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     kept = sorted(frames.glob("*.png"))
     assert 5 <= len(kept) < 24 and row(settings.queue_db, job_id)["status"] == "running"
     written = {path.name: path.stat().st_mtime_ns for path in kept}
-    start_worker(config, log).wait(timeout=START_TIMEOUT_S)
+    wait_for_exit(start_worker(config, log), "the resumed animation", watch, log)
     done = row(settings.queue_db, job_id)
     assert done["status"] == "done", log.read_text()[-2000:]
     resumed = [line for line in log.read_text().splitlines() if "resumes at frame" in line]

@@ -87,3 +87,16 @@ def test_batches_gather_compatible_jobs_in_turn_order_within_the_image_budget():
 def test_jobs_without_a_batch_key_run_alone():
     queued = [job("ann"), job("bob")]
     assert drain(FairScheduler(), queued, budget=8) == [["ann"], ["bob"]]
+
+
+def test_a_solo_job_is_never_batched_and_a_crashed_one_waits_behind_its_owners_others():
+    """Issue 18, item 2: a job whose batch died runs alone; one that died alone comes after its owner's others."""
+    import dataclasses
+
+    first, second, third = job("ann", key="k"), job("ann", key="k"), job("ann", key="k")
+    solo = dataclasses.replace(first, solo=True)
+    assert [j.id for j in FairScheduler().next_batch([solo, second, third], "m", 8)] == [first.id]
+    alone = dataclasses.replace(third, solo=True)
+    assert [j.id for j in FairScheduler().next_batch([first, second, alone], "m", 8)] == [first.id, second.id]
+    crashed = dataclasses.replace(first, solo=True, deaths=("txt2img step 3",))
+    assert [j.id for j in FairScheduler().order([crashed, second, third])] == [second.id, third.id, first.id]

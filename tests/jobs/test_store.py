@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from jobs.blame import Point
 from jobs.records import JobKind, JobStatus
 from jobs.store import JobStore, QueueLimit
 
@@ -29,6 +30,7 @@ async def test_migrations_run_once_and_wal_is_on(tmp_path):
         (1, "create jobs"),
         (2, "long jobs in slices, cancel requests"),
         (3, "front-end details and delivery"),
+        (4, "crash blame: solo jobs and where they died"),
     ]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -88,15 +90,61 @@ async def test_transition_never_leaves_a_terminal_state(store):
     assert (await store.get(job.id)).status is JobStatus.DONE
 
 
-async def test_recovery_requeues_then_fails_after_the_last_attempt(store):
+async def test_recovery_fails_a_job_that_died_alone_three_times_at_the_same_step(store):
     job, _ = await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
+    for deaths in (1, 2):
+        await store.claim([job.id])
+        assert await store.recover(max_attempts=2, point=Point((job.id,), "txt2img", 7)) == ([job.id], [])
+        requeued = await store.get(job.id)
+        assert requeued.status is JobStatus.QUEUED and requeued.attempts == deaths and requeued.solo
+        assert requeued.deaths == ("txt2img step 7",) * deaths
     await store.claim([job.id])
-    assert await store.recover(max_attempts=2) == ([job.id], [])
-    assert (await store.get(job.id)).status is JobStatus.QUEUED
-    await store.claim([job.id])
-    assert await store.recover(max_attempts=2) == ([], [job.id])
+    assert await store.recover(max_attempts=2, point=Point((job.id,), "txt2img", 7)) == ([], [job.id])
     failed = await store.get(job.id)
-    assert failed.status is JobStatus.FAILED and "stopped during this job 2 times" in failed.error
+    assert failed.status is JobStatus.FAILED and failed.attempts == 3
+    assert failed.error == (
+        "the worker died 3 times at txt2img step 7 while running this job alone; it was not run again"
+    )
+
+
+async def test_recovery_counts_deaths_outside_the_steps_only_towards_the_cap(store):
+    job, _ = await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
+    for _ in range(5):
+        await store.claim([job.id])
+        assert await store.recover(max_attempts=2, point=Point((job.id,), "saving")) == ([job.id], [])
+    await store.claim([job.id])
+    assert await store.recover(max_attempts=2, point=Point((job.id,), "saving")) == ([], [job.id])
+    assert (await store.get(job.id)).error.startswith("the worker died 6 times while running this job alone")
+
+
+async def test_recovery_requeues_deaths_at_different_points_up_to_the_hard_cap(store):
+    job, _ = await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
+    for step in range(1, 6):
+        await store.claim([job.id])
+        assert await store.recover(max_attempts=2, point=Point((job.id,), "txt2img", step)) == ([job.id], [])
+    await store.claim([job.id])
+    assert await store.recover(max_attempts=2, point=Point((job.id,), "loading m")) == ([], [job.id])
+    failed = await store.get(job.id)
+    assert failed.error.startswith("the worker died 6 times while running this job alone (last at ")
+
+
+async def test_recovery_never_blames_a_batch_and_runs_its_jobs_alone_afterwards(store):
+    jobs = [(await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS))[0] for _ in range(3)]
+    ids = [job.id for job in jobs]
+    for _ in range(5):
+        await store.claim(ids)
+        assert await store.recover(max_attempts=2, point=Point(tuple(ids), "txt2img", 3)) == (ids, [])
+    for job_id in ids:
+        job = await store.get(job_id)
+        assert job.status is JobStatus.QUEUED and job.attempts == 0 and job.solo and job.deaths == ()
+
+
+async def test_recovery_without_a_point_counts_a_lone_death_towards_the_cap_only(store):
+    job, _ = await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
+    for _ in range(5):
+        await store.claim([job.id])
+        assert await store.recover(max_attempts=2) == ([job.id], [])
+    assert (await store.get(job.id)).deaths == ("an unknown point",) * 5
 
 
 async def test_front_end_details_and_delivery_marks(tmp_path):

@@ -6,13 +6,12 @@ import asyncio
 import json
 import random
 import signal
-import time
 
 from commands.training import training_job
 from config import load_settings
 from engine.demo.shapes import Scene, ShapeSpec, render
 from jobs.queue import JobQueue
-from tests.jobs.test_crash import START_TIMEOUT_S, row, start_worker
+from tests.jobs.processes import activity, row, signs_of_life, start_worker, wait_for, wait_for_exit
 
 
 def test_a_killed_training_resumes_from_its_last_saved_step(tmp_path):
@@ -36,15 +35,21 @@ def test_a_killed_training_resumes_from_its_last_saved_step(tmp_path):
     saved_state = settings.data_dir / "jobs" / "work" / str(job_id) / "state" / "loop.json"
     log = tmp_path / "worker.log"
     worker = start_worker(config, log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not (saved_state.is_file() and json.loads(saved_state.read_text())["step"] >= 5):
-        assert time.monotonic() < deadline and worker.poll() is None, log.read_text()[-2000:]
-        time.sleep(0.02)
+    # Waits end on progress (the saved state, the log, the point file), not on a wall-clock budget.
+    watch = lambda: (activity(settings.data_dir, log)(), signs_of_life(saved_state))  # noqa: E731
+
+    def saved_at_step_5() -> bool:
+        try:
+            return json.loads(saved_state.read_text())["step"] >= 5
+        except (OSError, ValueError):
+            return False  # not written yet (it is replaced atomically, but may not exist)
+
+    wait_for(saved_at_step_5, "a state saved at step 5", watch, worker, log)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     saved_step = json.loads(saved_state.read_text())["step"]
     assert 5 <= saved_step < 80 and row(settings.queue_db, job_id)["status"] == "running"
-    start_worker(config, log).wait(timeout=START_TIMEOUT_S)
+    wait_for_exit(start_worker(config, log), "the resumed training", watch, log)
     done = row(settings.queue_db, job_id)
     assert done["status"] == "done", log.read_text()[-2000:]
     resumed = [line for line in log.read_text().splitlines() if "training resumes at step" in line]

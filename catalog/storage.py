@@ -1,0 +1,99 @@
+"""Storage failures an operator must act on: a damaged database file, a full disk.
+
+Both carry a one-line message naming the file or folder and what to do; the command line prints it and exits
+with status 1, the worker logs it (and, for a full disk, waits for space: jobs/queue.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import sqlite3
+from pathlib import Path
+
+# SQLite's primary result codes (the low byte of `sqlite_errorcode`).
+SQLITE_IOERR = 10
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_NOTADB = 26
+
+# Below this much free space a "disk I/O error" from SQLite is taken for a full disk (it cannot create its
+# -wal or -shm file, or grow one).
+LOW_SPACE_BYTES = 1 << 20
+
+# What to do about each damaged file, by name; other files get only the general advice.
+RESTORE_HINTS = {
+    "queue.db": "it will be created empty (queued jobs are lost)",
+    "catalog.db": "it will be created empty, and `salon catalog check --repair` adds the images in the outputs "
+    "folder back; `salon catalog rebuild-index` rebuilds the text index",
+    "community.db": "it will be created empty (server settings and community data are lost)",
+}
+
+
+class DamagedDatabase(Exception):
+    """A database file SQLite cannot read: random bytes, cut short, a zeroed page."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = Path(path)
+        self.detail = detail
+        hint = RESTORE_HINTS.get(self.path.name, "it will be created empty")
+        super().__init__(
+            f"{self.path} is not a valid SQLite database ({detail}) — restore a backup or move it away; {hint}"
+        )
+
+
+class DiskFull(Exception):
+    """A write failed because the disk (or the user's quota) is full."""
+
+    def __init__(self, folder: Path, free_bytes: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.free_bytes = free_space(self.folder) if free_bytes is None else free_bytes
+        super().__init__(f"disk full in {self.folder} ({human_bytes(self.free_bytes)} free)")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """An SQLite error that means the file is damaged (not a lock, a full disk or a bad query)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.DatabaseError) and code is not None:
+        return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    return False
+
+
+def as_disk_full(exc: BaseException, folder: Path) -> DiskFull | None:
+    """`exc` as a DiskFull in `folder` when it is one (ENOSPC/EDQUOT, SQLITE_FULL, an I/O error with almost no
+    space left), else None."""
+    if isinstance(exc, DiskFull):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(_existing(Path(exc.filename).parent) if exc.filename else folder)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.Error) and code is not None:
+        if code & 0xFF == SQLITE_FULL:
+            return DiskFull(folder)
+        if code & 0xFF == SQLITE_IOERR and free_space(folder) < LOW_SPACE_BYTES:
+            return DiskFull(folder)
+    return None
+
+
+def free_space(folder: Path) -> int:
+    """Bytes free for this user in the file system holding `folder` (or its nearest existing parent)."""
+    try:
+        return shutil.disk_usage(_existing(folder)).free
+    except OSError:
+        return 0
+
+
+def human_bytes(size: float) -> str:
+    """12 KB, 3.4 MB, 1.2 GB."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit in ("bytes", "KB") else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _existing(folder: Path) -> Path:
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
