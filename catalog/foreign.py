@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from engine.infotext import format_infotext
@@ -50,19 +51,48 @@ def _size(width: Any, height: Any) -> str | None:
     return f"{width}x{height}" if width and height else None
 
 
-def from_novelai(chunks: dict[str, str]) -> str | None:
+# A1111's sampler names and aliases (its `samplers_map`: each name in lower case and each alias → the name),
+# the part NovelAI's sampler names can meet; any other name becomes "Euler a", as in A1111.
+_A1111_SAMPLER_ALIASES = {
+    "Euler a": ("k_euler_a", "k_euler_ancestral"),
+    "Euler": ("k_euler",),
+    "LMS": ("k_lms",),
+    "Heun": ("k_heun",),
+    "DPM2": ("k_dpm_2",),
+    "DPM2 a": ("k_dpm_2_a",),
+    "DPM++ 2S a": ("k_dpmpp_2s_a",),
+    "DPM++ 2M": ("k_dpmpp_2m",),
+    "DPM++ SDE": ("k_dpmpp_sde",),
+    "DPM++ 2M SDE": ("k_dpmpp_2m_sde",),
+    "DPM fast": ("k_dpm_fast",),
+    "DPM adaptive": ("k_dpm_ad",),
+    "DDIM": (),
+    "PLMS": (),
+}
+NOVELAI_SAMPLERS = {
+    key: name for name, aliases in _A1111_SAMPLER_ALIASES.items() for key in (name.lower(), *aliases)
+}
+
+
+def from_novelai(chunks: dict[str, str], size: tuple[int, int] | None = None) -> str | None:
+    """The infotext A1111 makes of a NovelAI image (`read_info_from_image`): Description as the prompt, `uc`
+    as the negative, steps, sampler, scale and seed from the Comment JSON, the image's own size, and the
+    `Clip skip: 2, ENSD: 31337` NovelAI generates with. Without `size`, the Comment's width and height."""
     if chunks.get("Software") != "NovelAI" or "Comment" not in chunks:
         return None
     comment = json.loads(chunks["Comment"])
-    return _infotext(
-        chunks.get("Description", ""),
-        comment.get("uc", ""),
-        Steps=comment.get("steps"),
-        Sampler=sampler_name(comment.get("sampler")),
-        **{"CFG scale": comment.get("scale"), "Seed": comment.get("seed")},
-        Size=_size(comment.get("width"), comment.get("height")),
-        Model="NovelAI",
-    )
+    width, height = size or (comment.get("width"), comment.get("height"))
+    sampler = NOVELAI_SAMPLERS.get(comment["sampler"], "Euler a")
+    params = [
+        f"Steps: {comment['steps']}",
+        f"Sampler: {sampler}",
+        f"CFG scale: {comment['scale']}",
+        f"Seed: {comment['seed']}",
+        *([f"Size: {width}x{height}"] if width and height else []),
+        "Clip skip: 2",
+        "ENSD: 31337",
+    ]
+    return f"{chunks['Description']}\nNegative prompt: {comment['uc']}\n{', '.join(params)}"
 
 
 def from_invokeai(chunks: dict[str, str]) -> str | None:
@@ -207,17 +237,17 @@ def _latent_size(graph: dict, link: Any) -> str | None:
 
 
 READERS: tuple[Callable[[dict[str, str]], str | None], ...] = (
-    from_novelai,
     from_invokeai,
     from_fooocus,
     from_comfyui,
 )
 
 
-def foreign_infotext(chunks: dict[str, Any]) -> str | None:
-    """A1111 infotext from another generator's PNG text chunks, or None."""
+def foreign_infotext(chunks: dict[str, Any], size: tuple[int, int] | None = None) -> str | None:
+    """A1111 infotext from another generator's PNG text chunks, or None; `size` is the image's (width,
+    height), which A1111 writes for NovelAI images."""
     texts = {key: value for key, value in chunks.items() if isinstance(value, str)}
-    for reader in READERS:
+    for reader in (partial(from_novelai, size=size), *READERS):
         try:
             infotext = reader(texts)
         except (ValueError, TypeError, AttributeError, KeyError):

@@ -140,7 +140,7 @@ def generation_info(data: bytes, limits: Limits, option: str = "image") -> str |
                         option,
                         f"{image.width}x{image.height} is more than {limits.max_input_pixels:,} pixels",
                     )
-                return foreign_infotext(dict(image.info)) or read_infotext_from_image(image)
+                return foreign_infotext(dict(image.info), image.size) or read_infotext_from_image(image)
     except InvalidRequest:
         raise
     except Exception as error:  # Pillow raises many types on malformed files; all mean "unreadable"

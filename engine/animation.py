@@ -5,10 +5,16 @@ computed for every frame before anything runs, so bad input fails before the GPU
 frames come in units that a job can stop between and resume from, each frame a PNG with its infotext.
 
 2D mode, one unit per diffused frame: the last diffused frame is moved by the camera (the frames' motions
-composed into one affine warp), matched in colour to the first frame, scaled by the contrast, noised, then
-denoised by img2img at 1 − strength. With diffusion cadence N only every Nth frame is diffused; a frame between
-two diffused ones blends the earlier one moved forward and the later one moved back to that frame's camera,
-so both halves line up (Deforum blends two earlier frames both moved forward, which lags one cadence).
+composed into one affine warp), matched in colour to the colour reference, scaled by the contrast, blended
+towards noise, then denoised by img2img at 1 − strength (its noise × the noise multiplier), and matched in colour
+again. As Deforum (render.py): the reference is the first frame, matched to before and after img2img; with
+`legacy_colormatch` it is the first moved frame (replaced by any frame made at strength 0), matched to before
+img2img only. With diffusion cadence N only every Nth frame is diffused; a frame between two diffused ones blends
+the earlier one moved forward and the later one moved back to that frame's camera, so both halves line up
+(Deforum blends two earlier frames both moved forward, which lags one cadence).
+Prompts: each keyframe's prompt holds until the next keyframe, as Deforum's 2D mode; `blend_prompts` instead
+blends the next keyframe's conditioning in, more with every frame. `` `expressions` `` in a prompt are computed
+at each frame (engine/schedules.py, no eval).
 Interpolation mode: every frame is a txt2img whose prompt conditioning and starting noise move from one
 prompt keyframe to the next (the noise by A1111's variation seed, the prompt by a weighted blend).
 """
@@ -16,19 +22,20 @@ prompt keyframe to the next (the noise by A1111's variation seed, the prompt by 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from engine.animation_remake import remake_frame as remake_frame  # re-exported: it lived here
+from engine.color_sample import ColorMatch, color_match
 from engine.errors import InvalidRequest
+from engine.frame_noise import NOISE_TYPES, Perlin, add_noise, perlin_problem
 from engine.frame_ops import (
     BORDERS,
     COLOR_COHERENCE,
-    add_noise,
     adjust_contrast,
     blend,
     match_colors,
@@ -37,7 +44,7 @@ from engine.frame_ops import (
 )
 from engine.infotext import format_infotext, parse_infotext
 from engine.requests import GenerationRequest, Img2ImgRequest, PromptBlend, RunControl
-from engine.schedules import ScheduleError, parse_expression, schedule_values
+from engine.schedules import ScheduleError, parse_expression, prompt_math, schedule_values
 
 MODES = ("2D", "Interpolation")
 SEED_BEHAVIORS = ("iter", "fixed", "random", "ladder", "alternate", "schedule")
@@ -56,8 +63,8 @@ NUMERIC_SCHEDULES = (
     "cfg_scale_schedule",
     "steps_schedule",
     "seed_schedule",
+    "noise_multiplier_schedule",
 )
-_NEG = re.compile(r"\s*--neg\b\s*")
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,24 @@ class AnimationSettings:
     steps_schedule: str = "0:(25)"
     seed_schedule: str = '0:(s), 1:(-1), "max_f-2":(-1), "max_f-1":(s)'
     color_coherence: str = "LAB"
+    legacy_colormatch: bool = False  # match to the first moved frame, before img2img only
+    noise_type: str = "perlin"  # or "uniform"
+    perlin_w: int = 8  # Perlin cells down the frame (Deforum's name)
+    perlin_h: int = 8  # and across it
+    perlin_octaves: int = 4
+    perlin_persistence: float = 0.5
+    # img2img's starting noise × this schedule (A1111's "noise multiplier"), when enabled
+    enable_noise_multiplier_scheduling: bool = True
+    noise_multiplier_schedule: str = "0: (1.05)"
+    # 2D: blend the next prompt keyframe in, more with every frame (Salon's option); Deforum holds each prompt
+    blend_prompts: bool = False
     border: str = "replicate"
     diffusion_cadence: int = 1
     fps: float = 15.0
+
+    @property
+    def perlin(self) -> Perlin:
+        return Perlin(self.perlin_w, self.perlin_h, self.perlin_octaves, self.perlin_persistence)
 
     def to_json(self) -> dict:
         return {**asdict(self), "prompts": dict(self.prompts)}
@@ -125,6 +147,7 @@ class FramePlan:
     contrast: float = 1.0
     cfg_scale: float = 7.0
     steps: int = 25
+    noise_multiplier: float = 1.0
     variation_seed: int = -1  # interpolation: the next keyframe's seed
     variation_strength: float = 0.0
 
@@ -176,8 +199,27 @@ def check_settings(settings: AnimationSettings, max_size: int = 2048, max_steps:
         raise InvalidRequest("diffusion_cadence", f"{settings.diffusion_cadence} is not from 1 to 50")
     if not 1 <= settings.fps <= 60:
         raise InvalidRequest("fps", f"{settings.fps} is not from 1 to 60")
+    for option in ("legacy_colormatch", "enable_noise_multiplier_scheduling", "blend_prompts"):
+        if not isinstance(getattr(settings, option), bool):
+            raise InvalidRequest(option, f"{getattr(settings, option)!r} is not true or false")
+    _check_noise(settings)
     if not settings.prompts:
         raise InvalidRequest("prompts", 'give at least one prompt, e.g. {"0": "a cat"}')
+
+
+def _check_noise(settings: AnimationSettings) -> None:
+    if settings.noise_type not in NOISE_TYPES:
+        raise InvalidRequest("noise_type", f"{settings.noise_type!r} is not one of: {', '.join(NOISE_TYPES)}")
+    for option, low, high in (("perlin_w", 1, 16), ("perlin_h", 1, 16), ("perlin_octaves", 1, 7)):
+        value = getattr(settings, option)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise InvalidRequest(option, f"{value!r} is not a whole number from {low} to {high}")
+    if not isinstance(settings.perlin_persistence, int | float) or not 0 <= settings.perlin_persistence <= 1:
+        raise InvalidRequest("perlin_persistence", f"{settings.perlin_persistence!r} is not from 0 to 1")
+    if settings.animation_mode == "2D" and settings.noise_type == "perlin":
+        problem = perlin_problem(settings.width, settings.height, settings.perlin)
+        if problem:
+            raise InvalidRequest("noise_type", problem)
 
 
 def plan_frames(settings: AnimationSettings, seed: int) -> list[FramePlan]:
@@ -193,13 +235,14 @@ def plan_frames(settings: AnimationSettings, seed: int) -> list[FramePlan]:
     cadence = settings.diffusion_cadence if settings.animation_mode == "2D" else 1
     diffused = [frame % cadence == 0 for frame in range(n)]
     seeds = _frame_seeds(settings, seed, values["seed_schedule"], diffused)
+    blends = settings.blend_prompts or settings.animation_mode == "Interpolation"
     frames = []
     for frame in range(n):
         text, negative, other, weight = _prompt_at(prompts, frame)
-        prompt, negative = _with_globals(text, negative, settings)
+        prompt, negative = _with_globals(text, negative, settings, frame, seed)
         other_blend = None
-        if other is not None and weight > 0:
-            other_prompt, other_negative = _with_globals(other[0], other[1], settings)
+        if blends and other is not None and weight > 0:
+            other_prompt, other_negative = _with_globals(other[0], other[1], settings, frame, seed)
             other_blend = PromptBlend(other_prompt, other_negative, round(weight, 6))
         plan = FramePlan(
             frame,
@@ -221,6 +264,9 @@ def plan_frames(settings: AnimationSettings, seed: int) -> list[FramePlan]:
             steps=int(values["steps_schedule"][frame])
             if settings.enable_steps_scheduling
             else settings.steps,
+            noise_multiplier=values["noise_multiplier_schedule"][frame]
+            if settings.enable_noise_multiplier_scheduling
+            else 1.0,
         )
         frames.append(plan)
     if settings.animation_mode == "Interpolation":
@@ -243,13 +289,16 @@ def _check_values(values: dict[str, list[float]], settings: AnimationSettings) -
     each("translation_y", lambda v: abs(v) <= 10 * settings.height, "within 10 heights")
     if settings.enable_steps_scheduling:
         each("steps_schedule", lambda v: 1 <= v <= 150, "from 1 to 150")
+    if settings.enable_noise_multiplier_scheduling:
+        each("noise_multiplier_schedule", lambda v: 0 <= v <= 2, "from 0 to 2")
     if settings.seed_behavior == "schedule":
         each("seed_schedule", lambda v: v == -1 or 0 <= v <= SEED_LIMIT, f"-1 or from 0 to {SEED_LIMIT}")
 
 
 def prompt_keyframes(prompts: Mapping[str, str], max_frames: int, seed: int) -> list[tuple[int, str, str]]:
     """Deforum's prompt schedule: frame (a number, or an expression of max_f and s) → (positive, negative);
-    `--neg` splits a prompt. Keyframes past the last frame are dropped, as Deforum does."""
+    `--neg` splits a prompt (as Deforum's prepare_prompt: the text after every `--neg` is the negative).
+    Keyframes past the last frame are dropped, as Deforum does."""
     found: dict[int, tuple[str, str]] = {}
     for key, text in prompts.items():
         if not isinstance(text, str):
@@ -258,7 +307,8 @@ def prompt_keyframes(prompts: Mapping[str, str], max_frames: int, seed: int) -> 
             frame = int(parse_expression(str(key), f"prompts key {key!r}")(0, max_frames - 1, seed))
         except (ArithmeticError, ValueError) as exc:
             raise InvalidRequest("prompts", f"the frame {key!r} cannot be computed: {exc}") from None
-        positive, negative = _NEG.split(text, maxsplit=1) if _NEG.search(text) else (text, "")
+        positive, *after = text.split("--neg")
+        negative = "".join(after)
         if 0 <= frame < max_frames:
             found[frame] = (positive.strip(), negative.strip())
     if not found:
@@ -278,10 +328,21 @@ def _prompt_at(keyframes: list[tuple[int, str, str]], frame: int):
     return current[1], current[2], (following[1], following[2]), weight
 
 
-def _with_globals(prompt: str, negative: str, settings: AnimationSettings) -> tuple[str, str]:
+def _with_globals(
+    prompt: str, negative: str, settings: AnimationSettings, frame: int, seed: int
+) -> tuple[str, str]:
+    """The frame's prompts as Deforum composes them (args.py process_args: `{positive} {prompt} --neg
+    {negative}`, so the global negative follows the keyframe's after a space) with the backtick math computed at
+    the frame."""
     joined = " ".join(part for part in (settings.positive_prompt.strip(), prompt) if part)
-    negatives = ", ".join(part for part in (negative, settings.negative_prompt.strip()) if part)
-    return joined, negatives
+    negatives = " ".join(
+        part for part in (negative, settings.negative_prompt.replace("--neg", "").strip()) if part
+    )
+    last = settings.max_frames - 1
+    return (
+        prompt_math(joined, frame, last, seed, f"prompts at frame {frame}"),
+        prompt_math(negatives, frame, last, seed, f"negative prompts at frame {frame}"),
+    )
 
 
 def _frame_seeds(
@@ -375,7 +436,7 @@ class AnimationRenderer:
         self.seed = seed
         self.folder = folder
         self.plan = plan_frames(settings, seed)
-        self._first: Image.Image | None = None  # the colour reference (frame 0), read from disk once
+        self._references: dict[tuple[int, int | None], Image.Image] = {}  # colour samples, made once
         self.units = units(settings)
 
     def render_unit(self, index: int, control: RunControl | None = None) -> list[int]:
@@ -412,17 +473,38 @@ class AnimationRenderer:
     def diffuse_from(
         self, previous: Image.Image, matrix: np.ndarray, plan: FramePlan, control: RunControl
     ) -> tuple[Image.Image, str]:
-        """One 2D step: move, match colours to the first frame, contrast, noise, img2img at 1 − strength."""
-        moved = warp(previous, matrix, self.settings.border)
-        if self.settings.color_coherence != "None":
-            if self._first is None:
-                self._first = self._load(0)
-            moved = match_colors(moved, self._first, self.settings.color_coherence)
-        moved = adjust_contrast(moved, plan.contrast)
-        moved = add_noise(moved, plan.noise, plan.seed)
-        request = Img2ImgRequest(self._params(plan), moved, denoising_strength=round(1 - plan.strength, 6))
+        """One 2D step: move, match colours, contrast, noise, img2img at 1 − strength, match colours again."""
+        s = self.settings
+        moved = warp(previous, matrix, s.border)
+        diffused = [p.frame for p in self.plan if p.diffused]
+        strengths = [p.strength for p in self.plan]
+        match = color_match(s.color_coherence, s.legacy_colormatch, diffused, strengths, plan.frame)
+        reference = self._reference(match) if match is not None and match.when != "none" else None
+        if match is not None and match.before:
+            moved = match_colors(moved, reference, s.color_coherence)
+        moved = add_noise(
+            adjust_contrast(moved, plan.contrast), plan.noise, plan.seed, s.noise_type, s.perlin
+        )
+        request = Img2ImgRequest(
+            self._params(plan),
+            moved,
+            denoising_strength=round(1 - plan.strength, 6),
+            noise_multiplier=plan.noise_multiplier,
+        )
         result = self.engine.img2img(request, control).images[0]
-        return result.image, self._frame_text(result.infotext, plan, matrix)
+        image = result.image
+        if match is not None and match.after:
+            image = match_colors(image, reference, s.color_coherence)
+        return image, self._frame_text(result.infotext, plan, matrix, match)
+
+    def _reference(self, match: ColorMatch) -> Image.Image:
+        key = (match.source, match.moved_to)
+        if key not in self._references:
+            image = self._load(match.source)
+            if match.moved_to is not None:
+                image = warp(image, self._motion(match.source, match.moved_to), self.settings.border)
+            self._references[key] = image
+        return self._references[key]
 
     def _txt2img(self, plan: FramePlan, control: RunControl) -> tuple[Image.Image, str]:
         result = self.engine.txt2img(self._params(plan), control).images[0]
@@ -452,18 +534,28 @@ class AnimationRenderer:
             matrix = self.plan[frame].matrix(self.settings.width, self.settings.height) @ matrix
         return matrix
 
-    def _frame_text(self, infotext: str, plan: FramePlan, matrix: np.ndarray | None) -> str:
+    def _frame_text(
+        self, infotext: str, plan: FramePlan, matrix: np.ndarray | None, match: ColorMatch | None = None
+    ) -> str:
         """The engine's infotext plus what the animation did to the previous frame, so a frame can be made
-        again from its PNG and the previous frame's (and the first frame's, for colour coherence)."""
+        again from its PNG and the previous frame's (and the colour reference's, for colour coherence)."""
         info = parse_infotext(infotext)
         s = self.settings
         extra: dict[str, str] = {"Animation": f"{s.animation_mode} frame {plan.frame} of {s.max_frames}"}
         if matrix is not None:
             extra["Animation motion"] = " ".join(repr(float(v)) for v in matrix[:2].ravel())  # exact
             extra["Animation noise"] = repr(plan.noise)
+            extra["Animation noise type"] = s.noise_type
+            if s.noise_type == "perlin":
+                extra["Animation perlin"] = " ".join(repr(v) for v in astuple(s.perlin))
             extra["Animation contrast"] = repr(plan.contrast)
             extra["Animation color coherence"] = s.color_coherence
+            if match is not None:
+                extra["Animation color match"] = match.when
+                extra["Animation color reference"] = match.reference
             extra["Animation border"] = s.border
+            if plan.noise_multiplier != 1:
+                extra["Noise multiplier"] = repr(plan.noise_multiplier)
         version = info.params.pop("Version", None)
         params = {**info.params, **extra, **({"Version": version} if version else {})}
         return format_infotext(info.prompt, info.negative_prompt, params)
@@ -487,48 +579,6 @@ class AnimationRenderer:
     def _load(self, frame: int) -> Image.Image:
         with Image.open(frame_path(self.folder, frame)) as image:
             return image.convert("RGB")
-
-
-def remake_frame(
-    engine, infotext: str, previous: Image.Image, first: Image.Image | None = None
-) -> Image.Image:
-    """A diffused 2D frame made again from its infotext and the previous diffused frame (and the first frame,
-    when colour coherence was on): the same move, colours, noise and img2img."""
-    info = parse_infotext(infotext)
-    p = info.params
-    if "Animation motion" not in p:
-        raise InvalidRequest("infotext", "this is not a diffused animation frame after the first")
-    numbers = [float(v) for v in p["Animation motion"].split()]
-    matrix = np.array([numbers[:3], numbers[3:6], [0.0, 0.0, 1.0]])
-    moved = warp(previous, matrix, p.get("Animation border", "replicate"))
-    coherence = p.get("Animation color coherence", "None")
-    if coherence != "None":
-        if first is None:
-            raise InvalidRequest("first", f"colour coherence {coherence} needs the first frame")
-        moved = match_colors(moved, first, coherence)
-    seed = int(p["Seed"])
-    moved = add_noise(
-        adjust_contrast(moved, float(p["Animation contrast"])), float(p["Animation noise"]), seed
-    )
-    width, height = info.size or (512, 512)
-    blend_weight = float(p.get("Blend weight", 0) or 0)
-    params = GenerationRequest(
-        info.prompt,
-        info.negative_prompt,
-        model=info.model,
-        sampler=p.get("Sampler", "Euler a"),
-        schedule=info.schedule_type,
-        steps=info.steps or 20,
-        cfg_scale=info.cfg_scale or 7.0,
-        seed=seed,
-        width=width,
-        height=height,
-        blend=PromptBlend(p["Blend prompt"], p.get("Blend negative prompt", ""), blend_weight)
-        if blend_weight
-        else None,
-    )
-    strength = info.denoising_strength if info.denoising_strength is not None else 0.35
-    return engine.img2img(Img2ImgRequest(params, moved, denoising_strength=strength)).images[0].image
 
 
 def resolve_seed(seed: int) -> int:

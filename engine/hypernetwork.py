@@ -28,6 +28,7 @@ import torch
 
 from engine.errors import InvalidRequest, UnsafeModelFile
 from engine.model_files import load_weights, safetensors_metadata
+from engine.pt_files import write_a1111_pt
 from engine.registry import ModelEntry
 
 
@@ -506,7 +507,7 @@ def save_hypernetwork(
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         return write_safetensors(path, data)
-    return _atomic_write(path, lambda temp: torch.save(data, temp))
+    return _atomic_write(path, lambda temp: write_a1111_pt(data, temp))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -455,6 +455,13 @@ def convert_unet(unet: Any) -> dict[str, torch.Tensor]:
     return {UNET_PREFIX + _unet_key(key, layout): value for key, value in state.items()}
 
 
+def ldm_unet_names(unet: Any, paths: Sequence[str]) -> dict[str, str]:
+    """The ldm (Stability) name of each diffusers module or weight path of `unet`, numbered from its config;
+    kohya names SDXL LoRA modules so (SDXL's `down_blocks.1.attentions.0.…` is `input_blocks.4.1.…`)."""
+    layout = _UNetLayout.of(unet.config, [name for name, _ in unet.named_parameters()])
+    return {path: _unet_key(path, layout) for path in paths}
+
+
 def _vae_resnet(rest: str) -> str:
     """VAE resnets keep diffusers names except the shortcut."""
     return _rename_head(rest, {"conv_shortcut": "nin_shortcut"})

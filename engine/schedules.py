@@ -9,6 +9,9 @@ Frame by frame as Deforum's `get_inbetweens`: a keyframe whose value is a plain 
 the frames between numbers are interpolated linearly; a keyframe whose value is an expression is computed at
 every frame up to the next keyframe (with `t` the frame); frames before the first keyframe and after the last
 take their values.
+
+Deforum's prompts may hold the same expressions between backticks (`` a `(0.5+0.5*sin(t/10))` cat ``): each is
+computed at the frame and written into the prompt as numexpr would print it (`prompt_math`).
 """
 
 from __future__ import annotations
@@ -181,7 +184,7 @@ class _Parser:
         kind, value, position = token
         if kind == "number":
             self.index += 1
-            return ("num", float(value))
+            return ("num", float(value), "." not in value and "e" not in value.lower())  # int literal?
         if kind == "op" and value == "(":
             self.index += 1
             inner = self.expression(0, depth + 1)
@@ -192,7 +195,7 @@ class _Parser:
             if value in FUNCTIONS:
                 return self.call(value, position, depth)
             if value in CONSTANTS:
-                return ("num", CONSTANTS[value])
+                return ("num", CONSTANTS[value], False)
             if value in VARIABLES:
                 return ("var", value)
             allowed = ", ".join((*VARIABLES, *CONSTANTS))
@@ -385,3 +388,53 @@ def schedule_values(
             values[frame] = a + (b - a) * (frame - left) / (right - left)
     result = [float(v) for v in values if v is not None]
     return [float(int(v)) for v in result] if integer else result
+
+
+# ----- backtick math in prompts ----------------------------------------------------------------------------------
+
+_BACKTICKS = re.compile(r"`([^`]*)`")
+
+
+def prompt_math(text: str, frame: int, max_f: int, seed: int = 0, where: str = "prompt") -> str:
+    """Deforum's prompt math: every `` `expression` `` replaced by its value at frame `frame` (t), with max_f the
+    last frame and s the seed, printed as numexpr prints it (integers without a point, True/False for a
+    comparison); a mistake is a ScheduleError naming `where`, the frame and the position."""
+
+    def value(match: re.Match) -> str:
+        expression = parse_expression(match.group(1), f"{where}, `{match.group(1)}` at frame {frame}")
+        try:
+            result = expression(frame, max_f, seed)
+        except (ArithmeticError, ValueError) as exc:
+            raise ScheduleError(
+                where, f"`{match.group(1)}` cannot be computed at frame {frame}: {exc}"
+            ) from None
+        kind = _kind(expression.tree, {"t": frame, "max_f": max_f, "s": seed})
+        if kind == "bool":
+            return str(bool(result))
+        if kind == "int" and math.isfinite(result) and result == int(result):
+            return str(int(result))
+        return repr(float(result))
+
+    return _BACKTICKS.sub(value, text)
+
+
+def _kind(tree: tuple, names: Mapping[str, float]) -> str:
+    """numexpr's result type of an expression: "int", "float" or "bool" (t, max_f and s are integers; Deforum
+    writes the frame into the text, so numexpr folds constants and `where` takes the type of its branch)."""
+    kind = tree[0]
+    if kind == "num":
+        return "int" if tree[2] else "float"
+    if kind == "var":
+        return "int"
+    if kind in ("neg", "not"):
+        return _kind(tree[1], names)
+    if kind == "call":
+        if tree[1] == "where":
+            return _kind(tree[3] if _compute(tree[2], names) else tree[4], names)
+        return _kind(tree[2], names) if tree[1] == "abs" else "float"
+    op, left, right = tree[1], _kind(tree[2], names), _kind(tree[3], names)
+    if op in ("<", "<=", ">", ">=", "==", "!=", "&", "|"):
+        return "bool"
+    if op == "/":
+        return "float"
+    return "int" if left == right == "int" else "float"

@@ -19,6 +19,7 @@ from engine.conditioning import EncoderSlot, PromptChunker
 from engine.embeddings import Embedding
 from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
+from engine.pt_files import write_a1111_pt
 from engine.registry import ModelEntry, ModelKind
 from engine.train_loop import (
     Example,
@@ -142,6 +143,6 @@ def save_embedding(trainer: EmbeddingTrainer, path: Path, state: LoopState) -> P
             "sd_checkpoint": trainer.model.hash,
             "sd_checkpoint_name": trainer.model.name,
         }
-        torch.save(data, partial)
+        write_a1111_pt(data, partial)
     os.replace(partial, path)
     return path

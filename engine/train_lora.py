@@ -22,6 +22,7 @@ from engine.conditioning import EncoderSlot, PromptChunker
 from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
 from engine.lora import kohya_key
+from engine.model_files import ldm_unet_names
 from engine.train_loop import (
     Example,
     LoopOptions,
@@ -156,7 +157,10 @@ class LoraTrainer:
         return save_lora(self, path, state, images)
 
     def kohya_tensors(self) -> dict[str, torch.Tensor]:
-        """The adapters under kohya's names: lora_unet_/lora_te_ + module path, lora_down/lora_up, alpha."""
+        """The adapters under kohya's names: lora_unet_/lora_te_ + module path, lora_down/lora_up, alpha.
+
+        SD 1.x UNet modules keep their diffusers paths (kohya's SD 1.x UNet uses them); SDXL's are named in
+        Stability's numbering (`input_blocks.4.1.…`), as kohya's sdxl_train_network.py writes them."""
         from peft.tuners.lora import LoraLayer
 
         tensors: dict[str, torch.Tensor] = {}
@@ -167,12 +171,17 @@ class LoraTrainer:
             else:
                 modules.append(("lora_te_", self.text_encoder, "text_model."))
         for prefix, root, path_prefix in modules:
-            for name, module in root.named_modules():
-                if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
-                    key = kohya_key(prefix, path_prefix + name.removeprefix("text_model."))
-                    tensors[f"{key}.lora_down.weight"] = module.lora_A[ADAPTER].weight.detach().float().cpu()
-                    tensors[f"{key}.lora_up.weight"] = module.lora_B[ADAPTER].weight.detach().float().cpu()
-                    tensors[f"{key}.alpha"] = torch.tensor(self.options.scale_alpha)
+            layers = {
+                n: m for n, m in root.named_modules() if isinstance(m, LoraLayer) and ADAPTER in m.lora_A
+            }
+            paths = {n: path_prefix + n.removeprefix("text_model.") for n in layers}
+            if root is self.unet and self.model.sdxl:
+                paths = ldm_unet_names(self.unet, list(paths))
+            for name, module in layers.items():
+                key = kohya_key(prefix, paths[name])
+                tensors[f"{key}.lora_down.weight"] = module.lora_A[ADAPTER].weight.detach().float().cpu()
+                tensors[f"{key}.lora_up.weight"] = module.lora_B[ADAPTER].weight.detach().float().cpu()
+                tensors[f"{key}.alpha"] = torch.tensor(self.options.scale_alpha)
         return tensors
 
 

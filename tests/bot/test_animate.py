@@ -16,6 +16,7 @@ async def test_animate_posts_a_plot_then_the_video(salon):
         "seed": 5,
         "zoom": "0:(1), 5:(1.1)",
         "formats": "mp4+gif",
+        "blend_prompts": True,
     }
     started = await salon.fake.slash(ANN, CHANNEL, "animate", options)
     await salon.fake.wait_for(lambda: started.original is not None and started.original.edits, 30)
@@ -28,6 +29,7 @@ async def test_animate_posts_a_plot_then_the_video(salon):
     assert names == ["animation.mp4", "animation.gif", "settings.txt"], names
     settings = json.loads(next(a for a in message.attachments if a.filename == "settings.txt").data)
     assert settings["zoom"] == "0:(1), 5:(1.1)" and settings["seed"] == 5 and settings["max_frames"] == 6
+    assert settings["salon_blend_prompts"] is True  # the option is kept in the exported file
     assert any(
         f.filename == "preview.png" for edit in message.edits for f in edit.files
     )  # frames as progress

@@ -346,6 +346,9 @@ def test_animate_writes_videos_and_frames_and_plots_the_schedules(tmp_path, caps
         "mp4,webp",
         "--output",
         str(out),
+        "--blend-prompts",
+        "--noise-type",
+        "uniform",
     ]
     assert salon(config, *args) == 0
     printed = capsys.readouterr().out
@@ -355,7 +358,9 @@ def test_animate_writes_videos_and_frames_and_plots_the_schedules(tmp_path, caps
     frames, fps = read_video(out / "animation.mp4")
     assert len(frames) == 6 and frames[0].size == (64, 64) and fps == 15
     assert len(list((out / "frames").glob("*.png"))) == 6 and (out / "animation.webp").is_file()
-    assert json.loads((out / "settings.txt").read_text())["angle"] == "0:(2*sin(t))"
+    exported = json.loads((out / "settings.txt").read_text())
+    assert exported["angle"] == "0:(2*sin(t))" and exported["noise_type"] == "uniform"
+    assert exported["salon_blend_prompts"] is True and exported["legacy_colormatch"] is False
     assert salon(config, "catalog", "check") == 0  # the frames in outputs/animations are not catalog orphans
     capsys.readouterr()
     # The exported settings animate again through --settings (Deforum's own file format).

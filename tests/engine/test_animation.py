@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,7 @@ def test_a_2d_animation_writes_a_video_a_gif_and_frames_with_infotext(engine, tm
         zoom="0:(1.04)",
         translation_x="0:(2)",
         fps=12,
+        blend_prompts=True,
     )
     assert len(frames) == 12 and all(f.size == (64, 64) for f in frames)
     videos = write_videos(frames, tmp_path, "animation", 12, ["mp4", "gif", "webp"])
@@ -105,7 +107,7 @@ def test_a_frame_is_made_again_from_its_infotext_and_the_previous_frame(engine, 
     text = read_infotext(frame_path(tmp_path, 3))
     again = remake_frame(engine, text, frames[2], frames[0])
     assert np.array_equal(pixels(again), pixels(frames[3]))
-    with pytest.raises(InvalidRequest, match="colour coherence LAB needs the first frame"):
+    with pytest.raises(InvalidRequest, match="colour coherence LAB needs its reference, frame 0"):
         remake_frame(engine, text, frames[2])
 
 
@@ -195,6 +197,44 @@ def test_schedules_and_prompts_are_checked_before_anything_runs():
     ]
 
 
+def test_2d_prompts_hold_until_the_next_keyframe_as_deforum_unless_blended():
+    """Deforum's 2D mode (render.py, commit 322426851408ebca2cd49492bfeb1ec86e1dc869): the prompt series is each
+    keyframe's prompt forward-filled, so frames 1 and 2 use frame 0's prompt unchanged. Salon's blend
+    (blend_prompts) gives them the next keyframe's conditioning at 1/3 and 2/3."""
+    settings = AnimationSettings(max_frames=5, prompts={"0": "a cat", "3": "a dog"})
+    held = plan_frames(settings, 1)
+    assert [p.prompt for p in held] == ["a cat"] * 3 + ["a dog"] * 2
+    assert all(p.blend is None for p in held)
+    blended = plan_frames(replace(settings, blend_prompts=True), 1)
+    assert [p.prompt for p in blended] == ["a cat"] * 3 + ["a dog"] * 2
+    assert [p.blend.weight if p.blend else 0 for p in blended] == [0, 0.333333, 0.666667, 0, 0]
+    interpolation = plan_frames(replace(settings, animation_mode="Interpolation"), 1)
+    assert interpolation[1].blend is not None  # Deforum's interpolation mode blends keyframes
+
+
+def test_prompt_math_and_neg_as_deforum_composes_them():
+    """Deforum: args.py process_args makes each prompt `{positive} {prompt} --neg {negative}` (--neg only if the
+    prompt has none), prompt.py prepare_prompt computes `…` at the frame (t, max_f = frames − 1) and takes all
+    text after `--neg` as the negative. The values were printed by Deforum's prepare_prompt and
+    split_weighted_subprompts (numexpr), whose negatives differ only in spaces the tokenizer drops
+    (' blurry 10  ugly')."""
+    settings = AnimationSettings(
+        max_frames=20,
+        prompts={"0": "a (cat:`(0.5+0.5*sin(t/10))`) --neg blurry `t*2`", "10": "a dog"},
+        positive_prompt="masterpiece,",
+        negative_prompt="ugly --neg",
+    )
+    plan = plan_frames(settings, 1)
+    assert plan[5].prompt == "masterpiece, a (cat:0.7397127693021015)"
+    assert plan[5].negative_prompt == "blurry 10 ugly"
+    assert plan[0].prompt == "masterpiece, a (cat:0.5)" and plan[0].negative_prompt == "blurry 0 ugly"
+    assert plan[12].prompt == "masterpiece, a dog" and plan[12].negative_prompt == "ugly"
+    with pytest.raises(InvalidRequest, match=r"prompts at frame 0, `sqrt\(t` at frame 0: position 7"):
+        plan_frames(replace(settings, prompts={"0": "a `sqrt(t` cat"}), 1)
+    with pytest.raises(InvalidRequest, match="cannot be computed at frame 0: float division by zero"):
+        plan_frames(replace(settings, prompts={"0": "a `1/t` cat"}), 1)
+
+
 def test_seed_behaviours_follow_deforum():
     def seeds(behaviour, **options):
         settings = AnimationSettings(max_frames=6, seed_behavior=behaviour, **options)
@@ -261,7 +301,7 @@ def test_a_deforum_settings_file_imports_animates_and_exports_back(engine, tmp_p
     for index in range(len(renderer.units)):
         renderer.render_unit(index)
     first = parse_infotext(read_infotext(frame_path(tmp_path, 3)))
-    assert first.prompt == "a green star on a white background" and first.negative_prompt == "blurry, ugly"
+    assert first.prompt == "a green star on a white background" and first.negative_prompt == "blurry ugly"
     exported = export_deforum(settings, 42)
     for key, value in DEFORUM_FILE.items():
         if key in exported and key != "diffusion_cadence":

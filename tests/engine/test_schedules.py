@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.schedules import ScheduleError, parse_expression, schedule_values
+from engine.schedules import ScheduleError, parse_expression, prompt_math, schedule_values
 
 # Deforum's defaults (sd-webui-deforum args.py) and the examples of its documentation.
 DEFORUM_ZOOM = "0: (1.0025+0.002*sin(1.25*3.14*t/30))"
@@ -147,6 +147,7 @@ def test_every_default_of_deforums_settings_file():
         "contrast_schedule": 1.0,
         "cfg_scale_schedule": 7,
         "steps_schedule": 25,
+        "noise_multiplier_schedule": 1.05,
     }
     for name in NUMERIC_SCHEDULES:
         values = schedule_values(getattr(defaults, name), name, 120, seed=1234)
@@ -158,3 +159,31 @@ def test_every_default_of_deforums_settings_file():
     )
     seeds = schedule_values(defaults.seed_schedule, "seed_schedule", 120, seed=1234)
     assert seeds == [1234.0] + [-1.0] * 117 + [1234.0] * 2
+
+
+@pytest.mark.parametrize(
+    ("text", "frame", "expected"),
+    [
+        ("a `(0.5+0.5*sin(t/10))` cat", 5, "a 0.7397127693021015 cat"),
+        ("`t*2` `t%4` `2**3` `max_f/2` `-t`", 5, "10 1 8 49.5 -5"),
+        ("`t>3` `1.5*2` `abs(-3)` `where(t>2, 1.5, 0)` `1e3`", 0, "False 3.0 3 0 1000.0"),
+        ("`where(t>2, 1.5, 0)` `cos(t)*cos(t)+sin(t)*sin(t)`", 17, "1.5 0.9999999999999999"),
+        ("no math, `` left alone? no: empty is an error", 0, None),
+    ],
+)
+def test_prompt_math_prints_as_deforum_does(text, frame, expected):
+    """Deforum's prompt.py prepare_prompt (commit 322426851408ebca2cd49492bfeb1ec86e1dc869) writes the frame and
+    max_f into each `…` and prints numexpr's result; these strings are what it printed for 100 frames."""
+    if expected is None:
+        with pytest.raises(
+            ScheduleError, match="position 1: expected a number, a name or '\\(', found the end"
+        ):
+            prompt_math(text, frame, 99)
+        return
+    assert prompt_math(text, frame, 99) == expected
+
+
+def test_prompt_math_runs_no_code():
+    with pytest.raises(ScheduleError, match="unknown name '__import__'"):
+        prompt_math("`__import__(t)`", 0, 10)
+    assert prompt_math("plain text, (weights:1.2) and [a|b]", 3, 10) == "plain text, (weights:1.2) and [a|b]"
