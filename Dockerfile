@@ -31,7 +31,9 @@ COPY bot ./bot
 COPY catalog ./catalog
 COPY cli ./cli
 COPY commands ./commands
+COPY community ./community
 COPY config ./config
+COPY core ./core
 COPY engine ./engine
 COPY extensions ./extensions
 COPY jobs ./jobs

@@ -56,7 +56,7 @@ async def _large_catalog(folder: Path, images: int, text_index: str = "whoosh"):
 
 async def _regex_worst_case(folder: Path, images: int) -> Figure:
     from catalog.records import BrowseQuery
-    from engine.errors import InvalidRequest
+    from core.errors import InvalidRequest
 
     catalog = await _large_catalog(folder, images)
     timings: list[tuple[float, str, str]] = []

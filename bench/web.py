@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 from bench.catalog import GUILD, add_ratings, percentile, synthetic_rows  # noqa: E402
 from catalog.catalog import Catalog  # noqa: E402
 from commands.browse import browse_query  # noqa: E402
-from commands.community import CommunityStore  # noqa: E402
+from community.store import CommunityStore  # noqa: E402
 from config import load_settings  # noqa: E402
 from web.server import serve  # noqa: E402
 

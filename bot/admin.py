@@ -12,8 +12,8 @@ from discord.ext import commands
 
 from bot import render
 from bot.interact import NotAllowed, is_admin, place_of, refuse
-from commands.community import SETTINGS
-from engine.errors import InvalidRequest
+from community.settings import SETTINGS
+from core.errors import InvalidRequest
 from engine.registry import ModelKind
 from jobs.records import JobStatus
 

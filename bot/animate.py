@@ -16,8 +16,8 @@ from bot import render
 from bot.delivery import follow_new_job, submit_long_job
 from bot.interact import place_of, refuse
 from commands.animation import animation_job, animation_settings, describe, parse_prompts, schedule_plot
+from core.errors import InvalidRequest
 from engine.deforum import MAX_SETTINGS_BYTES, import_deforum
-from engine.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from bot.app import SalonBot

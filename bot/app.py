@@ -22,9 +22,10 @@ from discord.ext import commands
 from bot.handlers import EventHandlers
 from bot.ratelimits import RateLimits
 from catalog.catalog import Catalog
-from commands.community import CommunityStore
+from community.store import CommunityStore
 from config import Settings
-from engine.errors import SalonError
+from core.errors import SalonError
+from core.files import atomic_write
 from engine.registry import ModelRegistry
 from jobs.queue import JobQueue, WorkerBusy
 
@@ -184,8 +185,7 @@ class SalonBot(commands.Bot):
                 await self.tree.sync(guild=guild)
             synced[scope] = digest
             registered.append(scope)
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(synced))
+        atomic_write(record, json.dumps(synced))
         if registered:
             log.info("slash commands registered in: %s", ", ".join(registered))
         return registered

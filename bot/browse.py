@@ -21,8 +21,8 @@ from bot.interact import NotAllowed, Place, place_of, refuse
 from bot.results import may_delete, show_info
 from catalog.records import BrowseQuery, ImageRecord, NegativeMode, Page, Relation, SortOrder
 from commands.browse import NEGATIVE_HELP, browse_query
-from commands.community import BrowseSession
-from engine.errors import InvalidRequest
+from community.store import BrowseSession
+from core.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from bot.app import SalonBot

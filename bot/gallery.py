@@ -16,7 +16,7 @@ from discord.ext import commands
 from bot import render
 from bot.interact import NotAllowed, place_of, refuse
 from catalog.galleries import Threshold
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from bot.app import SalonBot
@@ -278,7 +278,7 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
     @app_commands.command(name="web", description="A link to this server's web gallery (read-only)")
     @app_commands.describe(renew="moderators: make a new link; the old one stops working at once")
     async def web(self, interaction: discord.Interaction, renew: bool = False) -> None:
-        from commands.community import web_secret
+        from community.web_links import web_secret
 
         settings = self.bot.services.settings
         try:

@@ -25,7 +25,7 @@ from commands.options import (
     region_mask,
 )
 from commands.styles import apply_style, load_styles
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.image_io import mask_from_image
 from engine.registry import ModelKind, native_resolution
 from engine.requests import GenerationRequest, InpaintArea, MaskedContent, ResizeMode

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import discord
 
-from commands.community import CommunitySettings
+from community.settings import CommunitySettings
 from config import Limits
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 

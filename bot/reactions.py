@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.interact import is_moderator
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from bot.app import SalonBot

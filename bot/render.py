@@ -174,8 +174,8 @@ def failure_content(job: JobRecord, user_id: str, kept: str = "") -> str:
 
 def kept_content(job: JobRecord, settings) -> str:
     """For a training job that ended early: the result it saved last, still installed (or "")."""
+    from engine.trained_files import output_paths, owner_of
     from jobs.records import JobKind
-    from jobs.training import output_paths, owner_of
 
     if job.kind is not JobKind.TRAIN:
         return ""

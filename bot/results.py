@@ -17,7 +17,7 @@ from bot.generate import start_job
 from bot.interact import NotAllowed, Place, place_of, refuse
 from catalog.records import ImageRecord, Relation
 from commands import followups
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from jobs.codec import AnyRequest, request_from_json
 from jobs.records import JobRecord
 

@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot.delivery import follow_new_job, submit_long_job
 from bot.interact import Place, place_of, refuse
 from commands.training import images_from_files, images_from_zip, training_job
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.registry import native_resolution
 
 if TYPE_CHECKING:

@@ -50,9 +50,9 @@ from catalog.records import (
     SortOrder,
     searched_columns,
 )
-from catalog.sqlite import BUSY_TIMEOUT_MS, Database, Migration
 from catalog.text_index import WhooshIndex, rebuild
-from engine.errors import InvalidImage, InvalidRequest
+from core.errors import InvalidImage, InvalidRequest
+from core.sqlite import BUSY_TIMEOUT_MS, Database, Migration
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ whenever it cannot be read, so a damaged index costs a rebuild, never a tracebac
 - While indexing (`index_records`): a writer lock held too long by another process leaves the rows marked
   `indexed = 0`; the next add (of any process) or the integrity check indexes them.
 
-A damaged catalog.db itself is not handled here (catalog/sqlite.py refuses to open it).
+A damaged catalog.db itself is not handled here (core/sqlite.py refuses to open it).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ DAMAGE = ("malformed", "vtable constructor failed", "no such table: main.images_
 
 def is_damage(exc: BaseException) -> bool:
     """Whether an error may be one of a damaged FTS5 table (a write inside a transaction reports it as
-    catalog/storage.py's DamagedDatabase): the probes then tell."""
-    from catalog.storage import DamagedDatabase
+    core/errors.py's DamagedDatabase): the probes then tell."""
+    from core.errors import DamagedDatabase
 
     if isinstance(exc, DamagedDatabase):
         return True

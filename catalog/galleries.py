@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
 MIGRATION = (

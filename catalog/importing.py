@@ -20,7 +20,7 @@ from PIL import Image
 from catalog.foreign import foreign_infotext
 from catalog.paths import Found, PathForm, image_files
 from catalog.records import NewImage, generation_fields
-from engine.errors import InvalidImage, InvalidRequest
+from core.errors import InvalidImage, InvalidRequest
 from engine.image_io import ImageHeader, check_image_file
 from engine.infotext_files import read_infotext
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from catalog.patterns import compiled, shown
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 FIELDS = ("model", "lora", "sampler", "seed", "neg")
 MAX_KEYWORD_CHARS = 1000

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catalog.paths import PathForm, relative_inside
-from catalog.sqlite import Database
+from core.sqlite import Database
 
 STEP = "canonical paths"
 MIGRATION = (

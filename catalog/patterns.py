@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import re2
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 MAX_PATTERN_CHARS = 1000
 MAX_REPEAT = 1000  # RE2's own limit on {n,m}; larger counts would silently be read as literal text

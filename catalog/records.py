@@ -123,7 +123,7 @@ class RankFilter:
     @classmethod
     def parse(cls, text: str) -> RankFilter:
         """ "all", "none", "4", "3-5" (as typed in `/browse` and `salon browse --rank`)."""
-        from engine.errors import InvalidRequest
+        from core.errors import InvalidRequest
 
         value = text.strip().lower()
         if value in ("", "all"):

@@ -13,7 +13,6 @@ cannot be opened is not an error here: `damage` says why, and the catalog rebuil
 
 from __future__ import annotations
 
-import shutil
 from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from whoosh.analysis import StandardAnalyzer
 from catalog.index_lock import held
 from catalog.keywords import And, Node, Not, Or, Term
 from catalog.records import ImageRecord, NegativeMode, searched_columns
+from core.files import replace_folder
 
 WRITE_LOCK_S = 30.0  # wait this long for another process's index writer (an import beside the bot)
 REBUILD_LOCK_S = 600.0  # a rebuild waits longer: it must not run beside another one
@@ -201,19 +201,16 @@ def rebuild(folder: Path, records: Iterable[ImageRecord]) -> int:
     """Build a new index beside `folder` from `records`, then swap it in; returns the documents written.
     Holds the writer lock throughout, so writers of other processes wait and two rebuilds never mix."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with held(lock_path(folder), REBUILD_LOCK_S):
-        fresh = folder.with_name(folder.name + ".new")
-        shutil.rmtree(fresh, ignore_errors=True)
+    written = []
+
+    def build(fresh: Path) -> None:
         built = WhooshIndex(fresh)
-        count = built.bulk_load(records)
+        written.append(built.bulk_load(records))
         built.close()
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        fresh.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    return count
+
+    with held(lock_path(folder), REBUILD_LOCK_S):
+        replace_folder(folder, build)
+    return written[0]
 
 
 def document(record: ImageRecord) -> dict:

@@ -18,7 +18,7 @@ import re
 
 from catalog.keywords import And, Node, Not, Or, Term
 from catalog.records import NegativeMode, fts_columns
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 SCOPE_SQL = "'s' || hex({row}.guild) || CASE WHEN {row}.deleted_at IS NULL THEN 'l' ELSE 'd' END"
 # model, sampler, seed and LoRAs as one exact token each (m…, p…, e…, l…: hex of the lower-case name).

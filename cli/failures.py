@@ -1,6 +1,6 @@
 """What `salon` says when its storage fails: a damaged database file or a full disk, as one line, exit 1.
 
-A damaged file is usually found when a database is opened (`PRAGMA quick_check`, catalog/sqlite.py); damage
+A damaged file is usually found when a database is opened (`PRAGMA quick_check`, core/sqlite.py); damage
 that appears later (a page overwritten while a command runs) surfaces as a bare `sqlite3.DatabaseError`, which
 does not say which file: the data folder's databases are checked then, to name it.
 """
@@ -11,8 +11,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from catalog.storage import DamagedDatabase, DiskFull, as_disk_full, is_damage
 from config import Settings
+from core.errors import DamagedDatabase, DiskFull, as_disk_full, is_damage
 
 
 def storage_failure(exc: BaseException, settings: Settings | None) -> str | None:

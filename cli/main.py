@@ -19,7 +19,7 @@ from cli.extended import loads_extensions
 from cli.failures import leave_without_gpu_thread, storage_failure
 from cli.output import console, err_console, print_error, print_note
 from config import Settings, load_settings
-from engine.errors import SalonError
+from core.errors import SalonError
 
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -493,7 +493,7 @@ async def _submit_and_wait(settings: Settings, request):
 
 
 def _pnginfo(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.errors import InvalidImage
+    from core.errors import InvalidImage
     from engine.infotext import parse_infotext
     from engine.infotext_files import read_infotext
 
@@ -821,7 +821,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         soft_wrap=True,
     )
     if args.preview_every:
-        from jobs.training import preview_folder
+        from engine.trained_files import preview_folder
 
         console.print(f"previews: {preview_folder(settings, args.name)}", markup=False, soft_wrap=True)
     return 0
@@ -833,8 +833,8 @@ def _animate(args: argparse.Namespace, settings: Settings) -> int:
     import shutil
 
     from commands.animation import animation_job, animation_settings, describe, parse_prompts, schedule_plot
-    from commands.options import parse_size
     from engine.deforum import import_deforum
+    from engine.validation import parse_size
     from jobs.records import JobStatus
 
     base = None
@@ -849,7 +849,7 @@ def _animate(args: argparse.Namespace, settings: Settings) -> int:
                 f"note: {len(imported.ignored)} Deforum keys are not used: {shown}", markup=False
             )
     elif args.prompts is None:
-        from engine.errors import InvalidRequest
+        from core.errors import InvalidRequest
 
         raise InvalidRequest("prompts", "give a prompt (or a schedule), or --settings FILE")
     width = height = None
@@ -962,7 +962,7 @@ def _web(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from catalog.catalog import Catalog
-    from commands.community import CommunityStore
+    from community.store import CommunityStore
     from web.server import serve
 
     host = "127.0.0.1" if args.local else (args.host or settings.web.host)

@@ -11,8 +11,8 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from commands.generation import LongJob
+from core.errors import InvalidRequest
 from engine.animation import AnimationSettings, check_settings, plan_frames, resolve_seed
-from engine.errors import InvalidRequest
 from jobs.records import JobKind
 
 PLOTTED = (

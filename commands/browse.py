@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from catalog.records import BrowseQuery, NegativeMode, RankFilter, SortOrder
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 NEGATIVE_HELP = (
     "negative prompt: no = search the prompt and parameters (default); none = only images made without a "

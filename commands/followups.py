@@ -10,7 +10,7 @@ import dataclasses
 
 from catalog.records import ImageRecord, Relation
 from config import Limits
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.infotext import check_prompt, parse_infotext
 from engine.requests import (
     GenerationRequest,

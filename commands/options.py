@@ -6,7 +6,6 @@ infotext written with the image reads back exactly.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -14,7 +13,7 @@ from typing import TypeVar
 from PIL import Image, ImageDraw
 
 from config import Limits
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.image_io import open_image_checked, parse_region
 from engine.infotext import check_prompt, normalize_prompt
 from engine.requests import (
@@ -27,19 +26,9 @@ from engine.requests import (
     MaskedContent,
     ResizeMode,
 )
-from engine.validation import check_generation, check_img2img, check_inpaint
+from engine.validation import check_generation, check_img2img, check_inpaint, parse_size
 
 E = TypeVar("E", bound=StrEnum)
-_SIZE = re.compile(r"\s*(\d{1,6})\s*(?:[xX×]\s*(\d{1,6}))?\s*")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """ "512x768" → (512, 768); "512" → (512, 512)."""
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        raise InvalidRequest("size", f"{text!r} is not WIDTHxHEIGHT, e.g. 512x768")
-    width = int(match.group(1))
-    return width, int(match.group(2) or width)
 
 
 def parse_choice(option: str, value: str | E, choices: type[E]) -> E:
@@ -123,7 +112,7 @@ def generation_info(data: bytes, limits: Limits, option: str = "image") -> str |
     import warnings
 
     from catalog.foreign import foreign_infotext
-    from engine.errors import InvalidImage
+    from core.errors import InvalidImage
     from engine.image_io import sniff_format
     from engine.infotext_files import read_infotext_from_image
 

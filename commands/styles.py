@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 MAX_STYLES_BYTES = 1024 * 1024
 

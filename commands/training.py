@@ -14,10 +14,10 @@ from PIL import Image
 from commands.generation import LongJob
 from commands.options import load_input_image
 from config import Settings
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
+from engine.trained_files import TRAINERS, check_name, output_paths, owner_of
 from jobs.codec import store_image
 from jobs.records import JobKind
-from jobs.training import TRAINERS, check_name, output_paths, owner_of
 
 MAX_IMAGES = 200
 MAX_ZIP_BYTES = 512 * 1024 * 1024  # uncompressed, all members together

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.errors import InvalidRequest
 from engine.animation_remake import remake_frame as remake_frame  # re-exported: it lived here
 from engine.color_sample import ColorMatch, color_match
-from engine.errors import InvalidRequest
 from engine.frame_noise import NOISE_TYPES, Perlin, add_noise, perlin_problem
 from engine.frame_ops import (
     BORDERS,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.frame_noise import Perlin, add_noise
 from engine.frame_ops import adjust_contrast, match_colors, warp
 from engine.infotext import parse_infotext

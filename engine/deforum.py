@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from core.errors import InvalidRequest
 from engine.animation import AnimationSettings
-from engine.errors import InvalidRequest
 from engine.schedules import schedule_values
 
 # Deforum key → Salon field, for the keys that carry over unchanged.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import UnsafeModelFile
+from core.errors import UnsafeModelFile
 from engine.model_files import load_weights
 from engine.registry import ModelEntry, ModelKind, ModelRegistry
 

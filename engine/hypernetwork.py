@@ -15,9 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import InvalidRequest, UnsafeModelFile
+from core.errors import InvalidRequest, UnsafeModelFile
+from core.files import atomic_write_with
 from engine.model_files import load_weights, safetensors_metadata
 from engine.pt_files import write_a1111_pt
 from engine.registry import ModelEntry
@@ -463,20 +462,6 @@ def to_a1111_dict(hypernetwork: Hypernetwork) -> dict:
     return data
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Write through a temp file beside `path`, then rename it over: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_safetensors(path: Path, data: dict) -> Path:
     """Flat layout: tensors `<width>.<0|1>.<key>` (0 = keys MLP, 1 = values), each option as JSON metadata."""
     from safetensors.torch import save_file
@@ -489,7 +474,7 @@ def write_safetensors(path: Path, data: dict) -> Path:
         for key, tensor in state.items()
     }
     metadata = {key: json.dumps(data[key]) for key in OPTION_KEYS}
-    return _atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
+    return atomic_write_with(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
 def save_hypernetwork(
@@ -507,7 +492,7 @@ def save_hypernetwork(
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         return write_safetensors(path, data)
-    return _atomic_write(path, lambda temp: write_a1111_pt(data, temp))
+    return atomic_write_with(path, lambda temp: write_a1111_pt(data, temp))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from engine.errors import InvalidImage, InvalidRequest
+from core.errors import InvalidImage, InvalidRequest
 
 MIN_SIDE = 8  # smaller images cannot be encoded to a single latent pixel (VAE factor 8)
 ACCEPTED = "PNG, JPEG, WebP, GIF or BMP"

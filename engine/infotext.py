@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 # Keys of A1111 v1.9/1.10 `create_infotext`, in the order it writes them; extra keys go between Tiling and
 # Version. `Clip skip` is written by A1111 only when > 1: callers pass None for 1.

@@ -7,10 +7,8 @@ writing goes through a temporary file and a rename, so a crash never leaves half
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -18,7 +16,8 @@ from typing import BinaryIO
 
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
-from engine.errors import InvalidImage, InvalidRequest
+from core.errors import InvalidImage, InvalidRequest
+from core.files import atomic_write_with
 from engine.image_io import check_image_file
 
 # EXIF UserComment: 8-byte character-code prefix, then the text (EXIF 2.3 §4.6.5).
@@ -244,19 +243,12 @@ def save_image_with_infotext(image: Image.Image, path: str | os.PathLike[str], i
         raise InvalidRequest("format", f"cannot save {path.name!r}; use one of {allowed}")
     options = _png_options(infotext) if image_format == "PNG" else _exif_options(image_format, infotext)
     image = _savable(image, image_format)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            os.fchmod(file.fileno(), 0o644)  # mkstemp makes 0600; the gallery server must read the file
+
+    def write(temp: Path) -> None:
+        with open(temp, "wb") as file:
             image.save(file, format=image_format, **options)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
-    return path
+
+    return atomic_write_with(path, write)  # mode 0644: the gallery server must read the file
 
 
 def _png_options(infotext: str) -> dict[str, object]:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from core.errors import InvalidRequest
 from engine.configs import CLIP_TOKENIZER, SD15_CONFIG, SDXL_CONFIG
-from engine.errors import InvalidRequest
 from engine.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
 from engine.registry import ModelEntry
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.model_files import load_safetensors
 from engine.registry import ModelEntry
 

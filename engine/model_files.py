@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import InvalidRequest, UnsafeModelFile
+from core.errors import InvalidRequest, UnsafeModelFile
+from core.files import atomic_write_with
 
 if TYPE_CHECKING:
     import torch
@@ -593,7 +592,7 @@ def _check_metadata_arg(metadata: Mapping[str, str] | None) -> dict[str, str] | 
 
 
 def save_single_file(pipe_or_components: Any, path: Path, metadata: Mapping[str, str] | None = None) -> Path:
-    """Write an A1111-loadable single-file `.safetensors` checkpoint atomically (temp file + os.replace)."""
+    """Write an A1111-loadable single-file `.safetensors` checkpoint atomically (core.files.atomic_write_with)."""
     checked = _check_metadata_arg(metadata)
     parts = _components(pipe_or_components)
     state = diffusers_to_ldm(parts["unet"], parts["vae"], parts["text_encoder"], parts.get("text_encoder_2"))
@@ -602,23 +601,7 @@ def save_single_file(pipe_or_components: Any, path: Path, metadata: Mapping[str,
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> Path:
-    """save_file to a temp file next to `path`, fsync, rename over it: readers never see half a file."""
+    """save_file through core.files.atomic_write_with: readers never see half a file."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, temp_name, metadata=metadata)
-        _fsync(temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _fsync(name: str) -> None:
-    """Flush a written file to disk before it is renamed into place."""
-    with open(name, "r+b") as fh:  # write access: Windows refuses to flush a read-only handle
-        os.fsync(fh.fileno())
+    return atomic_write_with(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.errors import UnsafeModelFile
+from core.errors import UnsafeModelFile
 from engine.model_files import SAFETENSORS_SUFFIX, check_safetensors
 
 LINK_SETTING = "[models] allow_links_outside = true"

@@ -1,23 +1,13 @@
-"""Seeds and noise with A1111's rules: −1 means random, image i of a batch uses seed + i, a variation seed
+"""Noise with A1111's rules (seeds: engine/seeds.py): image i of a batch uses seed + i, a variation seed
 is mixed in by spherical interpolation. Noise is drawn on the CPU, per image, so an image depends only on its
 own seed — alone or in a batch, on any device.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 import torch
-
-SEED_MAX = 4294967294  # A1111: random.randrange(4294967294)
-
-
-def resolve_seed(seed: int) -> int:
-    """A concrete seed: the given one, or a random one in 0…2³²−2 when it is −1 (or any negative)."""
-    if seed >= 0:
-        return seed
-    return random.SystemRandom().randrange(SEED_MAX)
 
 
 def batch_seeds(first_seed: int, count: int) -> list[int]:

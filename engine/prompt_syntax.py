@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from engine.errors import ModelNotFound, ModelRefused, UnsafeModelFile
+from core.errors import ModelNotFound, ModelRefused, UnsafeModelFile
+from core.files import atomic_write
 from engine.model_gate import ModelGate
+from engine.trained_files import OWNER_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ ACCEPTED_SUFFIXES: dict[ModelKind, tuple[str, ...]] = {
 REFUSED_SUFFIXES = (".ckpt", ".pth", ".pkl", ".pickle")
 # Beside every file Salon trained (jobs/training.py writes it): who made it. Such files never become the
 # default checkpoint by themselves.
-TRAINED_SIDECAR_SUFFIX = ".salon.json"
+TRAINED_SIDECAR_SUFFIX = OWNER_SUFFIX
 DEFAULT_MODEL_FILE = (
     "default-model.json"  # in the data folder: the default chosen once, as A1111 keeps its own
 )
@@ -139,10 +141,7 @@ class HashCache:
         return value
 
     def _write(self) -> None:
-        self._file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self._file)
+        atomic_write(self._file, json.dumps(self._data, indent=1, sort_keys=True))
 
 
 _HASHERS = {"sha256": sha256_file, "addnet": addnet_sha256, "folder": sha256_folder}
@@ -352,10 +351,7 @@ class ModelRegistry:
         if chosen.path in self.builtin_checkpoints or chosen.name == self._remembered_default():
             return
         try:
-            self.default_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.default_file.with_name(f".{self.default_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"model": chosen.name, "chosen_at": time.time()}), encoding="utf-8")
-            os.replace(tmp, self.default_file)
+            atomic_write(self.default_file, json.dumps({"model": chosen.name, "chosen_at": time.time()}))
         except OSError as exc:  # a read-only data folder: the rule above still holds for this process
             log.warning("cannot remember the default model in %s: %s", self.default_file, exc)
 

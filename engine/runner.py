@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from config import Settings
+from core.errors import InvalidRequest
 from engine.batching import batch_key
 from engine.conditioning import (
     Conditioning,
@@ -32,7 +33,6 @@ from engine.conditioning import (
     encode_prompt_pair,
 )
 from engine.embeddings import EmbeddingLibrary
-from engine.errors import InvalidRequest
 from engine.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
 from engine.hypernetwork import Hypernetwork, HypernetworkCache, applied_hypernetworks
 from engine.img2img import run_img2img
@@ -41,7 +41,6 @@ from engine.inpaint import run_inpaint
 from engine.invariance import batch_invariant
 from engine.loading import LoadedModel, load_model, resolve_device, resolve_dtype
 from engine.lora import FusedLoras, LoraSet, LoraUse
-from engine.noise import resolve_seed
 from engine.prompt_syntax import ExtraNetwork, extract_extra_networks
 from engine.registry import ModelEntry, ModelKind, ModelRegistry, native_resolution
 from engine.requests import (
@@ -57,6 +56,7 @@ from engine.requests import (
 )
 from engine.samplers import resolve_sampler
 from engine.sampling import Prepared, tiling
+from engine.seeds import resolve_seed
 from engine.token_merging import apply_token_merging
 from engine.txt2img import run_txt2img
 from engine.validation import check_generation, check_img2img, check_inpaint

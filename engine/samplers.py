@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 AUTOMATIC = "Automatic"
 UNIFORM = "Uniform"

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.errors import JobCancelled
 from engine.conditioning import Conditioning
-from engine.errors import JobCancelled
 from engine.loading import LoadedModel
 from engine.noise import initial_noise, make_generators
 from engine.preview import latents_to_preview

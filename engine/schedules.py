@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 MAX_TEXT = 10_000  # characters of one schedule
 MAX_NODES = 2_000  # numbers, names and operations in one expression

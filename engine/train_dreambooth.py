@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -22,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from core.errors import InvalidRequest
+from core.files import replace_folder
 from engine.conditioning import EncoderSlot, PromptChunker
-from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
 from engine.train_loop import (
     Example,
@@ -246,7 +246,7 @@ def save_checkpoint(trainer: DreamboothTrainer, path: Path, state: LoopState, im
         save_single_file(parts, path, metadata={"salon_dreambooth": json.dumps(about)})
         configs = _base_configs(model.entry)
         if configs is not None:
-            _replace_folder(
+            replace_folder(
                 path.with_name(path.stem + ".config"), lambda folder: _copy_configs(configs, folder)
             )
         return path
@@ -256,7 +256,7 @@ def save_checkpoint(trainer: DreamboothTrainer, path: Path, state: LoopState, im
         pipe.save_pretrained(folder, safe_serialization=True)
         (folder / "salon_dreambooth.json").write_text(json.dumps(about, indent=1))
 
-    _replace_folder(path, write)
+    replace_folder(path, write)
     return path
 
 
@@ -282,16 +282,3 @@ def _copy_configs(source: Path, target: Path) -> None:
 def _in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     first = next(module.parameters())
     return module if first.dtype == dtype else copy.deepcopy(module).to(dtype)
-
-
-def _replace_folder(path: Path, write) -> None:
-    """Write a folder under a hidden name beside `path`, then swap it in (the old one removed afterwards)."""
-    partial_dir = path.with_name(f".{path.name}.partial")
-    old = path.with_name(f".{path.name}.old")
-    for leftover in (partial_dir, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    write(partial_dir)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(partial_dir, path)
-    shutil.rmtree(old, ignore_errors=True)

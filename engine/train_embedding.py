@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from core.errors import InvalidRequest
+from core.files import atomic_write_with
 from engine.conditioning import EncoderSlot, PromptChunker
 from engine.embeddings import Embedding
-from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
 from engine.pt_files import write_a1111_pt
 from engine.registry import ModelEntry, ModelKind
@@ -121,28 +122,20 @@ train_embedding_slice = partial(train_slice, EmbeddingTrainer)
 def save_embedding(trainer: EmbeddingTrainer, path: Path, state: LoopState) -> Path:
     """A1111's embedding file: `.pt` with string_to_token/string_to_param, name, step and the checkpoint it
     was trained on, or `.safetensors` with `emb_params` (written atomically)."""
-    import os
-
     vectors = trainer.vectors.detach().float().cpu().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file(
-            {"emb_params": vectors},
-            str(partial),
-            metadata={"name": trainer.options.name, "step": str(state.step)},
+        metadata = {"name": trainer.options.name, "step": str(state.step)}
+        return atomic_write_with(
+            path, lambda temp: save_file({"emb_params": vectors}, str(temp), metadata=metadata)
         )
-    else:
-        data = {
-            "string_to_token": {"*": 265},
-            "string_to_param": {"*": vectors},
-            "name": trainer.options.name,
-            "step": state.step,
-            "sd_checkpoint": trainer.model.hash,
-            "sd_checkpoint_name": trainer.model.name,
-        }
-        write_a1111_pt(data, partial)
-    os.replace(partial, path)
-    return path
+    data = {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": vectors},
+        "name": trainer.options.name,
+        "step": state.step,
+        "sd_checkpoint": trainer.model.hash,
+        "sd_checkpoint_name": trainer.model.name,
+    }
+    return atomic_write_with(path, lambda temp: write_a1111_pt(data, temp))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from core.errors import InvalidRequest
 from engine.conditioning import EncoderSlot, PromptChunker
-from engine.errors import InvalidRequest
 from engine.hypernetwork import (
     ACTIVATIONS,
     WEIGHT_INITS,

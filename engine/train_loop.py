@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine.errors import InvalidRequest, JobCancelled
+from core.errors import InvalidRequest, JobCancelled
+from core.files import atomic_write, atomic_write_with
 from engine.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,25 @@ def encode_examples(
             )
             weight = weight / weight.mean().clamp(min=1e-6)  # the mean weight stays 1
         examples.append(Example(latents[0].float().cpu(), caption, weight))
+    return examples
+
+
+def cached_examples(
+    file: Path, captions: Sequence[str], encode: Callable[[], list[Example]]
+) -> list[Example]:
+    """Training examples encoded by the VAE once per job, not once per slice: `encode()` the first time, then
+    read back from `file` (in the job's work folder) with these captions."""
+    from safetensors.torch import load_file, save_file
+
+    if file.is_file():
+        tensors = load_file(str(file))
+        return [
+            Example(tensors[f"{i}.latents"], c, tensors.get(f"{i}.weight")) for i, c in enumerate(captions)
+        ]
+    examples = encode()
+    tensors = {f"{i}.latents": e.latents.contiguous() for i, e in enumerate(examples)}
+    tensors |= {f"{i}.weight": e.weight.contiguous() for i, e in enumerate(examples) if e.weight is not None}
+    atomic_write_with(file, lambda partial: save_file(tensors, str(partial)))
     return examples
 
 
@@ -529,16 +549,15 @@ def save_training_state(
     """Everything needed to resume after the last finished step (written atomically, file by file)."""
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
-    _replace(
+    atomic_write_with(
         folder / "weights.safetensors",
         lambda p: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(p)),
     )
-    _replace(
+    atomic_write_with(
         folder / "optimizer.pt",
         lambda p: torch.save({"optimizer": optimizer.state_dict(), "rng": objective.state()}, p),
     )
-    _replace(folder / "loop.json", lambda p: p.write_text(json.dumps(state.to_json())))
+    atomic_write(folder / "loop.json", json.dumps(state.to_json()))
 
 
 def load_training_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict, LoopState] | None:
@@ -550,11 +569,3 @@ def load_training_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict, Lo
     saved = torch.load(folder / "optimizer.pt", weights_only=True)
     state = LoopState.from_json(json.loads((folder / "loop.json").read_text()), 0)
     return load_file(str(folder / "weights.safetensors")), saved, state
-
-
-def _replace(path: Path, write: Callable[[Path], object]) -> None:
-    import os
-
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from core.errors import InvalidRequest
+from core.files import atomic_write_with
 from engine.conditioning import EncoderSlot, PromptChunker
-from engine.errors import InvalidRequest
 from engine.loading import LoadedModel
 from engine.lora import kohya_key
 from engine.model_files import ldm_unet_names
@@ -208,7 +209,6 @@ train_lora_slice = partial(train_slice, LoraTrainer)
 
 def save_lora(trainer: LoraTrainer, path: Path, state: LoopState, images: int) -> Path:
     """Write the kohya `.safetensors` with sd-scripts' `ss_*` metadata (atomically)."""
-    import os
 
     from safetensors.torch import save_file
 
@@ -235,8 +235,5 @@ def save_lora(trainer: LoraTrainer, path: Path, state: LoopState, images: int) -
         "ss_training_comment": "trained with Salon",
         "ss_network_args": json.dumps({}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(trainer.kohya_tensors(), str(partial), metadata=metadata)
-    os.replace(partial, path)
-    return path
+    tensors = trainer.kohya_tensors()
+    return atomic_write_with(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))

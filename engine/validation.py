@@ -6,8 +6,10 @@ the same typed errors. Each error names the option and the allowed values.
 
 from __future__ import annotations
 
+import re
+
 from config import Limits
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_size
 from engine.samplers import resolve_sampler
 
@@ -16,6 +18,7 @@ MAX_CLIP_SKIP = 12
 MIN_SIDE = 64
 MAX_MASK_BLUR = 64
 MAX_PADDING = 256
+_SIZE = re.compile(r"\s*(\d{1,6})\s*(?:[xX×]\s*(\d{1,6}))?\s*")
 
 
 def _check_range(option: str, value: float, low: float, high: float) -> None:
@@ -25,6 +28,16 @@ def _check_range(option: str, value: float, low: float, high: float) -> None:
 
 def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """ "512x768" → (512, 768); "512" → (512, 512). The option is `size` (a front end's, or a server's
+    default size), checked against the limits afterwards."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise InvalidRequest("size", f"{text!r} is not WIDTHxHEIGHT, e.g. 512x768")
+    width = int(match.group(1))
+    return width, int(match.group(2) or width)
 
 
 def check_size(option: str, value: int, limit: int) -> None:

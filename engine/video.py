@@ -6,12 +6,13 @@ that is too large for a Discord upload at a higher CRF and, if needed, a smaller
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
 from PIL import Image
+
+from core.files import atomic_write_with
 
 FORMATS = ("mp4", "gif", "webp")
 DEFAULT_CRF = 17  # Deforum's default quality
@@ -24,21 +25,22 @@ def write_mp4(
     import av
 
     width, height = _even(frames[0].width * scale), _even(frames[0].height * scale)
-    partial = path.with_name(f".{path.name}.partial")
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(partial), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        for image in frames:
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.LANCZOS)
-            for packet in stream.encode(av.VideoFrame.from_image(image.convert("RGB"))):
+
+    def encode(partial: Path) -> None:
+        with av.open(str(partial), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "medium"}
+            for image in frames:
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.Resampling.LANCZOS)
+                for packet in stream.encode(av.VideoFrame.from_image(image.convert("RGB"))):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(partial, path)
-    return path
+
+    return atomic_write_with(path, encode)
 
 
 def write_gif(frames: Sequence[Image.Image], path: Path, fps: float) -> Path:
@@ -53,11 +55,10 @@ def write_webp(frames: Sequence[Image.Image], path: Path, fps: float) -> Path:
 
 
 def _save_animated(frames: Sequence[Image.Image], path: Path, fmt: str, **options) -> Path:
-    partial = path.with_name(f".{path.name}.partial")
     first, *rest = [frame.convert("RGB") for frame in frames]
-    first.save(partial, format=fmt, save_all=True, append_images=rest, **options)
-    os.replace(partial, path)
-    return path
+    return atomic_write_with(
+        path, lambda partial: first.save(partial, format=fmt, save_all=True, append_images=rest, **options)
+    )
 
 
 def write_videos(

@@ -111,7 +111,7 @@ def postprocessors(extensions: list[ExtensionInfo], wanted: list[str]) -> list[t
     available = {name: fn for ext in extensions if ext.api for name, fn in ext.api.postprocessors.items()}
     missing = [name for name in wanted if name not in available]
     if missing:
-        from engine.errors import InvalidRequest
+        from core.errors import InvalidRequest
 
         raise InvalidRequest(
             "extensions.postprocess", f"no enabled extension provides {', '.join(missing)}; installed: "

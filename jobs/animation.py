@@ -14,7 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidRequest, JobCancelled
+from core.errors import InvalidRequest, JobCancelled
+from core.files import atomic_write
 from engine.requests import RunControl, StepProgress
 from jobs.long import Slice, SliceControl, register_long_task
 from jobs.records import JobKind, JobRecord
@@ -132,7 +133,7 @@ def _finish(renderer, folder: Path, params: dict[str, Any]) -> list[str]:
     frames = [_open(frame_path(renderer.folder, frame)) for frame in range(animation.max_frames)]
     videos = write_videos(frames, folder, "animation", animation.fps, params["formats"])
     settings_file = folder / "settings.txt"
-    settings_file.write_text(json.dumps(export_deforum(animation, int(params["seed"])), indent=4))
+    atomic_write(settings_file, json.dumps(export_deforum(animation, int(params["seed"])), indent=4))
     return [str(path) for path in videos] + [str(settings_file)]
 
 

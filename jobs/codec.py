@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from core.files import atomic_write
 from engine.requests import (
     GenerationRequest,
     HiresFix,
@@ -53,10 +53,7 @@ def store_image(image: Image.Image, folder: Path) -> str:
     name = hashlib.sha256(data).hexdigest() + ".png"
     path = folder / name
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, data)
     return name
 
 

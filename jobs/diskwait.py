@@ -1,6 +1,6 @@
 """The worker's wait for disk space: how long, and how queued jobs (and `salon queue`) learn why they wait.
 
-When a write fails because the disk is full (a PNG, the text index, SQLite itself: catalog.storage.DiskFull)
+When a write fails because the disk is full (a PNG, the text index, SQLite itself: core.errors.DiskFull)
 the queue puts the batch back in line and calls `DiskWait.wait`: the error is logged with the folder and its
 free space, every queued job's phase says "waiting: disk full in … (12 KB free)", and the worker sleeps 5 s,
 doubling up to 5 minutes, or until a MB more is free, or a stop. The same line goes to the worker's point
@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from catalog.storage import DiskFull, free_space
+from core.errors import DiskFull, free_space
 from jobs.blame import PointFile
 from jobs.store import JobStore
 

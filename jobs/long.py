@@ -51,7 +51,7 @@ class SliceControl:
 
 
 class LongTask(Protocol):
-    """A kind of long job. Runs in the GPU thread; raises engine.errors.JobCancelled when cancelled."""
+    """A kind of long job. Runs in the GPU thread; raises core.errors.JobCancelled when cancelled."""
 
     kind: JobKind
 
@@ -83,7 +83,7 @@ def long_task(kind: JobKind) -> LongTask:
     """The task registered for a long kind, or a clear error when that room is not installed."""
     task = LONG_TASKS.get(kind)
     if task is None:
-        from engine.errors import InvalidRequest
+        from core.errors import InvalidRequest
 
         raise InvalidRequest("kind", f"{kind.value} jobs are not available in this Salon yet")
     return task

@@ -48,13 +48,12 @@ from collections.abc import Awaitable, Callable
 import jobs.animation  # noqa: F401  (registers the `animate` long job kind)
 import jobs.training  # noqa: F401  (registers the `train` long job kind)
 from catalog.catalog import Catalog
-from catalog.storage import DiskFull, as_disk_full
 from config import Settings
+from core.errors import DiskFull, InvalidRequest, as_disk_full
 from engine.batching import batch_key
-from engine.errors import InvalidRequest
-from engine.noise import resolve_seed
 from engine.registry import ModelRegistry
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, RunControl
+from engine.seeds import resolve_seed
 from engine.validation import check_generation, check_img2img, check_inpaint
 from jobs.blame import PointFile
 from jobs.codec import AnyRequest, request_to_json

@@ -1,6 +1,6 @@
 """The durable part of the queue: job rows in SQLite (WAL), written by one connection, one transaction each.
 
-Writes are serialized `BEGIN IMMEDIATE` transactions, the schema numbered migrations (catalog/sqlite.py).
+Writes are serialized `BEGIN IMMEDIATE` transactions, the schema numbered migrations (core/sqlite.py).
 Status changes go through `transition`, which never leaves a terminal state.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import aiosqlite
 
-from catalog.sqlite import Database, Migration
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
+from core.sqlite import Database, Migration
 from jobs.blame import Point, judge
 from jobs.records import JobKind, JobRecord, JobStatus
 

@@ -9,57 +9,18 @@ queue asks for the GPU back, and saves that state; the last slice writes the res
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
+from core.files import atomic_write, atomic_write_with
 from engine.requests import StepProgress
+from engine.trained_files import OWNER_SUFFIX, TRAINERS, check_name, output_paths, owner_of, preview_folder
 from jobs.long import Slice, SliceControl, register_long_task
 from jobs.records import JobKind, JobRecord
 
-TRAINERS = ("lora", "embedding", "hypernetwork", "dreambooth")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-OWNER_SUFFIX = ".salon.json"  # beside a trained file: who made it, where, from which job
 PREVIEW_STEPS = 20  # denoising steps of a training preview unless the job says otherwise
-
-
-def check_name(name: object) -> str:
-    """A file stem for the result: letters, digits, `_`, `-`, `.`; no path, no `..`."""
-    if not isinstance(name, str) or not NAME.match(name) or ".." in name:
-        raise InvalidRequest(
-            "name",
-            f"{name!r} is not allowed; use 1–64 letters, digits, '_', '-' or '.', starting with a letter",
-        )
-    return name
-
-
-def output_paths(settings, trainer: str, name: str) -> list[Path]:
-    """Where a result named `name` may lie (a Dreambooth checkpoint is a single file or a diffusers folder)."""
-    if trainer == "lora":
-        return [settings.lora_dir / f"{name}.safetensors"]
-    if trainer == "embedding":
-        return [settings.embeddings_path / f"{name}.pt"]
-    if trainer == "hypernetwork":
-        return [settings.hypernetworks_dir / f"{name}.pt"]
-    if trainer == "dreambooth":
-        return [settings.checkpoints_dir / f"{name}.safetensors", settings.checkpoints_dir / name]
-    raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
-
-
-def owner_of(path: Path) -> dict[str, Any] | None:
-    """Who trained an installed file (None for files put there by hand)."""
-    sidecar = path.with_name(path.name + OWNER_SUFFIX)
-    try:
-        return json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def preview_folder(settings, name: str) -> Path:
-    """Where a run's preview images are kept (like A1111's textual_inversion log folder)."""
-    return settings.data_dir / "training" / name
 
 
 class TrainTask:
@@ -96,7 +57,7 @@ class TrainTask:
     def run_slice(
         self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
     ) -> Slice:
-        from engine.train_loop import encode_examples
+        from engine.train_loop import cached_examples, encode_examples
         from jobs.codec import load_image
 
         params = job.request
@@ -118,7 +79,7 @@ class TrainTask:
                 phase = f"class images {made}/{options.class_images}"
                 return Slice(saved, phase=phase, progress=0.0)
             model = running.base_model(params.get("model"))  # the class prompt's LoRA tags are off again
-            class_examples = _cached(
+            class_examples = cached_examples(
                 workdir / "class.safetensors",
                 [options.class_prompt] * options.class_images,
                 lambda: _encode_class_images(model, options, workdir / "class"),
@@ -129,7 +90,7 @@ class TrainTask:
             (load_image(inputs, item["file"]), text)
             for item, text in zip(params["images"], texts, strict=True)
         )
-        examples = _cached(
+        examples = cached_examples(
             workdir / "examples.safetensors",
             texts,
             lambda: encode_examples(
@@ -151,7 +112,7 @@ class TrainTask:
                 "steps": total,
                 "loss": _recent_loss(loop.losses),
             }
-            path.with_name(path.name + OWNER_SUFFIX).write_text(json.dumps(sidecar))
+            atomic_write(path.with_name(path.name + OWNER_SUFFIX), json.dumps(sidecar))
             for other in output_paths(running.settings, kind, options.name):
                 if other != path and other.exists() and (owner_of(other) or {}).get("owner") == job.owner:
                     _remove(other)  # an earlier result of the same name in the other form (file or folder)
@@ -274,34 +235,13 @@ def _class_images(running, params: dict[str, Any], options, folder: Path, contro
                 seed=options.seed + index,
             )
             result = running.txt2img(request, RunControl(cancel=control.run.cancel))
-            partial = file.with_name(file.name + ".partial")
-            result.images[0].image.save(partial, format="PNG")
-            partial.replace(file)
+            image = result.images[0].image
+            atomic_write_with(file, lambda partial, image=image: image.save(partial, format="PNG"))
             if control.run.on_step is not None:
                 phase = f"class images ({options.class_prompt})"
                 control.run.on_step(StepProgress(phase, index + 1, options.class_images, 0))
         made += 1
     return made
-
-
-def _cached(file: Path, captions: list[str], encode) -> list:
-    """Training examples encoded by the VAE once per job, not once per slice: kept in the job's work folder."""
-    from safetensors.torch import load_file, save_file
-
-    from engine.train_loop import Example
-
-    if file.is_file():
-        tensors = load_file(str(file))
-        return [
-            Example(tensors[f"{i}.latents"], c, tensors.get(f"{i}.weight")) for i, c in enumerate(captions)
-        ]
-    examples = encode()
-    tensors = {f"{i}.latents": e.latents.contiguous() for i, e in enumerate(examples)}
-    tensors |= {f"{i}.weight": e.weight.contiguous() for i, e in enumerate(examples) if e.weight is not None}
-    partial = file.with_name(file.name + ".partial")
-    save_file(tensors, str(partial))
-    partial.replace(file)
-    return examples
 
 
 def _encode_class_images(model, options, folder: Path) -> list:

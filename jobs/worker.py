@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from catalog.storage import as_disk_full
-from engine.errors import JobCancelled, SalonError
+from core.errors import JobCancelled, SalonError, as_disk_full
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, RunControl, StepProgress
 from jobs.blame import LOADING, NoPoint, PointFile
 from jobs.codec import request_from_json

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -23,9 +22,11 @@ from PIL import Image
 from catalog.paths import exact_file
 from catalog.records import ImageRecord, NegativeMode, SortOrder
 from commands.browse import browse_query
-from commands.community import CommunityStore, web_secret
+from community.store import CommunityStore
+from community.web_links import web_secret
 from config import Settings
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
+from core.files import atomic_write_with
 from engine.image_io import check_image_file
 
 log = logging.getLogger(__name__)
@@ -238,13 +239,11 @@ def _servable(image: ImageRecord) -> Path:
 
 
 def _make_thumbnail(source: Path, target: Path, size: int, max_pixels: int) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     header = check_image_file(source, max_pixels=max_pixels, max_bytes=None)  # a file swapped for a bomb
     with Image.open(source, formats=[header.kind]) as image:
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        image.convert("RGB").save(partial, format="JPEG", quality=85)
-    os.replace(partial, target)
+        thumbnail = image.convert("RGB")
+    atomic_write_with(target, lambda partial: thumbnail.save(partial, format="JPEG", quality=85))
 
 
 def _card(image: ImageRecord, keep: dict) -> str:

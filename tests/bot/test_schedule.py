@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from bot.schedule import UTC, cron_trigger, digest_cron, digest_title, last_fire, period_label
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from tests.bot.conftest import ANN, BOB, CHANNEL, GALLERY_CHANNEL, GUILD, MOD
 
 

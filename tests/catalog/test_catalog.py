@@ -13,7 +13,7 @@ from PIL import Image
 
 from catalog.catalog import Catalog, SqliteWords
 from catalog.records import BrowseQuery, NegativeMode, NewImage, RankFilter, SortOrder
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.infotext import format_infotext
 from engine.infotext_files import save_image_with_infotext
 from tests.corpus import CORPUS

@@ -11,7 +11,7 @@ from catalog.catalog import Catalog
 from catalog.galleries import Threshold
 from catalog.records import NewImage
 from commands.browse import browse_query
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 
 async def _images(catalog: Catalog, folder, guild: str, count: int) -> list[int]:

@@ -10,7 +10,7 @@ from PIL import Image
 from catalog.records import ImageRecord
 from commands import followups
 from config import Limits
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.infotext import format_infotext
 from engine.requests import GenerationRequest, HiresFix, Img2ImgRequest
 

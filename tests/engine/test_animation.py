@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.errors import InvalidRequest
 from engine.animation import (
     AnimationRenderer,
     AnimationSettings,
@@ -20,7 +21,6 @@ from engine.animation import (
     units,
 )
 from engine.deforum import export_deforum, import_deforum
-from engine.errors import InvalidRequest
 from engine.frame_ops import color_drift, match_colors, motion_matrix, warp
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext

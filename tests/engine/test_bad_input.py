@@ -8,9 +8,10 @@ import zlib
 import pytest
 from PIL import Image
 
-from commands.options import generation_request, inpaint_request, load_input_image, parse_size
-from engine.errors import InvalidImage, InvalidRequest, ModelNotFound
+from commands.options import generation_request, inpaint_request, load_input_image
+from core.errors import InvalidImage, InvalidRequest, ModelNotFound
 from engine.requests import HiresFix
+from engine.validation import parse_size
 from tests.engine.helpers import request
 
 

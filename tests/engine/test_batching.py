@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.errors import JobCancelled
 from engine.batching import batch_key
-from engine.errors import JobCancelled
 from engine.requests import GenerationRequest, HiresFix, RunControl
 
 

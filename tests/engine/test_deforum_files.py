@@ -22,9 +22,9 @@ from dataclasses import replace
 
 import pytest
 
+from core.errors import InvalidRequest
 from engine.animation import AnimationSettings, check_settings
 from engine.deforum import export_deforum, import_deforum
-from engine.errors import InvalidRequest
 
 # What Deforum would otherwise take from its interface and that changes frames or the video: Salon writes it.
 WRITTEN = {

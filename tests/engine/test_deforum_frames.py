@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.errors import InvalidRequest
 from engine.animation import AnimationRenderer, AnimationSettings, frame_path, plan_frames, remake_frame
-from engine.errors import InvalidRequest
 from engine.frame_noise import Perlin, add_noise, noise_image, perlin_problem
 from engine.frame_ops import adjust_contrast, match_colors
 from engine.infotext import format_infotext, parse_infotext

@@ -205,7 +205,7 @@ def test_loras_are_merged_without_recompiling(fast_engine, engine, fast_lora):
 
 
 def test_a_bad_lora_leaves_the_weights_untouched(fast_engine, fast_lora):
-    from engine.errors import InvalidRequest
+    from core.errors import InvalidRequest
 
     bad = fast_lora.with_name("not_a_lora.safetensors")
     save_file({"weight": torch.zeros(2)}, str(bad))

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.errors import InvalidRequest, ModelNotFound, UnsafeModelFile
 from engine.batching import batch_key
-from engine.errors import InvalidRequest, ModelNotFound, UnsafeModelFile
 from engine.hypernetwork import (
     HypernetworkOptions,
     applied_hypernetworks,

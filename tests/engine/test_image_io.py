@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.errors import InvalidImage, InvalidRequest
+from core.errors import InvalidImage, InvalidRequest
 from engine.image_io import (
     _declared_size,
     mask_from_image,

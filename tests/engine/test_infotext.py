@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.errors import InvalidImage, InvalidRequest
+from core.errors import InvalidImage, InvalidRequest
 from engine.infotext import (
     INFOTEXT_KEY_ORDER,
     PARAM_PATTERN,

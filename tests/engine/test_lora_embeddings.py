@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.errors import InvalidRequest, ModelNotFound
+from core.errors import InvalidRequest, ModelNotFound
 from engine.infotext import parse_infotext
 from engine.lora import kohya_key
 from engine.prompt_syntax import extract_extra_networks

@@ -26,8 +26,8 @@ from diffusers.loaders.single_file_utils import (
 from safetensors.torch import save_file
 from transformers import CLIPTextModel
 
+from core.errors import InvalidRequest, UnsafeModelFile
 from engine import model_files
-from engine.errors import InvalidRequest, UnsafeModelFile
 from engine.model_files import (
     CheckpointKind,
     check_safetensors,

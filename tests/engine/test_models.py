@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from config import load_settings
-from engine.errors import InvalidRequest, ModelRefused, UnsafeModelFile
+from core.errors import InvalidRequest, ModelRefused, UnsafeModelFile
 from engine.infotext import parse_infotext
 from engine.model_files import load_safetensors, save_single_file
 from engine.registry import ModelKind, sha256_file

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.prompt_syntax import (
     ExtraNetwork,
     apply_style,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.infotext import parse_infotext
 from engine.samplers import SAMPLERS, resolve_sampler
 from tests.engine.helpers import pixels, request

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from core.errors import InvalidRequest
 from engine.demo.shapes import Scene, ShapeSpec, render
-from engine.errors import InvalidRequest
 from engine.train_loop import LoopOptions, NoiseObjective, encode_examples, parse_learning_rate, rate_at
 from engine.train_lora import LoraOptions, check_lora_options, save_lora, train_lora_slice
 from tests.engine.helpers import pixels, request

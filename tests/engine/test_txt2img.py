@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import JobCancelled
+from core.errors import JobCancelled
 from engine.infotext import parse_infotext
 from engine.requests import HiresFix, HiresUpscaler, RunControl
 from tests.engine.helpers import mean_difference, pixels, request

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from config import load_settings
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext
 from engine.requests import GenerationRequest

@@ -15,11 +15,11 @@ from catalog import path_migration
 from catalog.catalog import MIGRATIONS, Catalog, _record
 from catalog.paths import LINK_LEAVES
 from catalog.records import BrowseQuery, NewImage
-from catalog.sqlite import Database
 from catalog.text_index import WhooshIndex
 from cli.main import main
-from commands.community import CommunityStore
+from community.store import CommunityStore
 from config import load_settings
+from core.sqlite import Database
 from engine.demo import DEMO_MODEL_NAME
 from engine.infotext_files import save_image_with_infotext
 from web.server import serve

@@ -33,7 +33,7 @@ from catalog.prefilter import keyword_match, regex_match
 from catalog.records import BrowseQuery, NegativeMode
 from catalog.text_index import to_whoosh
 from catalog.words import sql_condition
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.prompt_syntax import extract_extra_networks
 
 CATASTROPHIC = ["(a+)+$", "(a|aa)+$", "(.*a){20}", r"^(\w+\s?)*$", "(x+x+)+y", r"(\w*\s*)*@"]

@@ -63,6 +63,6 @@ def test_a_hand_installed_default_survives_new_checkpoints_by_hand_or_by_trainin
 
 def test_the_sidecar_the_registry_reads_is_the_one_training_writes():
     """Item 18: the registry recognises trained files by the sidecar jobs/training.py writes."""
-    from jobs.training import OWNER_SUFFIX
+    from engine.trained_files import OWNER_SUFFIX
 
     assert OWNER_SUFFIX == TRAINED_SIDECAR_SUFFIX

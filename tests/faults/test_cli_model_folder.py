@@ -15,7 +15,7 @@ import pytest
 import cli.output
 from cli.main import main
 from config import load_settings
-from engine.errors import ModelRefused
+from core.errors import ModelRefused
 from engine.registry import ModelKind, ModelRegistry
 
 FOLDERS = {

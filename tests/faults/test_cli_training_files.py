@@ -25,7 +25,7 @@ import json, resource, sys, time
 from pathlib import Path
 from commands.training import images_from_folder
 from config import load_settings
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 settings = load_settings(None, data_dir=Path(sys.argv[2]))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
@@ -126,7 +126,7 @@ def test_zip_members_over_the_limits_are_refused_before_any_is_read(tmp_path, mo
 
     from commands.training import images_from_zip
     from config import load_settings
-    from engine.errors import InvalidRequest
+    from core.errors import InvalidRequest
 
     settings = load_settings(None, data_dir=tmp_path / "data", limits={"max_upload_bytes": 64 * 1024})
     buffer = io.BytesIO()

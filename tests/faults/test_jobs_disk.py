@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from catalog.storage import DiskFull
 from config import load_settings
+from core.errors import DiskFull
 from engine.requests import GenerationRequest
 from jobs.queue import JobQueue
 from jobs.records import JobKind, JobStatus

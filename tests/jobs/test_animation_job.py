@@ -56,7 +56,7 @@ async def test_an_animation_yields_to_an_image_job_and_ends_with_videos(make_que
 
 
 async def test_a_bad_animation_is_refused_when_submitted(make_queue):
-    from engine.errors import InvalidRequest
+    from core.errors import InvalidRequest
 
     queue = await make_queue()
     chosen = animation_settings(prompts={"0": "a cat"}, **SMALL)

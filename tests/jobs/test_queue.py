@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from catalog.records import BrowseQuery
+from core.errors import InvalidRequest
 from engine.demo import DEMO_MODEL_NAME
-from engine.errors import InvalidRequest
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext
 from engine.requests import GenerationRequest, Img2ImgRequest

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InvalidRequest, JobCancelled
+from core.errors import InvalidRequest, JobCancelled
 from engine.requests import GenerationRequest, StepProgress
 from jobs.long import LONG_TASKS, Slice, register_long_task
 from jobs.records import JobKind, JobStatus

@@ -11,8 +11,8 @@ import pytest
 from commands.training import training_job
 from engine.demo.shapes import Scene, ShapeSpec, render
 from engine.requests import GenerationRequest
+from engine.trained_files import OWNER_SUFFIX
 from jobs.records import JobStatus
-from jobs.training import OWNER_SUFFIX
 
 
 def _stars() -> list:
@@ -55,7 +55,7 @@ async def test_training_yields_to_an_image_job_and_installs_a_lora(make_queue, s
 
 
 async def test_a_training_job_is_checked_when_submitted(make_queue):
-    from engine.errors import InvalidRequest
+    from core.errors import InvalidRequest
 
     queue = await make_queue()
     job = training_job(queue.settings, "lora", "ok", _stars()[:1], "ann", options=OPTIONS)
@@ -73,7 +73,7 @@ async def test_a_training_job_is_checked_when_submitted(make_queue):
 async def test_a_cancel_keeps_the_last_saved_file_and_previews_come_with_progress(make_queue, settings):
     from safetensors import safe_open
 
-    from jobs.training import preview_folder
+    from engine.trained_files import preview_folder
 
     queue = await make_queue(poll_interval_s=0.02)
     options = {**OPTIONS, "steps": 400, "save_every": 3, "preview_every": 3, "preview_steps": 2}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from catalog.catalog import Catalog
 from commands.browse import browse_query
-from commands.community import CommunityStore
+from community.store import CommunityStore
 from config import load_settings
 from tests.web.browser import Browser
 from web.server import serve

@@ -11,7 +11,8 @@ from PIL import Image
 
 from catalog.catalog import Catalog
 from catalog.records import NewImage
-from commands.community import CommunityStore, web_secret
+from community.store import CommunityStore
+from community.web_links import web_secret
 from config import load_settings
 from tests.web.browser import CHROMIUM, Browser
 from web.server import serve

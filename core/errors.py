@@ -1,7 +1,9 @@
-"""Storage failures an operator must act on: a damaged database file, a full disk.
+"""The error types of the whole project. Front ends turn them into user messages; nothing here knows Discord.
 
-Both carry a one-line message naming the file or folder and what to do; the command line prints it and exits
-with status 1, the worker logs it (and, for a full disk, waits for space: jobs/queue.py).
+Two families: errors about a request or a file a user gave (`SalonError` and its subclasses: each names the
+option and what is allowed), and storage failures an operator must act on (`DamagedDatabase`, `DiskFull`):
+both carry a one-line message naming the file or folder and what to do; the command line prints it and exits
+with status 1, the worker logs it (and, for a full disk, waits for space: jobs/diskwait.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,47 @@ import errno
 import shutil
 import sqlite3
 from pathlib import Path
+
+
+class SalonError(Exception):
+    """Base of every error Salon raises on purpose."""
+
+
+class InvalidRequest(SalonError, ValueError):
+    """A user-supplied option is not acceptable. `option` names it; the message says what is allowed."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        self.message = message
+        super().__init__(f"{option}: {message}")
+
+
+class ModelNotFound(InvalidRequest):
+    """A model, LoRA, embedding or hypernetwork name that the registry does not know."""
+
+
+class ModelRefused(ModelNotFound):
+    """A model name whose file is installed but refused (a pickle, a lying header, a link out of the folders)."""
+
+
+class InvalidImage(InvalidRequest):
+    """An uploaded file that is not an image we accept (truncated, empty, too many pixels, wrong type)."""
+
+
+class UnsafeModelFile(SalonError):
+    """A model file refused by the safety gate (not safetensors, bad header, pickle where none is allowed)."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"refused model file {path}: {reason}")
+
+
+class JobCancelled(SalonError):
+    """Raised inside a generation when its cancel flag is set; the run stops between steps."""
+
+
+# ----- storage failures: a damaged database file, a full disk -----------------------------------------
 
 # SQLite's primary result codes (the low byte of `sqlite_errorcode`).
 SQLITE_IOERR = 10

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from commands.community import CommunitySettings, CommunityStore
 from commands.styles import apply_style, load_styles, merge_prompt
+from community.settings import CommunitySettings
+from community.store import CommunityStore
 from config import Limits
-from engine.errors import InvalidRequest
+from core.errors import InvalidRequest
 from engine.requests import GenerationRequest
 
 

@@ -1,4 +1,5 @@
-"""SQLite as Salon keeps it (the catalog and the job queue): WAL, one writer connection, numbered migrations.
+"""SQLite as Salon keeps it (the catalog, the job queue, the community store): WAL, one writer connection,
+numbered migrations.
 
 Every write is a `BEGIN IMMEDIATE` transaction (a deferred one that reads then writes can fail at once with
 SQLITE_BUSY, ignoring busy_timeout), one at a time on the connection, since all of a process's coroutines
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from catalog.storage import DamagedDatabase, as_disk_full, is_damage
+from core.errors import DamagedDatabase, as_disk_full, is_damage
 
 BUSY_TIMEOUT_MS = 10_000  # wait this long for another process's write lock before failing
 
