@@ -20,11 +20,11 @@ import time  # noqa: E402
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from config import load_settings  # noqa: E402
-from engine.animation import AnimationRenderer, AnimationSettings, frame_path  # noqa: E402
+from engine.animation.animate import AnimationRenderer, AnimationSettings, frame_path  # noqa: E402
+from engine.animation.video import write_videos  # noqa: E402
 from engine.demo import DEMO_MODEL_NAME  # noqa: E402
 from engine.requests import GenerationRequest  # noqa: E402
 from engine.runner import Engine  # noqa: E402
-from engine.video import write_videos  # noqa: E402
 
 
 def main() -> None:

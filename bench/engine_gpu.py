@@ -206,7 +206,7 @@ def unet_flops(engine: Engine, size: int) -> float:
     """FLOPs of one UNet call for one guided image (2 rows), counted by torch on an eager forward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from engine.fast_path import dummy_unet_inputs
+    from engine.speed.fast_path import dummy_unet_inputs
 
     model = engine.load(None)
     sample, states, added = dummy_unet_inputs(model.unet, 2, size, size, 77, model.vae_scale_factor)
@@ -223,7 +223,7 @@ def unet_flops(engine: Engine, size: int) -> float:
 
 def unet_seconds(engine: Engine, size: int, images: int, device: torch.device) -> float:
     """Seconds of one UNet call on Salon's path (compiled where warm) for `images` guided images."""
-    from engine.fast_path import dummy_unet_inputs
+    from engine.speed.fast_path import dummy_unet_inputs
 
     model = engine.load(None)
     sample, states, added = dummy_unet_inputs(model.unet, 2 * images, size, size, 77, model.vae_scale_factor)

@@ -14,7 +14,7 @@ from bot import render
 from bot.interact import NotAllowed, is_admin, place_of, refuse
 from community.settings import SETTINGS
 from core.errors import InvalidRequest
-from engine.registry import ModelKind
+from engine.models.registry import ModelKind
 from jobs.records import JobStatus
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from bot.delivery import follow_new_job, submit_long_job
 from bot.interact import place_of, refuse
 from commands.animation import animation_job, animation_settings, describe, parse_prompts, schedule_plot
 from core.errors import InvalidRequest
-from engine.deforum import MAX_SETTINGS_BYTES, import_deforum
+from engine.animation.deforum_files import MAX_SETTINGS_BYTES, import_deforum
 
 if TYPE_CHECKING:
     from bot.app import SalonBot

@@ -26,7 +26,7 @@ from community.store import CommunityStore
 from config import Settings
 from core.errors import SalonError
 from core.files import atomic_write
-from engine.registry import ModelRegistry
+from engine.models.registry import ModelRegistry
 from jobs.queue import JobQueue, WorkerBusy
 
 log = logging.getLogger(__name__)

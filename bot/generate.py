@@ -27,9 +27,9 @@ from commands.options import (
 from commands.styles import apply_style, load_styles
 from core.errors import InvalidRequest
 from engine.image_io import mask_from_image
-from engine.registry import ModelKind, native_resolution
+from engine.models.registry import ModelKind, native_resolution
 from engine.requests import GenerationRequest, InpaintArea, MaskedContent, ResizeMode
-from engine.samplers import SCHEDULE_TYPES, sampler_names
+from engine.tasks.samplers import SCHEDULE_TYPES, sampler_names
 from jobs.codec import AnyRequest
 from jobs.records import JobRecord
 

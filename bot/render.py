@@ -123,7 +123,7 @@ def trained_content(job: JobRecord, user_id: str) -> str:
 def animation_content(job: JobRecord, user_id: str, note: str = "") -> str:
     """The caption of a finished animation: what it is and how it was made."""
     from commands.animation import describe
-    from engine.animation import AnimationSettings
+    from engine.animation.animate import AnimationSettings
 
     settings = AnimationSettings.from_json(job.request.get("settings", {}))
     lines = [f"{job_title(job)} · <@{user_id}>", describe(settings, int(job.request.get("seed", 0)))]
@@ -136,7 +136,7 @@ def animation_content(job: JobRecord, user_id: str, note: str = "") -> str:
 def animation_files(job: JobRecord, limit: int) -> tuple[list[Upload], str]:
     """The videos of a finished animation that fit the upload limit (an MP4 over it re-encoded smaller, with
     a note saying so), and the settings file."""
-    from engine.video import shrink_mp4
+    from engine.animation.video import shrink_mp4
 
     files: list[Upload] = []
     notes: list[str] = []
@@ -174,7 +174,7 @@ def failure_content(job: JobRecord, user_id: str, kept: str = "") -> str:
 
 def kept_content(job: JobRecord, settings) -> str:
     """For a training job that ended early: the result it saved last, still installed (or "")."""
-    from engine.trained_files import output_paths, owner_of
+    from engine.models.trained_files import output_paths, owner_of
     from jobs.records import JobKind
 
     if job.kind is not JobKind.TRAIN:

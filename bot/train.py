@@ -18,7 +18,7 @@ from bot.delivery import follow_new_job, submit_long_job
 from bot.interact import Place, place_of, refuse
 from commands.training import images_from_files, images_from_zip, training_job
 from core.errors import InvalidRequest
-from engine.registry import native_resolution
+from engine.models.registry import native_resolution
 
 if TYPE_CHECKING:
     from bot.app import SalonBot

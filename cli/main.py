@@ -376,7 +376,7 @@ def _generation_request(args: argparse.Namespace, settings: Settings, default_si
 
 @loads_extensions
 def _imagine(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.registry import ModelRegistry
+    from engine.models.registry import ModelRegistry
 
     size = ModelRegistry.from_settings(settings).native_size(args.model or settings.default_model)
     request = _generation_request(args, settings, size)
@@ -518,7 +518,7 @@ def _pnginfo(args: argparse.Namespace, settings: Settings) -> int:
 def _models(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
-    from engine.registry import ModelKind, ModelRegistry
+    from engine.models.registry import ModelKind, ModelRegistry
 
     registry = ModelRegistry.from_settings(settings)
     table = Table("kind", "name", "hash", "size", "modified", "path")
@@ -756,7 +756,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from commands.training import images_from_folder, training_job
-    from engine.registry import ModelRegistry, native_resolution
+    from engine.models.registry import ModelRegistry, native_resolution
     from jobs.queue import owner_for_cli
     from jobs.records import JobStatus
 
@@ -821,7 +821,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         soft_wrap=True,
     )
     if args.preview_every:
-        from engine.trained_files import preview_folder
+        from engine.models.trained_files import preview_folder
 
         console.print(f"previews: {preview_folder(settings, args.name)}", markup=False, soft_wrap=True)
     return 0
@@ -833,7 +833,7 @@ def _animate(args: argparse.Namespace, settings: Settings) -> int:
     import shutil
 
     from commands.animation import animation_job, animation_settings, describe, parse_prompts, schedule_plot
-    from engine.deforum import import_deforum
+    from engine.animation.deforum_files import import_deforum
     from engine.validation import parse_size
     from jobs.records import JobStatus
 
@@ -856,7 +856,7 @@ def _animate(args: argparse.Namespace, settings: Settings) -> int:
     if args.size:
         width, height = parse_size(args.size)
     elif base is None:  # no size given: the model's own, as `imagine` does
-        from engine.registry import ModelRegistry
+        from engine.models.registry import ModelRegistry
 
         registry = ModelRegistry.from_settings(settings)
         width, height = registry.native_size(args.model or settings.default_model)

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from commands.generation import LongJob
 from core.errors import InvalidRequest
-from engine.animation import AnimationSettings, check_settings, plan_frames, resolve_seed
+from engine.animation.animate import AnimationSettings, check_settings, plan_frames, resolve_seed
 from jobs.records import JobKind
 
 PLOTTED = (

@@ -20,7 +20,7 @@ from engine.requests import (
     ResizeMode,
     hires_size,
 )
-from engine.samplers import AUTOMATIC
+from engine.tasks.samplers import AUTOMATIC
 from engine.validation import check_generation, check_img2img
 from jobs.codec import AnyRequest
 

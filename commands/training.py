@@ -15,7 +15,7 @@ from commands.generation import LongJob
 from commands.options import load_input_image
 from config import Settings
 from core.errors import InvalidRequest
-from engine.trained_files import TRAINERS, check_name, output_paths, owner_of
+from engine.models.trained_files import TRAINERS, check_name, output_paths, owner_of
 from jobs.codec import store_image
 from jobs.records import JobKind
 
@@ -170,6 +170,6 @@ def training_job(
 
 
 def _checkpoint_names(settings: Settings) -> list[str]:
-    from engine.registry import ModelKind, ModelRegistry
+    from engine.models.registry import ModelKind, ModelRegistry
 
     return ModelRegistry.from_settings(settings).names(ModelKind.CHECKPOINT)

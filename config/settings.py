@@ -157,7 +157,7 @@ class WebSettings(BaseModel):
 
 
 class SpeedSettings(BaseModel):
-    """The engine's fast path (engine/fast_path.py): half precision, channels-last and compiled shape buckets."""
+    """The engine's fast path (engine/speed/fast_path.py): half precision, channels-last and compiled shape buckets."""
 
     mode: Literal["auto", "max", "balanced", "off"] = Field(
         "auto",

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from engine.samplers import AUTOMATIC, DEFAULT_SAMPLER
-
 if TYPE_CHECKING:
     from PIL import Image
+
+AUTOMATIC = "Automatic"  # the schedule type that lets the sampler choose (engine.tasks.samplers)
+DEFAULT_SAMPLER = "DPM++ 2M"
 
 
 class ResizeMode(StrEnum):

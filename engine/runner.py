@@ -2,8 +2,8 @@
 
 One `Engine` per process owns the device. It resolves a request (model, LoRAs, sampler, seeds, prompt
 conditioning), runs the task module batch by batch, and writes the A1111 infotext of every image. In the
-speed modes "max" and "balanced" each loaded model gets a fast path (engine.fast_path) and its LoRAs are
-merged into the weights (engine.lora.FusedLoras).
+speed modes "max" and "balanced" each loaded model gets a fast path (engine.speed.fast_path) and its LoRAs are
+merged into the weights (engine.prompts.lora.FusedLoras).
 """
 
 from __future__ import annotations
@@ -24,25 +24,20 @@ from PIL import Image
 
 from config import Settings
 from core.errors import InvalidRequest
-from engine.batching import batch_key
-from engine.conditioning import (
+from engine.infotext import format_infotext
+from engine.models.loading import LoadedModel, load_model, resolve_device, resolve_dtype
+from engine.models.registry import ModelEntry, ModelKind, ModelRegistry, native_resolution
+from engine.prompts.conditioning import (
     Conditioning,
     EncoderSlot,
     PromptChunker,
     blend_conditioning,
     encode_prompt_pair,
 )
-from engine.embeddings import EmbeddingLibrary
-from engine.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
-from engine.hypernetwork import Hypernetwork, HypernetworkCache, applied_hypernetworks
-from engine.img2img import run_img2img
-from engine.infotext import format_infotext
-from engine.inpaint import run_inpaint
-from engine.invariance import batch_invariant
-from engine.loading import LoadedModel, load_model, resolve_device, resolve_dtype
-from engine.lora import FusedLoras, LoraSet, LoraUse
-from engine.prompt_syntax import ExtraNetwork, extract_extra_networks
-from engine.registry import ModelEntry, ModelKind, ModelRegistry, native_resolution
+from engine.prompts.embeddings import EmbeddingLibrary
+from engine.prompts.hypernetwork import Hypernetwork, HypernetworkCache, applied_hypernetworks
+from engine.prompts.lora import FusedLoras, LoraSet, LoraUse
+from engine.prompts.prompt_syntax import ExtraNetwork, extract_extra_networks
 from engine.requests import (
     GeneratedImage,
     GenerationRequest,
@@ -54,11 +49,16 @@ from engine.requests import (
     RunControl,
     StepProgress,
 )
-from engine.samplers import resolve_sampler
-from engine.sampling import Prepared, tiling
 from engine.seeds import resolve_seed
-from engine.token_merging import apply_token_merging
-from engine.txt2img import run_txt2img
+from engine.speed.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
+from engine.speed.invariance import batch_invariant
+from engine.speed.token_merging import apply_token_merging
+from engine.tasks.batching import batch_key
+from engine.tasks.img2img import run_img2img
+from engine.tasks.inpaint import run_inpaint
+from engine.tasks.samplers import resolve_sampler
+from engine.tasks.sampling import Prepared, tiling
+from engine.tasks.txt2img import run_txt2img
 from engine.validation import check_generation, check_img2img, check_inpaint
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import re
 from config import Limits
 from core.errors import InvalidRequest
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_size
-from engine.samplers import resolve_sampler
+from engine.tasks.samplers import resolve_sampler
 
 SEED_LIMIT = 2**32 - 1
 MAX_CLIP_SKIP = 12

@@ -52,7 +52,7 @@ class ExtensionAPI:
     def add_sampler(
         self, name: str, scheduler_class: str, default_schedule: str = "Automatic", **arguments
     ) -> None:
-        from engine.samplers import UNIFORM, SamplerSpec, register_sampler
+        from engine.tasks.samplers import UNIFORM, SamplerSpec, register_sampler
 
         schedule = UNIFORM if default_schedule == "Automatic" else default_schedule
         register_sampler(SamplerSpec(name, scheduler_class, arguments, schedule))

@@ -1,6 +1,6 @@
 """Animation as a long queue job (kind `animate`): checked settings in JSON, frames rendered in slices.
 
-The job's parameters are the animation's settings (Deforum's names, see engine/animation.py), its start seed
+The job's parameters are the animation's settings (Deforum's names, see engine/animation/animate.py), its start seed
 (fixed when the job is accepted) and the output formats. Frames go straight into
 `<outputs>/animations/<job>/frames` as PNGs with infotext, so a crash or a stop resumes after the last
 finished unit of frames; the last slice writes the videos and the Deforum settings file beside them.
@@ -35,7 +35,7 @@ class AnimateTask:
     kind = JobKind.ANIMATE
 
     def check(self, params: dict[str, Any], settings: Any) -> dict[str, Any]:
-        from engine.animation import AnimationSettings, check_settings, plan_frames, resolve_seed
+        from engine.animation.animate import AnimationSettings, check_settings, plan_frames, resolve_seed
 
         raw = params.get("settings")
         if not isinstance(raw, dict):
@@ -65,7 +65,7 @@ class AnimateTask:
     def run_slice(
         self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
     ) -> Slice:
-        from engine.animation import AnimationRenderer, AnimationSettings, frame_path
+        from engine.animation.animate import AnimationRenderer, AnimationSettings, frame_path
 
         params = job.request
         animation = AnimationSettings.from_json(params["settings"])
@@ -125,9 +125,9 @@ def _open(path: Path):
 
 def _finish(renderer, folder: Path, params: dict[str, Any]) -> list[str]:
     """The videos and the Deforum settings file, from the frames on disk."""
-    from engine.animation import frame_path
-    from engine.deforum import export_deforum
-    from engine.video import write_videos
+    from engine.animation.animate import frame_path
+    from engine.animation.deforum_files import export_deforum
+    from engine.animation.video import write_videos
 
     animation = renderer.settings
     frames = [_open(frame_path(renderer.folder, frame)) for frame in range(animation.max_frames)]

@@ -50,10 +50,10 @@ import jobs.training  # noqa: F401  (registers the `train` long job kind)
 from catalog.catalog import Catalog
 from config import Settings
 from core.errors import DiskFull, InvalidRequest, as_disk_full
-from engine.batching import batch_key
-from engine.registry import ModelRegistry
+from engine.models.registry import ModelRegistry
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, RunControl
 from engine.seeds import resolve_seed
+from engine.tasks.batching import batch_key
 from engine.validation import check_generation, check_img2img, check_inpaint
 from jobs.blame import PointFile
 from jobs.codec import AnyRequest, request_to_json

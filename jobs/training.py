@@ -15,8 +15,15 @@ from typing import Any
 
 from core.errors import InvalidRequest
 from core.files import atomic_write, atomic_write_with
+from engine.models.trained_files import (
+    OWNER_SUFFIX,
+    TRAINERS,
+    check_name,
+    output_paths,
+    owner_of,
+    preview_folder,
+)
 from engine.requests import StepProgress
-from engine.trained_files import OWNER_SUFFIX, TRAINERS, check_name, output_paths, owner_of, preview_folder
 from jobs.long import Slice, SliceControl, register_long_task
 from jobs.records import JobKind, JobRecord
 
@@ -57,7 +64,7 @@ class TrainTask:
     def run_slice(
         self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
     ) -> Slice:
-        from engine.train_loop import cached_examples, encode_examples
+        from engine.training.loop import cached_examples, encode_examples
         from jobs.codec import load_image
 
         params = job.request
@@ -69,7 +76,7 @@ class TrainTask:
         model = running.base_model(params.get("model"))
         path = _result_path(running.settings, kind, options, model)
         if kind == "dreambooth":  # a form the result cannot take fails now, not after the training
-            from engine.train_dreambooth import check_can_save
+            from engine.training.dreambooth import check_can_save
 
             check_can_save(model, path)
         if kind == "dreambooth" and options.prior_preservation:
@@ -182,11 +189,11 @@ def _recent_loss(losses: list[float]) -> float:
 def _captions(kind: str, options, filewords: list[str]) -> list[str]:
     """The training prompt of each image: its caption, or the trainer's template filled in."""
     if kind == "embedding":
-        from engine.train_embedding import captions
+        from engine.training.embedding import captions
 
         return captions(options.template, options.name, filewords)
     if kind == "dreambooth":
-        from engine.train_dreambooth import instance_captions
+        from engine.training.dreambooth import instance_captions
 
         return instance_captions(options.instance_prompt, options.name, filewords)
     return filewords
@@ -194,7 +201,7 @@ def _captions(kind: str, options, filewords: list[str]) -> list[str]:
 
 def _result_path(settings, kind: str, options, model) -> Path:
     if kind == "dreambooth":
-        from engine.train_dreambooth import checkpoint_path
+        from engine.training.dreambooth import checkpoint_path
 
         return checkpoint_path(settings.checkpoints_dir, options.name, model, options.save_format)
     return output_paths(settings, kind, options.name)[0]
@@ -202,13 +209,13 @@ def _result_path(settings, kind: str, options, model) -> Path:
 
 def _slice_function(kind: str):
     if kind == "lora":
-        from engine.train_lora import train_lora_slice as train
+        from engine.training.lora import train_lora_slice as train
     elif kind == "embedding":
-        from engine.train_embedding import train_embedding_slice as train
+        from engine.training.embedding import train_embedding_slice as train
     elif kind == "hypernetwork":
-        from engine.train_hypernetwork import train_hypernetwork_slice as train
+        from engine.training.hypernetwork import train_hypernetwork_slice as train
     else:
-        from engine.train_dreambooth import train_dreambooth_slice as train
+        from engine.training.dreambooth import train_dreambooth_slice as train
     return train
 
 
@@ -247,7 +254,7 @@ def _class_images(running, params: dict[str, Any], options, folder: Path, contro
 def _encode_class_images(model, options, folder: Path) -> list:
     from PIL import Image
 
-    from engine.train_loop import encode_examples
+    from engine.training.loop import encode_examples
 
     items = []
     for index in range(options.class_images):
@@ -270,8 +277,8 @@ def sparkline(values: list[float]) -> str:
 
 def lora_options(params: dict[str, Any]):
     """The LoRA trainer's options from a job's JSON parameters (missing ones take their defaults)."""
-    from engine.train_loop import LoopOptions
-    from engine.train_lora import LoraOptions
+    from engine.training.loop import LoopOptions
+    from engine.training.lora import LoraOptions
 
     try:
         loop = LoopOptions(
@@ -298,7 +305,7 @@ def lora_options(params: dict[str, Any]):
 
 def embedding_options(params: dict[str, Any]):
     """The textual-inversion trainer's options from a job's JSON parameters."""
-    from engine.train_embedding import DEFAULT_TEMPLATE, EmbeddingOptions
+    from engine.training.embedding import DEFAULT_TEMPLATE, EmbeddingOptions
 
     loop = lora_options({**params, "learning_rate": params.get("learning_rate", "5e-3")}).loop
     try:
@@ -317,7 +324,7 @@ def embedding_options(params: dict[str, Any]):
 
 def hypernetwork_options(params: dict[str, Any]):
     """The hypernetwork trainer's options from a job's JSON parameters."""
-    from engine.train_hypernetwork import HypernetworkTraining
+    from engine.training.hypernetwork import HypernetworkTraining
 
     loop = lora_options({**params, "learning_rate": params.get("learning_rate", "5e-6")}).loop
     try:
@@ -339,7 +346,7 @@ def hypernetwork_options(params: dict[str, Any]):
 
 def dreambooth_options(params: dict[str, Any]):
     """The Dreambooth trainer's options from a job's JSON parameters."""
-    from engine.train_dreambooth import DreamboothOptions
+    from engine.training.dreambooth import DreamboothOptions
 
     loop = lora_options({**params, "learning_rate": params.get("learning_rate", "5e-6")}).loop
     try:
@@ -371,13 +378,13 @@ def _checker(module: str, function: str):
 
 # trainer → (its option checker, loaded when needed; its options from a job's parameters)
 TRAINER_OPTIONS = {
-    "lora": (_checker("engine.train_lora", "check_lora_options"), lora_options),
-    "embedding": (_checker("engine.train_embedding", "check_embedding_options"), embedding_options),
+    "lora": (_checker("engine.training.lora", "check_lora_options"), lora_options),
+    "embedding": (_checker("engine.training.embedding", "check_embedding_options"), embedding_options),
     "hypernetwork": (
-        _checker("engine.train_hypernetwork", "check_hypernetwork_options"),
+        _checker("engine.training.hypernetwork", "check_hypernetwork_options"),
         hypernetwork_options,
     ),
-    "dreambooth": (_checker("engine.train_dreambooth", "check_dreambooth_options"), dreambooth_options),
+    "dreambooth": (_checker("engine.training.dreambooth", "check_dreambooth_options"), dreambooth_options),
 }
 
 register_long_task(TrainTask())

@@ -155,7 +155,7 @@ class GpuWorker:
 
     def _prepare(self) -> None:
         self._engine_now()
-        from engine.loading import import_libraries
+        from engine.models.loading import import_libraries
 
         import_libraries()
 

@@ -25,8 +25,8 @@ LONG_FILES: dict[str, tuple[int, str]] = {
     "catalog/catalog.py": (938, "schema, query planner, ratings, recycle bin, integrity: phase 3 splits it"),
     "cli/main.py": (1017, "the parser and every subcommand's handler: phase 3 splits it"),
     "jobs/queue.py": (730, "submit, events, the run loop and stops: phase 3 splits it"),
-    "engine/hypernetwork.py": (606, "the file format and applying it to a model: phase 3 splits it"),
-    "engine/model_files.py": (607, "the safety gate and the LDM key conversion: phase 3 splits it"),
+    "engine/prompts/hypernetwork.py": (606, "the file format and applying it to a model: phase 3 splits it"),
+    "engine/models/model_files.py": (607, "the safety gate and the LDM key conversion: phase 3 splits it"),
 }
 
 

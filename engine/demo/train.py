@@ -329,7 +329,8 @@ def write_model_card(
         "## Architecture",
         "",
         *(f"- {name}: {count / 1e6:.2f} M parameters" for name, count in params.items()),
-        "- tokenizer: the real CLIP BPE (49,408 tokens), rebuilt from OpenAI's merge list (`engine/clip_vocab.py`)",
+        "- tokenizer: the real CLIP BPE (49,408 tokens), rebuilt from OpenAI's merge list "
+        "(`engine/prompts/clip_vocab.py`)",
         "- AutoencoderKL with factor 4 (64×64 images ↔ 16×16×4 latents), scaling factor "
         f"{stats.get('scaling_factor', 0):.4f}; UNet2DConditionModel with cross-attention at 8×8 and 4×4 and a",
         '  pooled-text path into the timestep embedding (`addition_embed_type="text"`); weights stored as float16.',

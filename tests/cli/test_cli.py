@@ -13,7 +13,7 @@ from PIL import Image
 from cli.main import main
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext
-from engine.registry import ModelKind, ModelRegistry
+from engine.models.registry import ModelKind, ModelRegistry
 from tests.corpus import CORPUS
 
 
@@ -320,7 +320,7 @@ def test_train_dreambooth_from_a_folder_with_class_images_and_previews(tmp_path,
 def test_animate_writes_videos_and_frames_and_plots_the_schedules(tmp_path, capsys):
     import json
 
-    from engine.video import read_video
+    from engine.animation.video import read_video
 
     config = tmp_path / "salon.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\ndefault_model = "salon-demo-shapes"\n')

@@ -12,7 +12,7 @@ from PIL import Image
 from commands.training import caption_from_name, images_from_files, images_from_zip, training_job
 from config import load_settings
 from core.errors import InvalidRequest
-from engine.trained_files import OWNER_SUFFIX
+from engine.models.trained_files import OWNER_SUFFIX
 
 
 @pytest.fixture

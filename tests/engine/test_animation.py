@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from core.errors import InvalidRequest
-from engine.animation import (
+from engine.animation.animate import (
     AnimationRenderer,
     AnimationSettings,
     frame_path,
@@ -20,12 +20,12 @@ from engine.animation import (
     remake_frame,
     units,
 )
-from engine.deforum import export_deforum, import_deforum
-from engine.frame_ops import color_drift, match_colors, motion_matrix, warp
+from engine.animation.deforum_files import export_deforum, import_deforum
+from engine.animation.frame_ops import color_drift, match_colors, motion_matrix, warp
+from engine.animation.video import read_video, write_videos
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext
 from engine.requests import PromptBlend
-from engine.video import read_video, write_videos
 from tests.engine.helpers import pixels, request
 
 DATA = Path(__file__).parent / "data"
@@ -316,7 +316,7 @@ def test_a_deforum_settings_file_imports_animates_and_exports_back(engine, tmp_p
 
 
 def test_a_video_over_the_limit_is_re_encoded_smaller(tmp_path):
-    from engine.video import shrink_mp4, write_mp4
+    from engine.animation.video import shrink_mp4, write_mp4
 
     rng = np.random.default_rng(1)
     frames = [Image.fromarray((rng.random((128, 128, 3)) * 255).astype(np.uint8)) for _ in range(8)]

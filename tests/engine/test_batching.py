@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from core.errors import JobCancelled
-from engine.batching import batch_key
 from engine.requests import GenerationRequest, HiresFix, RunControl
+from engine.tasks.batching import batch_key
 
 
 def request(prompt: str, seed: int, **overrides) -> GenerationRequest:

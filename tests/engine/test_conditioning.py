@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.conditioning import CHUNK_LENGTH, EncoderSlot, PromptChunker, encode_prompt_pair
+from engine.prompts.conditioning import CHUNK_LENGTH, EncoderSlot, PromptChunker, encode_prompt_pair
 from engine.runner import Engine
 
 

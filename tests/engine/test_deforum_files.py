@@ -23,8 +23,8 @@ from dataclasses import replace
 import pytest
 
 from core.errors import InvalidRequest
-from engine.animation import AnimationSettings, check_settings
-from engine.deforum import export_deforum, import_deforum
+from engine.animation.animate import AnimationSettings, check_settings
+from engine.animation.deforum_files import export_deforum, import_deforum
 
 # What Deforum would otherwise take from its interface and that changes frames or the video: Salon writes it.
 WRITTEN = {

@@ -19,9 +19,15 @@ import pytest
 from PIL import Image
 
 from core.errors import InvalidRequest
-from engine.animation import AnimationRenderer, AnimationSettings, frame_path, plan_frames, remake_frame
-from engine.frame_noise import Perlin, add_noise, noise_image, perlin_problem
-from engine.frame_ops import adjust_contrast, match_colors
+from engine.animation.animate import (
+    AnimationRenderer,
+    AnimationSettings,
+    frame_path,
+    plan_frames,
+    remake_frame,
+)
+from engine.animation.frame_noise import Perlin, add_noise, noise_image, perlin_problem
+from engine.animation.frame_ops import adjust_contrast, match_colors
 from engine.infotext import format_infotext, parse_infotext
 from engine.infotext_files import read_infotext
 from engine.requests import GeneratedImage, GenerationResult
@@ -79,7 +85,7 @@ def test_perlin_octaves_for_a_fixed_seed():
     """rand_perlin_2d_octaves((64, 64), (8, 8), 4, 0.5) after the white noise of seed 1: mean −0.01421, sd 0.32193."""
     import torch
 
-    from engine.frame_noise import _octaves
+    from engine.animation.frame_noise import _octaves
 
     generator = torch.Generator().manual_seed(1)
     torch.randn((3, 64, 64), generator=generator)

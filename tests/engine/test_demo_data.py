@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 
-from engine.clip_vocab import build_vocab
 from engine.configs import CLIP_TOKENIZER
 from engine.demo.evaluate import read_image, score
 from engine.demo.shapes import (
@@ -22,6 +21,7 @@ from engine.demo.shapes import (
     render,
     training_example,
 )
+from engine.prompts.clip_vocab import build_vocab
 
 
 def test_examples_are_deterministic_by_seed():

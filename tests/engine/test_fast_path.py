@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 
 from config import load_settings
 from engine.demo import DEMO_MODEL_NAME
-from engine.fast_path import Buckets, pad_rows, resolve_mode
 from engine.requests import RunControl
 from engine.runner import Engine
+from engine.speed.fast_path import Buckets, pad_rows, resolve_mode
 from tests.engine.helpers import pixels, request
 from tests.engine.test_hypernetwork import CONTEXT, a1111_file
 from tests.engine.test_lora_embeddings import write_kohya_lora
@@ -279,7 +279,7 @@ def test_an_unknown_compiler_is_named(data_dir):
 
 
 def test_only_a_lack_of_memory_is_blamed_on_the_shape():
-    from engine.fast_path import _out_of_memory
+    from engine.speed.fast_path import _out_of_memory
 
     try:
         try:

@@ -8,16 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InvalidRequest, ModelNotFound, UnsafeModelFile
-from engine.batching import batch_key
-from engine.hypernetwork import (
+from engine.infotext import parse_infotext
+from engine.prompts.hypernetwork import (
     HypernetworkOptions,
     applied_hypernetworks,
     new_hypernetwork,
     read_hypernetwork,
     save_hypernetwork,
 )
-from engine.infotext import parse_infotext
 from engine.requests import RunControl
+from engine.tasks.batching import batch_key
 from tests.engine.helpers import mean_difference, pixels, request
 
 CONTEXT = 64  # the demo model's text width (its cross-attention context)

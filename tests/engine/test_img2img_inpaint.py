@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 from engine.infotext import parse_infotext
 from engine.requests import Img2ImgRequest, InpaintArea, InpaintRequest, MaskedContent, ResizeMode
-from engine.resize import blur_mask, expand_to_aspect, resize_image
+from engine.tasks.resize import blur_mask, expand_to_aspect, resize_image
 from tests.engine.helpers import mean_difference, pixels, request
 
 
@@ -29,7 +29,7 @@ def test_strength_zero_returns_the_input(engine, picture):
 
 
 def test_strength_controls_how_far_the_output_moves(engine, picture):
-    from engine.sampling import decode_latents, encode_images
+    from engine.tasks.sampling import decode_latents, encode_images
 
     # Compare with the input's VAE round trip (a random test model's VAE does not reproduce the input).
     model = engine.load(None)

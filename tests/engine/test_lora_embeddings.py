@@ -9,9 +9,9 @@ from safetensors.torch import save_file
 
 from core.errors import InvalidRequest, ModelNotFound
 from engine.infotext import parse_infotext
-from engine.lora import kohya_key
-from engine.prompt_syntax import extract_extra_networks
-from engine.registry import sha256_file
+from engine.models.registry import sha256_file
+from engine.prompts.lora import kohya_key
+from engine.prompts.prompt_syntax import extract_extra_networks
 from tests.engine.helpers import mean_difference, pixels, request
 
 

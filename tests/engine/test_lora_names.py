@@ -21,10 +21,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.lora import kohya_key
-from engine.model_files import ldm_unet_names
-from engine.train_loop import LoopOptions, LoopState
-from engine.train_lora import ADAPTER, LoraOptions, LoraTrainer, save_lora
+from engine.models.model_files import ldm_unet_names
+from engine.prompts.lora import kohya_key
+from engine.training.loop import LoopOptions, LoopState
+from engine.training.lora import ADAPTER, LoraOptions, LoraTrainer, save_lora
 from tests.engine.helpers import pixels, request
 
 OPTIONS = LoraOptions("xl", LoopOptions(steps=1, learning_rate="1e-4"), rank=4, resolution=64)

@@ -27,8 +27,8 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel
 
 from core.errors import InvalidRequest, UnsafeModelFile
-from engine import model_files
-from engine.model_files import (
+from engine.models import model_files
+from engine.models.model_files import (
     CheckpointKind,
     check_safetensors,
     detect_checkpoint_kind,

@@ -1,4 +1,4 @@
-"""engine/opencv_color.py against OpenCV itself: every one of the 2²⁴ 8-bit inputs of each conversion.
+"""engine/animation/opencv_color.py against OpenCV itself: every one of the 2²⁴ 8-bit inputs of each conversion.
 
 The digests are SHA-256 of `cv2.cvtColor(x, code)` over all 2²⁴ byte triples (x[k] = (k >> 16, k >> 8 & 255,
 k & 255), laid out 4096 × 4096, or 520 wide for the row-tail case), computed once with opencv-python-headless
@@ -16,7 +16,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from engine import opencv_color
+from engine.animation.animate import opencv_color
 
 OPENCV_4_14 = {
     "rgb_to_lab": "b3067516fa862bb008af4ffb4da5555722524a70776bf7ffd523a90f4331480c",

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import InvalidRequest
-from engine.prompt_syntax import (
+from engine.prompts.prompt_syntax import (
     ExtraNetwork,
     apply_style,
     extract_extra_networks,

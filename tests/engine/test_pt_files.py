@@ -22,11 +22,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from engine.embeddings import read_embedding_vectors
-from engine.hypernetwork import new_hypernetwork, read_hypernetwork, save_hypernetwork
-from engine.pt_files import write_a1111_pt
-from engine.train_embedding import save_embedding
-from engine.train_loop import LoopState
+from engine.models.pt_files import write_a1111_pt
+from engine.prompts.embeddings import read_embedding_vectors
+from engine.prompts.hypernetwork import new_hypernetwork, read_hypernetwork, save_hypernetwork
+from engine.training.embedding import save_embedding
+from engine.training.loop import LoopState
 
 A1111_V1 = re.compile(r"^([^/]+)/((data/\d+)|version|(data\.pkl))$")
 A1111_V2 = re.compile(r"^([^/]+)/((data/\d+)|version|byteorder|.data/serialization_id|(data\.pkl))$")

@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import InvalidRequest
 from engine.infotext import parse_infotext
-from engine.samplers import SAMPLERS, resolve_sampler
+from engine.tasks.samplers import SAMPLERS, resolve_sampler
 from tests.engine.helpers import pixels, request
 
 PAIRS = [(name, schedule) for name, spec in SAMPLERS.items() for schedule in spec.schedules]

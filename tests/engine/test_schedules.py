@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.schedules import ScheduleError, parse_expression, prompt_math, schedule_values
+from engine.animation.schedules import ScheduleError, parse_expression, prompt_math, schedule_values
 
 # Deforum's defaults (sd-webui-deforum args.py) and the examples of its documentation.
 DEFORUM_ZOOM = "0: (1.0025+0.002*sin(1.25*3.14*t/30))"
@@ -133,7 +133,7 @@ def test_no_expression_reaches_python(text):
 def test_every_default_of_deforums_settings_file():
     """The schedule defaults of sd-webui-deforum's args.py (Salon's defaults too), frame by frame over its
     default 120 frames."""
-    from engine.animation import NUMERIC_SCHEDULES, AnimationSettings
+    from engine.animation.animate import NUMERIC_SCHEDULES, AnimationSettings
 
     defaults = AnimationSettings()
     constants = {

@@ -8,11 +8,11 @@ import torch
 
 from config import load_settings
 from engine.demo import DEMO_MODEL_NAME
-from engine.fast_path import dummy_unet_inputs
 from engine.infotext import parse_infotext
 from engine.runner import Engine
-from engine.step_cache import StepCache, unet_forward
-from engine.token_merging import plan_merge
+from engine.speed.fast_path import dummy_unet_inputs
+from engine.speed.step_cache import StepCache, unet_forward
+from engine.speed.token_merging import plan_merge
 from tests.engine.helpers import pixels, request
 
 PROMPT = "a small red circle on the left, blue background"

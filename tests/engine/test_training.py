@@ -11,8 +11,8 @@ from safetensors import safe_open
 
 from core.errors import InvalidRequest
 from engine.demo.shapes import Scene, ShapeSpec, render
-from engine.train_loop import LoopOptions, NoiseObjective, encode_examples, parse_learning_rate, rate_at
-from engine.train_lora import LoraOptions, check_lora_options, save_lora, train_lora_slice
+from engine.training.loop import LoopOptions, NoiseObjective, encode_examples, parse_learning_rate, rate_at
+from engine.training.lora import LoraOptions, check_lora_options, save_lora, train_lora_slice
 from tests.engine.helpers import pixels, request
 
 
@@ -121,7 +121,7 @@ def test_training_in_slices_ends_where_one_run_ends(engine, green_stars, tmp_pat
 
 
 def test_an_embedding_learns_and_is_used_by_its_name(engine, settings, tmp_path):
-    from engine.train_embedding import (
+    from engine.training.embedding import (
         DEFAULT_TEMPLATE,
         EmbeddingOptions,
         EmbeddingTrainer,
@@ -146,7 +146,7 @@ def test_an_embedding_learns_and_is_used_by_its_name(engine, settings, tmp_path)
     assert state.step == 16
 
     def loss_with(t) -> float:
-        from engine.train_loop import caption_states
+        from engine.training.loop import caption_states
 
         states = torch.cat([caption_states(t.slot, t.chunker, e.caption) for e in examples])
         return objective.evaluate(model.unet, examples, states)
@@ -180,7 +180,7 @@ def test_an_embedding_learns_and_is_used_by_its_name(engine, settings, tmp_path)
 
 
 def test_a_hypernetwork_learns_and_is_saved_in_a1111_layout(engine, settings, green_stars, tmp_path):
-    from engine.train_hypernetwork import (
+    from engine.training.hypernetwork import (
         HypernetworkTraining,
         attention_widths,
         save_trained,
@@ -196,7 +196,7 @@ def test_a_hypernetwork_learns_and_is_saved_in_a1111_layout(engine, settings, gr
     assert state.step == 12
     objective = NoiseObjective(model, 0)
     states = trainer._states["zkw style"].expand(len(green_stars), -1, -1)
-    from engine.hypernetwork import applied_hypernetworks
+    from engine.prompts.hypernetwork import applied_hypernetworks
 
     plain = objective.evaluate(model.unet, green_stars, states)
     with applied_hypernetworks(model.unet, [(trainer.hypernetwork, 1.0)]):
@@ -251,8 +251,8 @@ def _stripes(shift: int):
 
 
 def test_dreambooth_learns_its_token_keeps_its_class_and_saves_a_checkpoint(engine, settings, tmp_path):
-    from engine.registry import ModelKind
-    from engine.train_dreambooth import (
+    from engine.models.registry import ModelKind
+    from engine.training.dreambooth import (
         DreamboothOptions,
         check_can_save,
         checkpoint_path,
@@ -309,9 +309,9 @@ def test_dreambooth_saves_an_a1111_single_file_that_loads_like_its_folder(tmp_pa
     import shutil
 
     from config import load_settings
-    from engine.registry import ModelKind
+    from engine.models.registry import ModelKind
     from engine.runner import Engine
-    from engine.train_dreambooth import (
+    from engine.training.dreambooth import (
         DreamboothOptions,
         check_can_save,
         checkpoint_path,

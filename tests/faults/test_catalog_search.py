@@ -34,7 +34,7 @@ from catalog.records import BrowseQuery, NegativeMode
 from catalog.text_index import to_whoosh
 from catalog.words import sql_condition
 from core.errors import InvalidRequest
-from engine.prompt_syntax import extract_extra_networks
+from engine.prompts.prompt_syntax import extract_extra_networks
 
 CATASTROPHIC = ["(a+)+$", "(a|aa)+$", "(.*a){20}", r"^(\w+\s?)*$", "(x+x+)+y", r"(\w*\s*)*@"]
 EVIL_PROMPT = "a" * 29 + "!"  # 29 characters before the character that makes every path fail

@@ -15,7 +15,7 @@ from cli.main import main
 from engine.demo import DEMO_MODEL_NAME
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext
-from engine.registry import TRAINED_SIDECAR_SUFFIX
+from engine.models.registry import TRAINED_SIDECAR_SUFFIX
 
 
 def _imagine_model(config: Path, out: Path) -> str:
@@ -63,6 +63,6 @@ def test_a_hand_installed_default_survives_new_checkpoints_by_hand_or_by_trainin
 
 def test_the_sidecar_the_registry_reads_is_the_one_training_writes():
     """Item 18: the registry recognises trained files by the sidecar jobs/training.py writes."""
-    from engine.trained_files import OWNER_SUFFIX
+    from engine.models.trained_files import OWNER_SUFFIX
 
     assert OWNER_SUFFIX == TRAINED_SIDECAR_SUFFIX

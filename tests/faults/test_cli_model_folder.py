@@ -16,7 +16,7 @@ import cli.output
 from cli.main import main
 from config import load_settings
 from core.errors import ModelRefused
-from engine.registry import ModelKind, ModelRegistry
+from engine.models.registry import ModelKind, ModelRegistry
 
 FOLDERS = {
     "checkpoint": "models/Stable-diffusion",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.samplers as samplers
+import engine.tasks.samplers as samplers
 from cli.main import main
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext

@@ -11,9 +11,9 @@ import pytest
 
 from commands.animation import animation_job, animation_settings, parse_prompts
 from config import load_settings
-from engine.animation import frame_path
+from engine.animation.animate import frame_path
+from engine.animation.video import read_video
 from engine.requests import GenerationRequest
-from engine.video import read_video
 from jobs.animation import animation_folder
 from jobs.queue import JobQueue
 from jobs.records import JobStatus

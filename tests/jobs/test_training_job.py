@@ -10,8 +10,8 @@ import pytest
 
 from commands.training import training_job
 from engine.demo.shapes import Scene, ShapeSpec, render
+from engine.models.trained_files import OWNER_SUFFIX
 from engine.requests import GenerationRequest
-from engine.trained_files import OWNER_SUFFIX
 from jobs.records import JobStatus
 
 
@@ -73,7 +73,7 @@ async def test_a_training_job_is_checked_when_submitted(make_queue):
 async def test_a_cancel_keeps_the_last_saved_file_and_previews_come_with_progress(make_queue, settings):
     from safetensors import safe_open
 
-    from engine.trained_files import preview_folder
+    from engine.models.trained_files import preview_folder
 
     queue = await make_queue(poll_interval_s=0.02)
     options = {**OPTIONS, "steps": 400, "save_every": 3, "preview_every": 3, "preview_steps": 2}
@@ -119,7 +119,7 @@ async def test_dreambooth_job_generates_class_images_in_slices_then_installs_a_c
 ):
     import shutil
 
-    from engine.registry import ModelKind, ModelRegistry
+    from engine.models.registry import ModelKind, ModelRegistry
 
     queue = await make_queue(slice_s=0.01, poll_interval_s=0.02)
     options = {

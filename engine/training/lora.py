@@ -20,11 +20,11 @@ import torch
 
 from core.errors import InvalidRequest
 from core.files import atomic_write_with
-from engine.conditioning import EncoderSlot, PromptChunker
-from engine.loading import LoadedModel
-from engine.lora import kohya_key
-from engine.model_files import ldm_unet_names
-from engine.train_loop import (
+from engine.models.loading import LoadedModel
+from engine.models.model_files import ldm_unet_names
+from engine.prompts.conditioning import EncoderSlot, PromptChunker
+from engine.prompts.lora import kohya_key
+from engine.training.loop import (
     Example,
     LoopOptions,
     LoopState,
@@ -203,7 +203,7 @@ def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
-# One slice of this trainer: see engine.train_loop.train_slice (returns the loop state and the trainer).
+# One slice of this trainer: see engine.training.loop.train_slice (returns the loop state and the trainer).
 train_lora_slice = partial(train_slice, LoraTrainer)
 
 

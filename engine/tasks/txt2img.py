@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from engine.img2img import img2img_latents
 from engine.requests import HiresUpscaler, RunControl, hires_size
-from engine.sampling import (
+from engine.tasks.img2img import img2img_latents
+from engine.tasks.sampling import (
     Prepared,
     decode_latents,
     denoise,

@@ -23,7 +23,7 @@ from PIL import Image
 
 from core.errors import InvalidRequest, JobCancelled
 from core.files import atomic_write, atomic_write_with
-from engine.loading import LoadedModel
+from engine.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 _RATE_PART = re.compile(r"^\s*([0-9.eE+-]+)\s*(?::\s*(-?\d+)\s*)?$")
@@ -368,7 +368,7 @@ def _batches(examples: Sequence[Example], size: int, state: LoopState, skip: int
 
 def caption_states(slot, chunker, caption: str, clip_skip: int = 1, grad: bool = False) -> torch.Tensor:
     """Cross-attention states (1, 77, width) of a caption's first 75 tokens, A1111's prompt rules applied."""
-    from engine.conditioning import encode_chunks
+    from engine.prompts.conditioning import encode_chunks
 
     chunks = chunker.chunks(caption)[:1]
     states, _ = encode_chunks(slot, chunks, clip_skip, grad=grad)
@@ -380,7 +380,7 @@ def caption_encoding(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A caption through every text encoder of the model (SDXL: both, widths concatenated) and the pooled
     vector of the last one that has it (SDXL's second encoder); SD 1.x: one encoder, no pooled vector."""
-    from engine.conditioning import encode_chunks
+    from engine.prompts.conditioning import encode_chunks
 
     chunks = chunker.chunks(caption)[:1]
     states, pooled = [], None

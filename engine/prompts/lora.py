@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from core.errors import InvalidRequest
-from engine.model_files import load_safetensors
-from engine.registry import ModelEntry
+from engine.models.model_files import load_safetensors
+from engine.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Loading checkpoints: diffusers folders and A1111 single-file `.safetensors`, SD 1.x and SDXL, offline.
 
-Every weight file passes the safetensors gate (`engine.model_files`) before diffusers sees it. Single files
+Every weight file passes the safetensors gate (`engine.models.model_files`) before diffusers sees it. Single files
 are converted with the configs shipped in `engine/configs` (or a `<name>.config/` diffusers folder beside the
 file, for architectures other than the published SD 1.5 and SDXL), and the CLIP tokenizer shipped beside them.
 """
@@ -17,12 +17,12 @@ import torch
 
 from core.errors import InvalidRequest
 from engine.configs import CLIP_TOKENIZER, SD15_CONFIG, SDXL_CONFIG
-from engine.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
-from engine.registry import ModelEntry
+from engine.models.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
+from engine.models.registry import ModelEntry
 
 if TYPE_CHECKING:
-    from engine.fast_path import FastPath
-    from engine.token_merging import LatentGrid
+    from engine.speed.fast_path import FastPath
+    from engine.speed.token_merging import LatentGrid
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     fast: FastPath | None = None  # set by the engine in the speed modes "max" and "balanced"
-    token_grid: LatentGrid | None = None  # set when token merging is on (engine.token_merging)
+    token_grid: LatentGrid | None = None  # set when token merging is on (engine.speed.token_merging)
 
     @property
     def unet(self):

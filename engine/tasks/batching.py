@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from engine.prompt_syntax import extract_extra_networks
+from engine.prompts.prompt_syntax import extract_extra_networks
 from engine.requests import GenerationRequest
 
 

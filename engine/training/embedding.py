@@ -17,12 +17,12 @@ import torch
 
 from core.errors import InvalidRequest
 from core.files import atomic_write_with
-from engine.conditioning import EncoderSlot, PromptChunker
-from engine.embeddings import Embedding
-from engine.loading import LoadedModel
-from engine.pt_files import write_a1111_pt
-from engine.registry import ModelEntry, ModelKind
-from engine.train_loop import (
+from engine.models.loading import LoadedModel
+from engine.models.pt_files import write_a1111_pt
+from engine.models.registry import ModelEntry, ModelKind
+from engine.prompts.conditioning import EncoderSlot, PromptChunker
+from engine.prompts.embeddings import Embedding
+from engine.training.loop import (
     Example,
     LoopOptions,
     LoopState,
@@ -115,7 +115,7 @@ class EmbeddingTrainer:
         return save_embedding(self, path, state)
 
 
-# One slice of this trainer: see engine.train_loop.train_slice (returns the loop state and the trainer).
+# One slice of this trainer: see engine.training.loop.train_slice (returns the loop state and the trainer).
 train_embedding_slice = partial(train_slice, EmbeddingTrainer)
 
 

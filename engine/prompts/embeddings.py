@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from core.errors import UnsafeModelFile
-from engine.model_files import load_weights
-from engine.registry import ModelEntry, ModelKind, ModelRegistry
+from engine.models.model_files import load_weights
+from engine.models.registry import ModelEntry, ModelKind, ModelRegistry
 
 log = logging.getLogger(__name__)
 

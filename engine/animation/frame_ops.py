@@ -1,12 +1,13 @@
 """What Deforum's 2D mode does to the previous frame before img2img: the camera move (an affine warp with a
 replicated or wrapped border), colour coherence (histogram matching to a reference frame in LAB, HSV or RGB),
-contrast, and noise (engine/frame_noise.py). Plain numpy and PIL, so each step is easy to check on its own.
+contrast, and noise (engine/animation/frame_noise.py). Plain numpy and PIL, so each step is easy to check on its own.
 
 The warp is OpenCV's `getRotationMatrix2D(centre, angle, zoom) @ translation` as Deforum builds it, sampled
 bilinearly at pixel centres: output pixel p shows the input at M⁻¹·p.
 
 Colour coherence is Deforum's `maintain_colors` (scripts/deforum_helpers/colors.py): scikit-image's histogram
-matching of 8-bit channels after OpenCV's 8-bit conversion to LAB or HSV (engine/opencv_color.py, bit for bit).
+matching of 8-bit channels after OpenCV's 8-bit conversion to LAB or HSV (bit for bit:
+engine/animation/opencv_color.py).
 Deforum passes OpenCV's BGR pixels to conversions named RGB→LAB and RGB→HSV, so the "LAB" it matches in is that of
 the frame with red and blue swapped; Salon swaps them the same way, so its frames are Deforum's.
 """
@@ -18,7 +19,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from engine.opencv_color import hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
+from engine.animation.opencv_color import hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
 
 BORDERS = ("replicate", "wrap")
 COLOR_COHERENCE = ("None", "LAB", "HSV", "RGB")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.embeddings import Embedding
-from engine.prompt_syntax import is_break, parse_prompt_attention
+from engine.prompts.embeddings import Embedding
+from engine.prompts.prompt_syntax import is_break, parse_prompt_attention
 
 CHUNK_LENGTH = 75
 COMMA_BACKTRACK = 20  # A1111 "comma_padding_backtrack": move at most this many tokens to the next chunk

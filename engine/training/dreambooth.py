@@ -23,9 +23,9 @@ import torch
 
 from core.errors import InvalidRequest
 from core.files import replace_folder
-from engine.conditioning import EncoderSlot, PromptChunker
-from engine.loading import LoadedModel
-from engine.train_loop import (
+from engine.models.loading import LoadedModel
+from engine.prompts.conditioning import EncoderSlot, PromptChunker
+from engine.training.loop import (
     Example,
     LoopOptions,
     LoopState,
@@ -174,7 +174,7 @@ def train_dreambooth_slice(
     class_examples=(),
     **kwargs,
 ):
-    """One slice (see engine.train_loop.train_slice), with the prior-preservation images."""
+    """One slice (see engine.training.loop.train_slice), with the prior-preservation images."""
     trainer_class = partial(DreamboothTrainer, class_examples=class_examples)
     return train_slice(trainer_class, model, examples, options, *args, **kwargs)
 
@@ -192,7 +192,7 @@ def check_can_save(model: LoadedModel, path: Path) -> None:
     A1111's layout, which some designs (the demo model's text-conditioned UNet) do not have."""
     if path.suffix != ".safetensors":
         return
-    from engine.model_files import diffusers_to_ldm
+    from engine.models.model_files import diffusers_to_ldm
 
     try:  # renames only, no copies; the names of loaded LoRA layers left out
         diffusers_to_ldm(_Names(model.unet), model.vae, _Names(model.pipe.text_encoder))
@@ -241,7 +241,7 @@ def save_checkpoint(trainer: DreamboothTrainer, path: Path, state: LoopState, im
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
-        from engine.model_files import save_single_file
+        from engine.models.model_files import save_single_file
 
         save_single_file(parts, path, metadata={"salon_dreambooth": json.dumps(about)})
         configs = _base_configs(model.entry)

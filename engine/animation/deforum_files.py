@@ -21,8 +21,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from core.errors import InvalidRequest
-from engine.animation import AnimationSettings
-from engine.schedules import schedule_values
+from engine.animation.animate import AnimationSettings
+from engine.animation.schedules import schedule_values
 
 # Deforum key → Salon field, for the keys that carry over unchanged.
 SHARED_KEYS = {

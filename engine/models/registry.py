@@ -7,7 +7,7 @@ path. Hashes are A1111's: checkpoints "AutoV2" (first 10 hex of the file's sha25
 additional-networks hash (sha256 of a safetensors file's tensor data, after its header; 12 hex), embeddings
 and hypernetworks the file's sha256 (12 hex). They are cached by path, size and mtime in a JSON file.
 
-Every file passes the gate (`engine/model_gate.py`: links out of the folders, the safetensors header) before
+Every file passes the gate (`engine/models/model_gate.py`: links out of the folders, the safetensors header) before
 it is hashed or listed as usable; refused files are listed with their reason, and a prompt or option naming
 one gets that reason. The default checkpoint never changes because a new file appeared (`default_checkpoint`).
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from core.errors import ModelNotFound, ModelRefused, UnsafeModelFile
 from core.files import atomic_write
-from engine.model_gate import ModelGate
-from engine.trained_files import OWNER_SUFFIX
+from engine.models.model_gate import ModelGate
+from engine.models.trained_files import OWNER_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +382,7 @@ def native_resolution(entry: ModelEntry) -> int:
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
         return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-    from engine.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
+    from engine.models.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
 
     kind = detect_checkpoint_kind(check_safetensors(entry.path))
     return 1024 if kind in (CheckpointKind.SDXL, CheckpointKind.SDXL_INPAINT) else 512

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from engine.img2img import img2img_latents
 from engine.requests import InpaintArea, InpaintRequest, MaskedContent, ResizeMode, RunControl
-from engine.resize import (
+from engine.tasks.img2img import img2img_latents
+from engine.tasks.resize import (
     binary_latent_mask,
     blur_mask,
     composite_over,
@@ -25,7 +25,14 @@ from engine.resize import (
     mask_bounding_box,
     resize_image,
 )
-from engine.sampling import KeepOriginal, Prepared, decode_latents, encode_images, latent_shape, seeded_noise
+from engine.tasks.sampling import (
+    KeepOriginal,
+    Prepared,
+    decode_latents,
+    encode_images,
+    latent_shape,
+    seeded_noise,
+)
 
 
 @dataclass(frozen=True)

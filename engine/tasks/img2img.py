@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from engine.requests import Img2ImgRequest, ResizeMode, RunControl
-from engine.resize import resize_image
-from engine.sampling import (
+from engine.tasks.resize import resize_image
+from engine.tasks.sampling import (
     KeepOriginal,
     Prepared,
     decode_latents,

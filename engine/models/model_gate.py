@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from core.errors import UnsafeModelFile
-from engine.model_files import SAFETENSORS_SUFFIX, check_safetensors
+from engine.models.model_files import SAFETENSORS_SUFFIX, check_safetensors
 
 LINK_SETTING = "[models] allow_links_outside = true"
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, or a legacy pickle (protocol ≥ 2)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import InvalidRequest
+from engine.requests import AUTOMATIC
 
-AUTOMATIC = "Automatic"
 UNIFORM = "Uniform"
 
 # Schedule type → the scheduler arguments that select it. "Uniform" keeps the sampler's own spacing.
@@ -81,7 +81,6 @@ SAMPLERS: dict[str, SamplerSpec] = {
     )
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
-DEFAULT_SAMPLER = "DPM++ 2M"
 
 
 def register_sampler(spec: SamplerSpec) -> None:

@@ -13,7 +13,7 @@ Modes (config `speed.mode`): "max" compiles; "balanced" applies the same model s
 channels-last memory, PyTorch's SDPA attention, tuned cuDNN) without compiling, so there is no warm-up;
 "off" is plain eager. Requests that change the modules themselves (tiling's padding mode, hypernetworks'
 attention processors) run eagerly while they do: compiling them would recompile per request. LoRAs are
-merged into the weights in place (`engine.lora.FusedLoras`), which the compiled graphs read, so a LoRA
+merged into the weights in place (`engine.prompts.lora.FusedLoras`), which the compiled graphs read, so a LoRA
 never recompiles anything.
 """
 
@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from config import SpeedSettings, parse_size
-from engine.step_cache import StepCache, cached_step, unet_forward
-from engine.token_merging import LatentGrid
+from engine.speed.step_cache import StepCache, cached_step, unet_forward
+from engine.speed.token_merging import LatentGrid
 
 log = logging.getLogger(__name__)
 

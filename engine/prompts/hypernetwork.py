@@ -26,9 +26,9 @@ import torch
 
 from core.errors import InvalidRequest, UnsafeModelFile
 from core.files import atomic_write_with
-from engine.model_files import load_weights, safetensors_metadata
-from engine.pt_files import write_a1111_pt
-from engine.registry import ModelEntry
+from engine.models.model_files import load_weights, safetensors_metadata
+from engine.models.pt_files import write_a1111_pt
+from engine.models.registry import ModelEntry
 
 
 def _activation_classes() -> dict[str, type[torch.nn.Module]]:

@@ -14,7 +14,7 @@ the earlier one moved forward and the later one moved back to that frame's camer
 (Deforum blends two earlier frames both moved forward, which lags one cadence).
 Prompts: each keyframe's prompt holds until the next keyframe, as Deforum's 2D mode; `blend_prompts` instead
 blends the next keyframe's conditioning in, more with every frame. `` `expressions` `` in a prompt are computed
-at each frame (engine/schedules.py, no eval).
+at each frame (engine/animation/schedules.py, no eval).
 Interpolation mode: every frame is a txt2img whose prompt conditioning and starting noise move from one
 prompt keyframe to the next (the noise by A1111's variation seed, the prompt by a weighted blend).
 """
@@ -30,10 +30,9 @@ import numpy as np
 from PIL import Image
 
 from core.errors import InvalidRequest
-from engine.animation_remake import remake_frame as remake_frame  # re-exported: it lived here
-from engine.color_sample import ColorMatch, color_match
-from engine.frame_noise import NOISE_TYPES, Perlin, add_noise, perlin_problem
-from engine.frame_ops import (
+from engine.animation.color_sample import ColorMatch, color_match
+from engine.animation.frame_noise import NOISE_TYPES, Perlin, add_noise, perlin_problem
+from engine.animation.frame_ops import (
     BORDERS,
     COLOR_COHERENCE,
     adjust_contrast,
@@ -42,9 +41,10 @@ from engine.frame_ops import (
     motion_matrix,
     warp,
 )
+from engine.animation.remake import remake_frame as remake_frame  # re-exported: it lived here
+from engine.animation.schedules import ScheduleError, parse_expression, prompt_math, schedule_values
 from engine.infotext import format_infotext, parse_infotext
 from engine.requests import GenerationRequest, Img2ImgRequest, PromptBlend, RunControl
-from engine.schedules import ScheduleError, parse_expression, prompt_math, schedule_values
 
 MODES = ("2D", "Interpolation")
 SEED_BEHAVIORS = ("iter", "fixed", "random", "ladder", "alternate", "schedule")

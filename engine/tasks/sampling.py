@@ -18,13 +18,13 @@ import torch
 from PIL import Image
 
 from core.errors import JobCancelled
-from engine.conditioning import Conditioning
-from engine.loading import LoadedModel
-from engine.noise import initial_noise, make_generators
-from engine.preview import latents_to_preview
+from engine.models.loading import LoadedModel
+from engine.prompts.conditioning import Conditioning
 from engine.requests import GenerationRequest, RunControl, StepProgress
-from engine.samplers import SamplerSpec, build_scheduler
-from engine.step_cache import StepCache, cached_step
+from engine.speed.step_cache import StepCache, cached_step
+from engine.tasks.noise import initial_noise, make_generators
+from engine.tasks.preview import latents_to_preview
+from engine.tasks.samplers import SamplerSpec, build_scheduler
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class Prepared:
     spec: SamplerSpec
     schedule: str
     conditioning: Conditioning
-    step_cache: int = 0  # the whole UNet every N steps, outer blocks between (engine.step_cache); < 2: off
+    step_cache: int = (
+        0  # the whole UNet every N steps, outer blocks between (engine.speed.step_cache); < 2: off
+    )
 
 
 @dataclass(frozen=True)

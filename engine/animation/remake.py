@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 from core.errors import InvalidRequest
-from engine.frame_noise import Perlin, add_noise
-from engine.frame_ops import adjust_contrast, match_colors, warp
+from engine.animation.frame_noise import Perlin, add_noise
+from engine.animation.frame_ops import adjust_contrast, match_colors, warp
 from engine.infotext import parse_infotext
 from engine.requests import GenerationRequest, Img2ImgRequest, PromptBlend
 

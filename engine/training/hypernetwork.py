@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 
 from core.errors import InvalidRequest
-from engine.conditioning import EncoderSlot, PromptChunker
-from engine.hypernetwork import (
+from engine.models.loading import LoadedModel
+from engine.prompts.conditioning import EncoderSlot, PromptChunker
+from engine.prompts.hypernetwork import (
     ACTIVATIONS,
     WEIGHT_INITS,
     applied_hypernetworks,
     new_hypernetwork,
     save_hypernetwork,
 )
-from engine.loading import LoadedModel
-from engine.train_loop import (
+from engine.training.loop import (
     Example,
     LoopOptions,
     LoopState,
@@ -149,7 +149,7 @@ class HypernetworkTrainer:
             self.hypernetwork.train()
 
 
-# One slice of this trainer: see engine.train_loop.train_slice (returns the loop state and the trainer).
+# One slice of this trainer: see engine.training.loop.train_slice (returns the loop state and the trainer).
 train_hypernetwork_slice = partial(train_slice, HypernetworkTrainer)
 
 

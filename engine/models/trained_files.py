@@ -15,7 +15,9 @@ from core.errors import InvalidRequest
 
 TRAINERS = ("lora", "embedding", "hypernetwork", "dreambooth")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-OWNER_SUFFIX = ".salon.json"  # beside a trained file: who made it, where, from which job (engine/registry.py)
+OWNER_SUFFIX = (
+    ".salon.json"  # beside a trained file: who made it, where, from which job (engine/models/registry.py)
+)
 
 
 def check_name(name: object) -> str:

@@ -5,7 +5,7 @@ wheel (a zip) without importing open_clip, and write the Hugging Face files next
 loading a tokenizer never needs the network. Run once:
 
     pip download open-clip-torch --no-deps -d /tmp/oc
-    python -m engine.clip_vocab /tmp/oc/open_clip_torch-*.whl engine/configs/clip_tokenizer
+    python -m engine.prompts.clip_vocab /tmp/oc/open_clip_torch-*.whl engine/configs/clip_tokenizer
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Training: the shared loop and the trainers (LoRA, embedding, hypernetwork, Dreambooth)."""
