@@ -16,7 +16,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from engine.animation.animate import opencv_color
+from engine.animation import opencv_color
 
 OPENCV_4_14 = {
     "rgb_to_lab": "b3067516fa862bb008af4ffb4da5555722524a70776bf7ffd523a90f4331480c",
