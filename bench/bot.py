@@ -24,12 +24,13 @@ import time  # noqa: E402
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from bot.app import SalonBot, Services  # noqa: E402
+from app.bot import open_bot_services  # noqa: E402
+from bot.app import SalonBot  # noqa: E402
 from config import load_settings  # noqa: E402
 from engine.demo import DEMO_MODEL_NAME  # noqa: E402
 from engine.requests import GenerationRequest  # noqa: E402
-from jobs.queue import JobQueue  # noqa: E402
 from tests.bot.fakediscord import FakeDiscord, running_client  # noqa: E402
+from tests.queues import open_queue  # noqa: E402
 
 GUILD, CHANNEL = 100, 110
 OPTIONS = {"prompt": "a red circle on a blue background", "width": 64, "height": 64, "steps": 20}
@@ -48,8 +49,7 @@ async def through_discord(engine, people: int) -> tuple[float, list[float], floa
             fake.add_channel(GUILD, CHANNEL)
             for user in range(people):
                 fake.add_user(500 + user, f"user{user}", guild_id=GUILD)
-            services = await Services.open(_settings(folder), engine_factory=lambda: engine)
-            try:
+            async with open_bot_services(_settings(folder), engine=lambda: engine) as services:
                 async with running_client(fake, SalonBot(services), timeout=60):
                     started = time.perf_counter()
                     interactions = [
@@ -70,14 +70,12 @@ async def through_discord(engine, people: int) -> tuple[float, list[float], floa
                         for i in interactions
                         for a, b in zip(i.original.edits[1:], i.original.edits[2:], strict=False)
                     ]
-            finally:
-                await services.close()
     return elapsed, acks, min(gaps, default=float("nan"))
 
 
 async def straight(engine, people: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
-        queue = await JobQueue.open(_settings(folder), engine_factory=lambda: engine)
+        queue = await open_queue(_settings(folder), engine_factory=lambda: engine)
         stop = asyncio.Event()
         runner = asyncio.create_task(queue.run(stop=stop))
         started = time.perf_counter()

@@ -27,9 +27,18 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from catalog.catalog import Catalog, _record, searched_texts  # noqa: E402
-from catalog.keywords import Term, matches, parse_keywords  # noqa: E402
-from catalog.records import BrowseQuery, NegativeMode, RankFilter, SortOrder, generation_fields  # noqa: E402
+from catalog.catalog import Catalog  # noqa: E402
+from catalog.keywords import SearchedTexts, Term, matches, parse_keywords  # noqa: E402
+from catalog.records import (  # noqa: E402
+    BrowseQuery,
+    ImageRecord,
+    NegativeMode,
+    RankFilter,
+    SortOrder,
+    generation_fields,
+    searched_columns,
+)
+from catalog.schema import record_of  # noqa: E402
 from engine.infotext import format_infotext  # noqa: E402
 
 SUBJECTS = (
@@ -128,6 +137,23 @@ def naive(rows: list, browse: BrowseQuery) -> tuple[list[int], int]:
     return [r.id for r in hits[start : start + browse.page_size]], len(hits)
 
 
+def searched_text(record: ImageRecord, negative: NegativeMode) -> str:
+    """The text an exact keyword search looks at for terms without a field."""
+    return "\n".join(getattr(record, column) for column in searched_columns(negative))
+
+
+def searched_texts(record: ImageRecord, negative: NegativeMode) -> SearchedTexts:
+    """A record's texts as the catalog's exact search reads them from its columns (catalog/search.py)."""
+    return SearchedTexts(
+        text=searched_text(record, negative),
+        negative=record.negative_prompt,
+        model=record.model or "",
+        sampler=record.sampler or "",
+        networks="\n".join(record.networks),
+        seed="" if record.seed is None else str(record.seed),
+    )
+
+
 def _naive_match(node, record, browse: BrowseQuery) -> bool:
     if browse.regex or browse.case_sensitive:
         return matches(node, searched_texts(record, browse.negative), browse.case_sensitive, browse.regex)
@@ -220,7 +246,7 @@ async def query_mix(size: int, repeats: int, folder: Path, naive_repeats: int, e
     for _ in range(naive_repeats):
         for name, browse in QUERIES.items():
             started = time.perf_counter()
-            rows = [_record(row) for row in db.execute("SELECT * FROM images")]
+            rows = [record_of(row) for row in db.execute("SELECT * FROM images")]
             _, total = naive(rows, browse)
             naive_times.setdefault(name, []).append(time.perf_counter() - started)
             if total != totals[name] and not browse.keyword.startswith("model:"):

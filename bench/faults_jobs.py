@@ -37,7 +37,7 @@ from bench.faults_common import Figure
 from config import load_settings
 from engine.requests import GenerationRequest
 from jobs.blame import PointFile
-from jobs.queue import JobQueue
+from tests.queues import open_queue
 
 OWNERS = ("ann", "bob", "cy", "dee")
 PROMPTS = ("a red circle", "a blue square on white", "a green star", "two yellow triangles")
@@ -87,7 +87,7 @@ def _worker(config: Path, log: Path, *args: str, env: dict | None = None) -> sub
 
 def _submit(settings, wanted: list[tuple[str, GenerationRequest]]) -> list[int]:
     async def run() -> list[int]:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             return [(await queue.submit(request, owner)).id for owner, request in wanted]
         finally:
@@ -126,7 +126,7 @@ def _top_up(settings, rng: random.Random, accepted: list[int]) -> None:
     """Each person back to PENDING_PER_OWNER jobs waiting or running (6 or 8 steps: two batch keys)."""
 
     async def run() -> None:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             pending = Counter(job.owner for job in await queue.store.pending(guilds_only=False))
             for owner in OWNERS:

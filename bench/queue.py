@@ -29,8 +29,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from config import load_settings  # noqa: E402
 from engine.requests import GenerationRequest  # noqa: E402
-from jobs.queue import JobQueue  # noqa: E402
 from jobs.worker import in_gpu_thread  # noqa: E402
+from tests.queues import open_queue  # noqa: E402
 
 SUBMITTERS = 16
 
@@ -41,7 +41,7 @@ def request(seed: int) -> GenerationRequest:
 
 async def overhead(engine, repeats: int) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as data:
-        queue = await JobQueue.open(load_settings(None, data_dir=data), engine_factory=lambda: engine)
+        queue = await open_queue(load_settings(None, data_dir=data), engine_factory=lambda: engine)
         stop = asyncio.Event()
         runner = asyncio.create_task(queue.run(stop=stop))
         waits, totals = [], []
@@ -72,7 +72,7 @@ async def throughput(engine, jobs: int, batch_images: int) -> float:
         settings = load_settings(
             None, data_dir=data, queue={"max_batch_images": batch_images, "max_pending_per_user": 64}
         )
-        queue = await JobQueue.open(settings, engine_factory=lambda: engine)
+        queue = await open_queue(settings, engine_factory=lambda: engine)
         stop = asyncio.Event()
         runner = asyncio.create_task(queue.run(stop=stop))
         started = time.perf_counter()

@@ -23,7 +23,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from config import load_settings  # noqa: E402
 from engine.demo import DEMO_MODEL_NAME  # noqa: E402
-from engine.demo.shapes import training_example  # noqa: E402
 from engine.requests import GenerationRequest  # noqa: E402
 from engine.runner import Engine  # noqa: E402
 from engine.training.dreambooth import DreamboothOptions, train_dreambooth_slice  # noqa: E402
@@ -31,6 +30,7 @@ from engine.training.embedding import EmbeddingOptions, captions, train_embeddin
 from engine.training.hypernetwork import HypernetworkTraining, train_hypernetwork_slice  # noqa: E402
 from engine.training.loop import LoopOptions, encode_examples  # noqa: E402
 from engine.training.lora import LoraOptions, train_lora_slice  # noqa: E402
+from tools.demo_model.shapes import training_example  # noqa: E402
 
 
 def main() -> None:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.interact import NotAllowed, is_admin, place_of, refuse
+from bot.client import Salon
+from bot.interact import NotAllowed, is_admin, place_of
 from community.settings import SETTINGS
 from core.errors import InvalidRequest
 from engine.models.registry import ModelKind
 from jobs.records import JobStatus
-
-if TYPE_CHECKING:
-    from bot.app import SalonBot
 
 
 def _size(size: int) -> str:
@@ -30,7 +27,7 @@ def _size(size: int) -> str:
 
 
 class AdminCog(commands.Cog):
-    def __init__(self, bot: SalonBot) -> None:
+    def __init__(self, bot: Salon) -> None:
         self.bot = bot
 
     # ----- installed files ---------------------------------------------------------------------------------
@@ -114,20 +111,16 @@ class AdminCog(commands.Cog):
     @app_commands.describe(job="job number; default: your latest unfinished job")
     async def cancel(self, interaction: discord.Interaction, job: int | None = None) -> None:
         queue = self.bot.services.queue
-        try:
-            place = await place_of(interaction)
-            if job is None:
-                mine = [j for j in await queue.store.pending() if j.owner == place.user]
-                if not mine:
-                    raise InvalidRequest("job", "you have no queued or running job")
-                job = mine[-1].id
-            record = await queue.store.get(job)
-            if record is None or record.guild != place.guild:
-                raise InvalidRequest("job", f"there is no job {job} in this server")
-            result = await queue.cancel(job, requester=place.user, moderator=place.moderator)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        if job is None:
+            mine = [j for j in await queue.store.pending() if j.owner == place.user]
+            if not mine:
+                raise InvalidRequest("job", "you have no queued or running job")
+            job = mine[-1].id
+        record = await queue.store.get(job)
+        if record is None or record.guild != place.guild:
+            raise InvalidRequest("job", f"there is no job {job} in this server")
+        result = await queue.cancel(job, requester=place.user, moderator=place.moderator)
         if result.status is JobStatus.RUNNING:
             text = f"Job {job} is running; it stops at its next step."
         else:
@@ -147,11 +140,7 @@ class AdminCog(commands.Cog):
     async def settings_show(
         self, interaction: discord.Interaction, channel: discord.TextChannel | None = None
     ) -> None:
-        try:
-            place = await place_of(interaction)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
         community = self.bot.services.community
         guild_values = await community.values(place.guild)
         lines = ["**Server settings**"]
@@ -177,14 +166,10 @@ class AdminCog(commands.Cog):
         value: str,
         channel: discord.TextChannel | None = None,
     ) -> None:
-        try:
-            place = await self._admin_place(interaction)
-            parsed = await self.bot.services.community.set(
-                place.guild, key, value, place.user, str(channel.id) if channel else None
-            )
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await self._admin_place(interaction)
+        parsed = await self.bot.services.community.set(
+            place.guild, key, value, place.user, str(channel.id) if channel else None
+        )
         where = channel.mention if channel else "this server"
         await interaction.response.send_message(f"`{key}` = {parsed} in {where}.", ephemeral=True)
 
@@ -194,14 +179,10 @@ class AdminCog(commands.Cog):
     async def settings_reset(
         self, interaction: discord.Interaction, key: str, channel: discord.TextChannel | None = None
     ) -> None:
-        try:
-            place = await self._admin_place(interaction)
-            removed = await self.bot.services.community.reset(
-                place.guild, key, str(channel.id) if channel else None
-            )
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await self._admin_place(interaction)
+        removed = await self.bot.services.community.reset(
+            place.guild, key, str(channel.id) if channel else None
+        )
         await interaction.response.send_message(
             f"`{key}` reset." if removed else f"`{key}` was not set there.", ephemeral=True
         )

@@ -6,27 +6,23 @@ the reply shows a plot of the schedules that move, then the frames as they come,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.delivery import follow_new_job, submit_long_job
-from bot.interact import place_of, refuse
+from bot.client import Salon
+from bot.interact import place_of
+from bot.submit import follow_new_job, submit_long_job
 from commands.animation import animation_job, animation_settings, describe, parse_prompts, schedule_plot
 from core.errors import InvalidRequest
 from engine.animation.deforum_files import MAX_SETTINGS_BYTES, import_deforum
-
-if TYPE_CHECKING:
-    from bot.app import SalonBot
 
 FORMATS = {"mp4": ["mp4"], "gif": ["gif"], "mp4+gif": ["mp4", "gif"], "webp": ["webp"]}
 
 
 class AnimateCog(commands.Cog):
-    def __init__(self, bot: SalonBot) -> None:
+    def __init__(self, bot: Salon) -> None:
         self.bot = bot
 
     @app_commands.command(
@@ -83,53 +79,49 @@ class AnimateCog(commands.Cog):
         fps: app_commands.Range[int, 1, 60] | None = None,
         formats: str = "mp4",
     ) -> None:
-        try:
-            place = await place_of(interaction)
-            base, notes = None, []
-            if settings_file is not None:
-                if settings_file.size > MAX_SETTINGS_BYTES:
-                    raise InvalidRequest("settings_file", f"is larger than {MAX_SETTINGS_BYTES:,} bytes")
-                imported = import_deforum(await settings_file.read())
-                base, notes = imported.settings, list(imported.warnings)
-                if imported.ignored:
-                    notes.append(f"{len(imported.ignored)} Deforum options Salon does not use were ignored")
-            elif not prompts:
-                raise InvalidRequest("prompts", "give prompts, or attach a Deforum settings file")
-            settings = self.bot.services.settings
-            default_model = place.community.default_model or settings.default_model
-            width, height = (int(v) for v in size.split("x")) if size else (None, None)
-            if base is None and size is None:  # the model's own size, as /imagine (issue 18 item 19)
-                width, height = self.bot.services.registry.native_size(default_model)
-            chosen = animation_settings(
-                base,
-                prompts=parse_prompts(prompts) if prompts else None,
-                animation_mode=mode,
-                max_frames=frames,
-                width=width,
-                height=height,
-                steps=steps,
-                seed=seed,
-                zoom=zoom,
-                angle=angle,
-                translation_x=translation_x,
-                translation_y=translation_y,
-                strength_schedule=strength,
-                noise_schedule=noise,
-                color_coherence=color_coherence,
-                blend_prompts=blend_prompts,
-                diffusion_cadence=cadence,
-                fps=float(fps) if fps is not None else None,
-                model=None if base is not None and base.model else default_model,
-            )
-            if chosen.model:
-                self.bot.services.registry.checkpoint(chosen.model)  # a model that is not installed fails now
-            nsfw = _check_prompts(place, chosen)
-            job, fixed_seed = animation_job(chosen, FORMATS[formats], limits=place.limits)
-            await interaction.response.defer(thinking=True)
-            record = await submit_long_job(self.bot, interaction, place, job, {"spoiler": nsfw, "nsfw": nsfw})
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        base, notes = None, []
+        if settings_file is not None:
+            if settings_file.size > MAX_SETTINGS_BYTES:
+                raise InvalidRequest("settings_file", f"is larger than {MAX_SETTINGS_BYTES:,} bytes")
+            imported = import_deforum(await settings_file.read())
+            base, notes = imported.settings, list(imported.warnings)
+            if imported.ignored:
+                notes.append(f"{len(imported.ignored)} Deforum options Salon does not use were ignored")
+        elif not prompts:
+            raise InvalidRequest("prompts", "give prompts, or attach a Deforum settings file")
+        settings = self.bot.services.settings
+        default_model = place.community.default_model or settings.default_model
+        width, height = (int(v) for v in size.split("x")) if size else (None, None)
+        if base is None and size is None:  # the model's own size, as /imagine (issue 18 item 19)
+            width, height = self.bot.services.registry.native_size(default_model)
+        chosen = animation_settings(
+            base,
+            prompts=parse_prompts(prompts) if prompts else None,
+            animation_mode=mode,
+            max_frames=frames,
+            width=width,
+            height=height,
+            steps=steps,
+            seed=seed,
+            zoom=zoom,
+            angle=angle,
+            translation_x=translation_x,
+            translation_y=translation_y,
+            strength_schedule=strength,
+            noise_schedule=noise,
+            color_coherence=color_coherence,
+            blend_prompts=blend_prompts,
+            diffusion_cadence=cadence,
+            fps=float(fps) if fps is not None else None,
+            model=None if base is not None and base.model else default_model,
+        )
+        if chosen.model:
+            self.bot.services.registry.checkpoint(chosen.model)  # a model that is not installed fails now
+        nsfw = _check_prompts(place, chosen)
+        job, fixed_seed = animation_job(chosen, FORMATS[formats], limits=place.limits)
+        await interaction.response.defer(thinking=True)
+        record = await submit_long_job(self.bot, interaction, place, job, {"spoiler": nsfw, "nsfw": nsfw})
         plot = render.Upload("schedules.png", schedule_plot(chosen, fixed_seed))
         extra = "\n".join([describe(chosen, fixed_seed), *(f"ℹ️ {note}" for note in notes)])
         await follow_new_job(self.bot, interaction, place, record, extra, [plot])

@@ -1,8 +1,8 @@
 """The Discord bot process: one client, its command tree and persistent buttons, the worker, and shutdown.
 
-`run_bot(settings)` is what `salon run` calls: it opens the queue (and with it the catalog) and the
-community settings, logs in, registers the slash commands only when they changed, runs the GPU worker in
-the same process, and on SIGINT/SIGTERM stops at the next step with queued jobs kept for the next start.
+`run_bot(services)` is what `salon run` calls, with the services the composition root built (app/bot.py): it
+logs in, registers the slash commands only when they changed, runs the GPU worker in the same process, and
+on SIGINT/SIGTERM stops at the next step with queued jobs kept for the next start.
 """
 
 from __future__ import annotations
@@ -13,54 +13,19 @@ import hashlib
 import json
 import logging
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import discord
 from discord.ext import commands
 
 from bot.handlers import EventHandlers
+from bot.interact import SalonTree
 from bot.ratelimits import RateLimits
-from catalog.catalog import Catalog
-from community.store import CommunityStore
-from config import Settings
+from bot.services import Services
 from core.errors import SalonError
 from core.files import atomic_write
-from engine.models.registry import ModelRegistry
-from jobs.queue import JobQueue, WorkerBusy
+from jobs.running import WorkerBusy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Services:
-    """What the cogs work with, built once by the composition root and handed to the bot."""
-
-    settings: Settings
-    queue: JobQueue
-    community: CommunityStore
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.queue.catalog
-
-    @property
-    def registry(self) -> ModelRegistry:
-        return self.queue.registry
-
-    @classmethod
-    async def open(cls, settings: Settings, engine_factory: Callable[[], object] | None = None) -> Services:
-        queue = await JobQueue.open(settings, engine_factory)
-        try:
-            community = await CommunityStore.open(settings.community_db)
-        except BaseException:
-            await queue.close()  # an open connection would keep the process from exiting
-            raise
-        return cls(settings, queue, community)
-
-    async def close(self) -> None:
-        await self.queue.close()
-        await self.community.close()
 
 
 def intents() -> discord.Intents:
@@ -80,13 +45,15 @@ class SalonBot(commands.Bot):
             command_prefix=commands.when_mentioned,
             intents=intents(),
             help_command=None,
+            tree_cls=SalonTree,  # refuses an InvalidRequest to the asker (bot/interact.py)
             http_trace=self.rate_limits.trace(),
         )
         from bot.delivery import Deliveries
         from bot.gallery import GalleryPoster
+        from bot.results import result_view
 
         self.services = services
-        self.deliveries = Deliveries(self)
+        self.deliveries = Deliveries(self, result_view)
         self.gallery = GalleryPoster(self)
         from bot.schedule import Scheduler
 
@@ -102,7 +69,8 @@ class SalonBot(commands.Bot):
     async def setup_hook(self) -> None:
         from bot.admin import AdminCog
         from bot.animate import AnimateCog
-        from bot.browse import BrowseCog, browse_items
+        from bot.browse import BrowseCog
+        from bot.browser import browse_items
         from bot.gallery import GalleryCog
         from bot.generate import GenerateCog, generate_items
         from bot.reactions import ReactionsCog
@@ -120,9 +88,7 @@ class SalonBot(commands.Bot):
         )
         for cog in cogs:
             await self.add_cog(cog)
-        from extensions import discover
-
-        self.extensions_found = discover(self.services.settings.extensions.disabled)
+        self.extensions_found = self.services.extensions  # discovered once, by the composition root (app/)
         for ext in self.extensions_found:
             for command in ext.api.commands if ext.api else ():
                 self.tree.add_command(command)
@@ -231,34 +197,32 @@ def use_endpoints(api_base: str | None, gateway_url: str | None) -> None:
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-async def run_bot(settings: Settings) -> int:
-    """`salon run`: the bot, the worker and the scheduler in one process until a signal stops it."""
+async def run_bot(services: Services) -> int:
+    """`salon run`: the bot, the worker and the scheduler in one process until a signal stops it. The
+    composition root (app/bot.py) builds the services and closes them after this returns."""
+    settings = services.settings
     assert settings.discord_token is not None
     use_endpoints(settings.discord.api_base, settings.discord.gateway_url)
-    services = await Services.open(settings)
     bot = SalonBot(services)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    try:
-        async with bot:
+    async with bot:
+        try:
+            await bot.login(settings.discord_token.get_secret_value())
+        except discord.LoginFailure:
+            raise DiscordRefused(
+                "Discord refused the token (401): check DISCORD_TOKEN, or reset it in the Developer Portal"
+            ) from None
+        runner = asyncio.create_task(bot.connect(reconnect=True))
+        stopper = asyncio.create_task(stopping.wait())
+        await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
+        await bot.close()
+        stopper.cancel()
+        if runner.done():
             try:
-                await bot.login(settings.discord_token.get_secret_value())
-            except discord.LoginFailure:
-                raise DiscordRefused(
-                    "Discord refused the token (401): check DISCORD_TOKEN, or reset it in the Developer Portal"
-                ) from None
-            runner = asyncio.create_task(bot.connect(reconnect=True))
-            stopper = asyncio.create_task(stopping.wait())
-            await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
-            await bot.close()
-            stopper.cancel()
-            if runner.done():
-                try:
-                    runner.result()
-                except discord.PrivilegedIntentsRequired as exc:
-                    raise DiscordRefused(f"Discord refused the intents: {exc}") from None
-    finally:
-        await services.close()
+                runner.result()
+            except discord.PrivilegedIntentsRequired as exc:
+                raise DiscordRefused(f"Discord refused the intents: {exc}") from None
     return 0

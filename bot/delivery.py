@@ -10,21 +10,17 @@ Jobs whose Discord reply was lost (the bot restarted) are followed from their ch
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 import discord
 
 from bot import render
+from bot.client import Salon
+from bot.links import ResultLinks
 from catalog.records import ImageRecord
 from jobs.records import JobEvent, JobKind, JobRecord, JobStatus
-
-if TYPE_CHECKING:
-    from bot.app import SalonBot
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +28,15 @@ EXPIRED_TOKEN_CODES = {50027, 10015}  # Invalid Webhook Token, Unknown Webhook
 LATE_DELIVERY_S = 24 * 3600  # outcomes not shown before a stop are posted at the next start within this
 CHANNEL_EDIT_S = 0.4  # Discord allows about 5 message edits per 2 s in one channel
 
+ResultView = Callable[[JobRecord, int], discord.ui.View]  # the buttons under a job's images, by image count
+
 
 class Reply:
     """Where a job's progress and result are shown: the interaction's reply, then a channel message."""
 
     def __init__(
         self,
-        bot: SalonBot,
+        bot: Salon,
         channel_id: int,
         user_id: int,
         interaction: discord.Interaction | None = None,
@@ -117,45 +115,14 @@ class Reply:
         return self.message
 
 
-async def submit_long_job(
-    bot: SalonBot, interaction: discord.Interaction, place, job, meta: dict
-) -> JobRecord:
-    """Queue a long job (training, animation) for this interaction; InvalidRequest when the queue refuses it."""
-    return await bot.services.queue.submit_task(
-        job.kind,
-        job.params,
-        place.user,
-        guild=place.guild,
-        channel=place.channel,
-        idempotency_key=f"discord:{interaction.id}",
-        meta=meta,
-        max_pending=place.community.max_pending_per_user,
-    )
-
-
-async def follow_new_job(
-    bot: SalonBot,
-    interaction: discord.Interaction,
-    place,
-    record: JobRecord,
-    extra: str = "",
-    files=(),
-    spoiler: bool = False,
-) -> None:
-    """Show a job just queued for this interaction (its place in line, and `extra` lines) and follow it."""
-    position = (await bot.services.queue.positions()).get(record.id)
-    reply = Reply(bot, interaction.channel_id or int(place.channel), interaction.user.id, interaction)
-    event = JobEvent(record.id, "queued", JobStatus.QUEUED, position=position)
-    content = render.progress_content(record, place.user, event) + (f"\n{extra}" if extra else "")
-    await reply.show(render.clip(content, render.MAX_CONTENT), list(files))
-    bot.deliveries.follow(record, reply, spoiler)
-
-
 class JobFollower:
     """Shows one job's place, progress and outcome on its reply."""
 
-    def __init__(self, bot: SalonBot, job: JobRecord, reply: Reply, spoiler: bool = False) -> None:
+    def __init__(
+        self, bot: Salon, job: JobRecord, reply: Reply, view: ResultView, spoiler: bool = False
+    ) -> None:
         self.bot = bot
+        self.view = view
         self.job = job
         self.reply = reply
         self.spoiler = spoiler
@@ -241,8 +208,6 @@ class JobFollower:
         log.info("job %d: %s shown in channel %s", record.id, record.status.value, self.reply.channel_id)
 
     async def _show_images(self, record: JobRecord, images: Sequence[ImageRecord], user: str) -> None:
-        from bot.results import result_view
-
         files = render.result_files(
             images, self.reply.upload_limit, self.spoiler or any(i.nsfw for i in images)
         )
@@ -250,7 +215,7 @@ class JobFollower:
         # are linked to their message, reactions in this channel wait for it (ResultLinks).
         async with self.bot.deliveries.links.linking(self.reply.channel_id):
             message = await self.reply.show(
-                render.result_content(record, images, user), files, result_view(record, len(images))
+                render.result_content(record, images, user), files, self.view(record, len(images))
             )
             if message is not None and images:
                 await self.bot.services.catalog.set_message(
@@ -258,58 +223,21 @@ class JobFollower:
                 )
 
 
-class ResultLinks:
-    """Results being shown, per channel, whose images are not linked to their message yet.
-
-    A reaction on a message the catalog does not know may be on one of them: its handler takes a `mark()`
-    before looking the message up and, if the lookup finds nothing, `settled()` says whether to look again
-    once the results being shown are linked.
-    """
-
-    def __init__(self) -> None:
-        self._busy: dict[int, int] = defaultdict(int)  # channel → results being shown and linked
-        self._changes: dict[int, int] = defaultdict(int)  # channel → starts and ends of those
-        self._idle = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def linking(self, channel_id: int) -> AsyncIterator[None]:
-        """While a result is shown in the channel and its images linked to the message."""
-        self._busy[channel_id] += 1
-        self._changes[channel_id] += 1
-        try:
-            yield
-        finally:
-            self._busy[channel_id] -= 1
-            self._changes[channel_id] += 1
-            async with self._idle:
-                self._idle.notify_all()
-
-    def mark(self, channel_id: int) -> int:
-        return self._changes[channel_id]
-
-    async def settled(self, channel_id: int, mark: int, timeout_s: float) -> bool:
-        """Whether a result was being linked in the channel since `mark`; if so, after waiting (up to
-        `timeout_s`) until none is."""
-        if self._changes[channel_id] == mark and not self._busy[channel_id]:
-            return False
-        async with self._idle:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait_for(lambda: not self._busy[channel_id]), timeout_s)
-        return True
-
-
 class Deliveries:
-    """The jobs this bot process follows, so none is followed twice and lost replies are picked up."""
+    """The jobs this bot process follows, so none is followed twice and lost replies are picked up.
 
-    def __init__(self, bot: SalonBot) -> None:
+    `result_view` makes the buttons under a finished job's images (bot.results.result_view)."""
+
+    def __init__(self, bot: Salon, result_view: ResultView) -> None:
         self.bot = bot
+        self.result_view = result_view
         self._tasks: dict[int, asyncio.Task] = {}
         self._channels: dict[int, int] = {}  # job id → channel of the jobs being followed
         self._followers: dict[int, JobFollower] = {}
         self.links = ResultLinks()
 
     def follow(self, job: JobRecord, reply: Reply, spoiler: bool = False) -> asyncio.Task:
-        follower = JobFollower(self.bot, job, reply, spoiler)
+        follower = JobFollower(self.bot, job, reply, self.result_view, spoiler)
         task = asyncio.create_task(self._run(follower))
         self._tasks[job.id] = task
         self._followers[job.id] = follower
@@ -339,7 +267,7 @@ class Deliveries:
             if job.id in self._tasks or job.channel is None or not job.owner.isdigit():
                 continue
             reply = Reply(self.bot, int(job.channel), int(job.owner))
-            follower = JobFollower(self.bot, job, reply, bool(job.meta.get("spoiler")))
+            follower = JobFollower(self.bot, job, reply, self.result_view, bool(job.meta.get("spoiler")))
             self._followers[job.id] = follower
             if job.status.terminal:
                 follower.finishing = True

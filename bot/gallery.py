@@ -7,19 +7,17 @@ from __future__ import annotations
 import io
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.interact import NotAllowed, place_of, refuse
+from bot.browser import open_browse
+from bot.client import Salon
+from bot.interact import NotAllowed, place_of
 from catalog.galleries import Threshold
 from core.errors import InvalidRequest
-
-if TYPE_CHECKING:
-    from bot.app import SalonBot
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +25,7 @@ log = logging.getLogger(__name__)
 class GalleryPoster:
     """Posts images to their guild's gallery channel when they reach its threshold."""
 
-    def __init__(self, bot: SalonBot) -> None:
+    def __init__(self, bot: Salon) -> None:
         self.bot = bot
 
     async def consider(self, guild: str, image_ids: list[int]) -> list[int]:
@@ -100,32 +98,6 @@ class GalleryPoster:
                 log.warning("gallery post of image %d not removed: %s", image_id, exc)
 
 
-class AddToGalleryModal(discord.ui.Modal):
-    """🖼️ under a result or in /browse: add its image(s) to a gallery by name."""
-
-    def __init__(self, image_ids: list[int]) -> None:
-        super().__init__(title="Add to a gallery", timeout=600, custom_id="salon:gallery-add")
-        self.image_ids = image_ids
-        self.name = discord.ui.TextInput(
-            label="Gallery name (/gallery list shows them)", max_length=64, custom_id="name"
-        )
-        self.add_item(self.name)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        bot: SalonBot = interaction.client  # type: ignore[assignment]
-        try:
-            place = await place_of(interaction)
-            name = str(self.name.value)
-            added = await bot.services.catalog.galleries.add(
-                place.guild, name, self.image_ids, place.user, place.moderator
-            )
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
-        ids = ", ".join(f"#{i}" for i in self.image_ids)
-        await interaction.response.send_message(f"{ids}: {added} added to **{name}**", ephemeral=True)
-
-
 def _ids(text: str) -> list[int]:
     parts = [part.strip().lstrip("#") for part in text.replace(",", " ").split()]
     if not parts or not all(part.isdigit() for part in parts) or len(parts) > 100:
@@ -134,7 +106,7 @@ def _ids(text: str) -> list[int]:
 
 
 class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The server's shared galleries"):
-    def __init__(self, bot: SalonBot) -> None:
+    def __init__(self, bot: Salon) -> None:
         self.bot = bot
         super().__init__()
 
@@ -143,15 +115,11 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
     )
     @app_commands.describe(channel="the gallery channel")
     async def channel(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
-        try:
-            place = await place_of(interaction)
-            if not place.moderator:
-                raise NotAllowed("channel", "only moderators (Manage Messages) choose the gallery channel")
-            await self.bot.services.community.set(place.guild, "gallery_channel", str(channel.id), place.user)
-            community = await self.bot.services.community.effective(place.guild)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        if not place.moderator:
+            raise NotAllowed("channel", "only moderators (Manage Messages) choose the gallery channel")
+        await self.bot.services.community.set(place.guild, "gallery_channel", str(channel.id), place.user)
+        community = await self.bot.services.community.effective(place.guild)
         await interaction.response.send_message(
             f"Images reaching a mean rank of {community.gallery_min_rank:g} from {community.gallery_min_ratings} "
             f"ratings, or {community.gallery_stars} ⭐, will be posted in <#{channel.id}> "
@@ -162,12 +130,8 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
     @app_commands.command(name="create", description="Start a shared gallery")
     @app_commands.describe(name="its name (letters, digits, spaces)")
     async def create(self, interaction: discord.Interaction, name: str) -> None:
-        try:
-            place = await place_of(interaction)
-            gallery = await self.bot.services.catalog.galleries.create(place.guild, name, place.user)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        gallery = await self.bot.services.catalog.galleries.create(place.guild, name, place.user)
         await interaction.response.send_message(
             f"🖼️ Gallery **{discord.utils.escape_markdown(gallery.name)}** created by <@{place.user}>; "
             f"add images with `/gallery add name:{gallery.name} image_ids:…`",
@@ -189,25 +153,17 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
     async def _change(
         self, interaction: discord.Interaction, name: str, image_ids: str, adding: bool
     ) -> None:
-        try:
-            place = await place_of(interaction)
-            ids = _ids(image_ids)
-            galleries = self.bot.services.catalog.galleries
-            change = galleries.add if adding else galleries.remove
-            count = await change(place.guild, name, ids, place.user, place.moderator)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        ids = _ids(image_ids)
+        galleries = self.bot.services.catalog.galleries
+        change = galleries.add if adding else galleries.remove
+        count = await change(place.guild, name, ids, place.user, place.moderator)
         verb = "added to" if adding else "removed from"
         await interaction.response.send_message(f"{count} image(s) {verb} **{name}**", ephemeral=True)
 
     @app_commands.command(name="list", description="The server's galleries")
     async def list(self, interaction: discord.Interaction) -> None:
-        try:
-            place = await place_of(interaction)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
         found = await self.bot.services.catalog.galleries.list(place.guild)
         lines = [
             f"• **{discord.utils.escape_markdown(g.name)}** — {g.count} image(s), by <@{g.owner}>"
@@ -221,18 +177,10 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
     @app_commands.command(name="show", description="Browse a gallery with the /browse view")
     @app_commands.describe(name="the gallery", keyword="only its images matching this /browse query")
     async def show(self, interaction: discord.Interaction, name: str, keyword: str = "") -> None:
-        from bot.browse import open_browse
-
-        try:
-            place = await place_of(interaction)
-            gallery = await self.bot.services.catalog.galleries.get(place.guild, name)
-            if gallery is None:
-                raise InvalidRequest(
-                    "name", f"there is no gallery named {name!r} here; /gallery list shows them"
-                )
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        gallery = await self.bot.services.catalog.galleries.get(place.guild, name)
+        if gallery is None:
+            raise InvalidRequest("name", f"there is no gallery named {name!r} here; /gallery list shows them")
         await open_browse(self.bot, interaction, place, {"keyword": keyword, "gallery": gallery.id})
 
     @app_commands.command(name="digest", description="Post the best images of each day or week (moderators)")
@@ -255,23 +203,19 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
         from bot.schedule import digest_cron
 
         community = self.bot.services.community
-        try:
-            place = await place_of(interaction)
-            if not place.moderator:
-                raise NotAllowed("period", "only moderators (Manage Messages) schedule digests")
-            if period == "off":
-                await community.drop_schedule(place.guild, "digest")
-                self.bot.schedule.remove_digest(place.guild)
-                await interaction.response.send_message("No more digests.", ephemeral=True)
-                return
-            if not (await community.effective(place.guild)).gallery_channel:
-                raise InvalidRequest("period", "choose the gallery channel first: /gallery channel")
-            cron = digest_cron(period, hour, weekday)
-            await community.set_schedule(place.guild, "digest", cron, place.user, {"period": period})
-            await self.bot.schedule.add_digest(place.guild, cron, period, last_run=time.time())
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
+        place = await place_of(interaction)
+        if not place.moderator:
+            raise NotAllowed("period", "only moderators (Manage Messages) schedule digests")
+        if period == "off":
+            await community.drop_schedule(place.guild, "digest")
+            self.bot.schedule.remove_digest(place.guild)
+            await interaction.response.send_message("No more digests.", ephemeral=True)
             return
+        if not (await community.effective(place.guild)).gallery_channel:
+            raise InvalidRequest("period", "choose the gallery channel first: /gallery channel")
+        cron = digest_cron(period, hour, weekday)
+        await community.set_schedule(place.guild, "digest", cron, place.user, {"period": period})
+        await self.bot.schedule.add_digest(place.guild, cron, period, last_run=time.time())
         when = f"every day at {hour}:00 UTC" if period == "daily" else f"every {weekday} at {hour}:00 UTC"
         await interaction.response.send_message(f"The {period} digest is posted {when}.", ephemeral=True)
 
@@ -281,20 +225,14 @@ class GalleryCog(commands.GroupCog, group_name="gallery", group_description="The
         from community.web_links import web_secret
 
         settings = self.bot.services.settings
-        try:
-            place = await place_of(interaction)
-            if renew and not place.moderator:
-                raise NotAllowed("renew", "only moderators (Manage Messages) can renew the web gallery link")
-            if not settings.web.enabled:
-                raise InvalidRequest(
-                    "web", "the web gallery is not enabled on this Salon ([web] enabled = true)"
-                )
-            token = await self.bot.services.community.web_link(
-                place.guild, place.user, web_secret(settings.data_dir), renew
-            )
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        if renew and not place.moderator:
+            raise NotAllowed("renew", "only moderators (Manage Messages) can renew the web gallery link")
+        if not settings.web.enabled:
+            raise InvalidRequest("web", "the web gallery is not enabled on this Salon ([web] enabled = true)")
+        token = await self.bot.services.community.web_link(
+            place.guild, place.user, web_secret(settings.data_dir), renew
+        )
         base = (settings.web.public_url or f"http://{settings.web.host}:{settings.web.port}").rstrip("/")
         note = " The old link no longer works." if renew else ""
         await interaction.response.send_message(

@@ -5,96 +5,39 @@ from __future__ import annotations
 import io
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.delivery import follow_new_job
-from bot.interact import Place, place_of, refuse
+from bot.choices import autocomplete_generation, complete_model, complete_sampler, model_names
+from bot.client import Salon
+from bot.interact import Place, place_of, refusing
+from bot.submit import start_job
 from catalog.records import Relation
+from commands.generation import GenerationOptions, generation_request_for
 from commands.options import (
     generation_info,
-    generation_request,
     img2img_request,
     inpaint_request,
     load_input_image,
     output_size_for,
     region_mask,
 )
-from commands.styles import apply_style, load_styles
 from core.errors import InvalidRequest
 from engine.image_io import mask_from_image
-from engine.models.registry import ModelKind, native_resolution
 from engine.requests import GenerationRequest, InpaintArea, MaskedContent, ResizeMode
-from engine.tasks.samplers import SCHEDULE_TYPES, sampler_names
 from jobs.codec import AnyRequest
 from jobs.records import JobRecord
 
-if TYPE_CHECKING:
-    from bot.app import SalonBot
-
 log = logging.getLogger(__name__)
-
-AUTOCOMPLETE_LIMIT = 25  # choices Discord shows
-
-
-def _choices(values: list[str], current: str) -> list[app_commands.Choice[str]]:
-    folded = current.casefold()
-    hits = [v for v in values if folded in v.casefold()]
-    hits.sort(key=lambda v: (not v.casefold().startswith(folded), v.casefold()))
-    return [app_commands.Choice(name=v[:100], value=v[:100]) for v in hits[:AUTOCOMPLETE_LIMIT]]
 
 
 def _enum_choices(enum: type) -> list[app_commands.Choice[str]]:
     return [app_commands.Choice(name=member.value, value=member.value) for member in enum]
 
-
-def model_names(bot: SalonBot) -> list[str]:
-    registry = bot.services.registry
-    names = [entry.name for entry in registry.builtin_entries()]
-    return names + [name for name in registry.names(ModelKind.CHECKPOINT) if name not in names]
-
-
-async def complete_model(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    return _choices(model_names(interaction.client), current)  # type: ignore[arg-type]
-
-
-async def complete_lora(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    return _choices(interaction.client.services.registry.names(ModelKind.LORA), current)  # type: ignore[attr-defined]
-
-
-async def complete_embedding(
-    interaction: discord.Interaction, current: str
-) -> list[app_commands.Choice[str]]:
-    registry = interaction.client.services.registry  # type: ignore[attr-defined]
-    return _choices(registry.names(ModelKind.EMBEDDING), current)
-
-
-async def complete_sampler(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    return _choices(list(sampler_names()), current)
-
-
-async def complete_schedule(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    return _choices(list(SCHEDULE_TYPES), current)
-
-
-async def complete_style(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    settings = interaction.client.services.settings  # type: ignore[attr-defined]
-    return _choices(list(load_styles(settings.styles_file)), current)
-
-
-# Autocomplete of the options /imagine and /img2img share.
-autocomplete_generation = app_commands.autocomplete(
-    model=complete_model,
-    sampler=complete_sampler,
-    schedule=complete_schedule,
-    style=complete_style,
-    lora=complete_lora,
-    embedding=complete_embedding,
-)
 
 # The options /imagine, /img2img and /inpaint share, with their descriptions (every option is described).
 COMMON_DESCRIPTIONS = {
@@ -121,7 +64,7 @@ COMMON_DESCRIPTIONS = {
 class GenerateCog(commands.Cog):
     """Generation commands. Each checks everything before it defers, then queues and follows the job."""
 
-    def __init__(self, bot: SalonBot) -> None:
+    def __init__(self, bot: Salon) -> None:
         self.bot = bot
 
     # ----- /imagine --------------------------------------------------------------------------------------------
@@ -157,12 +100,8 @@ class GenerateCog(commands.Cog):
     ) -> None:
         options = dict(locals())
         del options["self"], options["interaction"]
-        try:
-            place = await place_of(interaction)
-            request = self.generation(place, options, default_size=None)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        request = self.generation(place, options, default_size=None)
         await self.queue_job(interaction, place, request, spoiler=spoiler)
 
     # ----- /img2img --------------------------------------------------------------------------------------------
@@ -204,18 +143,14 @@ class GenerateCog(commands.Cog):
         options = dict(locals())
         for name in ("self", "interaction", "image", "image_id", "denoising_strength", "resize_mode"):
             del options[name]
-        try:
-            place = await place_of(interaction)
-            _precheck_attachment(image, place, "image")
-            await interaction.response.defer(thinking=True)
-            source, parent = await self.input_image(place, image, image_id, "image")
-            params = self.generation(place, options, default_size=output_size_for(source))
-            request = img2img_request(
-                place.limits, params, source, denoising_strength=denoising_strength, resize_mode=resize_mode
-            )
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        _precheck_attachment(image, place, "image")
+        await interaction.response.defer(thinking=True)
+        source, parent = await self.input_image(place, image, image_id, "image")
+        params = self.generation(place, options, default_size=output_size_for(source))
+        request = img2img_request(
+            params, source, denoising_strength=denoising_strength, resize_mode=resize_mode
+        )
         await self.queue_job(
             interaction, place, request, parent=parent, relation=Relation.IMG2IMG, spoiler=spoiler
         )
@@ -280,33 +215,28 @@ class GenerateCog(commands.Cog):
             "seed": seed,
             "batch_size": batch_size,
         }
-        try:
-            place = await place_of(interaction)
-            if (mask is None) == (region is None):
-                raise InvalidRequest("mask", "give either a mask image or a region x,y,w,h (one of them)")
-            _precheck_attachment(image, place, "image")
-            _precheck_attachment(mask, place, "mask")
-            await interaction.response.defer(thinking=True)
-            source, parent = await self.input_image(place, image, image_id, "image")
-            if mask is not None:
-                mask_image = mask_from_image(await self.download(mask, place, "mask"), source.size)
-            else:
-                mask_image = region_mask(source, region or "")
-            params = self.generation(place, options, default_size=output_size_for(source))
-            request = inpaint_request(
-                place.limits,
-                params,
-                source,
-                mask_image,
-                denoising_strength=denoising_strength,
-                mask_blur=mask_blur,
-                masked_content=masked_content,
-                inpaint_area=inpaint_area,
-                padding=padding,
-            )
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        if (mask is None) == (region is None):
+            raise InvalidRequest("mask", "give either a mask image or a region x,y,w,h (one of them)")
+        _precheck_attachment(image, place, "image")
+        _precheck_attachment(mask, place, "mask")
+        await interaction.response.defer(thinking=True)
+        source, parent = await self.input_image(place, image, image_id, "image")
+        if mask is not None:
+            mask_image = mask_from_image(await self.download(mask, place, "mask"), source.size)
+        else:
+            mask_image = region_mask(source, region or "")
+        params = self.generation(place, options, default_size=output_size_for(source))
+        request = inpaint_request(
+            params,
+            source,
+            mask_image,
+            denoising_strength=denoising_strength,
+            mask_blur=mask_blur,
+            masked_content=masked_content,
+            inpaint_area=inpaint_area,
+            padding=padding,
+        )
         await self.queue_job(
             interaction, place, request, parent=parent, relation=Relation.INPAINT, spoiler=spoiler
         )
@@ -315,13 +245,9 @@ class GenerateCog(commands.Cog):
     @app_commands.command(name="pnginfo", description="Read the generation parameters inside an image")
     @app_commands.describe(image="a PNG (or JPEG/WebP) made by A1111, ComfyUI, Salon or another generator")
     async def pnginfo(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
-        try:
-            place = await place_of(interaction)
-            _precheck_attachment(image, place, "image")
-            text = generation_info(await image.read(), place.limits)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        _precheck_attachment(image, place, "image")
+        text = generation_info(await image.read(), place.limits)
         if not text:
             await interaction.response.send_message(
                 "No generation parameters found in this image.", ephemeral=True
@@ -340,47 +266,28 @@ class GenerateCog(commands.Cog):
     def generation(
         self, place: Place, options: dict[str, Any], default_size: tuple[int, int] | None
     ) -> GenerationRequest:
-        """The txt2img part of a request from slash options, the channel's defaults and limits applied."""
-        community, settings = place.community, self.bot.services.settings
-        prompt, negative = options["prompt"], options.get("negative_prompt") or ""
-        if options.get("style"):
-            prompt, negative = apply_style(
-                load_styles(settings.styles_file), options["style"], prompt, negative
-            )
-        registry = self.bot.services.registry
-        if options.get("lora"):
-            prompt += f" <lora:{registry.find_fresh(ModelKind.LORA, options['lora']).name}:1>"
-        if options.get("embedding"):
-            prompt += f", {registry.find_fresh(ModelKind.EMBEDDING, options['embedding']).name}"
-        model = options.get("model") or community.default_model or settings.default_model
-        width, height = options.get("width"), options.get("height")
-        if default_size is None:
-            default = community.default_size
-            if default:
-                default_size = tuple(int(v) for v in default.split("x"))  # type: ignore[assignment]
-            else:
-                side = native_resolution(registry.checkpoint(model))
-                default_size = (side, side)
-        assert default_size is not None
-        hires = options.get("hires")
-        request = generation_request(
-            place.limits,
-            prompt,
-            negative_prompt=negative,
-            model=model,
-            sampler=options.get("sampler") or community.default_sampler or GenerationRequest.sampler,
-            schedule=options.get("schedule") or "Automatic",
-            steps=options.get("steps") or community.default_steps or 20,
-            cfg_scale=options.get("cfg_scale") or community.default_cfg_scale or 7.0,
-            seed=options.get("seed", -1) if options.get("seed") is not None else -1,
-            size=(width or default_size[0], height or default_size[1]),
-            batch_size=options.get("batch_size") or 1,
-            batch_count=options.get("batch_count") or 1,
-            clip_skip=options.get("clip_skip") or 1,
+        """The txt2img part of a request from slash options, the channel's defaults and limits applied (a
+        0 given for a number counts as not given, as Discord users leave 0 for "the default")."""
+        numbers = ("steps", "cfg_scale", "width", "height", "batch_size", "batch_count", "clip_skip")
+        given = {name: options.get(name) or None for name in numbers}
+        chosen = GenerationOptions(
+            prompt=options["prompt"],
+            negative_prompt=options.get("negative_prompt") or "",
+            model=options.get("model"),
+            sampler=options.get("sampler"),
+            schedule=options.get("schedule"),
+            seed=options.get("seed"),
             tiling=bool(options.get("tiling")),
-            hires_scale=hires,
+            hires_scale=options.get("hires"),
+            style=options.get("style"),
+            lora=options.get("lora"),
+            embedding=options.get("embedding"),
+            **given,
         )
-        return community.apply(request, place.limits)
+        services = self.bot.services
+        return generation_request_for(
+            chosen, services.settings, services.registry, place.limits, place.community, default_size
+        )
 
     async def input_image(
         self, place: Place, attachment: discord.Attachment | None, image_id: int | None, option: str
@@ -414,7 +321,7 @@ class GenerateCog(commands.Cog):
         parent: int | None = None,
         relation: Relation | None = None,
         spoiler: bool = False,
-    ) -> JobRecord | None:
+    ) -> JobRecord:
         return await start_job(self.bot, interaction, place, request, parent, relation, spoiler)
 
 
@@ -438,44 +345,6 @@ def _precheck_attachment(attachment: discord.Attachment | None, place: Place, op
         )
 
 
-async def start_job(
-    bot: SalonBot,
-    interaction: discord.Interaction,
-    place: Place,
-    request: AnyRequest,
-    parent: int | None = None,
-    relation: Relation | None = None,
-    spoiler: bool = False,
-) -> JobRecord | None:
-    """Queue a checked request for this interaction and follow it on its reply (deferring first if needed)."""
-    params = request if isinstance(request, GenerationRequest) else request.params
-    try:
-        nsfw = place.community.check_prompt(params, place.age_restricted)
-    except InvalidRequest as exc:
-        await refuse(interaction, exc)
-        return None
-    if not interaction.response.is_done():
-        await interaction.response.defer(thinking=True)
-    meta = {"spoiler": spoiler, "nsfw": nsfw}
-    if parent is not None:
-        meta.update(parent_id=parent, relation=(relation or Relation.REROLL).value)
-    try:
-        job = await bot.services.queue.submit(
-            request,
-            place.user,
-            guild=place.guild,
-            channel=place.channel,
-            idempotency_key=f"discord:{interaction.id}",
-            meta=meta,
-            max_pending=place.community.max_pending_per_user,
-        )
-    except InvalidRequest as exc:
-        await refuse(interaction, exc)
-        return None
-    await follow_new_job(bot, interaction, place, job, spoiler=spoiler)
-    return job
-
-
 class RunAgainButton(discord.ui.DynamicItem[discord.ui.Button], template=r"salon:pnginfo:run"):
     """Under a /pnginfo reply: run those parameters again (read back from the attached parameters.txt)."""
 
@@ -495,28 +364,25 @@ class RunAgainButton(discord.ui.DynamicItem[discord.ui.Button], template=r"salon
     ):
         return cls()
 
+    @refusing
     async def callback(self, interaction: discord.Interaction) -> None:
         from commands.followups import from_infotext
 
-        bot: SalonBot = interaction.client  # type: ignore[assignment]
-        try:
-            place = await place_of(interaction)
-            attachment = next(
-                (
-                    a
-                    for a in (interaction.message.attachments if interaction.message else [])
-                    if a.filename == "parameters.txt"
-                ),
-                None,
-            )
-            if attachment is None:
-                raise InvalidRequest("image", "the parameters of this message are gone")
-            text = (await attachment.read()).decode("utf-8", errors="replace")
-            request, notes = from_infotext(text, place.limits, set(model_names(bot)))
-            request = place.community.apply(request, place.limits)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        bot: Salon = interaction.client  # type: ignore[assignment]
+        place = await place_of(interaction)
+        attachment = next(
+            (
+                a
+                for a in (interaction.message.attachments if interaction.message else [])
+                if a.filename == "parameters.txt"
+            ),
+            None,
+        )
+        if attachment is None:
+            raise InvalidRequest("image", "the parameters of this message are gone")
+        text = (await attachment.read()).decode("utf-8", errors="replace")
+        request, notes = from_infotext(text, set(model_names(bot)))
+        request = place.community.apply(request, place.limits)
         if notes:
             log.info("run again from pnginfo: %s", "; ".join(notes))
         await start_job(bot, interaction, place, request, spoiler=False)

@@ -1,11 +1,20 @@
-"""Small pieces every cog uses: refusing with a clear ephemeral message, who may do what, the guild context."""
+"""Small pieces every cog uses: refusing with a clear ephemeral message, who may do what, the guild context.
+
+Refusals are answered in one place: a command, button, select or modal raises `InvalidRequest` (or
+`NotAllowed`), and `SalonTree.on_error` (slash commands), `refusing` (a button's or select's callback) or
+`Modal.on_error` turns it into the same ephemeral message (`refuse`).
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import discord
+from discord import app_commands
 
 from community.settings import CommunitySettings
 from config import Limits
@@ -41,6 +50,46 @@ async def refuse(interaction: discord.Interaction, error: InvalidRequest) -> Non
 
 def _deferred_thinking(interaction: discord.Interaction) -> bool:
     return interaction.response.type is discord.InteractionResponseType.deferred_channel_message
+
+
+class SalonTree(app_commands.CommandTree):
+    """The command tree: a slash command that raises `InvalidRequest` is refused to the asker only."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(original, InvalidRequest):
+            await refuse(interaction, original)
+            return
+        await super().on_error(interaction, error)
+
+
+Item = TypeVar("Item")
+
+
+def refusing(
+    callback: Callable[[Item, discord.Interaction], Awaitable[Any]],
+) -> Callable[[Item, discord.Interaction], Awaitable[None]]:
+    """For the callback of a button or select (a `DynamicItem`, which has no view's `on_error`): an
+    `InvalidRequest` it raises is refused to the clicker only."""
+
+    @functools.wraps(callback)
+    async def answered(item: Item, interaction: discord.Interaction) -> None:
+        try:
+            await callback(item, interaction)
+        except InvalidRequest as exc:
+            await refuse(interaction, exc)
+
+    return answered
+
+
+class Modal(discord.ui.Modal):
+    """A modal whose `on_submit` may raise `InvalidRequest`: it is refused to the submitter only."""
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:
+        if isinstance(error, InvalidRequest):
+            await refuse(interaction, error)
+            return
+        await super().on_error(interaction, error)
 
 
 def is_moderator(permissions: discord.Permissions) -> bool:

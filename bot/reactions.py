@@ -10,17 +10,14 @@ import asyncio
 import io
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
 from bot import render
+from bot.client import Salon
 from bot.interact import is_moderator
 from core.errors import InvalidRequest
-
-if TYPE_CHECKING:
-    from bot.app import SalonBot
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +29,7 @@ LINK_WAIT_S = 60.0  # how long a reaction waits for a result being shown in its 
 
 
 class ReactionsCog(commands.Cog):
-    def __init__(self, bot: SalonBot) -> None:
+    def __init__(self, bot: Salon) -> None:
         self.bot = bot
         # One user's reactions are handled in the order they came (discord.py runs each event as its own
         # task): changing 2️⃣ to 5️⃣ then removing 2️⃣ must leave 5.

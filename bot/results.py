@@ -6,23 +6,19 @@ lives in the queue database, so buttons keep working after a restart.
 
 from __future__ import annotations
 
-import io
 import re
-from typing import TYPE_CHECKING
 
 import discord
 
-from bot import render
-from bot.generate import start_job
-from bot.interact import NotAllowed, Place, place_of, refuse
+from bot.client import Salon
+from bot.images import AddToGalleryModal, may_delete, show_info
+from bot.interact import Modal, Place, place_of, refusing
+from bot.submit import start_job
 from catalog.records import ImageRecord, Relation
 from commands import followups
 from core.errors import InvalidRequest
 from jobs.codec import AnyRequest, request_from_json
 from jobs.records import JobRecord
-
-if TYPE_CHECKING:
-    from bot.app import SalonBot
 
 PER_IMAGE_BUTTONS = 4  # V1–V4 and U1–U4, as in Midjourney's grid of four
 
@@ -76,31 +72,25 @@ class ResultButton(
     ) -> ResultButton:
         return cls(int(match["job"]), match["action"])
 
+    @refusing
     async def callback(self, interaction: discord.Interaction) -> None:
-        bot: SalonBot = interaction.client  # type: ignore[assignment]
-        try:
-            place = await place_of(interaction)
-            job, images = await job_and_images(bot, place, self.job_id)
-            if self.action == "info":
-                await show_info(interaction, images)
-            elif self.action == "delete":
-                await delete_result(bot, interaction, place, job, images)
-            elif self.action == "edit":
-                await interaction.response.send_modal(EditModal(job, stored_request(bot, job), images))
-            elif self.action == "gallery":
-                from bot.gallery import AddToGalleryModal
-
-                await interaction.response.send_modal(
-                    AddToGalleryModal([i.id for i in images if not i.deleted])
-                )
-            else:
-                await self.rerun(bot, interaction, place, job, images)
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
+        bot: Salon = interaction.client  # type: ignore[assignment]
+        place = await place_of(interaction)
+        job, images = await job_and_images(bot, place, self.job_id)
+        if self.action == "info":
+            await show_info(interaction, images)
+        elif self.action == "delete":
+            await delete_result(bot, interaction, place, job, images)
+        elif self.action == "edit":
+            await interaction.response.send_modal(EditModal(job, stored_request(bot, job), images))
+        elif self.action == "gallery":
+            await interaction.response.send_modal(AddToGalleryModal([i.id for i in images if not i.deleted]))
+        else:
+            await self.rerun(bot, interaction, place, job, images)
 
     async def rerun(
         self,
-        bot: SalonBot,
+        bot: Salon,
         interaction: discord.Interaction,
         place: Place,
         job: JobRecord,
@@ -122,7 +112,7 @@ class ResultButton(
         await start_job(bot, interaction, place, new, parent.id, relation, bool(job.meta.get("spoiler")))
 
 
-async def job_and_images(bot: SalonBot, place: Place, job_id: int) -> tuple[JobRecord, list[ImageRecord]]:
+async def job_and_images(bot: Salon, place: Place, job_id: int) -> tuple[JobRecord, list[ImageRecord]]:
     """The job behind a result message and its images, only within the guild it was made in."""
     job = await bot.services.queue.store.get(job_id)
     if job is None or job.guild != place.guild:
@@ -133,33 +123,12 @@ async def job_and_images(bot: SalonBot, place: Place, job_id: int) -> tuple[JobR
     return job, images
 
 
-def stored_request(bot: SalonBot, job: JobRecord) -> AnyRequest:
+def stored_request(bot: Salon, job: JobRecord) -> AnyRequest:
     return request_from_json(job.kind, job.request, bot.services.queue.inputs)
 
 
-async def show_info(interaction: discord.Interaction, images: list[ImageRecord]) -> None:
-    """📋: each image's file name and full A1111 infotext, to the asker only."""
-    text = "\n".join(render.infotext_block(image) for image in images)
-    if len(text) <= 2000:
-        await interaction.response.send_message(text, ephemeral=True)
-        return
-    whole = "\n\n".join(f"#{image.id} {image.filename}\n{image.infotext}" for image in images)
-    await interaction.response.send_message(
-        "Generation info (too long for a message):",
-        file=discord.File(io.BytesIO(whole.encode()), filename="parameters.txt"),
-        ephemeral=True,
-    )
-
-
-def may_delete(place: Place, author: str) -> None:
-    if place.user != author and not place.moderator:
-        raise NotAllowed(
-            "delete", "only the person who made this image or a moderator (Manage Messages) can delete it"
-        )
-
-
 async def delete_result(
-    bot: SalonBot, interaction: discord.Interaction, place: Place, job: JobRecord, images: list[ImageRecord]
+    bot: Salon, interaction: discord.Interaction, place: Place, job: JobRecord, images: list[ImageRecord]
 ) -> None:
     """🗑: the images go to the catalog's recycle bin and the message goes away."""
     may_delete(place, job.owner)
@@ -173,7 +142,7 @@ async def delete_result(
             pass
 
 
-class EditModal(discord.ui.Modal):
+class EditModal(Modal):
     """✏️: change the prompt and a few settings, then run again."""
 
     def __init__(self, job: JobRecord, request: AnyRequest, images: list[ImageRecord]) -> None:
@@ -181,7 +150,7 @@ class EditModal(discord.ui.Modal):
         self.job = job
         self.request = request
         self.parent = images[0]
-        params = followups.params_of(request)
+        params = request.params
         self.prompt = discord.ui.TextInput(
             label="Prompt", style=discord.TextStyle.paragraph, default=params.prompt[:4000], max_length=4000
         )
@@ -203,21 +172,16 @@ class EditModal(discord.ui.Modal):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         from commands.options import normalize_prompt
 
-        bot: SalonBot = interaction.client  # type: ignore[assignment]
-        try:
-            place = await place_of(interaction)
-            request = followups.edited(
-                self.request,
-                place.limits,
-                prompt=normalize_prompt(self.prompt.value),
-                negative_prompt=normalize_prompt(self.negative.value or ""),
-                seed=_number("seed", self.seed.value, int),
-                steps=_number("steps", self.steps.value, int),
-                cfg_scale=_number("cfg_scale", self.cfg.value, float),
-            )
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        bot: Salon = interaction.client  # type: ignore[assignment]
+        place = await place_of(interaction)
+        request = followups.edited(
+            self.request,
+            prompt=normalize_prompt(self.prompt.value),
+            negative_prompt=normalize_prompt(self.negative.value or ""),
+            seed=_number("seed", self.seed.value, int),
+            steps=_number("steps", self.steps.value, int),
+            cfg_scale=_number("cfg_scale", self.cfg.value, float),
+        )
         await start_job(
             bot,
             interaction,

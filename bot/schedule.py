@@ -13,17 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
-from typing import TYPE_CHECKING
 
 import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot import render
+from bot.client import Salon
 from core.errors import InvalidRequest
-
-if TYPE_CHECKING:
-    from bot.app import SalonBot
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +69,7 @@ def digest_title(period: str, label: str) -> str:
 class Scheduler:
     """The bot's scheduled jobs (started in setup_hook, stopped in close)."""
 
-    def __init__(self, bot: SalonBot) -> None:
+    def __init__(self, bot: Salon) -> None:
         self.bot = bot
         self.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
 

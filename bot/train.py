@@ -8,20 +8,17 @@ queue job in slices; the reply shows the step, the loss and its sparkline, and a
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.delivery import follow_new_job, submit_long_job
-from bot.interact import Place, place_of, refuse
+from bot.client import Salon
+from bot.interact import Place, place_of
+from bot.submit import follow_new_job, submit_long_job
 from commands.training import images_from_files, images_from_zip, training_job
 from core.errors import InvalidRequest
 from engine.models.registry import native_resolution
-
-if TYPE_CHECKING:
-    from bot.app import SalonBot
 
 MAX_FROM_CATALOG = 50
 
@@ -34,7 +31,7 @@ def _numbers(option: str, text: str) -> list[float]:
 
 
 class TrainCog(commands.Cog):
-    def __init__(self, bot: SalonBot) -> None:
+    def __init__(self, bot: Salon) -> None:
         self.bot = bot
 
     @app_commands.command(
@@ -102,51 +99,45 @@ class TrainCog(commands.Cog):
         preview_every: int = 0,
     ) -> None:
         attachments = [a for a in (images, image2, image3, image4) if a is not None]
-        try:
-            place = await place_of(interaction)
-            if bool(attachments) == bool(query):
-                raise InvalidRequest("images", "attach images (or a zip) or give a query, one of the two")
-            await interaction.response.defer(thinking=True)
-            found = await (
-                self._from_attachments(place, attachments)
-                if attachments
-                else self._from_catalog(place, query or "")
-            )
-            settings = self.bot.services.settings
-            model = self.bot.services.registry.checkpoint(
-                place.community.default_model or settings.default_model
-            )
-            options = {
-                "steps": steps,
-                **({"learning_rate": learning_rate} if learning_rate else {}),  # else the trainer's default
-                "init_text": init_text,
-                "vectors": vectors,
-                "layer_structure": _numbers("layer_structure", layer_structure),
-                "activation": activation,
-                **({"template": template} if template else {}),
-                "rank": rank,
-                "resolution": resolution or native_resolution(model),
-                "seed": seed,
-                "class_prompt": class_prompt or "",
-                "class_images": class_images,
-                "save_every": save_every,
-                "preview_every": preview_every,
-                **({"instance_prompt": instance_prompt} if instance_prompt else {}),
-            }
-            job = training_job(
-                settings,
-                kind,
-                name,
-                found,
-                place.user,
-                model=model.name,
-                overwrite=overwrite,
-                options=options,
-            )
-            record = await submit_long_job(self.bot, interaction, place, job, {"spoiler": False})
-        except InvalidRequest as exc:
-            await refuse(interaction, exc)
-            return
+        place = await place_of(interaction)
+        if bool(attachments) == bool(query):
+            raise InvalidRequest("images", "attach images (or a zip) or give a query, one of the two")
+        await interaction.response.defer(thinking=True)
+        found = await (
+            self._from_attachments(place, attachments)
+            if attachments
+            else self._from_catalog(place, query or "")
+        )
+        settings = self.bot.services.settings
+        model = self.bot.services.registry.checkpoint(place.community.default_model or settings.default_model)
+        options = {
+            "steps": steps,
+            **({"learning_rate": learning_rate} if learning_rate else {}),  # else the trainer's default
+            "init_text": init_text,
+            "vectors": vectors,
+            "layer_structure": _numbers("layer_structure", layer_structure),
+            "activation": activation,
+            **({"template": template} if template else {}),
+            "rank": rank,
+            "resolution": resolution or native_resolution(model),
+            "seed": seed,
+            "class_prompt": class_prompt or "",
+            "class_images": class_images,
+            "save_every": save_every,
+            "preview_every": preview_every,
+            **({"instance_prompt": instance_prompt} if instance_prompt else {}),
+        }
+        job = training_job(
+            settings,
+            kind,
+            name,
+            found,
+            place.user,
+            model=model.name,
+            overwrite=overwrite,
+            options=options,
+        )
+        record = await submit_long_job(self.bot, interaction, place, job, {"spoiler": False})
         await follow_new_job(self.bot, interaction, place, record)
 
     async def _from_attachments(self, place: Place, attachments: list[discord.Attachment]):

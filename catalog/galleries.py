@@ -10,23 +10,10 @@ import re
 import time
 from dataclasses import dataclass
 
+from catalog.store import Store
 from core.errors import InvalidRequest
 
 NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
-MIGRATION = (
-    "gallery posts",
-    """
-    CREATE TABLE gallery_posts (
-        guild TEXT NOT NULL,
-        image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
-        channel TEXT,
-        message TEXT,
-        posted_at REAL NOT NULL,
-        PRIMARY KEY (guild, image_id)
-    );
-    CREATE INDEX gallery_images_by_image ON gallery_images (image_id)
-    """,
-)
 
 
 @dataclass(frozen=True)
@@ -71,19 +58,16 @@ def check_gallery_name(name: str) -> str:
 class Galleries:
     """The gallery tables of one catalog (`catalog.galleries`)."""
 
-    def __init__(self, catalog) -> None:
-        self._catalog = catalog
-
-    @property
-    def _db(self):
-        return self._catalog._db
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._db = store.db
 
     # ----- collections -------------------------------------------------------------------------------------
     async def create(self, guild: str, name: str, owner: str) -> Gallery:
         name = check_gallery_name(name)
         if await self.get(guild, name) is not None:
             raise InvalidRequest("name", f"a gallery named {name!r} already exists here")
-        async with self._catalog._transaction() as db:
+        async with self._store.transaction() as db:
             cursor = await db.execute(
                 "INSERT INTO galleries (guild, name, owner, created) VALUES (?, ?, ?, ?)",
                 (guild, name, owner, time.time()),
@@ -124,11 +108,11 @@ class Galleries:
         """Add this guild's images to a gallery (its creator or a moderator); returns how many were new."""
         gallery = await self._curated(guild, name, user, moderator)
         for image_id in image_ids:
-            record = await self._catalog.get(guild, image_id)
+            record = await self._store.get(guild, image_id)
             if record is None or record.deleted:
                 raise InvalidRequest("image_id", f"there is no image #{image_id} in this server")
         added = 0
-        async with self._catalog._transaction() as db:
+        async with self._store.transaction() as db:
             async with db.execute(
                 "SELECT COALESCE(MAX(position), 0) FROM gallery_images WHERE gallery_id = ?", (gallery.id,)
             ) as cursor:
@@ -145,7 +129,7 @@ class Galleries:
         self, guild: str, name: str, image_ids: list[int], user: str, moderator: bool = False
     ) -> int:
         gallery = await self._curated(guild, name, user, moderator)
-        async with self._catalog._transaction() as db:
+        async with self._store.transaction() as db:
             removed = 0
             for image_id in image_ids:
                 cursor = await db.execute(
@@ -156,7 +140,7 @@ class Galleries:
 
     async def delete(self, guild: str, name: str, user: str, moderator: bool = False) -> None:
         gallery = await self._curated(guild, name, user, moderator)
-        async with self._catalog._transaction() as db:
+        async with self._store.transaction() as db:
             await db.execute("DELETE FROM galleries WHERE id = ?", (gallery.id,))
 
     # ----- the gallery channel -------------------------------------------------------------------------------
@@ -168,7 +152,7 @@ class Galleries:
 
     async def claim_post(self, guild: str, image_id: int) -> bool:
         """Reserve an image's gallery post (False: it was posted, or is being posted, already)."""
-        async with self._catalog._transaction() as db:
+        async with self._store.transaction() as db:
             cursor = await db.execute(
                 "INSERT OR IGNORE INTO gallery_posts (guild, image_id, posted_at) VALUES (?, ?, ?)",
                 (guild, image_id, time.time()),
@@ -176,7 +160,7 @@ class Galleries:
             return cursor.rowcount == 1
 
     async def record_post(self, guild: str, image_id: int, channel: str, message: str) -> None:
-        async with self._catalog._transaction() as db:
+        async with self._store.transaction() as db:
             await db.execute(
                 "UPDATE gallery_posts SET channel = ?, message = ? WHERE guild = ? AND image_id = ?",
                 (channel, message, guild, image_id),
@@ -184,7 +168,7 @@ class Galleries:
 
     async def release_post(self, guild: str, image_id: int) -> None:
         """Forget a reservation whose post could not be made (so a later rating tries again)."""
-        async with self._catalog._transaction() as db:
+        async with self._store.transaction() as db:
             await db.execute(
                 "DELETE FROM gallery_posts WHERE guild = ? AND image_id = ? AND message IS NULL",
                 (guild, image_id),

@@ -4,13 +4,18 @@ rich's Console turns `:x:` into an emoji and `[red]` into a style by default, so
 `<lora❌1>` and `[bold]cat` lost its brackets. Both consoles here have markup, emoji and highlighting off for
 every print; the few styled words (the red "error") are `Text` with a style, never markup around user text.
 Lines of text are never broken at the terminal's width either (a long prompt or path stays one line, as
-typed); tables lay their cells out as usual.
+typed); tables lay their cells out as usual. The exit statuses of `salon` are here too.
 """
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.text import Text
+
+EXIT_JOB_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_AVAILABLE = 3
+EXIT_STORAGE = 1  # a damaged database or a full disk (cli/failures.py)
 
 
 class LiteralConsole(Console):

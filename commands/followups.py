@@ -1,7 +1,8 @@
 """New requests made from earlier results: reroll, variations, upscale, edit, and "run again" from infotext.
 
 These are what the buttons under a result do (SPEC §2), written once for every front end. Each takes the
-job's stored request (or an image's infotext) and returns a checked request plus the catalog relation.
+job's stored request (or an image's infotext) and returns a new request plus the catalog relation; the queue
+checks it against the limits when it is submitted, as any other request.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from config import Limits
 from core.errors import InvalidRequest
 from engine.infotext import check_prompt, parse_infotext
 from engine.requests import (
+    DEFAULT_CFG_SCALE,
+    DEFAULT_SAMPLER,
+    DEFAULT_SIZE,
+    DEFAULT_STEPS,
     GenerationRequest,
     HiresFix,
     HiresUpscaler,
     Img2ImgRequest,
     ResizeMode,
     hires_size,
+    with_params,
 )
 from engine.tasks.samplers import AUTOMATIC
-from engine.validation import check_generation, check_img2img
 from jobs.codec import AnyRequest
 
 VARIATION_STRENGTH = 0.15  # like Midjourney's subtle variations: same composition, other details
@@ -30,19 +35,9 @@ UPSCALE_DENOISING = 0.5  # the hires pass keeps the picture and adds detail
 REFINE_DENOISING = 0.35  # upscaling an img2img/inpaint result: img2img of the image at the larger size
 
 
-def params_of(request: AnyRequest) -> GenerationRequest:
-    return request if isinstance(request, GenerationRequest) else request.params
-
-
-def with_params(request: AnyRequest, params: GenerationRequest) -> AnyRequest:
-    if isinstance(request, GenerationRequest):
-        return params
-    return dataclasses.replace(request, params=params)
-
-
 def reroll(request: AnyRequest) -> AnyRequest:
     """The same settings with new random seeds."""
-    params = dataclasses.replace(params_of(request), seed=-1, variation_seed=-1, variation_strength=0.0)
+    params = dataclasses.replace(request.params, seed=-1, variation_seed=-1, variation_strength=0.0)
     return with_params(request, params)
 
 
@@ -51,7 +46,7 @@ def variation(request: AnyRequest, image: ImageRecord, strength: float = VARIATI
     if image.seed is None:
         raise InvalidRequest("image", f"image {image.id} has no seed to vary")
     params = dataclasses.replace(
-        params_of(request),
+        request.params,
         seed=image.seed,
         variation_seed=-1,
         variation_strength=strength,
@@ -65,11 +60,10 @@ def upscale(request: AnyRequest, image: ImageRecord, limits: Limits) -> tuple[An
     """`image` at up to twice its size: the hires-fix pass of the same seed for a txt2img image, or an img2img
     refinement of the image itself otherwise. Returns the request and the scale used."""
     scale = _largest_scale(image.width, image.height, limits)
-    params = dataclasses.replace(params_of(request), batch_size=1, batch_count=1)
+    params = dataclasses.replace(request.params, batch_size=1, batch_count=1)
     if isinstance(request, GenerationRequest) and request.hires is None and image.seed is not None:
         hires = HiresFix(scale, 0, UPSCALE_DENOISING, HiresUpscaler.LATENT)
         params = dataclasses.replace(params, seed=image.seed, variation_strength=0.0, hires=hires)
-        check_generation(params, limits)
         return params, scale
     from PIL import Image
 
@@ -79,9 +73,7 @@ def upscale(request: AnyRequest, image: ImageRecord, limits: Limits) -> tuple[An
     params = dataclasses.replace(
         params, width=width, height=height, hires=None, seed=-1, variation_strength=0.0
     )
-    refined = Img2ImgRequest(params, source, REFINE_DENOISING, ResizeMode.JUST_RESIZE)
-    check_img2img(refined, limits)
-    return refined, scale
+    return Img2ImgRequest(params, source, REFINE_DENOISING, ResizeMode.JUST_RESIZE), scale
 
 
 def _largest_scale(width: int, height: int, limits: Limits) -> float:
@@ -98,16 +90,15 @@ def _largest_scale(width: int, height: int, limits: Limits) -> float:
     return scale
 
 
-def edited(request: AnyRequest, limits: Limits, **changes: object) -> AnyRequest:
+def edited(request: AnyRequest, **changes: object) -> AnyRequest:
     """The request with some settings changed by hand (the ✏️ modal); −1 or a missing seed = new seed."""
-    params = dataclasses.replace(params_of(request), **changes, variation_strength=0.0)  # type: ignore[arg-type]
+    params = dataclasses.replace(request.params, **changes, variation_strength=0.0)  # type: ignore[arg-type]
     check_prompt("prompt", params.prompt)
     check_prompt("negative_prompt", params.negative_prompt)
-    check_generation(params, limits)
     return with_params(request, params)
 
 
-def from_infotext(text: str, limits: Limits, known_models: set[str]) -> tuple[GenerationRequest, list[str]]:
+def from_infotext(text: str, known_models: set[str]) -> tuple[GenerationRequest, list[str]]:
     """A txt2img request repeating an A1111 infotext, and notes on what could not be repeated."""
     info = parse_infotext(text)
     if not info.prompt and not info.params:
@@ -116,7 +107,7 @@ def from_infotext(text: str, limits: Limits, known_models: set[str]) -> tuple[Ge
     model = info.model if info.model in known_models else None
     if info.model and model is None:
         notes.append(f"model {info.model!r} is not installed here; the default model is used")
-    width, height = info.size or (512, 512)
+    width, height = info.size or (DEFAULT_SIZE, DEFAULT_SIZE)
     hires = None
     if "Hires upscale" in info.params:
         hires = _hires_of(info.params, info.denoising_strength, notes)
@@ -124,10 +115,10 @@ def from_infotext(text: str, limits: Limits, known_models: set[str]) -> tuple[Ge
         prompt=info.prompt,
         negative_prompt=info.negative_prompt,
         model=model,
-        sampler=info.sampler or GenerationRequest.sampler,
+        sampler=info.sampler or DEFAULT_SAMPLER,
         schedule=info.schedule_type or AUTOMATIC,
-        steps=info.steps or 20,
-        cfg_scale=info.cfg_scale or 7.0,
+        steps=info.steps or DEFAULT_STEPS,
+        cfg_scale=info.cfg_scale or DEFAULT_CFG_SCALE,
         seed=info.seed if info.seed is not None else -1,
         width=width,
         height=height,
@@ -137,7 +128,6 @@ def from_infotext(text: str, limits: Limits, known_models: set[str]) -> tuple[Ge
         variation_strength=info.variation_seed_strength or 0.0,
         hires=hires,
     )
-    check_generation(request, limits)
     return request, notes
 
 

@@ -1,4 +1,10 @@
-"""Submitting a generation and following it to the end, for any front end."""
+"""Generation for any front end: a request from a front end's plain options (`generation_request_for`), and
+submitting a job and following it to the end (`submit_and_wait`).
+
+`generation_request_for` is where every front end's /imagine, /img2img and /inpaint decide what a request
+holds: the options given, else the server's or channel's defaults (community settings), else Salon's
+defaults (engine/requests.py); styles, LoRA and embedding options added to the prompt; the default size.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,107 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from commands.options import generation_request
+from commands.styles import apply_style, load_styles
+from community.settings import CommunitySettings
+from config import Limits, Settings
+from engine.models.registry import ModelKind, ModelRegistry, native_resolution
+from engine.requests import AUTOMATIC, DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS, GenerationRequest
+from engine.validation import parse_size
 from jobs.codec import AnyRequest
-from jobs.queue import JobQueue, WorkerBusy
+from jobs.queue import JobQueue
 from jobs.records import JobEvent, JobKind, JobRecord
+from jobs.running import WorkerBusy
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What a user typed for a generation (slash options, CLI flags); None = not given: the server's default
+    applies, else Salon's."""
+
+    prompt: str
+    negative_prompt: str = ""
+    model: str | None = None
+    sampler: str | None = None
+    schedule: str | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    seed: int | None = None
+    size: str | None = None  # "WIDTHxHEIGHT" (the CLI's --size); width and height win when given
+    width: int | None = None
+    height: int | None = None
+    batch_size: int | None = None
+    batch_count: int | None = None
+    clip_skip: int | None = None
+    tiling: bool = False
+    variation_seed: int = -1
+    variation_strength: float = 0.0
+    hires_scale: float | None = None
+    hires_steps: int = 0
+    hires_denoising_strength: float = 0.7
+    hires_upscaler: str = "Latent"
+    style: str | None = None
+    lora: str | None = None
+    embedding: str | None = None
+
+
+def generation_request_for(
+    options: GenerationOptions,
+    settings: Settings,
+    registry: ModelRegistry,
+    limits: Limits,
+    community: CommunitySettings | None = None,
+    default_size: tuple[int, int] | None = None,
+) -> GenerationRequest:
+    """The txt2img request (also the shared part of img2img and inpaint) from a front end's options, with
+    the defaults applied: the options, else `community`'s (a server's or channel's settings), else Salon's.
+
+    `default_size` is the size when the options give none (img2img: the input image's); else the server's
+    default size, else the checkpoint's own resolution."""
+    prompt, negative = options.prompt, options.negative_prompt or ""
+    if options.style:
+        prompt, negative = apply_style(load_styles(settings.styles_file), options.style, prompt, negative)
+    if options.lora:
+        prompt += f" <lora:{registry.find_fresh(ModelKind.LORA, options.lora).name}:1>"
+    if options.embedding:
+        prompt += f", {registry.find_fresh(ModelKind.EMBEDDING, options.embedding).name}"
+    server = community or CommunitySettings()
+    model = options.model or server.default_model or settings.default_model
+    if options.size:
+        default_size = parse_size(options.size)
+    elif default_size is None:
+        if server.default_size:
+            default_size = parse_size(server.default_size)
+        else:
+            side = native_resolution(registry.checkpoint(model))
+            default_size = (side, side)
+    request = generation_request(
+        prompt,
+        negative_prompt=negative,
+        model=model,
+        sampler=options.sampler or server.default_sampler or DEFAULT_SAMPLER,
+        schedule=options.schedule or AUTOMATIC,
+        steps=_first(options.steps, server.default_steps, DEFAULT_STEPS),
+        cfg_scale=_first(options.cfg_scale, server.default_cfg_scale, DEFAULT_CFG_SCALE),
+        seed=_first(options.seed, -1),
+        size=(_first(options.width, default_size[0]), _first(options.height, default_size[1])),
+        batch_size=_first(options.batch_size, 1),
+        batch_count=_first(options.batch_count, 1),
+        clip_skip=_first(options.clip_skip, 1),
+        tiling=options.tiling,
+        variation_seed=options.variation_seed,
+        variation_strength=options.variation_strength,
+        hires_scale=options.hires_scale,
+        hires_steps=options.hires_steps,
+        hires_denoising_strength=options.hires_denoising_strength,
+        hires_upscaler=options.hires_upscaler,
+    )
+    return server.apply(request, limits) if community is not None else request
+
+
+def _first(*values):
+    """The first value given (not None): the user's option, then the server's default, then Salon's."""
+    return next(value for value in values if value is not None)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
-"""Raw options from a front end (CLI flags, slash-command options) to validated engine requests.
+"""Raw options from a front end (CLI flags, slash-command options) to engine requests.
 
-Every parser raises `InvalidRequest` naming the option and what is allowed; prompts are normalised so the
-infotext written with the image reads back exactly.
+These only parse what a user typed: types, syntax (a size, a choice among labels, a prompt that would break
+the infotext), input files checked from their header. Every parser raises `InvalidRequest` naming the option
+and what is allowed; prompts are normalised so the infotext written with the image reads back exactly. The
+limits (steps, sizes, batch, samplers…) are checked once, by the queue when the request is submitted
+(`JobQueue.submit`, with `engine.validation.check_request`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from core.errors import InvalidRequest
 from engine.image_io import open_image_checked, parse_region
 from engine.infotext import check_prompt, normalize_prompt
 from engine.requests import (
+    AUTOMATIC,
+    DEFAULT_CFG_SCALE,
+    DEFAULT_SAMPLER,
+    DEFAULT_SIZE,
+    DEFAULT_STEPS,
     GenerationRequest,
     HiresFix,
     HiresUpscaler,
@@ -26,7 +34,7 @@ from engine.requests import (
     MaskedContent,
     ResizeMode,
 )
-from engine.validation import check_generation, check_img2img, check_inpaint, parse_size
+from engine.validation import parse_size
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -44,17 +52,16 @@ def parse_choice(option: str, value: str | E, choices: type[E]) -> E:
 
 
 def generation_request(
-    limits: Limits,
     prompt: str,
     *,
     negative_prompt: str = "",
     model: str | None = None,
-    sampler: str = GenerationRequest.sampler,
-    schedule: str = GenerationRequest.schedule,
-    steps: int = 20,
-    cfg_scale: float = 7.0,
+    sampler: str = DEFAULT_SAMPLER,
+    schedule: str = AUTOMATIC,
+    steps: int = DEFAULT_STEPS,
+    cfg_scale: float = DEFAULT_CFG_SCALE,
     seed: int = -1,
-    size: str | tuple[int, int] = (512, 512),
+    size: str | tuple[int, int] = (DEFAULT_SIZE, DEFAULT_SIZE),
     batch_size: int = 1,
     batch_count: int = 1,
     clip_skip: int = 1,
@@ -66,7 +73,7 @@ def generation_request(
     hires_denoising_strength: float = 0.7,
     hires_upscaler: str = HiresUpscaler.LATENT.value,
 ) -> GenerationRequest:
-    """A checked txt2img request (also the shared part of img2img and inpaint)."""
+    """A txt2img request (also the shared part of img2img and inpaint) from parsed options."""
     width, height = parse_size(size) if isinstance(size, str) else size
     prompt, negative_prompt = normalize_prompt(prompt), normalize_prompt(negative_prompt)
     check_prompt("prompt", prompt)
@@ -75,7 +82,7 @@ def generation_request(
     if hires_scale is not None:
         upscaler = parse_choice("hires_upscaler", hires_upscaler, HiresUpscaler)
         hires = HiresFix(hires_scale, hires_steps, hires_denoising_strength, upscaler)
-    request = GenerationRequest(
+    return GenerationRequest(
         prompt=prompt,
         negative_prompt=negative_prompt,
         model=model or None,
@@ -94,8 +101,6 @@ def generation_request(
         variation_strength=variation_strength,
         hires=hires,
     )
-    check_generation(request, limits)
-    return request
 
 
 def load_input_image(source: bytes | Path, limits: Limits, option: str = "image") -> Image.Image:
@@ -142,7 +147,6 @@ def output_size_for(image: Image.Image) -> tuple[int, int]:
 
 
 def img2img_request(
-    limits: Limits,
     params: GenerationRequest,
     image: Image.Image,
     *,
@@ -150,15 +154,13 @@ def img2img_request(
     resize_mode: str = ResizeMode.JUST_RESIZE.value,
     noise_multiplier: float = 1.0,
 ) -> Img2ImgRequest:
-    request = Img2ImgRequest(
+    return Img2ImgRequest(
         params,
         image,
         denoising_strength,
         parse_choice("resize_mode", resize_mode, ResizeMode),
         noise_multiplier,
     )
-    check_img2img(request, limits)
-    return request
 
 
 def region_mask(image: Image.Image, region: str) -> Image.Image:
@@ -170,7 +172,6 @@ def region_mask(image: Image.Image, region: str) -> Image.Image:
 
 
 def inpaint_request(
-    limits: Limits,
     params: GenerationRequest,
     image: Image.Image,
     mask: Image.Image,
@@ -182,7 +183,7 @@ def inpaint_request(
     inpaint_area: str = InpaintArea.WHOLE_PICTURE.value,
     padding: int = 32,
 ) -> InpaintRequest:
-    request = InpaintRequest(
+    return InpaintRequest(
         params,
         image,
         mask.convert("L"),
@@ -193,5 +194,3 @@ def inpaint_request(
         parse_choice("inpaint_area", inpaint_area, InpaintArea),
         padding,
     )
-    check_inpaint(request, limits)
-    return request

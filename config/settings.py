@@ -156,6 +156,41 @@ class WebSettings(BaseModel):
     thumbnail_size: int = Field(256, ge=64, le=1024, description="longest side of a thumbnail in pixels")
 
 
+class ApiSettings(BaseModel):
+    """The A1111-compatible HTTP API (`salon api`, or served by the bot process when enabled)."""
+
+    enabled: bool = Field(False, description="serve the HTTP API from the bot process (`salon run`)")
+    host: str = Field("127.0.0.1", description="address to listen on; any other than loopback needs auth")
+    port: int = Field(7860, ge=1, le=65535)
+    auth: SecretStr | None = Field(
+        None, description='HTTP Basic credentials "user:password[,user2:password2]" (A1111\'s --api-auth)'
+    )
+    guild: str = Field("api", min_length=1, description="the catalog's guild for images made through the API")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser; empty: no CORS"
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="largest request body, refused before it is decoded"
+    )
+    read_timeout_s: float = Field(
+        30.0, gt=0, description="a client that sends its request more slowly than this is disconnected"
+    )
+
+
+class DatabaseSettings(BaseModel):
+    """Where the shared state lives: absent, the SQLite files of the data folder; a PostgreSQL URL, the job
+    queue lives there and any number of workers (`salon worker`) share it (jobs/pg_store.py)."""
+
+    url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://[^\s]*$",
+        description="postgresql://user@host:port/db for the job queue; unset: SQLite files in data_dir",
+    )
+    lease_s: float = Field(
+        30.0, ge=1, le=3600, description="a claimed job goes back in line when its worker is silent this long"
+    )
+
+
 class SpeedSettings(BaseModel):
     """The engine's fast path (engine/speed/fast_path.py): half precision, channels-last and compiled shape buckets."""
 
@@ -247,9 +282,11 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     extensions: ExtensionSettings = Field(default_factory=ExtensionSettings)
     speed: SpeedSettings = Field(default_factory=SpeedSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     discord_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN", "SALON_DISCORD_TOKEN")
     )

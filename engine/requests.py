@@ -1,21 +1,32 @@
 """Requests and results: small immutable values that travel from a front end through the queue to the engine.
 
-Validation of user input happens once, in `commands/`; the engine re-checks only what would corrupt a run.
+Every request has `params`, its generation parameters (a txt2img request is its own); `with_params` gives
+the same kind of request with other ones, `with_fixed_seeds` the same one with its random seeds fixed. The
+defaults every front end and follow-up uses are named here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+
+from engine.seeds import resolve_seed
 
 if TYPE_CHECKING:
     from PIL import Image
 
 AUTOMATIC = "Automatic"  # the schedule type that lets the sampler choose (engine.tasks.samplers)
+
+# The defaults of a request where neither the user nor the server's settings say otherwise; every front end
+# and follow-up takes them from here.
 DEFAULT_SAMPLER = "DPM++ 2M"
+DEFAULT_STEPS = 20
+DEFAULT_CFG_SCALE = 7.0
+DEFAULT_SIZE = 512  # width and height when the model's own size is not known
 
 
 class ResizeMode(StrEnum):
@@ -84,11 +95,11 @@ class GenerationRequest:
     model: str | None = None
     sampler: str = DEFAULT_SAMPLER
     schedule: str = AUTOMATIC
-    steps: int = 20
-    cfg_scale: float = 7.0
+    steps: int = DEFAULT_STEPS
+    cfg_scale: float = DEFAULT_CFG_SCALE
     seed: int = -1
-    width: int = 512
-    height: int = 512
+    width: int = DEFAULT_SIZE
+    height: int = DEFAULT_SIZE
     batch_size: int = 1
     batch_count: int = 1
     clip_skip: int = 1
@@ -97,6 +108,11 @@ class GenerationRequest:
     variation_strength: float = 0.0
     hires: HiresFix | None = None
     blend: PromptBlend | None = None
+
+    @property
+    def params(self) -> GenerationRequest:
+        """The generation parameters of any request: this one itself (img2img and inpaint hold theirs)."""
+        return self
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,29 @@ class InpaintRequest:
     masked_content: MaskedContent = MaskedContent.ORIGINAL
     inpaint_area: InpaintArea = InpaintArea.WHOLE_PICTURE
     padding: int = 32
+
+
+Request = TypeVar("Request", GenerationRequest, Img2ImgRequest, InpaintRequest)
+
+
+def with_params(request: Request, params: GenerationRequest) -> Request:
+    """The same kind of request with other generation parameters (`request.params` reads them)."""
+    if isinstance(request, GenerationRequest):
+        return params  # type: ignore[return-value]
+    return dataclasses.replace(request, params=params)
+
+
+def with_fixed_seeds(request: Request) -> Request:
+    """The request with its −1 seeds replaced by concrete ones (the variation seed only when it is used), so
+    that running it again gives the same images. The queue does this when it accepts a job."""
+    params = request.params
+    varied = params.variation_strength > 0
+    fixed = dataclasses.replace(
+        params,
+        seed=resolve_seed(params.seed),
+        variation_seed=resolve_seed(params.variation_seed) if varied else params.variation_seed,
+    )
+    return with_params(request, fixed)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The engine: owns the loaded models and runs txt2img, img2img and inpaint requests one at a time.
 
-One `Engine` per process owns the device. It resolves a request (model, LoRAs, sampler, seeds, prompt
-conditioning), runs the task module batch by batch, and writes the A1111 infotext of every image. In the
+One `Engine` per process owns the device. It runs requests the queue has checked (engine/validation.py)
+and whose seeds it has fixed, refusing only what it alone can know (a model or network file that is missing).
+It resolves a request (model, LoRAs, sampler from the process's sampler table, prompt conditioning), runs the
+task module batch by batch, and writes the A1111 infotext of every image. In the
 speed modes "max" and "balanced" each loaded model gets a fast path (engine.speed.fast_path) and its LoRAs are
 merged into the weights (engine.prompts.lora.FusedLoras).
 """
@@ -35,7 +37,9 @@ from engine.prompts.conditioning import (
     encode_prompt_pair,
 )
 from engine.prompts.embeddings import EmbeddingLibrary
-from engine.prompts.hypernetwork import Hypernetwork, HypernetworkCache, applied_hypernetworks
+from engine.prompts.hypernetwork import Hypernetwork
+from engine.prompts.hypernetwork_attention import applied_hypernetworks
+from engine.prompts.hypernetwork_files import HypernetworkCache
 from engine.prompts.lora import FusedLoras, LoraSet, LoraUse
 from engine.prompts.prompt_syntax import ExtraNetwork, extract_extra_networks
 from engine.requests import (
@@ -48,18 +52,17 @@ from engine.requests import (
     MaskedContent,
     RunControl,
     StepProgress,
+    with_fixed_seeds,
 )
-from engine.seeds import resolve_seed
 from engine.speed.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
 from engine.speed.invariance import batch_invariant
 from engine.speed.token_merging import apply_token_merging
 from engine.tasks.batching import batch_key
 from engine.tasks.img2img import run_img2img
 from engine.tasks.inpaint import run_inpaint
-from engine.tasks.samplers import resolve_sampler
+from engine.tasks.samplers import BUILTIN_SAMPLERS, SamplerTable
 from engine.tasks.sampling import Prepared, tiling
 from engine.tasks.txt2img import run_txt2img
-from engine.validation import check_generation, check_img2img, check_inpaint
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +100,18 @@ def native_resolution_size(entry: ModelEntry) -> tuple[int, int]:
 class Engine:
     """Runs generation requests on one device, one at a time, keeping up to `speed.max_models` models loaded."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry | None = None,
+        samplers: SamplerTable = BUILTIN_SAMPLERS,
+    ) -> None:
+        """`registry`: the process's one model registry, handed down by the composition root (app/); a new one
+        from the settings when the engine is used alone (a test, a benchmark). `samplers`: the process's
+        sampler table (the extensions' samplers with the built-in ones), from the composition root too."""
         self.settings = settings
-        self.registry = ModelRegistry.from_settings(settings)
+        self.registry = registry if registry is not None else ModelRegistry.from_settings(settings)
+        self.samplers = samplers
         self.embeddings = EmbeddingLibrary(self.registry)
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
@@ -185,6 +197,8 @@ class Engine:
             torch.cuda.empty_cache()
 
     # ----- tasks --------------------------------------------------------------------------------------------
+    # Requests come checked and with fixed seeds from the queue. A −1 seed is still made concrete here (once,
+    # per request), as a fallback for callers that use the engine directly: tests, benchmarks, tools.
     def txt2img(self, request: GenerationRequest, control: RunControl | None = None) -> GenerationResult:
         return self.txt2img_many([request], [control or RunControl()])[0]
 
@@ -193,14 +207,12 @@ class Engine:
     ) -> list[GenerationResult]:
         """Several txt2img requests with one `batch_key` denoised together; each image is bit-identical (on
         the CPU) to what its request gives alone."""
-        for request in requests:
-            check_generation(request, self.settings.limits)
         if len({batch_key(r) for r in requests}) != 1:
             raise ValueError("txt2img_many needs requests with one batch_key")
-        return self._run(requests, controls, run_txt2img, {})
+        return self._run([with_fixed_seeds(r) for r in requests], controls, run_txt2img, {})
 
     def img2img(self, request: Img2ImgRequest, control: RunControl | None = None) -> GenerationResult:
-        check_img2img(request, self.settings.limits)
+        request = with_fixed_seeds(request)
 
         def batch(prep, seeds, variation_seeds, ctl, first):
             return run_img2img(prep, request, seeds, variation_seeds, ctl, first)
@@ -209,7 +221,7 @@ class Engine:
         return self._run([request.params], [control or RunControl()], batch, extra)[0]
 
     def inpaint(self, request: InpaintRequest, control: RunControl | None = None) -> GenerationResult:
-        check_inpaint(request, self.settings.limits)
+        request = with_fixed_seeds(request)
 
         def batch(prep, seeds, variation_seeds, ctl, first):
             return run_inpaint(prep, request, seeds, variation_seeds, ctl, first)
@@ -242,7 +254,7 @@ class Engine:
             loras, hypernetworks = self._lora_uses(networks), self._hypernetwork_uses(networks)
             assert self._loras is not None
             self._loras.activate(loras)
-            spec, schedule = resolve_sampler(first.sampler, first.schedule)
+            spec, schedule = self.samplers.resolve(first.sampler, first.schedule)
             step_cache = self.settings.speed.step_cache_interval
             preps = [
                 Prepared(model, r, spec, schedule, self._prompt_conditioning(model, r), step_cache)
@@ -421,12 +433,13 @@ class _Slot:
 
 
 def _slots(preps: list[Prepared]) -> list[_Slot]:
-    """A1111 seeds for every image: seed + i (and variation seed + i), −1 resolved once per request."""
+    """A1111 seeds for every image: seed + i (and variation seed + i), from the request's fixed seeds."""
     slots = []
     for number, prep in enumerate(preps):
         p = prep.params
-        seed = resolve_seed(p.seed)
-        variation = resolve_seed(p.variation_seed) if p.variation_strength > 0 else None
+        seed = p.seed
+        variation = p.variation_seed if p.variation_strength > 0 else None
+        assert seed >= 0 and (variation is None or variation >= 0), "seeds are fixed before a run"
         for i in range(p.batch_size * p.batch_count):
             slots.append(_Slot(number, i, seed + i, variation + i if variation is not None else None))
     return slots

@@ -1,7 +1,9 @@
-"""The limits every request is checked against before it is queued or run.
+"""The limits every request is checked against, once, when it is queued.
 
-Front ends call these once (in `commands/`); the engine calls them again, so a request from anywhere gets
-the same typed errors. Each error names the option and the allowed values.
+`check_request` is what `JobQueue.submit` (jobs/queue.py) runs on every request, from every front end and
+follow-up, with the limits that apply there (a server's lower ones) and the process's sampler table; front
+ends only parse what a user typed (`commands/options.py`), and the engine trusts what the queue accepted.
+Each error names the option and the allowed values.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 from config import Limits
 from core.errors import InvalidRequest
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_size
-from engine.tasks.samplers import resolve_sampler
+from engine.tasks.samplers import SamplerTable
 
 SEED_LIMIT = 2**32 - 1
 MAX_CLIP_SKIP = 12
@@ -49,7 +51,7 @@ def check_size(option: str, value: int, limit: int) -> None:
     _check_range(option, value, MIN_SIDE, limit)
 
 
-def check_generation(p: GenerationRequest, limits: Limits) -> None:
+def _check_generation(p: GenerationRequest, limits: Limits, samplers: SamplerTable) -> None:
     """Everything of a txt2img request (and the shared part of img2img/inpaint)."""
     if len(p.prompt) > limits.max_prompt_chars:
         raise InvalidRequest(
@@ -73,7 +75,7 @@ def check_generation(p: GenerationRequest, limits: Limits) -> None:
     if p.variation_seed != -1:
         _check_range("variation_seed", p.variation_seed, 0, SEED_LIMIT)
     _check_range("variation_strength", p.variation_strength, 0, 1)
-    resolve_sampler(p.sampler, p.schedule)
+    samplers.resolve(p.sampler, p.schedule)
     if p.hires is not None:
         _check_hires(p, limits)
     if p.blend is not None:
@@ -111,14 +113,29 @@ def _check_hires(p: GenerationRequest, limits: Limits) -> None:
     _check_pixels("hires_scale", width, height, limits.max_pixels)
 
 
-def check_img2img(request: Img2ImgRequest, limits: Limits) -> None:
-    check_generation(request.params, limits)
+def check_request(
+    request: GenerationRequest | Img2ImgRequest | InpaintRequest, limits: Limits, samplers: SamplerTable
+) -> None:
+    """Any request against the limits and the known samplers: what the queue checks when a job is submitted
+    (every front end and follow-up passes there)."""
+    if isinstance(request, GenerationRequest):
+        _check_generation(request, limits, samplers)
+    elif isinstance(request, Img2ImgRequest):
+        _check_img2img(request, limits, samplers)
+    elif isinstance(request, InpaintRequest):
+        _check_inpaint(request, limits, samplers)
+    else:
+        raise InvalidRequest("request", f"unsupported request type {type(request).__name__}")
+
+
+def _check_img2img(request: Img2ImgRequest, limits: Limits, samplers: SamplerTable) -> None:
+    _check_generation(request.params, limits, samplers)
     _check_range("denoising_strength", request.denoising_strength, 0, 1)
     _check_range("noise_multiplier", request.noise_multiplier, 0, 2)
 
 
-def check_inpaint(request: InpaintRequest, limits: Limits) -> None:
-    check_generation(request.params, limits)
+def _check_inpaint(request: InpaintRequest, limits: Limits, samplers: SamplerTable) -> None:
+    _check_generation(request.params, limits, samplers)
     _check_range("denoising_strength", request.denoising_strength, 0, 1)
     _check_range("mask_blur", request.mask_blur, 0, MAX_MASK_BLUR)
     _check_range("padding", request.padding, 0, MAX_PADDING)

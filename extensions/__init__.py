@@ -8,7 +8,9 @@ a function `setup(api: ExtensionAPI)` that registers what the extension adds:
 - `api.add_command(command)`: a discord.py `app_commands.Command` or `Group`, added to the bot's tree;
 - `api.add_scheduled(name, cron, function)`: `async function(services)` run by the bot's scheduler (UTC cron);
 - `api.add_sampler(name, scheduler_class, **arguments)`: a sampler by A1111-style name, made of a diffusers
-  scheduler class and its arguments (e.g. "DPM++ 3M" = DPMSolverMultistepScheduler, solver_order=3).
+  scheduler class and its arguments (e.g. "DPM++ 3M" = DPMSolverMultistepScheduler, solver_order=3); the
+  composition root puts the enabled extensions' samplers beside the built-in ones in the process's
+  `SamplerTable` (`sampler_table`), which the queue, the engine and the front ends are handed.
 
 Extensions are installed with pip by the machine's owner, never from Discord, and can be turned off in the
 configuration (`[extensions] disabled = ["name"]`). `salon extensions` and `/extensions` list them with their
@@ -26,6 +28,8 @@ from importlib.metadata import Distribution, EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
+from engine.tasks.samplers import BUILTIN_SAMPLERS, SamplerSpec, SamplerTable, extension_sampler
+
 log = logging.getLogger(__name__)
 GROUP = "salon.extensions"
 
@@ -38,7 +42,7 @@ class ExtensionAPI:
     postprocessors: dict[str, Callable] = field(default_factory=dict)
     commands: list[Any] = field(default_factory=list)
     scheduled: list[tuple[str, str, Callable]] = field(default_factory=list)
-    samplers: list[str] = field(default_factory=list)
+    samplers: list[SamplerSpec] = field(default_factory=list)
 
     def add_postprocessor(self, name: str, function: Callable) -> None:
         self.postprocessors[name] = function
@@ -52,11 +56,7 @@ class ExtensionAPI:
     def add_sampler(
         self, name: str, scheduler_class: str, default_schedule: str = "Automatic", **arguments
     ) -> None:
-        from engine.tasks.samplers import UNIFORM, SamplerSpec, register_sampler
-
-        schedule = UNIFORM if default_schedule == "Automatic" else default_schedule
-        register_sampler(SamplerSpec(name, scheduler_class, arguments, schedule))
-        self.samplers.append(name)
+        self.samplers.append(extension_sampler(name, scheduler_class, default_schedule, arguments))
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class ExtensionInfo:
 def discover(disabled: list[str] | tuple[str, ...] = ()) -> list[ExtensionInfo]:
     """Every installed extension; enabled ones are loaded and set up (a failing one is listed with its error)."""
     found = []
+    samplers = BUILTIN_SAMPLERS  # an extension whose sampler clashes with an earlier one's fails to load
     for point in sorted(entry_points(group=GROUP), key=lambda p: p.name):
         dist = point.dist
         info = dict(
@@ -91,6 +92,7 @@ def discover(disabled: list[str] | tuple[str, ...] = ()) -> list[ExtensionInfo]:
             continue
         try:
             api = _load(point)
+            samplers = samplers.with_samplers(api.samplers)
         except Exception as exc:  # an extension's bug must not stop Salon
             log.exception("extension %s failed to load", point.name)
             found.append(ExtensionInfo(**info, error=f"{type(exc).__name__}: {exc}"))
@@ -118,6 +120,11 @@ def postprocessors(extensions: list[ExtensionInfo], wanted: list[str]) -> list[t
             f"{', '.join(sorted(available)) or 'none'}",
         )  # fmt: skip
     return [(name, available[name]) for name in wanted]
+
+
+def sampler_table(extensions: list[ExtensionInfo]) -> SamplerTable:
+    """The built-in samplers and those of the enabled extensions: the process's one sampler table."""
+    return BUILTIN_SAMPLERS.with_samplers(spec for ext in extensions if ext.api for spec in ext.api.samplers)
 
 
 def _url(dist: Distribution | None) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from core.errors import InvalidRequest, JobCancelled
 from core.files import atomic_write
 from engine.requests import RunControl, StepProgress
-from jobs.long import Slice, SliceControl, register_long_task
+from jobs.long import Slice, SliceControl
 from jobs.records import JobKind, JobRecord
 
 FORMATS = ("mp4", "gif", "webp")
@@ -135,6 +135,3 @@ def _finish(renderer, folder: Path, params: dict[str, Any]) -> list[str]:
     settings_file = folder / "settings.txt"
     atomic_write(settings_file, json.dumps(export_deforum(animation, int(params["seed"])), indent=4))
     return [str(path) for path in videos] + [str(settings_file)]
-
-
-register_long_task(AnimateTask())

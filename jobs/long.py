@@ -1,8 +1,8 @@
 """Long jobs (training, animation) run in slices so that image jobs never wait behind them for long.
 
-A long job's kind has a `LongTask` registered here. The worker runs one slice at a time: the task works
-from the state the previous slice left (None at first) until `SliceControl.should_yield()` says someone
-else waits and the slice has had its time (or the worker is stopping), then returns a `Slice` with the JSON
+A long job's kind has a `LongTask` (their table: jobs/long_kinds.py). The worker runs one slice at a time:
+the task works from the state the previous slice left (None at first) until `SliceControl.should_yield()`
+says someone else waits and the slice has had its time (or the worker is stopping), then returns a `Slice` with the JSON
 state to resume from. The queue stores that state on the job's row, puts the job back in line behind its
 owner's image jobs, and the next slice starts where this one stopped. Files a task keeps between slices
 (weights, optimizer state, frames) go in the job's `workdir`, which the queue removes when the job ends.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,17 +71,9 @@ class LongTask(Protocol):
         ...
 
 
-LONG_TASKS: dict[JobKind, LongTask] = {}
-
-
-def register_long_task(task: LongTask) -> None:
-    """Make `task.kind` a long job kind (the training and animation rooms call this on import)."""
-    LONG_TASKS[task.kind] = task
-
-
-def long_task(kind: JobKind) -> LongTask:
-    """The task registered for a long kind, or a clear error when that room is not installed."""
-    task = LONG_TASKS.get(kind)
+def long_task(tasks: Mapping[JobKind, LongTask], kind: JobKind) -> LongTask:
+    """The task for a long kind in `tasks` (jobs/long_kinds.py), or a clear error when this Salon has none."""
+    task = tasks.get(kind)
     if task is None:
         from core.errors import InvalidRequest
 

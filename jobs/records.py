@@ -11,7 +11,6 @@ class JobKind(StrEnum):
     IMAGINE = "imagine"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
-    UPSCALE = "upscale"
     TRAIN = "train"
     ANIMATE = "animate"
 
@@ -63,9 +62,21 @@ class JobRecord:
     delivered_at: float | None = None  # when a front end showed the outcome to its owner
     solo: bool = False  # never batched again: a batch it was in died (see jobs/blame.py)
     deaths: tuple[str, ...] = ()  # where the worker died while running it alone, oldest first
+    worker: str | None = None  # the worker that runs or ran it (a shared queue on PostgreSQL only)
 
 
 WARMING_UP = "warming up"  # the phase of queued jobs while the worker compiles its fast path
+
+
+class EventKind(StrEnum):
+    """What happened to a job (the values are those logged and compared by front ends)."""
+
+    QUEUED = "queued"  # accepted, or back in line (with its place)
+    STARTED = "started"
+    PROGRESS = "progress"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ class JobEvent:
     """Something happened to a job; front ends subscribe to these."""
 
     job_id: int
-    kind: str  # "queued", "started", "progress", "done", "failed", "cancelled"
+    kind: EventKind
     status: JobStatus
     position: int | None = None  # place in the queue (1 = next), for "queued"
     step: int | None = None

@@ -91,6 +91,8 @@ class QueueLimit(InvalidRequest):
 class JobStore:
     """Async access to the jobs table. Open with `await JobStore.open(path)`, close with `await close()`."""
 
+    exclusive_worker = True  # one worker per data folder (a lock file); jobs/pg_store.py has many
+
     def __init__(self, database: Database) -> None:
         self._database = database
         self._db = database.connection

@@ -24,7 +24,7 @@ from engine.models.trained_files import (
     preview_folder,
 )
 from engine.requests import StepProgress
-from jobs.long import Slice, SliceControl, register_long_task
+from jobs.long import Slice, SliceControl
 from jobs.records import JobKind, JobRecord
 
 PREVIEW_STEPS = 20  # denoising steps of a training preview unless the job says otherwise
@@ -386,5 +386,3 @@ TRAINER_OPTIONS = {
     ),
     "dreambooth": (_checker("engine.training.dreambooth", "check_dreambooth_options"), dreambooth_options),
 }
-
-register_long_task(TrainTask())

@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ from core.errors import JobCancelled, SalonError, as_disk_full
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, RunControl, StepProgress
 from jobs.blame import LOADING, NoPoint, PointFile
 from jobs.codec import request_from_json
-from jobs.long import Slice, SliceControl, long_task
+from jobs.long import LongTask, Slice, SliceControl, long_task
 from jobs.records import JobKind, JobRecord, JobStatus
 from jobs.results import ResultSink
 
@@ -105,8 +105,10 @@ class GpuWorker:
         sink: ResultSink,
         inputs: Path,
         preview_every_steps: int = 5,
+        long_tasks: Mapping[JobKind, LongTask] | None = None,
     ) -> None:
         self._engine_factory = engine_factory
+        self._long_tasks = long_tasks or {}  # the long kinds it runs (jobs/long_kinds.py)
         self._engine = None
         self._sink = sink
         self._inputs = inputs
@@ -117,6 +119,11 @@ class GpuWorker:
     def loaded_model(self) -> str | None:
         model = getattr(self._engine, "_model", None)
         return model.name if model is not None else None
+
+    def describe(self) -> tuple[str, list[str]]:
+        """Its device ("cpu" until the engine exists, or without a GPU) and loaded models (`salon workers`)."""
+        device = str(getattr(self._engine, "device", "cpu"))
+        return device, [self.loaded_model] if self.loaded_model else []
 
     async def run(
         self, jobs: list[JobRecord], controls: dict[int, RunControl], report: Callable[[Progress], None]
@@ -171,7 +178,9 @@ class GpuWorker:
         control.run.on_step = self._reporter(job.id, report)
         workdir.mkdir(parents=True, exist_ok=True)
         try:
-            part = long_task(job.kind).run_slice(self._engine_now, job, job.checkpoint, workdir, control)
+            part = long_task(self._long_tasks, job.kind).run_slice(
+                self._engine_now, job, job.checkpoint, workdir, control
+            )
         except JobCancelled:
             return Outcome(JobStatus.CANCELLED)
         except SalonError as exc:

@@ -1,4 +1,6 @@
-"""Salon's built-in demo model: a tiny SD-architecture model trained on coloured shapes, shipped in the repo."""
+"""Salon's built-in demo model: a tiny SD-architecture model trained on coloured shapes, shipped in the repo.
+
+Only where its weights lie (package data); the tools that made them are in tools/demo_model/."""
 
 from pathlib import Path
 

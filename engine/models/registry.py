@@ -171,6 +171,7 @@ class ModelRegistry:
         self.default_file = default_file
         self._entries: dict[ModelKind, list[ModelEntry]] = {}
         self.refused: list[RefusedFile] = []
+        self._scanning = threading.RLock()
         self.refresh()
 
     @classmethod
@@ -193,11 +194,14 @@ class ModelRegistry:
         )
 
     def refresh(self) -> None:
-        """Rescan every folder (cheap: stat calls only, no hashing)."""
-        self.refused = []
-        self._entries = {kind: self._scan(kind, folder) for kind, folder in self.folders.items()}
-        self._entries[ModelKind.CHECKPOINT] += self.builtin_entries()
-        self._remember_default()
+        """Rescan every folder (cheap: stat calls only, no hashing). One registry serves the event loop and
+        the GPU thread: a scan runs under a lock and its result replaces the old one whole."""
+        with self._scanning:
+            refused: list[RefusedFile] = []
+            entries = {kind: self._scan(kind, folder, refused) for kind, folder in self.folders.items()}
+            entries[ModelKind.CHECKPOINT] += self.builtin_entries()
+            self._entries, self.refused = entries, refused
+            self._remember_default()
 
     def builtin_entries(self) -> list[ModelEntry]:
         """The checkpoints that ship with Salon (the demo model), after the user's own."""
@@ -210,7 +214,7 @@ class ModelRegistry:
                 )
         return entries
 
-    def _scan(self, kind: ModelKind, folder: Path) -> list[ModelEntry]:
+    def _scan(self, kind: ModelKind, folder: Path, refused: list[RefusedFile]) -> list[ModelEntry]:
         if not folder.is_dir():
             return []
         entries: list[ModelEntry] = []
@@ -220,29 +224,27 @@ class ModelRegistry:
             if kind is ModelKind.CHECKPOINT and path.is_dir() and (path / "model_index.json").is_file():
                 reason = self.gate.folder_refusal(path)
                 if reason is not None:
-                    self.refused.append(RefusedFile(kind, path, reason))
+                    refused.append(RefusedFile(kind, path, reason))
                     continue
                 size, mtime = _folder_stat(path)
                 entries.append(ModelEntry(kind, path.name, path, size, mtime, is_diffusers_folder=True))
             elif path.is_file() and not _inside_diffusers_folder(path, folder):
-                entry = self._file_entry(kind, path)
+                entry = self._file_entry(kind, path, refused)
                 if entry is not None:
                     entries.append(entry)
         return entries
 
-    def _file_entry(self, kind: ModelKind, path: Path) -> ModelEntry | None:
+    def _file_entry(self, kind: ModelKind, path: Path, refused: list[RefusedFile]) -> ModelEntry | None:
         suffix = path.suffix.lower()
         if suffix in ACCEPTED_SUFFIXES[kind]:
             reason = self.gate.file_refusal(path)  # before any hash: the header decides, not the name
             if reason is not None:
-                self.refused.append(RefusedFile(kind, path, reason))
+                refused.append(RefusedFile(kind, path, reason))
                 return None
             stat = path.stat()
             return ModelEntry(kind, path.stem, path, stat.st_size, stat.st_mtime_ns)
         if suffix in REFUSED_SUFFIXES:
-            self.refused.append(
-                RefusedFile(kind, path, f"{suffix} files are pickles; convert to .safetensors")
-            )
+            refused.append(RefusedFile(kind, path, f"{suffix} files are pickles; convert to .safetensors"))
         return None
 
     def entries(self, kind: ModelKind) -> list[ModelEntry]:

@@ -1,13 +1,16 @@
 """A1111 sampler names and Schedule types mapped onto diffusers schedulers (SPEC §9).
 
 The tables are plain data so that front ends can validate and autocomplete without importing torch;
-`build_scheduler` imports diffusers only when a scheduler is actually made.
+`build_scheduler` imports diffusers only when a scheduler is actually made. The built-in samplers are a
+constant; a process's samplers, its extensions' included, are a `SamplerTable` value that the composition
+root builds once and hands down (nothing changes a module global).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from core.errors import InvalidRequest
@@ -52,56 +55,100 @@ class SamplerSpec:
 
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
 
-SAMPLERS: dict[str, SamplerSpec] = {
-    s.name: s
-    for s in (
-        SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}, "Karras"),
-        SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler", _SDE, "Exponential"),
-        SamplerSpec(
-            "DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler", {**_SDE, "solver_type": "heun"}, "Exponential"
-        ),
-        SamplerSpec(
-            "DPM++ 3M SDE", "DPMSolverMultistepScheduler", {**_SDE, "solver_order": 3}, "Exponential"
-        ),
-        SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, "Karras"),
-        SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, "Karras"),
-        SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, "Karras"),
-        SamplerSpec("Euler", "EulerDiscreteScheduler"),
-        SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", sigma_schedules=False),
-        SamplerSpec("Heun", "HeunDiscreteScheduler"),
-        SamplerSpec("LMS", "LMSDiscreteScheduler"),
-        SamplerSpec(
-            "DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, k_diffusion=False, sigma_schedules=False
-        ),
-        SamplerSpec(
-            "PLMS", "PNDMScheduler", {"skip_prk_steps": True}, k_diffusion=False, sigma_schedules=False
-        ),
-        SamplerSpec("UniPC", "UniPCMultistepScheduler", k_diffusion=False),
-        SamplerSpec("LCM", "LCMScheduler", k_diffusion=False, sigma_schedules=False),
-    )
-}
-SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+_BUILTIN = (
+    SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}, "Karras"),
+    SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler", _SDE, "Exponential"),
+    SamplerSpec(
+        "DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler", {**_SDE, "solver_type": "heun"}, "Exponential"
+    ),
+    SamplerSpec("DPM++ 3M SDE", "DPMSolverMultistepScheduler", {**_SDE, "solver_order": 3}, "Exponential"),
+    SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, "Karras"),
+    SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, "Karras"),
+    SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, "Karras"),
+    SamplerSpec("Euler", "EulerDiscreteScheduler"),
+    SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", sigma_schedules=False),
+    SamplerSpec("Heun", "HeunDiscreteScheduler"),
+    SamplerSpec("LMS", "LMSDiscreteScheduler"),
+    SamplerSpec(
+        "DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, k_diffusion=False, sigma_schedules=False
+    ),
+    SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, k_diffusion=False, sigma_schedules=False),
+    SamplerSpec("UniPC", "UniPCMultistepScheduler", k_diffusion=False),
+    SamplerSpec("LCM", "LCMScheduler", k_diffusion=False, sigma_schedules=False),
+)
+# The built-in samplers: a constant nobody changes (an extension's samplers go into a `SamplerTable`).
+SAMPLERS: Mapping[str, SamplerSpec] = MappingProxyType({s.name: s for s in _BUILTIN})
 
 
-def register_sampler(spec: SamplerSpec) -> None:
-    """Add a sampler (from an extension): a diffusers scheduler class with its arguments, under a new name."""
-    global SAMPLER_NAMES
+def extension_sampler(
+    name: str,
+    scheduler_class: str,
+    default_schedule: str = AUTOMATIC,
+    arguments: Mapping[str, Any] | None = None,
+) -> SamplerSpec:
+    """An extension's sampler: a diffusers scheduler class with its arguments, under a new A1111-style name.
+
+    Checks (importing diffusers) that the class exists, so that an extension naming a wrong one fails to load."""
     import diffusers
 
-    existing = _lookup(SAMPLER_NAMES, spec.name)
-    if existing is not None:
-        if SAMPLERS[existing] == spec:
-            return  # the same extension loaded again (the bot and the queue each load them)
-        raise ValueError(f"a different sampler named {spec.name!r} exists already")
-    if not hasattr(diffusers, spec.scheduler_class):
-        raise ValueError(f"diffusers has no scheduler class {spec.scheduler_class!r}")
-    SAMPLERS[spec.name] = spec
-    SAMPLER_NAMES = tuple(SAMPLERS)
+    if not hasattr(diffusers, scheduler_class):
+        raise ValueError(f"diffusers has no scheduler class {scheduler_class!r}")
+    schedule = UNIFORM if default_schedule == AUTOMATIC else default_schedule
+    return SamplerSpec(name, scheduler_class, dict(arguments or {}), schedule)
 
 
-def sampler_names() -> tuple[str, ...]:
-    """Every sampler's name, extensions' included."""
-    return SAMPLER_NAMES
+@dataclass(frozen=True)
+class SamplerTable:
+    """The samplers one process knows: the built-ins and its extensions'. Plain data (no torch), built once by
+    the composition root (app/) and handed to the queue's validation, the engine and the front ends;
+    `with_samplers` makes a new table and never changes this one."""
+
+    specs: Mapping[str, SamplerSpec] = field(default_factory=lambda: SAMPLERS)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "specs", MappingProxyType(dict(self.specs)))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every sampler's name, the built-ins first."""
+        return tuple(self.specs)
+
+    def with_samplers(self, specs: Iterable[SamplerSpec]) -> SamplerTable:
+        """This table with more samplers (an extension's); a different sampler under a known name is an error
+        (the same one again is not)."""
+        table = dict(self.specs)
+        for spec in specs:
+            existing = _lookup(tuple(table), spec.name)
+            if existing is not None:
+                if table[existing] == spec:
+                    continue
+                raise ValueError(f"a different sampler named {spec.name!r} exists already")
+            table[spec.name] = spec
+        return SamplerTable(table)
+
+    def resolve(self, sampler: str, schedule: str = AUTOMATIC) -> tuple[SamplerSpec, str]:
+        """Validate an A1111 (sampler, schedule type) pair; return the spec and the concrete schedule to use.
+
+        Accepts legacy combined names ("DPM++ 2M Karras") when no schedule is given. "Automatic" becomes the
+        sampler's A1111 default, which is what the infotext records.
+        """
+        names = self.names
+        name = _lookup(names, sampler)
+        if name is None and schedule.strip().casefold() == AUTOMATIC.casefold():
+            name, schedule = _split_combined(names, sampler)
+        if name is None:
+            raise InvalidRequest("sampler", f"unknown sampler {sampler!r}; choose one of: {', '.join(names)}")
+        spec = self.specs[name]
+        chosen = _lookup(spec.schedules, schedule)
+        if chosen is None:
+            raise InvalidRequest(
+                "schedule",
+                f"schedule type {schedule!r} is not available for {name}; choose one of: {', '.join(spec.schedules)}",
+            )
+        return spec, spec.default_schedule if chosen == AUTOMATIC else chosen
+
+
+BUILTIN_SAMPLERS = SamplerTable()
 
 
 def _lookup(names: tuple[str, ...], value: str) -> str | None:
@@ -109,34 +156,11 @@ def _lookup(names: tuple[str, ...], value: str) -> str | None:
     return next((n for n in names if n.casefold() == folded), None)
 
 
-def resolve_sampler(sampler: str, schedule: str = AUTOMATIC) -> tuple[SamplerSpec, str]:
-    """Validate an A1111 (sampler, schedule type) pair; return the spec and the concrete schedule to use.
-
-    Accepts legacy combined names ("DPM++ 2M Karras") when no schedule is given. "Automatic" becomes the
-    sampler's A1111 default, which is what the infotext records.
-    """
-    name = _lookup(SAMPLER_NAMES, sampler)
-    if name is None and schedule.strip().casefold() == AUTOMATIC.casefold():
-        name, schedule = _split_combined(sampler)
-    if name is None:
-        raise InvalidRequest(
-            "sampler", f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}"
-        )
-    spec = SAMPLERS[name]
-    chosen = _lookup(spec.schedules, schedule)
-    if chosen is None:
-        raise InvalidRequest(
-            "schedule",
-            f"schedule type {schedule!r} is not available for {name}; choose one of: {', '.join(spec.schedules)}",
-        )
-    return spec, spec.default_schedule if chosen == AUTOMATIC else chosen
-
-
-def _split_combined(sampler: str) -> tuple[str | None, str]:
+def _split_combined(names: tuple[str, ...], sampler: str) -> tuple[str | None, str]:
     for schedule in SCHEDULE_TYPES:
         suffix = " " + schedule.casefold()
         if sampler.strip().casefold().endswith(suffix):
-            name = _lookup(SAMPLER_NAMES, sampler.strip()[: -len(suffix)])
+            name = _lookup(names, sampler.strip()[: -len(suffix)])
             if name is not None:
                 return name, schedule
     return None, AUTOMATIC

@@ -192,7 +192,7 @@ def check_can_save(model: LoadedModel, path: Path) -> None:
     A1111's layout, which some designs (the demo model's text-conditioned UNet) do not have."""
     if path.suffix != ".safetensors":
         return
-    from engine.models.model_files import diffusers_to_ldm
+    from engine.models.ldm_conversion import diffusers_to_ldm
 
     try:  # renames only, no copies; the names of loaded LoRA layers left out
         diffusers_to_ldm(_Names(model.unet), model.vae, _Names(model.pipe.text_encoder))
@@ -241,7 +241,7 @@ def save_checkpoint(trainer: DreamboothTrainer, path: Path, state: LoopState, im
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
-        from engine.models.model_files import save_single_file
+        from engine.models.ldm_conversion import save_single_file
 
         save_single_file(parts, path, metadata={"salon_dreambooth": json.dumps(about)})
         configs = _base_configs(model.entry)

@@ -18,13 +18,9 @@ import torch
 from core.errors import InvalidRequest
 from engine.models.loading import LoadedModel
 from engine.prompts.conditioning import EncoderSlot, PromptChunker
-from engine.prompts.hypernetwork import (
-    ACTIVATIONS,
-    WEIGHT_INITS,
-    applied_hypernetworks,
-    new_hypernetwork,
-    save_hypernetwork,
-)
+from engine.prompts.hypernetwork import ACTIVATIONS, WEIGHT_INITS, new_hypernetwork
+from engine.prompts.hypernetwork_attention import applied_hypernetworks
+from engine.prompts.hypernetwork_files import save_hypernetwork
 from engine.training.loop import (
     Example,
     LoopOptions,

@@ -20,8 +20,8 @@ import torch
 
 from core.errors import InvalidRequest
 from core.files import atomic_write_with
+from engine.models.ldm_conversion import ldm_unet_names
 from engine.models.loading import LoadedModel
-from engine.models.model_files import ldm_unet_names
 from engine.prompts.conditioning import EncoderSlot, PromptChunker
 from engine.prompts.lora import kohya_key
 from engine.training.loop import (

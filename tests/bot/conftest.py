@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from bot.app import SalonBot, Services
+from app.bot import open_bot_services
+from bot.app import SalonBot
+from bot.services import Services
 from config import load_settings
 from engine.demo import DEMO_MODEL_NAME
 from tests.bot.fakediscord import FakeDiscord, FakeMessage, Interaction, running_client
@@ -46,8 +48,9 @@ class Salon:
 
     async def start(self) -> None:
         self._stack = contextlib.AsyncExitStack()
-        services = await Services.open(self.settings, engine_factory=lambda: self.engine)
-        self._stack.push_async_callback(services.close)
+        services = await self._stack.enter_async_context(
+            open_bot_services(self.settings, engine=lambda: self.engine)
+        )
         self.bot = SalonBot(services)
         await self._stack.enter_async_context(running_client(self.fake, self.bot, timeout=20))
 

@@ -215,10 +215,10 @@ async def test_a_restart_keeps_old_buttons_working_and_delivers_jobs_left_behind
 
 
 async def test_with_the_worker_in_another_process_the_bot_submits_and_posts_results(salon):
-    from jobs.queue import JobQueue
+    from tests.queues import open_queue
 
     await salon.stop()
-    worker = await JobQueue.open(salon.settings, engine_factory=lambda: salon.engine)
+    worker = await open_queue(salon.settings, engine_factory=lambda: salon.engine)
     worker.claim_worker()  # as `salon worker` would, before the bot starts
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop=stop))

@@ -106,7 +106,7 @@ async def test_upkeep_purges_old_deletions_optimizes_and_checks(salon):
     await catalog.delete(str(GUILD), [image.id])
     await salon.bot.schedule.upkeep("purge")
     assert (await catalog.get(str(GUILD), image.id)) is not None  # deleted just now: kept in the bin
-    async with catalog._transaction() as db:
+    async with catalog.store.transaction() as db:
         await db.execute(
             "UPDATE images SET deleted_at = ? WHERE id = ?", (time.time() - 40 * 86400, image.id)
         )

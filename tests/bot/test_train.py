@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from engine.demo.shapes import Scene, ShapeSpec, render
 from jobs.worker import GpuWorker
 from tests.bot.conftest import ANN, CHANNEL
+from tools.demo_model.shapes import Scene, ShapeSpec, render
 
 
 def _png(seed: int) -> bytes:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from catalog.catalog import Catalog, SqliteWords
+from catalog.catalog import Catalog
 from catalog.records import BrowseQuery, NegativeMode, NewImage, RankFilter, SortOrder
+from catalog.sqlite_words import SqliteWords
 from core.errors import InvalidRequest
 from engine.infotext import format_infotext
 from engine.infotext_files import save_image_with_infotext
@@ -282,12 +283,14 @@ async def test_integrity_check_finds_and_repairs_damage(catalog, filled, tmp_pat
     assert (await catalog.check([tmp_path / "outputs"])).clean
     Path(filled[0].path).unlink()  # a row without its file
     orphan = write_image(tmp_path / "outputs", "99999-77.png", "an orphan moon", "", "m", "Euler", 77)
-    await catalog._in_index_thread(catalog._text.remove, [filled[1].id])  # a row missing from the index
-    if isinstance(catalog._text, SqliteWords):  # an index entry without a row
+    await catalog.store.in_index_thread(
+        catalog.store.text.remove, [filled[1].id]
+    )  # a row missing from the index
+    if isinstance(catalog.store.text, SqliteWords):  # an index entry without a row
         with sqlite3.connect(catalog.folder / "catalog.db") as db:
             db.execute("INSERT INTO images_words (rowid, scope, prompt) VALUES (4242, 'x', 'ghost')")
     else:
-        await catalog._in_index_thread(catalog._text.put, [replace(filled[2], id=4242)])
+        await catalog.store.in_index_thread(catalog.store.text.put, [replace(filled[2], id=4242)])
     report = await catalog.check([tmp_path / "outputs"], guild="g1", author="repair")
     assert report.rows_without_files == (filled[0].id, filled[0].id + 5)  # and its copy in guild g2
     assert report.files_without_rows == (str(orphan),)

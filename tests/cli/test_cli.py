@@ -192,7 +192,7 @@ def test_bad_input_exits_2_with_a_message(config_file, capsys, monkeypatch, args
 
 def test_quick_start_uses_the_demo_model_with_nothing_configured(tmp_path):
     """The README's first command in a fresh process and an empty folder: the demo model draws the prompt."""
-    from engine.demo.evaluate import read_image
+    from tools.demo_model.evaluate import read_image
 
     done = subprocess.run(
         [sys.executable, "-m", "cli.main", "imagine", "a red circle on a blue background", "--seed", "3"],
@@ -216,13 +216,13 @@ def test_queue_lists_jobs_and_cancel_and_worker_act_on_them(tmp_path, capsys):
 
     from config import load_settings
     from engine.requests import GenerationRequest
-    from jobs.queue import JobQueue
+    from tests.queues import open_queue
 
     config = tmp_path / "salon.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
 
     async def submit_two():
-        queue = await JobQueue.open(load_settings(config))
+        queue = await open_queue(load_settings(config))
         try:
             return [
                 (
@@ -275,7 +275,7 @@ def test_import_browse_and_check_the_catalog(tmp_path, capsys):
 
 
 def test_train_dreambooth_from_a_folder_with_class_images_and_previews(tmp_path, capsys):
-    from engine.demo.shapes import Scene, ShapeSpec, render
+    from tools.demo_model.shapes import Scene, ShapeSpec, render
 
     config = tmp_path / "salon.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\ndefault_model = "salon-demo-shapes"\n')

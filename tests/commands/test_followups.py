@@ -13,6 +13,8 @@ from config import Limits
 from core.errors import InvalidRequest
 from engine.infotext import format_infotext
 from engine.requests import GenerationRequest, HiresFix, Img2ImgRequest
+from engine.tasks.samplers import BUILTIN_SAMPLERS
+from engine.validation import check_request
 
 
 def _image(tmp_path, seed=1234, size=(64, 64)) -> ImageRecord:
@@ -81,11 +83,13 @@ def test_upscale_of_an_img2img_result_refines_the_image_itself(tmp_path):
     assert request.denoising_strength == followups.REFINE_DENOISING
 
 
-def test_edit_checks_what_was_typed():
-    edited = followups.edited(REQUEST, Limits(), prompt="a blue square", steps=12)
+def test_edit_checks_what_was_typed_and_the_queue_the_limits():
+    edited = followups.edited(REQUEST, prompt="a blue square", steps=12)
     assert (edited.prompt, edited.steps, edited.seed) == ("a blue square", 12, 55)
-    with pytest.raises(InvalidRequest, match="steps"):
-        followups.edited(REQUEST, Limits(max_steps=20), steps=50)
+    with pytest.raises(InvalidRequest, match="prompt"):
+        followups.edited(REQUEST, prompt="a cat\nNegative prompt: trick")
+    with pytest.raises(InvalidRequest, match="steps: 50 is out of range; allowed 1 to 20"):
+        check_request(followups.edited(REQUEST, steps=50), Limits(max_steps=20), BUILTIN_SAMPLERS)
 
 
 def test_run_again_from_infotext_repeats_the_settings():
@@ -105,7 +109,7 @@ def test_run_again_from_infotext_repeats_the_settings():
             "Denoising strength": 0.4,
         },
     )
-    request, notes = followups.from_infotext(text, Limits(), {"salon-demo-shapes"})
+    request, notes = followups.from_infotext(text, {"salon-demo-shapes"})
     assert (request.prompt, request.negative_prompt, request.steps, request.seed) == (
         "a cat",
         "blurry",
@@ -117,4 +121,4 @@ def test_run_again_from_infotext_repeats_the_settings():
     assert request.hires == HiresFix(2.0, 0, 0.4)
     assert any("elsewhere" in note for note in notes) and any("ESRGAN_4x" in note for note in notes)
     with pytest.raises(InvalidRequest, match="no generation parameters"):
-        followups.from_infotext("", Limits(), set())
+        followups.from_infotext("", set())

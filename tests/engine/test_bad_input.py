@@ -1,4 +1,6 @@
-"""Bad input is refused before any work, with a typed error naming the option and what is allowed."""
+"""Bad input is refused before any work, with a typed error naming the option and what is allowed: what a
+user typed by the options' parsers (commands/options.py), the limits by the queue's one check
+(`check_request`, what `JobQueue.submit` runs), and what only the engine can know (a missing model) by it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from PIL import Image
 from commands.options import generation_request, inpaint_request, load_input_image
 from core.errors import InvalidImage, InvalidRequest, ModelNotFound
 from engine.requests import HiresFix
-from engine.validation import parse_size
+from engine.tasks.samplers import BUILTIN_SAMPLERS
+from engine.validation import check_request, parse_size
 from tests.engine.helpers import request
 
 
@@ -38,14 +41,14 @@ from tests.engine.helpers import request
         ({"prompt": "x" * 5000}, r"prompt: 5000 characters; at most 4000 allowed"),
     ],
 )
-def test_generation_options_out_of_range(engine, overrides, pattern):
+def test_generation_options_out_of_range(settings, overrides, pattern):
     with pytest.raises(InvalidRequest, match=pattern):
-        engine.txt2img(request(**overrides))
+        check_request(request(**overrides), settings.limits, BUILTIN_SAMPLERS)
 
 
-def test_huge_pixel_count_is_refused_by_the_command_layer(settings):
+def test_huge_pixel_count_is_refused_at_the_queues_check(settings):
     with pytest.raises(InvalidRequest, match=r"width: 16384 is out of range"):
-        generation_request(settings.limits, "a cat", size="16384x16384")
+        check_request(generation_request("a cat", size="16384x16384"), settings.limits, BUILTIN_SAMPLERS)
     with pytest.raises(InvalidRequest, match=r"size: 'big' is not WIDTHxHEIGHT"):
         parse_size("big")
 
@@ -57,7 +60,7 @@ def test_unknown_model_names_what_is_installed(engine):
 
 def test_prompt_line_that_would_break_the_infotext(settings):
     with pytest.raises(InvalidRequest, match="prompt"):
-        generation_request(settings.limits, "a cat\nNegative prompt: trick")
+        generation_request("a cat\nNegative prompt: trick")
 
 
 def test_input_files_are_checked_from_their_header(settings, tmp_path):
@@ -80,12 +83,12 @@ def test_input_files_are_checked_from_their_header(settings, tmp_path):
 
 
 def test_mask_must_match_the_image(settings):
-    params = generation_request(settings.limits, "a cat", size="64x64")
+    params = generation_request("a cat", size="64x64")
+    mismatched = inpaint_request(params, Image.new("RGB", (64, 64)), Image.new("L", (32, 32)))
     with pytest.raises(InvalidRequest, match="mask: mask is 32x32 but the image is 64x64; they must match"):
-        inpaint_request(settings.limits, params, Image.new("RGB", (64, 64)), Image.new("L", (32, 32)))
+        check_request(mismatched, settings.limits, BUILTIN_SAMPLERS)
     with pytest.raises(InvalidRequest, match="masked_content: 'blur' is not one of: fill, original"):
         inpaint_request(
-            settings.limits,
             params,
             Image.new("RGB", (64, 64)),
             Image.new("L", (64, 64)),

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from engine.configs import CLIP_TOKENIZER
-from engine.demo.evaluate import read_image, score
-from engine.demo.shapes import (
+from engine.prompts.clip_vocab import build_vocab
+from tools.demo_model.evaluate import read_image, score
+from tools.demo_model.shapes import (
     COLOURS,
     SHAPES,
     Scene,
@@ -21,7 +22,6 @@ from engine.demo.shapes import (
     render,
     training_example,
 )
-from engine.prompts.clip_vocab import build_vocab
 
 
 def test_examples_are_deterministic_by_seed():
@@ -101,9 +101,9 @@ def test_vocabulary_of_the_data_set_is_single_tokens():
 def test_training_script_end_to_end_on_a_tiny_budget(tmp_path, steps):
     """The real script, cut to a few steps: it renders, trains both stages, saves, and the engine loads it."""
     from config import load_settings
-    from engine.demo.train import TrainConfig, train
     from engine.requests import GenerationRequest
     from engine.runner import Engine
+    from tools.demo_model.train import TrainConfig, train
 
     out = tmp_path / "models" / "Stable-diffusion" / "tiny-demo"
     cfg = TrainConfig(

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from engine.demo import DEMO_MODEL_NAME
-from engine.demo.evaluate import read_image
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest
+from tools.demo_model.evaluate import read_image
 
 PROMPTS = [
     ("a red circle on a blue background", "blue", "red"),

@@ -9,13 +9,9 @@ import torch.nn.functional as F
 
 from core.errors import InvalidRequest, ModelNotFound, UnsafeModelFile
 from engine.infotext import parse_infotext
-from engine.prompts.hypernetwork import (
-    HypernetworkOptions,
-    applied_hypernetworks,
-    new_hypernetwork,
-    read_hypernetwork,
-    save_hypernetwork,
-)
+from engine.prompts.hypernetwork import HypernetworkOptions, new_hypernetwork
+from engine.prompts.hypernetwork_attention import applied_hypernetworks
+from engine.prompts.hypernetwork_files import read_hypernetwork, save_hypernetwork
 from engine.requests import RunControl
 from engine.tasks.batching import batch_key
 from tests.engine.helpers import mean_difference, pixels, request

@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.models.model_files import ldm_unet_names
+from engine.models.ldm_conversion import ldm_unet_names
 from engine.prompts.lora import kohya_key
 from engine.training.loop import LoopOptions, LoopState
 from engine.training.lora import ADAPTER, LoraOptions, LoraTrainer, save_lora

@@ -28,16 +28,15 @@ from transformers import CLIPTextModel
 
 from core.errors import InvalidRequest, UnsafeModelFile
 from engine.models import model_files
+from engine.models.ldm_conversion import diffusers_to_ldm, save_single_file
 from engine.models.model_files import (
     CheckpointKind,
     check_safetensors,
     detect_checkpoint_kind,
-    diffusers_to_ldm,
     load_safetensors,
     load_torch_weights_only,
     load_weights,
     safetensors_metadata,
-    save_single_file,
 )
 from tests.tiny_models import (
     _text_config,

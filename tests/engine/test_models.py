@@ -11,7 +11,8 @@ import pytest
 from config import load_settings
 from core.errors import InvalidRequest, ModelRefused, UnsafeModelFile
 from engine.infotext import parse_infotext
-from engine.models.model_files import load_safetensors, save_single_file
+from engine.models.ldm_conversion import save_single_file
+from engine.models.model_files import load_safetensors
 from engine.models.registry import ModelKind, sha256_file
 from engine.requests import HiresFix, Img2ImgRequest
 from engine.runner import Engine

@@ -24,7 +24,8 @@ import torch
 
 from engine.models.pt_files import write_a1111_pt
 from engine.prompts.embeddings import read_embedding_vectors
-from engine.prompts.hypernetwork import new_hypernetwork, read_hypernetwork, save_hypernetwork
+from engine.prompts.hypernetwork import new_hypernetwork
+from engine.prompts.hypernetwork_files import read_hypernetwork, save_hypernetwork
 from engine.training.embedding import save_embedding
 from engine.training.loop import LoopState
 

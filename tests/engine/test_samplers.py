@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import InvalidRequest
 from engine.infotext import parse_infotext
-from engine.tasks.samplers import SAMPLERS, resolve_sampler
+from engine.tasks.samplers import BUILTIN_SAMPLERS, SAMPLERS, SamplerSpec, SamplerTable
 from tests.engine.helpers import pixels, request
 
 PAIRS = [(name, schedule) for name, spec in SAMPLERS.items() for schedule in spec.schedules]
@@ -39,7 +39,7 @@ def test_sampler_and_schedule_run_two_steps(engine, sampler, schedule):
     assert values.std() > 1  # a picture, not a flat or NaN-black image
     info = parse_infotext(generated.infotext)
     assert info.sampler == sampler
-    assert info.schedule_type == resolve_sampler(sampler, schedule)[1]
+    assert info.schedule_type == BUILTIN_SAMPLERS.resolve(sampler, schedule)[1]
 
 
 @pytest.mark.parametrize("sampler", sorted(s for s in SAMPLERS if "SDE" in s or s.endswith(" a")))
@@ -63,7 +63,7 @@ def test_stochastic_samplers_are_deterministic_by_seed(engine, sampler):
     ],
 )
 def test_automatic_is_the_a1111_default_and_legacy_names_split(sampler, schedule, expected):
-    spec, chosen = resolve_sampler(sampler, schedule)
+    spec, chosen = BUILTIN_SAMPLERS.resolve(sampler, schedule)
     assert (spec.name, chosen) == expected
 
 
@@ -71,8 +71,30 @@ def test_unknown_sampler_and_impossible_schedule_are_refused():
     with pytest.raises(
         InvalidRequest, match="sampler: unknown sampler 'Euler b'; choose one of: DPM\\+\\+ 2M"
     ):
-        resolve_sampler("Euler b")
+        BUILTIN_SAMPLERS.resolve("Euler b")
     with pytest.raises(InvalidRequest, match="schedule: schedule type 'Karras' is not available for DDIM"):
-        resolve_sampler("DDIM", "Karras")
+        BUILTIN_SAMPLERS.resolve("DDIM", "Karras")
     with pytest.raises(InvalidRequest, match="schedule: schedule type 'Fast' is not available"):
-        resolve_sampler("Euler", "Fast")
+        BUILTIN_SAMPLERS.resolve("Euler", "Fast")
+
+
+def test_sampler_tables_are_values_that_do_not_leak_into_each_other():
+    """Two roles' (or two tests') tables: an extension's sampler is in the table it was added to only, never
+    in another table or the built-in one, which nothing can change."""
+    third = SamplerSpec("DPM++ 3M", "DPMSolverMultistepScheduler", {"solver_order": 3}, "Karras")
+    other = SamplerSpec("Euler CFG++", "EulerDiscreteScheduler")
+    worker = BUILTIN_SAMPLERS.with_samplers([third])
+    bot = BUILTIN_SAMPLERS.with_samplers([other])
+    assert worker.resolve("dpm++ 3m") == (third, "Karras") and bot.resolve("Euler CFG++")[0] is other
+    assert "DPM++ 3M" not in bot.names and "Euler CFG++" not in worker.names
+    for table in (BUILTIN_SAMPLERS, SamplerTable()):
+        assert table.names == tuple(SAMPLERS)
+        with pytest.raises(InvalidRequest, match=r"sampler: unknown sampler 'DPM\+\+ 3M'"):
+            table.resolve("DPM++ 3M")
+    with pytest.raises(TypeError):
+        SAMPLERS["DPM++ 3M"] = third  # type: ignore[index]
+    with pytest.raises(TypeError):
+        worker.specs["Euler CFG++"] = other  # type: ignore[index]
+    assert worker.with_samplers([third]) == worker  # the same sampler again (one extension seen twice)
+    with pytest.raises(ValueError, match="a different sampler named 'euler' exists already"):
+        BUILTIN_SAMPLERS.with_samplers([SamplerSpec("euler", "HeunDiscreteScheduler")])

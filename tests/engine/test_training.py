@@ -10,10 +10,10 @@ import torch
 from safetensors import safe_open
 
 from core.errors import InvalidRequest
-from engine.demo.shapes import Scene, ShapeSpec, render
 from engine.training.loop import LoopOptions, NoiseObjective, encode_examples, parse_learning_rate, rate_at
 from engine.training.lora import LoraOptions, check_lora_options, save_lora, train_lora_slice
 from tests.engine.helpers import pixels, request
+from tools.demo_model.shapes import Scene, ShapeSpec, render
 
 
 def test_a1111_learning_rate_schedules():
@@ -196,7 +196,7 @@ def test_a_hypernetwork_learns_and_is_saved_in_a1111_layout(engine, settings, gr
     assert state.step == 12
     objective = NoiseObjective(model, 0)
     states = trainer._states["zkw style"].expand(len(green_stars), -1, -1)
-    from engine.prompts.hypernetwork import applied_hypernetworks
+    from engine.prompts.hypernetwork_attention import applied_hypernetworks
 
     plain = objective.evaluate(model.unet, green_stars, states)
     with applied_hypernetworks(model.unet, [(trainer.hypernetwork, 1.0)]):

@@ -3,6 +3,7 @@ by the queue, its command in the bot; disabled and unknown ones handled."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from core.errors import InvalidRequest
 from engine.infotext import parse_infotext
 from engine.infotext_files import read_infotext
 from engine.requests import GenerationRequest
-from extensions import discover
+from engine.tasks.samplers import BUILTIN_SAMPLERS
+from extensions import discover, sampler_table
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "salon-grain"
 
@@ -45,7 +47,9 @@ def test_installed_extensions_are_listed_and_can_be_disabled(grain_installed, tm
     assert grain.distribution == "salon-grain" and grain.version == "0.1.0" and grain.enabled
     assert grain.url == "https://github.com/salon-examples/salon-grain" and grain.installed
     assert set(grain.api.postprocessors) == {"grain"} and [c.name for c in grain.api.commands] == ["grain"]
-    assert grain.api.samplers == ["DPM++ 3M"]
+    assert [spec.name for spec in grain.api.samplers] == ["DPM++ 3M"]
+    assert "DPM++ 3M" in sampler_table(discover()).names and "DPM++ 3M" not in BUILTIN_SAMPLERS.names
+    assert "DPM++ 3M" not in sampler_table(discover(["grain"])).names
     [off] = [e for e in discover(["grain"]) if e.name == "grain"]
     assert not off.enabled and off.api is None
     config = tmp_path / "salon.toml"
@@ -58,10 +62,10 @@ def test_installed_extensions_are_listed_and_can_be_disabled(grain_installed, tm
 async def test_a_configured_postprocessor_runs_on_every_image(grain_installed, tmp_path, engine):
     from salon_grain import add_grain
 
-    from jobs.queue import JobQueue
+    from tests.queues import open_queue
 
     settings = load_settings(None, data_dir=tmp_path / "data", extensions={"postprocess": ["grain"]})
-    queue = await JobQueue.open(settings, engine_factory=lambda: engine)
+    queue = await open_queue(settings, engine_factory=lambda: engine)
     try:
         request = GenerationRequest("a red circle", seed=4, width=64, height=64, steps=3)
         job = await queue.submit(request, "ann")
@@ -77,11 +81,22 @@ async def test_a_configured_postprocessor_runs_on_every_image(grain_installed, t
     assert np.array_equal(pixels, np.asarray(add_grain(plain, 4)))
     info = parse_infotext(read_infotext(done.results[0]))
     assert info.params["Postprocess"] == "grain" and info.seed == 4
-    third_order = engine.txt2img(GenerationRequest("a red circle", seed=4, width=64, height=64, steps=3,
-                                                   sampler="DPM++ 3M"))  # fmt: skip
-    assert "Sampler: DPM++ 3M, Schedule type: Karras" in third_order.images[0].infotext
+    # The extension's sampler, through the engine the composition root makes with the role's sampler table.
+    queue = await open_queue(
+        load_settings(None, data_dir=tmp_path / "own", default_model=engine.settings.default_model)
+    )
+    try:
+        third = dataclasses.replace(request, sampler="DPM++ 3M")
+        job = await queue.submit(third, "ann")
+        await queue.run_until_empty()
+        done = await queue.store.get(job.id)
+    finally:
+        await queue.close()
+    assert "Sampler: DPM++ 3M, Schedule type: Karras" in read_infotext(done.results[0])
+    with pytest.raises(InvalidRequest, match=r"sampler: unknown sampler 'DPM\+\+ 3M'"):
+        engine.txt2img(third)  # an engine made with the built-in table only (this test's shared one)
     with pytest.raises(InvalidRequest, match="no enabled extension provides sharpen"):
-        await JobQueue.open(
+        await open_queue(
             load_settings(None, data_dir=tmp_path / "x", extensions={"postprocess": ["sharpen"]})
         )
 
@@ -97,3 +112,10 @@ async def test_the_bot_lists_extensions_and_adds_their_commands(grain_installed,
     await used.wait_done()
     assert "Film grain of 6 levels" in used.original.content
     assert salon.bot.schedule.scheduler.get_job("extension:grain:grain-note") is not None
+    offered = await salon.fake.autocomplete(
+        ANN, CHANNEL, "imagine", {"prompt": "x", "sampler": "3m"}, "sampler"
+    )
+    assert [choice["value"] for choice in offered] == [
+        "DPM++ 3M",
+        "DPM++ 3M SDE",
+    ]  # the extension's, then ours

@@ -208,12 +208,14 @@ async def test_every_scheduled_upkeep_job_works_with_both_text_indexes(tmp_path,
         outputs = settings.outputs_path
         old, kept, damaged = await catalog.add_many(new_images(outputs, 3))
         await catalog.delete("g1", [old.id, kept.id])
-        async with catalog._transaction() as db:  # one deleted 40 days ago, one today; one row not indexed
+        async with (
+            catalog.store.transaction() as db
+        ):  # one deleted 40 days ago, one today; one row not indexed
             await db.execute(
                 "UPDATE images SET deleted_at = ? WHERE id = ?", (time.time() - 40 * 86400, old.id)
             )
             await db.execute("UPDATE images SET indexed = 0 WHERE id = ?", (damaged.id,))
-        await catalog._in_index_thread(catalog._text.remove, [damaged.id])
+        await catalog.store.in_index_thread(catalog.store.text.remove, [damaged.id])
         orphan = write_image(outputs, "orphan.png", "an orphan moon", 77)
         services = SimpleNamespace(
             settings=settings, catalog=catalog, community=SimpleNamespace(schedules=_no_schedules)

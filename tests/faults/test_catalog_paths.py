@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from catalog import path_migration
-from catalog.catalog import MIGRATIONS, Catalog, _record
+from catalog.catalog import Catalog
 from catalog.paths import LINK_LEAVES
 from catalog.records import BrowseQuery, NewImage
+from catalog.schema import MIGRATIONS, record_of
 from catalog.text_index import WhooshIndex
 from cli.main import main
 from community.store import CommunityStore
@@ -112,7 +113,7 @@ async def write_old_catalog(data: Path, text_index: str) -> dict[str, Path]:
     await db.execute("INSERT INTO gallery_images VALUES (1, 2, 0)")
     await db.execute("INSERT INTO gallery_posts VALUES ('g', 5, 'gallery', 'post1', 1.0)")
     async with db.execute("SELECT * FROM images ORDER BY id") as cursor:
-        records = [_record(row) for row in await cursor.fetchall()]
+        records = [record_of(row) for row in await cursor.fetchall()]
     await database.close()
     if text_index == "whoosh":
         index = WhooshIndex(data / "catalog" / "index")
@@ -155,7 +156,7 @@ async def test_opening_an_old_catalog_merges_its_duplicate_rows_into_the_oldest(
         assert sorted(image.id for image in page.images) == [1, 3]
         report = await catalog.check([data / "outputs"])
         assert report.clean, report
-        assert await catalog._in_index_thread(catalog._text.ids) == {1, 3, 4}
+        assert await catalog.store.in_index_thread(catalog.store.text.ids) == {1, 3, 4}
     finally:
         await catalog.close()
     # Idempotent: run again (the mark put back by hand), nothing changes.

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from config import load_settings
 from engine.requests import GenerationRequest
-from jobs.queue import JobQueue
 from tests.jobs.processes import activity, point, rows, start_worker, wait_for, wait_for_exit
+from tests.queues import open_queue
 
 
 def configure(tmp_path: Path, **queue: object):
@@ -29,7 +29,7 @@ def configure(tmp_path: Path, **queue: object):
 
 def submit(settings, prompts: list[str], steps: int = 12) -> list[int]:
     async def run() -> list[int]:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             return [
                 (

@@ -18,8 +18,8 @@ import pytest
 
 from config import load_settings
 from engine.requests import GenerationRequest
-from jobs.queue import JobQueue
 from tests.jobs.processes import activity, start_worker, wait_for, wait_for_exit
+from tests.queues import open_queue
 
 EXIT_WITHIN_S = 30.0  # the target is 5 s; a loaded 2-core machine needs seconds just to import
 PAGE = 4096
@@ -60,7 +60,7 @@ def make_data(tmp_path: Path):
     settings = load_settings(config)
 
     async def fill() -> None:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             for seed in range(5):
                 await queue.submit(GenerationRequest("a red circle", seed=seed, width=64, height=64), "ann")

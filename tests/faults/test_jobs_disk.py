@@ -27,6 +27,7 @@ from jobs.queue import JobQueue
 from jobs.records import JobKind, JobStatus
 from jobs.store import JobStore
 from tests.jobs.processes import activity, row, start_worker, wait_for, wait_for_exit
+from tests.queues import open_queue
 
 LIMITS = {"max_pending_per_user": 10, "max_queued": 10}
 
@@ -41,7 +42,7 @@ async def queue(tmp_path, engine, monkeypatch):
 
     monkeypatch.setattr(jobs.diskwait, "RETRY_S", (0.05, 0.4))
     settings = load_settings(None, data_dir=tmp_path / "data", queue={"poll_interval_s": 0.05})
-    opened = await JobQueue.open(settings, engine_factory=lambda: engine)
+    opened = await open_queue(settings, engine_factory=lambda: engine)
     yield opened
     await opened.close()
 
@@ -164,7 +165,7 @@ def test_a_worker_on_a_full_tmpfs_says_why_it_waits_and_finishes_when_space_retu
     settings = load_settings(config)
 
     async def submit() -> int:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             return (await queue.submit(request(), "ann")).id
         finally:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from config import load_settings
 from engine.requests import GenerationRequest
-from jobs.queue import JobQueue
 from tests.jobs.processes import activity, point, row, start_worker, wait_for, wait_for_exit
+from tests.queues import open_queue
 
 EXIT_WITHIN_S = 10.0
 
@@ -24,7 +24,7 @@ def setup(tmp_path: Path, steps: int):
     settings = load_settings(config)
 
     async def submit() -> int:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             job = GenerationRequest("a red circle", seed=3, width=64, height=64, steps=steps)
             return (await queue.submit(job, "ann")).id

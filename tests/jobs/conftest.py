@@ -6,6 +6,7 @@ import pytest
 
 from config import load_settings
 from jobs.queue import JobQueue
+from tests.queues import open_queue
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ async def make_queue(tmp_path, engine):
     async def make(**queue_settings) -> JobQueue:
         options = {"preview_every_steps": 2, **queue_settings}
         settings = load_settings(None, data_dir=tmp_path / "data", queue=options)
-        queue = await JobQueue.open(settings, engine_factory=lambda: engine)
+        queue = await open_queue(settings, engine_factory=lambda: engine)
         opened.append(queue)
         return queue
 

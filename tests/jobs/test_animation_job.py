@@ -15,9 +15,9 @@ from engine.animation.animate import frame_path
 from engine.animation.video import read_video
 from engine.requests import GenerationRequest
 from jobs.animation import animation_folder
-from jobs.queue import JobQueue
 from jobs.records import JobStatus
 from tests.jobs.processes import activity, row, start_worker, wait_for, wait_for_exit
+from tests.queues import open_queue
 
 SMALL = dict(width=64, height=64, steps=6, max_frames=12, zoom="0:(1.03)", translation_x="0:(1)")
 
@@ -74,7 +74,7 @@ async def test_a_bad_animation_is_refused_when_submitted(make_queue):
 
 def _record(settings, job_id: int):
     async def get():
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             return await queue.store.get(job_id)
         finally:
@@ -92,7 +92,7 @@ def test_a_killed_animation_resumes_after_its_last_finished_frame(tmp_path):
     )
 
     async def submit() -> int:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             job, _ = animation_job(chosen, ["gif"])
             return (await queue.submit_task(job.kind, job.params, "ann")).id

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from config import load_settings
 from engine.requests import GenerationRequest
-from jobs.queue import JobQueue
 from tests.jobs.processes import activity, point, row, start_worker, wait_for, wait_for_exit
+from tests.queues import open_queue
 
 
 def kill_at(worker, data_dir: Path, log: Path, job_id: int, step: int) -> int:
@@ -44,7 +44,7 @@ def test_sigkill_mid_job_loses_nothing_and_duplicates_nothing(tmp_path):
     settings = load_settings(config)
 
     async def submit() -> list[int]:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             requests = [
                 GenerationRequest("a red circle on a blue background", seed=s, width=64, height=64, steps=40)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from catalog.records import BrowseQuery
+from community.settings import CommunitySettings
 from core.errors import InvalidRequest
 from engine.demo import DEMO_MODEL_NAME
 from engine.infotext import parse_infotext
@@ -133,6 +134,25 @@ async def test_random_seeds_are_fixed_when_accepted(make_queue):
     queue = await make_queue()
     job = await queue.submit(req(seed=-1), "ann")
     assert 0 <= job.request["params"]["seed"] < 2**32 - 1
+    varied = await queue.submit(req(seed=5, variation_seed=-1, variation_strength=0.2), "ann")
+    assert varied.request["params"]["seed"] == 5 and varied.request["params"]["variation_seed"] >= 0
+
+
+async def test_submit_is_the_one_check_with_the_limits_that_apply(make_queue):
+    """The queue checks every request once, against the limits the front end passes (a server's lower
+    ones) or else the machine's, and against its sampler table; a refused request leaves no job."""
+    queue = await make_queue()
+    server = CommunitySettings(max_steps=10, max_size=256).limits(queue.settings.limits)
+    with pytest.raises(InvalidRequest, match="steps: 12 is out of range; allowed 1 to 10"):
+        await queue.submit(req(steps=12), "ann", limits=server)
+    with pytest.raises(InvalidRequest, match="width: 512 is out of range; allowed 64 to 256"):
+        await queue.submit(req(steps=2, width=512), "ann", limits=server)
+    with pytest.raises(InvalidRequest, match="steps: 500 is out of range; allowed 1 to 150"):
+        await queue.submit(req(steps=500), "ann")
+    with pytest.raises(InvalidRequest, match="sampler: unknown sampler 'Euler b'"):
+        await queue.submit(req(sampler="Euler b"), "ann")
+    assert await queue.store.recent() == []
+    assert (await queue.submit(req(steps=12), "ann")).request["params"]["steps"] == 12
 
 
 async def test_waiting_jobs_run_as_one_batch_with_the_same_pixels_as_alone(make_queue, engine):

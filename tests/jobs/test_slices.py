@@ -15,7 +15,7 @@ import pytest
 
 from core.errors import InvalidRequest, JobCancelled
 from engine.requests import GenerationRequest, StepProgress
-from jobs.long import LONG_TASKS, Slice, register_long_task
+from jobs.long import Slice
 from jobs.records import JobKind, JobStatus
 
 
@@ -53,12 +53,11 @@ class CountingTask:
 
 
 @pytest.fixture(autouse=True)
-def counting_task():
-    saved = dict(LONG_TASKS)
-    register_long_task(CountingTask())
-    yield
-    LONG_TASKS.clear()
-    LONG_TASKS.update(saved)
+def counting_task(monkeypatch):
+    """The queues the composition root builds in these tests run the counting task as their `train` kind."""
+    from jobs.long_kinds import long_tasks
+
+    monkeypatch.setattr("app.worker.long_tasks", lambda: {**long_tasks(), JobKind.TRAIN: CountingTask()})
 
 
 def journal_steps(path: Path) -> list[int]:

@@ -9,9 +9,9 @@ import signal
 
 from commands.training import training_job
 from config import load_settings
-from engine.demo.shapes import Scene, ShapeSpec, render
-from jobs.queue import JobQueue
 from tests.jobs.processes import activity, row, signs_of_life, start_worker, wait_for, wait_for_exit
+from tests.queues import open_queue
+from tools.demo_model.shapes import Scene, ShapeSpec, render
 
 
 def test_a_killed_training_resumes_from_its_last_saved_step(tmp_path):
@@ -24,7 +24,7 @@ def test_a_killed_training_resumes_from_its_last_saved_step(tmp_path):
     options = {"steps": 80, "learning_rate": "5e-3", "resolution": 64, "save_every_s": 0.3}
 
     async def submit() -> int:
-        queue = await JobQueue.open(settings)
+        queue = await open_queue(settings)
         try:
             job = training_job(settings, "lora", "crashy", images, "ann", options=options)
             return (await queue.submit_task(job.kind, job.params, "ann")).id

@@ -9,10 +9,10 @@ import random
 import pytest
 
 from commands.training import training_job
-from engine.demo.shapes import Scene, ShapeSpec, render
 from engine.models.trained_files import OWNER_SUFFIX
 from engine.requests import GenerationRequest
 from jobs.records import JobStatus
+from tools.demo_model.shapes import Scene, ShapeSpec, render
 
 
 def _stars() -> list:

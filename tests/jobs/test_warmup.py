@@ -8,8 +8,8 @@ from config import load_settings
 from engine.demo import DEMO_MODEL_NAME
 from engine.requests import GenerationRequest
 from engine.runner import Engine
-from jobs.queue import JobQueue
 from jobs.records import WARMING_UP, JobStatus
+from tests.queues import open_queue
 
 
 async def test_the_first_job_finds_its_shapes_compiled(tmp_path):
@@ -17,7 +17,7 @@ async def test_the_first_job_finds_its_shapes_compiled(tmp_path):
     speed = {"mode": "max", "compiler": "eager", "batches": [1, 2]}
     settings = load_settings(None, data_dir=tmp_path / "data", default_model=DEMO_MODEL_NAME, speed=speed)
     engine = Engine(settings)
-    queue = await JobQueue.open(settings, engine_factory=lambda: engine)
+    queue = await open_queue(settings, engine_factory=lambda: engine)
     try:
         events = queue.subscribe()
         job = await queue.submit(

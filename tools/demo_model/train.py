@@ -1,8 +1,8 @@
-"""Train Salon's built-in demo model from nothing on 2 CPU cores: `python -m engine.demo.train --out DIR`.
+"""Train Salon's built-in demo model from nothing on 2 CPU cores: `python -m tools.demo_model.train --out DIR`.
 
 A real Stable Diffusion architecture, only tiny: CLIP text encoder (the real CLIP BPE tokenizer),
 UNet2DConditionModel and AutoencoderKL (factor 4: 64×64 images, 16×16×4 latents), trained on the coloured
-shapes of `engine.demo.shapes`. Steps, in order:
+shapes of `tools.demo_model.shapes`. Steps, in order:
 
 1. Render the data set (deterministic by seed).
 2. Train the VAE on reconstruction (decoder fed the posterior mean plus a little noise, so the latent space
@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from engine.configs import CLIP_TOKENIZER
-from engine.demo.shapes import IMAGE_SIZE, training_example
+from tools.demo_model.shapes import IMAGE_SIZE, training_example
 
-log = logging.getLogger("engine.demo.train")
+log = logging.getLogger("tools.demo_model.train")
 
 SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
@@ -323,8 +323,8 @@ def write_model_card(
         "# salon-demo-shapes",
         "",
         "Salon's built-in demo model: a tiny Stable Diffusion (SD 1.x layout) trained from scratch on 2 CPU cores by",
-        "`python -m engine.demo.train`, on coloured shapes drawn by `engine/demo/shapes.py`. It makes Salon work",
-        "offline with prompts such as `a red circle on a blue background` at 64×64. It knows nothing else.",
+        "`python -m tools.demo_model.train`, on coloured shapes drawn by `tools/demo_model/shapes.py`. It makes",
+        "Salon work offline with prompts such as `a red circle on a blue background` at 64×64. It knows nothing else.",
         "",
         "## Architecture",
         "",
@@ -354,7 +354,7 @@ def write_model_card(
         f"- total {stats.get('total_seconds', 0) / 60:.1f} min on this machine's 2 CPU cores, seed {cfg.seed}",
     ]
     if figures:
-        lines += ["", "## Evaluation (`python -m engine.demo.evaluate`)", ""]
+        lines += ["", "## Evaluation (`python -m tools.demo_model.evaluate`)", ""]
         lines += [f"- {key}: {value:.1%}" for key, value in figures.items()]
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

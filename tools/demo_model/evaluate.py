@@ -1,4 +1,4 @@
-"""Measure from the pixels how well the demo model follows its prompts: `python -m engine.demo.evaluate`.
+"""Measure from the pixels how well the demo model follows its prompts: `python -m tools.demo_model.evaluate`.
 
 For every held-out caption (combinations never seen in training) and a few fixed seeds it generates an
 image and reads back, from the pixels alone, the background colour (border pixels), the shape's colour
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.demo.shapes import COLOURS, POSITIONS, Scene, ShapeSpec, held_out_scenes
+from tools.demo_model.shapes import COLOURS, POSITIONS, Scene, ShapeSpec, held_out_scenes
 
 PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)
 NAMES = list(COLOURS)

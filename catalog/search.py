@@ -1,0 +1,195 @@
+"""Catalog.search's query planner: a browse query (catalog/records.py) into SQL over `images`.
+
+Filters are SQL conditions on the guild's rows; a keyword is matched by the text index (Whoosh's ids, or the
+FTS5 words table joined in SQL), or exactly (case-sensitive or a regular expression) row by row on the texts
+`keywords.matches` reads, once SQLite's trigram index has kept only the rows holding the substrings needed
+(catalog/prefilter.py). How a page is read depends on how many images match (`page`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from catalog import derived, patterns, words
+from catalog.keywords import Node, Term, check_patterns, encode, parse_keywords
+from catalog.prefilter import keyword_match, regex_match
+from catalog.records import BrowseQuery, NegativeMode, Page, SortOrder, searched_columns
+from catalog.sqlite_words import SqliteWords
+from catalog.store import Store
+from core.errors import InvalidRequest
+
+SMALL_RESULT = 2_000  # a keyword's matches below this are sorted; above, the sort index is walked
+LARGE_RESULT = 100_000  # from this many matches, the walk probes the words index instead of listing them
+WORDS_IN = "id IN (SELECT rowid FROM images_words WHERE images_words MATCH ?)"
+WORDS_EXISTS = "EXISTS (SELECT 1 FROM images_words WHERE images_words MATCH ? AND rowid = images.id)"
+COUNT_WORDS = "SELECT COUNT(*) FROM images_words WHERE images_words MATCH ?"
+
+SORT_COLUMNS = {
+    SortOrder.DATE: "created",
+    SortOrder.RANK: "rank_mean",  # unrated (NULL) sorts lowest; a plain column, so its index gives the order
+    SortOrder.SEED: "seed",
+    SortOrder.STEPS: "steps",
+    SortOrder.CFG: "cfg",
+    SortOrder.MODEL: "model",
+}
+
+
+@derived.recovering
+@patterns.time_bounded
+async def page(store: Store, browse: BrowseQuery) -> Page:
+    """One page of the guild's images matching every filter of the query (SPEC §4)."""
+    where, args, count_match = await _filters(store, browse)
+    keyword = bool(browse.keyword if browse.regex else browse.keyword.strip())  # as `_filters` decides
+    # With a keyword, count from its matches (+guild: not by walking the guild's index past every row).
+    counted = where.replace("guild = ?", "+guild = ?", 1) if keyword else where
+    if count_match is not None:  # the words index counts the guild's matches by itself
+        total = await _count_words(store, browse, count_match)
+    else:
+        async with store.db.execute(f"SELECT COUNT(*) FROM images WHERE {counted}", args) as cursor:
+            total = (await cursor.fetchone())[0]
+    pages = max(1, -(-total // browse.page_size))
+    page = pages if browse.page == -1 else browse.page
+    if not 1 <= page <= pages:
+        raise InvalidRequest("page", f"page {browse.page} does not exist; there are {pages} page(s)")
+    offset, limit = (page - 1) * browse.page_size, browse.page_size
+    descending = browse.descending
+    backwards = browse.sort is not SortOrder.RANDOM and offset > total // 2
+    if backwards:  # a deep page is near the other end: read it from there, then turn it round
+        limit = min(limit, total - offset)
+        offset, descending = total - offset - limit, not descending
+    if browse.sort is SortOrder.RANDOM:
+        order = "salon_random(id)"
+        await store.db.create_function(
+            "salon_random", 1, lambda i: random.Random(browse.random_seed * 1_000_003 + i).random()
+        )
+    else:
+        direction = "DESC" if descending else "ASC"
+        order = f"{SORT_COLUMNS[browse.sort]} {direction}, id {direction}"
+    # Few matches: sort them (driven by the keyword's ids); many: walk the sort index and stop early.
+    # Only ids are sorted (a sorter holding whole rows, infotexts included, was 4× slower).
+    paged = where
+    if keyword and total < SMALL_RESULT:
+        paged = counted
+    elif total >= LARGE_RESULT:  # probe the words index row by row as the walk goes, not list every match
+        paged = where.replace(WORDS_IN, WORDS_EXISTS)
+    sql = f"SELECT id FROM images WHERE {paged} ORDER BY {order} LIMIT ? OFFSET ?"
+    async with store.db.execute(sql, (*args, limit, offset)) as cursor:
+        ids = [row[0] for row in await cursor.fetchall()]
+    if backwards:
+        ids.reverse()
+    return Page(tuple(await store.records(ids)), page, pages, total)
+
+
+async def _count_words(store: Store, browse: BrowseQuery, node) -> int:
+    async with store.db.execute("SELECT scope, images FROM scope_sizes") as cursor:
+        sizes = {row[0]: row[1] for row in await cursor.fetchall()}
+    within = words.scope(browse.guild, browse.deleted)
+    total = 0
+    for sign, match in words.count_queries(node, browse.negative, within, sizes):
+        async with store.db.execute(COUNT_WORDS, (match,)) as cursor:
+            total += sign * (await cursor.fetchone())[0]
+    return total
+
+
+@derived.recovering
+@patterns.time_bounded
+async def matching_ids(store: Store, browse: BrowseQuery) -> list[int]:
+    """Every id matching the query's filters (all pages), in id order."""
+    where, args, _ = await _filters(store, browse)
+    async with store.db.execute(f"SELECT id FROM images WHERE {where} ORDER BY id", args) as cursor:
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def _filters(store: Store, browse: BrowseQuery) -> tuple[str, tuple, object | None]:
+    """The WHERE clause and its arguments, and (when the words index alone can count) the keyword tree."""
+    if browse.page_size < 1 or browse.page_size > 100:
+        raise InvalidRequest("page_size", f"{browse.page_size} is not from 1 to 100")
+    clauses = ["guild = ?", "deleted_at IS NOT NULL" if browse.deleted else "deleted_at IS NULL"]
+    args: list = [browse.guild]
+    if not browse.include_nsfw:
+        clauses.append("nsfw = 0")
+    if browse.negative is NegativeMode.NONE:
+        clauses.append("negative_prompt = ''")
+    if browse.filename:
+        if browse.regex:
+            patterns.compiled(browse.filename, browse.case_sensitive, "filename")
+        clauses.append("salon_match(filename, ?, ?, ?, ?)")
+        args += [browse.filename, browse.case_sensitive, browse.regex, patterns.deadline()]
+    if browse.author:
+        clauses.append("author = ?")
+        args.append(browse.author)
+    if browse.model:
+        clauses.append("model = ?")
+        args.append(browse.model)
+    if browse.favourites_of:
+        clauses.append("id IN (SELECT image_id FROM favourites WHERE user = ?)")
+        args.append(browse.favourites_of)
+    if browse.gallery is not None:
+        clauses.append("id IN (SELECT image_id FROM gallery_images WHERE gallery_id = ?)")
+        args.append(browse.gallery)
+    rank = browse.rank
+    if rank.kind == "none":
+        clauses.append("rank_count = 0")
+    elif rank.kind == "exact":
+        clauses.append("rank_mean >= ? AND rank_mean < ?")  # (unrated images have no mean)
+        args += [rank.low - 0.5, rank.low + 0.5]
+    elif rank.kind == "range":
+        clauses.append("rank_mean BETWEEN ? AND ?")
+        args += [rank.low, rank.high]
+    only_words = len(clauses) == 2 and not args[1:]
+    count_match = None
+    if browse.keyword if browse.regex else browse.keyword.strip():
+        clause, more, node = await _keyword_clause(store, browse)
+        clauses.append(clause)
+        args += more
+        exact = browse.regex or browse.case_sensitive
+        if only_words and isinstance(store.text, SqliteWords) and not exact and words.is_text(node):
+            count_match = node
+        if exact and clause.startswith("salon_"):  # a row-by-row scan (no prefilter): once, not per query
+            async with store.db.execute(f"SELECT id FROM images WHERE {' AND '.join(clauses)}", args) as cur:
+                ids = [row[0] for row in await cur.fetchall()]
+            return "id IN (SELECT value FROM json_each(?))", (json.dumps(ids),), None
+    return " AND ".join(clauses), tuple(args), count_match
+
+
+async def _keyword_clause(store: Store, browse: BrowseQuery) -> tuple[str, list, Node]:
+    """The keyword's SQL condition, its arguments, and its parsed expression."""
+    if browse.regex:
+        node = Term(browse.keyword)  # the whole keyword is one regular expression, as in A1111
+        check_patterns(node, browse.case_sensitive)
+    else:
+        node = parse_keywords(browse.keyword)
+    if browse.regex or browse.case_sensitive:
+        # Exact: evaluated row by row on the same texts as `keywords.matches` (a scan of the guild's rows).
+        text = " || char(10) || ".join(searched_columns(browse.negative))
+        if browse.regex:  # one pattern over the searched text: the lightest check SQLite can call
+            clause = f"salon_regexp(?, {text}, ?, ?)"
+            args = [browse.keyword, browse.case_sensitive, patterns.deadline()]
+        else:
+            clause = (
+                f"salon_keyword(?, {text}, negative_prompt, COALESCE(model, ''), COALESCE(sampler, ''), "
+                "networks, COALESCE(CAST(seed AS TEXT), ''), ?, ?)"
+            )
+            args = [encode(node), browse.case_sensitive, False]
+        needed = (
+            regex_match(browse.keyword, browse.negative)
+            if browse.regex
+            else keyword_match(node, browse.negative)
+        )
+        if needed:
+            # Only rows with the substrings the search needs are checked exactly, once, here; counting and
+            # paging then use the ids (the check is Python, a few µs a row: not twice).
+            state = "deleted_at IS NOT NULL" if browse.deleted else "deleted_at IS NULL"
+            sql = (
+                f"SELECT id FROM images WHERE id IN (SELECT rowid FROM images_text WHERE images_text MATCH ?) "
+                f"AND +guild = ? AND +{state} AND {clause}"
+            )
+            async with store.db.execute(sql, (needed, browse.guild, *args)) as cursor:
+                ids = [row[0] for row in await cursor.fetchall()]
+            return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)], node
+        return clause, args, node
+    if isinstance(store.text, SqliteWords):
+        return (*words.sql_condition(node, browse.negative), node)
+    ids = await derived.whoosh_ids(store, node, browse.negative)
+    return "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)], node

@@ -1,0 +1,1 @@
+"""Development tools kept beside the code but outside the runtime packages (not installed with Salon)."""
