@@ -1,6 +1,6 @@
 """The fast path: the UNet and the VAE decoder compiled for a bounded set of shapes, everything else eager.
 
-Measured on an H100 (shared/reference/performance.md), a plain SD 1.5 image takes about a second because
+Measured on an H100, a plain SD 1.5 image takes about a second because
 each UNet call is bound by Python and kernel launches, not by the GPU; replaying compiled CUDA graphs makes
 it about 5× faster, and batching waiting images gives about 7× the images per second. Compiling costs
 80–90 s, so Salon uses compiled code only for the shapes it warmed up (sizes × batch buckets × prompt
