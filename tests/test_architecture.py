@@ -17,11 +17,11 @@ RUNTIME_PACKAGES = (
 )  # fmt: skip
 HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate")
 
-# Packages whose modules still load torch when imported, with the reason; phase 2 (issue 20) empties this.
+# Packages whose modules may load torch when imported, with the reason (none: keep it so).
 TORCH_AT_IMPORT: dict[str, str] = {}
 
 MAX_LINES = 600
-# Files over MAX_LINES: (the most lines they may have, why). Phase 3 (issue 20) splits them; none may grow.
+# Files over MAX_LINES: (the most lines they may have, why); none may grow. Empty: split a file instead.
 LONG_FILES: dict[str, tuple[int, str]] = {}
 
 
