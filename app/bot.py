@@ -29,11 +29,11 @@ async def open_bot_services(
         yield Services(settings, queue, community, extensions)
 
 
-async def run_bot(settings: Settings) -> int:
+async def run_bot(settings: Settings, worker: bool = True) -> int:
     """`salon run`: the bot, the worker and the scheduler in one process until SIGINT/SIGTERM (and the HTTP
     API over the same queue when `[api] enabled`)."""
     from app.api import api_beside_bot
     from bot.app import run_bot as run_client
 
     async with open_bot_services(settings) as services, api_beside_bot(settings, services.queue):
-        return await run_client(services)
+        return await run_client(services, run_worker=worker)

@@ -103,7 +103,9 @@ class SalonBot(commands.Bot):
             services = self.services
             self._web = await serve(services.settings, services.catalog, services.community, web_settings.host,
                                     web_settings.port)  # fmt: skip
-        if self.run_worker:
+        if not self.run_worker:
+            log.info("--no-worker: this bot only submits jobs; `salon worker` processes run them")
+        else:
             try:
                 self.services.queue.claim_worker()
             except WorkerBusy as exc:
@@ -197,13 +199,13 @@ def use_endpoints(api_base: str | None, gateway_url: str | None) -> None:
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-async def run_bot(services: Services) -> int:
+async def run_bot(services: Services, run_worker: bool = True) -> int:
     """`salon run`: the bot, the worker and the scheduler in one process until a signal stops it. The
     composition root (app/bot.py) builds the services and closes them after this returns."""
     settings = services.settings
     assert settings.discord_token is not None
     use_endpoints(settings.discord.api_base, settings.discord.gateway_url)
-    bot = SalonBot(services)
+    bot = SalonBot(services, run_worker)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -135,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = sub.add_parser("catalog", help="catalog upkeep: check (and --repair) or rebuild the text index")
     catalog.add_argument("action", choices=("check", "rebuild-index"))
     catalog.add_argument("--repair", action="store_true", help="fix what the check finds")
-    sub.add_parser("run", help="run the Discord bot with its worker (needs DISCORD_TOKEN)")
+    run = sub.add_parser("run", help="run the Discord bot with its worker (needs DISCORD_TOKEN)")
+    run.add_argument(
+        "--no-worker", action="store_true", help="the bot only: `salon worker` processes run the jobs"
+    )
 
     train = sub.add_parser(
         "train",

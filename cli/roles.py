@@ -25,7 +25,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("discord").setLevel(logging.WARNING)
-    status = asyncio.run(run_bot(settings))  # Discord refusing the token or intents: a SalonError, exit 2
+    # Discord refusing the token or intents: a SalonError, exit 2
+    status = asyncio.run(run_bot(settings, worker=not args.no_worker))
     leave_without_gpu_thread(status)  # a stop during a model load: the jobs are back in line, exit now
     return status
 

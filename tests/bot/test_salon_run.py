@@ -29,8 +29,11 @@ async def fake():
         yield running
 
 
-async def _start(fake: FakeDiscord, data: Path, token: str = FakeDiscord.TOKEN) -> asyncio.subprocess.Process:
-    """`salon run` in a child process; its log goes to data/../run-N.log (a pipe nobody reads would fill)."""
+async def _start(
+    fake: FakeDiscord, data: Path, token: str = FakeDiscord.TOKEN, *arguments: str
+) -> asyncio.subprocess.Process:
+    """`salon run` (or the subcommand and options in ARGUMENTS) in a child process; its log goes to
+    data/../run-N.log (a pipe nobody reads would fill)."""
     env = {
         **os.environ,
         "DISCORD_TOKEN": token,
@@ -46,7 +49,14 @@ async def _start(fake: FakeDiscord, data: Path, token: str = FakeDiscord.TOKEN) 
     log = data.parent / f"run-{len(list(data.parent.glob('run-*.log')))}.log"
     with log.open("wb") as output:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli.main", "run", cwd=ROOT, env=env, stdout=output, stderr=output
+            sys.executable,
+            "-m",
+            "cli.main",
+            *(arguments or ("run",)),
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=output,
         )
 
 
@@ -103,3 +113,38 @@ async def test_sigterm_mid_job_keeps_it_and_the_next_start_delivers_it_once(fake
         assert job.status is JobStatus.DONE and job.attempts == 1 and job.delivered_at is not None
     finally:
         await store.close()
+
+
+async def test_run_no_worker_serves_the_bot_only_and_a_salon_worker_runs_its_jobs(fake, tmp_path):
+    """`salon run --no-worker`: the bot queues and follows jobs; it never runs one. A `salon worker` started
+    later in the same data folder runs the job, and the bot posts its result."""
+    data = tmp_path / "data"
+    bot = await _start(fake, data, FakeDiscord.TOKEN, "run", "--no-worker")
+    worker = None
+    try:
+        await fake.wait_for(lambda: fake.connected and GUILD in fake.commands, 120, "the bot connected")
+        await fake.slash(ANN, CHANNEL, "imagine", {**FAST, "seed": 5})
+        await fake.wait_for(
+            lambda: "this bot only submits jobs" in _log(data), 60, "the --no-worker log line"
+        )
+        from jobs.store import JobStore
+
+        store = await JobStore.open(data / "queue.db")
+        try:
+            [job] = await store.recent()
+            assert job.status is JobStatus.QUEUED  # nobody runs it yet
+        finally:
+            await store.close()
+        worker = await _start(fake, data, FakeDiscord.TOKEN, "worker")
+        await fake.wait_for(
+            lambda: any("images #" in m.content for m in fake.channel_messages(CHANNEL)),
+            180,
+            "the result posted",
+        )
+    finally:
+        for process in (bot, worker):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), 30)
+    posted = [m for m in fake.channel_messages(CHANNEL) if "images #" in m.content]
+    assert len(posted) == 1 and "seed 5" in posted[0].content

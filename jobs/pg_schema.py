@@ -1,0 +1,103 @@
+"""The PostgreSQL schema of the job queue: numbered migrations, applied at start by one process at a time.
+
+Whichever process opens the store first applies the missing migrations, in one transaction holding an
+advisory lock (`pg_advisory_xact_lock`), so that roles starting together (a bot, several workers) never apply
+one twice. A database whose schema is newer than this code knows is refused with one clear line (a newer
+Salon migrated it): running old code against it could corrupt it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from core.errors import SalonError
+
+MIGRATION_LOCK = 0x5A10_0001  # the advisory lock key of the queue's migrations ("Salon", 1)
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "create jobs and workers",
+        """
+        CREATE TABLE jobs (
+            id BIGSERIAL PRIMARY KEY,
+            kind TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            guild TEXT,
+            channel TEXT,
+            request JSONB NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            phase TEXT NOT NULL DEFAULT '',
+            progress DOUBLE PRECISION NOT NULL DEFAULT 0,
+            created_at DOUBLE PRECISION NOT NULL,
+            started_at DOUBLE PRECISION,
+            finished_at DOUBLE PRECISION,
+            error TEXT,
+            results JSONB NOT NULL DEFAULT '[]',
+            idempotency_key TEXT UNIQUE,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            batch_key TEXT NOT NULL DEFAULT '',
+            model TEXT,
+            checkpoint JSONB,
+            slices INTEGER NOT NULL DEFAULT 0,
+            cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+            meta JSONB NOT NULL DEFAULT '{}',
+            delivered_at DOUBLE PRECISION,
+            solo BOOLEAN NOT NULL DEFAULT FALSE,
+            deaths JSONB NOT NULL DEFAULT '[]',
+            worker TEXT,
+            claim TEXT,
+            fence BIGINT NOT NULL DEFAULT 0,
+            lease_until DOUBLE PRECISION
+        );
+        CREATE INDEX jobs_by_status ON jobs (status, id);
+        CREATE INDEX jobs_by_owner ON jobs (owner, status);
+        CREATE INDEX jobs_undelivered ON jobs (finished_at) WHERE delivered_at IS NULL;
+        CREATE INDEX jobs_by_lease ON jobs (lease_until) WHERE status = 'running';
+        CREATE TABLE workers (
+            claim TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            gpu TEXT NOT NULL,
+            models JSONB NOT NULL DEFAULT '[]',
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat DOUBLE PRECISION NOT NULL,
+            stopped_at DOUBLE PRECISION
+        );
+        """,
+    ),
+)
+
+
+class SchemaTooNew(SalonError):
+    """The database was migrated by a newer Salon than this one (the CLI prints it as one line, exit 2)."""
+
+
+class DatabaseUnavailable(SalonError):
+    """The PostgreSQL server of `[database] url` cannot be reached or refuses the connection."""
+
+
+async def migrate(connection, migrations: tuple[tuple[str, str], ...] = MIGRATIONS) -> int:
+    """Apply the missing migrations under the advisory lock; the schema version now. Raises SchemaTooNew."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        cursor = await connection.execute(
+            "SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations"
+        )
+        current = (await cursor.fetchone())["version"]
+        if current > len(migrations):
+            raise SchemaTooNew(
+                f"the queue's database is at schema version {current}, newer than this Salon knows "
+                f"({len(migrations)}): upgrade Salon on this host"
+            )
+        for version, (name, sql) in enumerate(migrations, start=1):
+            if version > current:
+                await connection.execute(sql)
+                await connection.execute(
+                    "INSERT INTO schema_migrations VALUES (%s, %s, %s)", (version, name, time.time())
+                )
+        return max(current, len(migrations))

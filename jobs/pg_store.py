@@ -1,0 +1,449 @@
+"""The job store on PostgreSQL, for many workers on one queue: the interface of `JobStore` (jobs/store.py).
+
+Chosen by the composition root (app/stores.py) when `[database] url` is set; `JobQueue` runs on either.
+
+Claiming. Each worker picks its batch with the same fair scheduler as the SQLite queue (jobs/scheduling.py),
+its turns taken from the rows (`served`: when each person was last served, by any worker), and claims it with
+`SELECT … FOR UPDATE SKIP LOCKED`: a job another worker claims at the same moment is skipped, never claimed
+twice, and the claim returns only the jobs this worker got.
+
+Leases, not locks. There is no one-worker lock: a claimed job carries a lease (`lease_until`, the database's
+clock plus `lease_s`), renewed by its worker's heartbeat (every lease_s / 3). Any process re-queues the jobs
+whose lease expired (their worker died or lost the network), with the SQLite queue's crash blame
+(jobs/blame.py): a batch that died is not blamed and runs solo; a job that died alone counts the attempt.
+
+Fencing. Every claim increments the job's `fence` (the claim's number; unlike `attempts` it never goes down),
+and this store remembers the fence of each job it claimed: its changes to a running job apply only while the
+row still carries that fence, so a worker cut off and coming back late cannot post a second result.
+
+Workers. A worker advertises itself in the `workers` table (name, host, GPU, loaded models, heartbeat);
+`salon workers` lists them and `salon queue` shows which worker runs or ran each job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from jobs.blame import Point, judge
+from jobs.pg_schema import DatabaseUnavailable, migrate
+from jobs.records import JobKind, JobRecord, JobStatus
+from jobs.store import QueueLimit
+
+log = logging.getLogger(__name__)
+
+NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"  # the database's clock: one for all hosts
+JSON_COLUMNS = ("results", "deaths", "checkpoint", "meta")
+REQUEUED = "the worker died during this job; queued again"
+CONNECT_TIMEOUT_S = 30.0  # opening the store waits this long for the server (it may be starting too)
+REQUEUED_SOLO = "the worker died during its batch; queued again to run alone"
+
+
+class PgJobStore:
+    """Async access to the jobs and workers tables. `await PgJobStore.open(url)`, `await close()`."""
+
+    exclusive_worker = False  # many workers share the queue (no lock file, no point file)
+
+    def __init__(self, pool, lease_s: float, max_attempts: int, worker_name: str | None) -> None:
+        self._pool = pool
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self.worker_name = worker_name or socket.gethostname()
+        self.claim_token = f"{self.worker_name}/{uuid.uuid4().hex[:12]}"  # this process, as a worker
+        self._fences: dict[int, int] = {}  # job id → the fence of this store's claim of it
+        self._heartbeat: asyncio.Task | None = None
+
+    @classmethod
+    async def open(
+        cls, url: str, *, lease_s: float = 30.0, max_attempts: int = 3, worker_name: str | None = None
+    ) -> PgJobStore:
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+        pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=4,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+        )
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            async with pool.connection() as connection:
+                await migrate(connection)
+        except PoolTimeout:
+            await pool.close()
+            raise DatabaseUnavailable(
+                f"cannot reach the queue's database ({_without_password(url)}) within {CONNECT_TIMEOUT_S:.0f} s: "
+                "is PostgreSQL running, and [database] url right?"
+            ) from None
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, lease_s, max_attempts, worker_name)
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._heartbeat
+            with contextlib.suppress(Exception):
+                await self._execute(
+                    "UPDATE workers SET stopped_at = " + NOW + " WHERE claim = %s", (self.claim_token,)
+                )
+        await self._pool.close()
+
+    async def _execute(self, sql: str, args: Sequence[Any] | dict = ()) -> list[dict]:
+        async with self._pool.connection() as connection:
+            cursor = await connection.execute(sql, args)
+            return await cursor.fetchall() if cursor.description else []
+
+    # ----- reading -------------------------------------------------------------------------------------------
+    async def get(self, job_id: int) -> JobRecord | None:
+        rows = await self._execute("SELECT * FROM jobs WHERE id = %s", (job_id,))
+        return _record(rows[0]) if rows else None
+
+    async def queued(self) -> list[JobRecord]:
+        return [
+            _record(row)
+            for row in await self._execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id")
+        ]
+
+    async def recent(self, limit: int = 50, statuses: Iterable[JobStatus] | None = None) -> list[JobRecord]:
+        """The newest jobs, optionally only those in `statuses`."""
+        if statuses is None:
+            rows = await self._execute("SELECT * FROM jobs ORDER BY id DESC LIMIT %s", (limit,))
+        else:
+            wanted = [s.value for s in statuses]
+            rows = await self._execute(
+                "SELECT * FROM jobs WHERE status = ANY(%s) ORDER BY id DESC LIMIT %s", (wanted, limit)
+            )
+        return [_record(row) for row in rows]
+
+    async def undelivered(self, since: float = 0.0, guilds_only: bool = True) -> list[JobRecord]:
+        """Jobs finished after `since` whose outcome no front end has shown yet (oldest first)."""
+        sql = (
+            "SELECT * FROM jobs WHERE delivered_at IS NULL AND status IN ('done', 'failed', 'cancelled') "
+            "AND finished_at >= %s" + (" AND guild IS NOT NULL" if guilds_only else "") + " ORDER BY id"
+        )
+        return [_record(row) for row in await self._execute(sql, (since,))]
+
+    async def pending(self, guilds_only: bool = True) -> list[JobRecord]:
+        """Queued and running jobs, oldest first."""
+        sql = "SELECT * FROM jobs WHERE status IN ('queued', 'running')" + (
+            " AND guild IS NOT NULL" if guilds_only else ""
+        )
+        return [_record(row) for row in await self._execute(sql + " ORDER BY id")]
+
+    async def served(self, queued: Sequence[JobRecord]) -> dict[str, float]:
+        """When each owner of `queued` was last served by any worker (the scheduler's turns, shared: whoever
+        was served longest ago goes first, whichever worker serves them)."""
+        owners = sorted({job.owner for job in queued})
+        if not owners:
+            return {}
+        rows = await self._execute(
+            "SELECT owner, MAX(started_at) AS served FROM jobs WHERE owner = ANY(%s) AND started_at IS NOT NULL "
+            "GROUP BY owner",
+            (owners,),
+        )
+        return {row["owner"]: row["served"] for row in rows}
+
+    async def cancel_requests(self, job_ids: Sequence[int]) -> list[int]:
+        """Those of `job_ids` someone asked to cancel."""
+        if not job_ids:
+            return []
+        rows = await self._execute(
+            "SELECT id FROM jobs WHERE cancel_requested AND id = ANY(%s)", (list(job_ids),)
+        )
+        return [row["id"] for row in rows]
+
+    # ----- writing -------------------------------------------------------------------------------------------
+    async def submit(
+        self,
+        kind: JobKind,
+        owner: str,
+        request: dict[str, Any],
+        *,
+        guild: str | None = None,
+        channel: str | None = None,
+        idempotency_key: str | None = None,
+        batch_key: str = "",
+        model: str | None = None,
+        meta: dict[str, Any] | None = None,
+        max_pending_per_user: int,
+        max_queued: int,
+    ) -> tuple[JobRecord, bool]:
+        """Persist a new queued job; returns it and True, or the existing job with this key and False."""
+        async with self._pool.connection() as connection, connection.transaction():
+            # One submitter at a time checks the limits (a transaction-scoped lock), as SQLite's single writer.
+            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (0x5A10_0002,))
+            if idempotency_key is not None:
+                cursor = await connection.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = %s", (idempotency_key,)
+                )
+                existing = await cursor.fetchone()
+                if existing:
+                    return _record(existing), False
+            await _check_limits(connection, owner, max_pending_per_user, max_queued)
+            cursor = await connection.execute(
+                "INSERT INTO jobs (kind, owner, guild, channel, request, status, created_at, idempotency_key, "
+                "batch_key, model, meta) VALUES (%s, %s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s) RETURNING *",
+                (
+                    kind.value,
+                    owner,
+                    guild,
+                    channel,
+                    json.dumps(request),
+                    time.time(),
+                    idempotency_key,
+                    batch_key,
+                    model,
+                    json.dumps(meta or {}),
+                ),
+            )
+            return _record(await cursor.fetchone()), True
+
+    async def transition(
+        self, job_id: int, status: JobStatus, allowed_from: Sequence[JobStatus], **fields: Any
+    ) -> JobRecord | None:
+        """Move a job to `status` if it is in one of `allowed_from` (never out of a terminal state), and, for a
+        job this store claimed, only while the row carries this claim's fence. As `JobStore.transition`."""
+        sources = [s.value for s in allowed_from if not s.terminal]
+        if not sources:
+            return None
+        values = dict(fields)
+        for name in ("results", "deaths"):
+            if name in values:
+                values[name] = json.dumps(list(values[name]))
+        for name in ("checkpoint", "meta"):
+            if name in values:
+                values[name] = json.dumps(values[name])
+        if status.terminal:
+            values.setdefault("finished_at", time.time())
+        if status is not JobStatus.RUNNING:
+            values.update(lease_until=None)
+        columns = ", ".join(["status = %s", *(f"{name} = %s" for name in values)])
+        sql = f"UPDATE jobs SET {columns} WHERE id = %s AND status = ANY(%s)"
+        args: list[Any] = [status.value, *values.values(), job_id, sources]
+        fence = self._fences.get(job_id)
+        if fence is not None:
+            sql += " AND (status <> 'running' OR fence = %s)"
+            args.append(fence)
+        rows = await self._execute(sql + " RETURNING *", args)
+        if status is not JobStatus.RUNNING:  # out of this claim's hands (or it was lost already)
+            self._fences.pop(job_id, None)
+        return _record(rows[0]) if rows else None
+
+    async def claim(self, job_ids: Sequence[int]) -> list[JobRecord]:
+        """Queued → running for those of these jobs no other worker holds or claims now (counting the attempt,
+        with a lease and a new fence); returns them in the order asked."""
+        if not job_ids:
+            return []
+        rows = await self._execute(
+            f"UPDATE jobs SET status = 'running', started_at = {NOW}, attempts = attempts + 1, "
+            "phase = 'starting', worker = %(worker)s, claim = %(claim)s, fence = fence + 1, "
+            f"lease_until = {NOW} + %(lease)s "
+            "WHERE id IN (SELECT id FROM jobs WHERE id = ANY(%(ids)s) AND status = 'queued' "
+            "FOR UPDATE SKIP LOCKED) RETURNING *",
+            {
+                "worker": self.worker_name,
+                "claim": self.claim_token,
+                "lease": self.lease_s,
+                "ids": list(job_ids),
+            },
+        )
+        by_id = {row["id"]: row for row in rows}
+        for row in rows:
+            self._fences[row["id"]] = row["fence"]
+        return [_record(by_id[job_id]) for job_id in job_ids if job_id in by_id]
+
+    async def update_meta(self, job_id: int, **changes: Any) -> JobRecord | None:
+        """Merge `changes` into a job's front-end details (in any state; a None value removes the key)."""
+        removed = [key for key, value in changes.items() if value is None]
+        kept = {key: value for key, value in changes.items() if value is not None}
+        await self._execute(
+            "UPDATE jobs SET meta = (meta || %s::jsonb) - %s::text[] WHERE id = %s",
+            (json.dumps(kept), removed, job_id),
+        )
+        return await self.get(job_id)
+
+    async def mark_delivered(self, job_id: int) -> None:
+        """A front end has shown this finished job's outcome to its owner."""
+        await self._execute("UPDATE jobs SET delivered_at = %s WHERE id = %s", (time.time(), job_id))
+
+    async def request_cancel(self, job_id: int) -> bool:
+        """Ask whichever worker runs this job to stop it (True if it was running)."""
+        rows = await self._execute(
+            "UPDATE jobs SET cancel_requested = TRUE WHERE id = %s AND status = 'running' RETURNING id",
+            (job_id,),
+        )
+        return bool(rows)
+
+    async def mark_waiting(self, phase: str) -> None:
+        """Say on every queued job's row why it waits (`salon queue` shows it)."""
+        await self._execute("UPDATE jobs SET phase = %s WHERE status = 'queued'", (phase,))
+
+    async def clear_waiting(self, prefix: str) -> None:
+        """Queued jobs whose phase starts with `prefix` no longer wait for that."""
+        await self._execute(
+            "UPDATE jobs SET phase = '' WHERE status = 'queued' AND starts_with(phase, %s)", (prefix,)
+        )
+
+    # ----- leases --------------------------------------------------------------------------------------------
+    async def recover(self, max_attempts: int, point: Point | None = None) -> tuple[list[int], list[int]]:
+        """Jobs whose lease expired go back to the queue, or fail (jobs/blame.py: a batch that died together
+        is not blamed). Jobs other workers run under a live lease are theirs. Returns (requeued, failed)."""
+        requeued, failed = [], []
+        async with self._pool.connection() as connection, connection.transaction():
+            cursor = await connection.execute(
+                "SELECT id, attempts, cancel_requested, deaths, claim FROM jobs "
+                f"WHERE status = 'running' AND lease_until < {NOW} FOR UPDATE SKIP LOCKED"
+            )
+            rows = await cursor.fetchall()
+            for row in [row for row in rows if row["cancel_requested"]]:  # its owner wanted it stopped anyway
+                await connection.execute(
+                    "UPDATE jobs SET status = 'cancelled', phase = 'cancelled', finished_at = %s, "
+                    "lease_until = NULL WHERE id = %s",
+                    (time.time(), row["id"]),
+                )
+            rows = [row for row in rows if not row["cancel_requested"]]
+            for row in rows:
+                together = [other["id"] for other in rows if other["claim"] == row["claim"]]
+                verdict = judge(row["id"], row["deaths"], together, None, max_attempts)
+                attempts = row["attempts"] if verdict.counted else max(0, row["attempts"] - 1)
+                deaths = json.dumps(list(verdict.deaths))
+                if verdict.failed_reason is None:
+                    await connection.execute(
+                        "UPDATE jobs SET status = 'queued', phase = %s, attempts = %s, deaths = %s, solo = TRUE, "
+                        "lease_until = NULL WHERE id = %s",
+                        (REQUEUED if verdict.counted else REQUEUED_SOLO, attempts, deaths, row["id"]),
+                    )
+                    requeued.append(row["id"])
+                else:
+                    await connection.execute(
+                        "UPDATE jobs SET status = 'failed', phase = 'failed', error = %s, finished_at = %s, "
+                        "attempts = %s, deaths = %s, lease_until = NULL WHERE id = %s",
+                        (verdict.failed_reason, time.time(), attempts, deaths, row["id"]),
+                    )
+                    failed.append(row["id"])
+        for job_id in requeued:
+            log.warning("job %d: its worker stopped renewing its lease; queued again", job_id)
+        return requeued, failed
+
+    async def renew_leases(self) -> int:
+        """Extend the lease of every job this worker still holds; how many."""
+        held = list(self._fences)
+        if not held:
+            return 0
+        rows = await self._execute(
+            f"UPDATE jobs SET lease_until = {NOW} + %s WHERE id = ANY(%s) AND status = 'running' AND claim = %s "
+            "RETURNING id",
+            (self.lease_s, held, self.claim_token),
+        )
+        return len(rows)
+
+    # ----- workers -------------------------------------------------------------------------------------------
+    async def start_worker(self, describe: Callable[[], tuple[str, list[str]]]) -> None:
+        """Advertise this process as a worker and keep its heartbeat (leases, its row, expired leases) until
+        `close`. `describe` gives its GPU ("cpu" without one) and loaded models."""
+        await self._beat(describe)
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.ensure_future(self._beat_forever(describe))
+
+    async def _beat(self, describe: Callable[[], tuple[str, list[str]]]) -> None:
+        gpu, models = describe()
+        await self._execute(
+            "INSERT INTO workers (claim, name, host, pid, gpu, models, started_at, heartbeat) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, {NOW}, {NOW}) ON CONFLICT (claim) DO UPDATE SET "
+            "gpu = EXCLUDED.gpu, models = EXCLUDED.models, heartbeat = EXCLUDED.heartbeat",
+            (self.claim_token, self.worker_name, socket.gethostname(), os.getpid(), gpu, json.dumps(models)),
+        )
+        await self.recover(self.max_attempts)  # first: a lease of ours that lapsed is lost, not renewed
+        await self.renew_leases()
+
+    async def _beat_forever(self, describe: Callable[[], tuple[str, list[str]]]) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self._beat(describe)
+            except Exception as exc:  # the database is away: the leases lapse, another worker takes over
+                log.warning("worker heartbeat failed: %s", exc)
+
+    async def workers(self, include_stopped: bool = False) -> list[dict[str, Any]]:
+        """The workers (newest heartbeat first) with the jobs each runs now."""
+        rows = await self._execute(
+            "SELECT w.name, w.host, w.gpu, w.models, w.heartbeat, w.stopped_at, "
+            f"{NOW} - w.heartbeat AS silent_s, "
+            "COALESCE((SELECT array_agg(j.id ORDER BY j.id) FROM jobs j WHERE j.claim = w.claim "
+            "AND j.status = 'running'), '{}') AS jobs FROM workers w "
+            + ("" if include_stopped else "WHERE w.stopped_at IS NULL ")
+            + "ORDER BY w.heartbeat DESC"
+        )
+        return rows
+
+
+async def _check_limits(connection, owner: str, max_pending_per_user: int, max_queued: int) -> None:
+    cursor = await connection.execute(
+        "SELECT COUNT(*) AS n FROM jobs WHERE owner = %s AND status IN ('queued', 'running')", (owner,)
+    )
+    pending = (await cursor.fetchone())["n"]
+    if pending >= max_pending_per_user:
+        raise QueueLimit(
+            "queue",
+            f"you already have {pending} jobs waiting or running, the most allowed per "
+            "person; wait for one to finish or cancel one",
+        )
+    cursor = await connection.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
+    queued = (await cursor.fetchone())["n"]
+    if queued >= max_queued:
+        raise QueueLimit("queue", f"the queue is full ({queued} jobs waiting); try again in a few minutes")
+
+
+def _record(row: dict[str, Any]) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        kind=JobKind(row["kind"]),
+        owner=row["owner"],
+        guild=row["guild"],
+        channel=row["channel"],
+        request=row["request"],
+        status=JobStatus(row["status"]),
+        phase=row["phase"],
+        progress=row["progress"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=row["error"],
+        results=tuple(row["results"]),
+        idempotency_key=row["idempotency_key"],
+        attempts=row["attempts"],
+        batch_key=row["batch_key"],
+        model=row["model"],
+        checkpoint=row["checkpoint"],
+        slices=row["slices"],
+        meta=row["meta"],
+        delivered_at=row["delivered_at"],
+        solo=bool(row["solo"]),
+        deaths=tuple(row["deaths"]),
+        worker=row["worker"],
+    )
+
+
+def _without_password(url: str) -> str:
+    """The URL as it may be shown (a password replaced by ***)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
