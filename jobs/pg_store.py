@@ -36,7 +36,7 @@ from typing import Any
 from jobs.blame import Point, judge
 from jobs.pg_schema import DatabaseUnavailable, migrate
 from jobs.records import JobKind, JobRecord, JobStatus
-from jobs.store import QueueLimit
+from jobs.store import check_queue_limits
 
 log = logging.getLogger(__name__)
 
@@ -395,16 +395,9 @@ async def _check_limits(connection, owner: str, max_pending_per_user: int, max_q
         "SELECT COUNT(*) AS n FROM jobs WHERE owner = %s AND status IN ('queued', 'running')", (owner,)
     )
     pending = (await cursor.fetchone())["n"]
-    if pending >= max_pending_per_user:
-        raise QueueLimit(
-            "queue",
-            f"you already have {pending} jobs waiting or running, the most allowed per "
-            "person; wait for one to finish or cancel one",
-        )
     cursor = await connection.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
     queued = (await cursor.fetchone())["n"]
-    if queued >= max_queued:
-        raise QueueLimit("queue", f"the queue is full ({queued} jobs waiting); try again in a few minutes")
+    check_queue_limits(pending, max_pending_per_user, queued, max_queued)
 
 
 def _record(row: dict[str, Any]) -> JobRecord:

@@ -88,6 +88,19 @@ class QueueLimit(InvalidRequest):
     """A submission refused because the user or the whole queue has too many jobs waiting."""
 
 
+def check_queue_limits(pending: int, max_pending_per_user: int, queued: int, max_queued: int) -> None:
+    """The queue's two limits, with the messages people see (the SQLite and the PostgreSQL store):
+    `pending` is the submitter's queued and running jobs, `queued` every queued job."""
+    if pending >= max_pending_per_user:
+        raise QueueLimit(
+            "queue",
+            f"you already have {pending} jobs waiting or running, the most allowed per "
+            "person; wait for one to finish or cancel one",
+        )
+    if queued >= max_queued:
+        raise QueueLimit("queue", f"the queue is full ({queued} jobs waiting); try again in a few minutes")
+
+
 class JobStore:
     """Async access to the jobs table. Open with `await JobStore.open(path)`, close with `await close()`."""
 
@@ -171,18 +184,9 @@ class JobStore:
     async def _check_limits(self, owner: str, max_pending_per_user: int, max_queued: int) -> None:
         async with self._db.execute(COUNT_PENDING_OF_OWNER, (owner,)) as cursor:
             pending = (await cursor.fetchone())[0]
-        if pending >= max_pending_per_user:
-            raise QueueLimit(
-                "queue",
-                f"you already have {pending} jobs waiting or running, the most allowed per "
-                "person; wait for one to finish or cancel one",
-            )
         async with self._db.execute(COUNT_QUEUED) as cursor:
             queued = (await cursor.fetchone())[0]
-        if queued >= max_queued:
-            raise QueueLimit(
-                "queue", f"the queue is full ({queued} jobs waiting); try again in a few minutes"
-            )
+        check_queue_limits(pending, max_pending_per_user, queued, max_queued)
 
     async def transition(
         self, job_id: int, status: JobStatus, allowed_from: Sequence[JobStatus], **fields: Any

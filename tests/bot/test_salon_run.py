@@ -131,6 +131,9 @@ async def test_run_no_worker_serves_the_bot_only_and_a_salon_worker_runs_its_job
 
         store = await JobStore.open(data / "queue.db")
         try:
+            deadline = time.monotonic() + 60
+            while not await store.recent() and time.monotonic() < deadline:  # the bot writes the job
+                await asyncio.sleep(0.1)
             [job] = await store.recent()
             assert job.status is JobStatus.QUEUED  # nobody runs it yet
         finally:
