@@ -2,8 +2,10 @@
 
 `open_bot_services` discovers the extensions once (their post-processors go to the queue's result sink,
 their commands and schedules to the bot), opens the queue as the worker role does, then the community
-store; closing goes the other way. `run_bot` runs the client on them until a signal stops it: the bot also
-runs the GPU worker in the same process, unless another process (`salon worker`) already does.
+store, and with a database URL the scheduler's advisory lock (jobs/pg_locks.py: one of several bot
+processes runs the schedule); closing goes the other way. `run_bot` runs the client on them until a signal
+stops it: the bot also runs the GPU worker in the same process, unless another process (`salon worker`)
+already does.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ async def open_bot_services(
     async with AsyncExitStack() as stack:
         queue = await stack.enter_async_context(open_queue(settings, extensions=extensions, engine=engine))
         community = await stack.enter_async_context(open_community(settings))
-        yield Services(settings, queue, community, extensions)
+        lock = None
+        if settings.database.url:  # several bots may share the database: one runs the schedule
+            from jobs.pg_locks import SCHEDULE_LOCK, session_lock
+
+            lock = await stack.enter_async_context(session_lock(settings.database.url, SCHEDULE_LOCK))
+        yield Services(settings, queue, community, extensions, lock)
 
 
 async def run_bot(settings: Settings, worker: bool = True) -> int:

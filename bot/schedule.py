@@ -6,10 +6,15 @@ restart keeps them: at start every one is added again, and one that should have 
 runs once now (missed runs coalesced). A digest is posted at most once per guild and period: its row is
 claimed before posting and gets the message id after; a crash in between is recognised at the next try by the
 digest's own first line in the gallery channel, and the message is recorded instead of posted again.
+
+With a database URL several bot processes may share one database: only the one holding the schedule lock
+(a PostgreSQL advisory lock, jobs/pg_locks.py, handed in by app/bot.py) runs the schedule; the others try
+again every LOCK_RETRY_S and take over when its connection ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import logging
@@ -20,12 +25,14 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot import render
 from bot.client import Salon
+from bot.services import ScheduleLock
 from core.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
 UTC = dt.UTC
 PERIODS = {"daily": dt.timedelta(days=1), "weekly": dt.timedelta(days=7)}
+LOCK_RETRY_S = 30.0  # without the schedule lock, try again this often (its holder checks it as often)
 HISTORY_SEARCHED = 50  # gallery-channel messages read back to find a digest posted just before a crash
 
 
@@ -72,8 +79,44 @@ class Scheduler:
     def __init__(self, bot: Salon) -> None:
         self.bot = bot
         self.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
+        self.lock_retry_s = LOCK_RETRY_S
+        self.active = False  # this process runs the schedule now
+        self._started = False
+        self._watch: asyncio.Task | None = None
 
     async def start(self) -> None:
+        """Run the schedule here; with a schedule lock (`Services.schedule_lock`: a database URL), only while
+        this process holds it: another process that holds it runs the schedule, and this one takes over once
+        that one's lock is released (tried every `lock_retry_s`)."""
+        lock = self.bot.services.schedule_lock
+        if lock is None or await lock.acquire():
+            await self._run()
+        else:
+            log.info("another process runs the schedule (digests, upkeep); this one takes over if it stops")
+        if lock is not None:
+            self._watch = asyncio.create_task(self._watch_lock(lock))
+
+    async def _watch_lock(self, lock: ScheduleLock) -> None:
+        while True:
+            await asyncio.sleep(self.lock_retry_s)
+            try:
+                held = await lock.acquire()
+                if held and not self.active:
+                    log.info("this process runs the schedule now (digests, upkeep)")
+                    await self._run()
+                elif not held and self.active:  # its connection was lost: another process may take over
+                    log.warning("lost the schedule lock; another process runs the schedule (digests, upkeep)")
+                    self.scheduler.pause()
+                    self.active = False
+            except Exception:  # keep watching: the next try may do
+                log.exception("the schedule lock")
+
+    async def _run(self) -> None:
+        self.active = True
+        if self._started:  # it ran here before, then lost the lock
+            self.scheduler.resume()
+            return
+        self._started = True
         self.scheduler.start()
         upkeep = self.bot.services.settings.schedule
         for kind, cron in (
@@ -95,6 +138,9 @@ class Scheduler:
             )
 
     def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self.active = False
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 

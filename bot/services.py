@@ -5,6 +5,7 @@ on the client."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from catalog.catalog import Catalog
 from community.store import CommunityStore
@@ -15,6 +16,14 @@ from extensions import ExtensionInfo
 from jobs.queue import JobQueue
 
 
+class ScheduleLock(Protocol):
+    """Who runs the schedule when several bot processes share a database (jobs/pg_locks.py, handed by app/)."""
+
+    async def acquire(self) -> bool:
+        """True while this process holds the lock (taken when free; a lost connection loses it)."""
+        ...
+
+
 @dataclass
 class Services:
     """What the cogs work with, built once by the composition root and handed to the bot."""
@@ -23,6 +32,7 @@ class Services:
     queue: JobQueue
     community: CommunityStore
     extensions: list[ExtensionInfo] = field(default_factory=list)  # discovered once (app/), at start
+    schedule_lock: ScheduleLock | None = None  # None: this process runs the schedule (no database URL)
 
     @property
     def catalog(self) -> Catalog:

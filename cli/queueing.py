@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def through_queue(settings: Settings, request, output: Path | None, extensions: list[ExtensionInfo]) -> int:
-    """Submit to the queue, run the worker here unless another process runs it, show progress, print results."""
+    """Submit to the queue, run the worker here unless another process runs it (with a database URL: unless a
+    live worker exists), show progress, print results."""
     import asyncio
 
     from commands.outputs import copy_results
@@ -76,8 +77,18 @@ async def submit_and_follow(settings: Settings, request, extensions: list[Extens
         loop.add_signal_handler(
             signal.SIGINT, lambda: [asyncio.ensure_future(queue.cancel(i)) for i in job_ids]
         )
+
+        async def run_here() -> bool:
+            """On a shared queue (PostgreSQL), leave the job to a live worker; with none, run one here."""
+            if queue.store.exclusive_worker:
+                return True  # SQLite: the worker lock decides, as always
+            if await queue.store.live_workers():
+                return False
+            err_console.print("no live worker in the database; running one here", markup=False)
+            return True
+
         try:
-            return await submit_and_wait(queue, request, owner_for_cli(), show, accepted)
+            return await submit_and_wait(queue, request, owner_for_cli(), show, accepted, run_here)
         finally:
             if job_ids:
                 progress.stop()

@@ -9,7 +9,8 @@ defaults (engine/requests.py); styles, LoRA and embedding options added to the p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,8 +131,12 @@ async def submit_and_wait(
     owner: str,
     on_event: Callable[[JobEvent], None] | None = None,
     on_accepted: Callable[[int], None] | None = None,
+    run_here: Callable[[], Awaitable[bool]] | None = None,
 ) -> JobRecord:
-    """Submit `request`; run the worker in this process unless another one runs it; return the finished job."""
+    """Submit `request`; run the worker in this process unless another one runs it; return the finished job.
+    `run_here`: asked once the job is accepted whether this process should run a worker for it (False: a
+    worker of another process will, e.g. a live one on a shared queue); by default it does, unless another
+    process holds the data folder's worker lock."""
     if isinstance(request, LongJob):
         job = await queue.submit_task(request.kind, request.params, owner)
     else:
@@ -139,11 +144,11 @@ async def submit_and_wait(
     if on_accepted is not None:
         on_accepted(job.id)
     stop = asyncio.Event()
-    try:
-        queue.claim_worker()
-        runner: asyncio.Task | None = asyncio.create_task(queue.run(stop=stop))
-    except WorkerBusy:
-        runner = None  # the worker of another process (the bot, `salon worker`) will run it
+    runner: asyncio.Task | None = None  # None: another process's worker (the bot, `salon worker`) runs it
+    if run_here is None or await run_here():
+        with contextlib.suppress(WorkerBusy):  # another process holds the worker lock: its worker runs it
+            queue.claim_worker()
+            runner = asyncio.create_task(queue.run(stop=stop))
     waiter = asyncio.create_task(queue.wait(job.id, on_event))
     try:
         if runner is not None:

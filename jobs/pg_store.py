@@ -17,7 +17,8 @@ and this store remembers the fence of each job it claimed: its changes to a runn
 row still carries that fence, so a worker cut off and coming back late cannot post a second result.
 
 Workers. A worker advertises itself in the `workers` table (name, host, GPU, loaded models, heartbeat);
-`salon workers` lists them and `salon queue` shows which worker runs or ran each job.
+`salon workers` lists them and `salon queue` shows which worker runs or ran each job. A one-shot command
+(`salon imagine`) leaves its job to a live one (`live_workers`: a heartbeat younger than `lease_s`).
 """
 
 from __future__ import annotations
@@ -376,6 +377,16 @@ class PgJobStore:
                 await self._beat(describe)
             except Exception as exc:  # the database is away: the leases lapse, another worker takes over
                 log.warning("worker heartbeat failed: %s", exc)
+
+    async def live_workers(self) -> list[str]:
+        """The names of the other processes' workers that are alive: not stopped, their heartbeat younger
+        than `lease_s` (a one-shot command waits for one of them instead of running a worker itself)."""
+        rows = await self._execute(
+            f"SELECT name FROM workers WHERE stopped_at IS NULL AND claim <> %s AND heartbeat > {NOW} - %s "
+            "ORDER BY heartbeat DESC",
+            (self.claim_token, self.lease_s),
+        )
+        return [row["name"] for row in rows]
 
     async def workers(self, include_stopped: bool = False) -> list[dict[str, Any]]:
         """The workers (newest heartbeat first) with the jobs each runs now."""

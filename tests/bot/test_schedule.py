@@ -116,3 +116,49 @@ async def test_upkeep_purges_old_deletions_optimizes_and_checks(salon):
     await salon.bot.schedule.upkeep("check")
     jobs = {job.id for job in salon.bot.schedule.scheduler.get_jobs()}
     assert {"upkeep:purge", "upkeep:optimize", "upkeep:check"} <= jobs
+
+
+class _Lock:
+    """A schedule lock that says what the test says (jobs/pg_locks.py's on PostgreSQL)."""
+
+    def __init__(self, held: bool) -> None:
+        self.held = held
+
+    async def acquire(self) -> bool:
+        return self.held
+
+
+async def test_only_the_holder_of_the_schedule_lock_runs_the_schedule_and_another_takes_over(settings):
+    import asyncio
+    from types import SimpleNamespace
+
+    from bot.schedule import Scheduler
+
+    async def schedules():
+        return []
+
+    lock = _Lock(held=False)
+    services = SimpleNamespace(
+        settings=settings, schedule_lock=lock, community=SimpleNamespace(schedules=schedules)
+    )
+    schedule = Scheduler(SimpleNamespace(services=services, extensions_found=[]))
+    schedule.lock_retry_s = 0.01
+
+    async def until(condition) -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await schedule.start()
+    try:
+        assert not schedule.active and schedule.scheduler.get_jobs() == []  # another process runs it
+        lock.held = True  # that process's connection ended: this one takes over
+        await until(lambda: schedule.active)
+        assert {"upkeep:purge", "upkeep:optimize", "upkeep:check"} <= {
+            j.id for j in schedule.scheduler.get_jobs()
+        }
+        lock.held = False  # this one's connection was lost: it pauses, and resumes once it holds it again
+        await until(lambda: not schedule.active)
+        lock.held = True
+        await until(lambda: schedule.active)
+    finally:
+        schedule.stop()
