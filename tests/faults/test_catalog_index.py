@@ -218,7 +218,10 @@ async def test_every_scheduled_upkeep_job_works_with_both_text_indexes(tmp_path,
         await catalog.store.in_index_thread(catalog.store.text.remove, [damaged.id])
         orphan = write_image(outputs, "orphan.png", "an orphan moon", 77)
         services = SimpleNamespace(
-            settings=settings, catalog=catalog, community=SimpleNamespace(schedules=_no_schedules)
+            settings=settings,
+            catalog=catalog,
+            community=SimpleNamespace(schedules=_no_schedules),
+            schedule_lock=None,  # SQLite: this process runs the schedule
         )
         scheduler = Scheduler(SimpleNamespace(services=services, extensions_found=[]))
         await scheduler.start()
