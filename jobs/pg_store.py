@@ -37,7 +37,7 @@ from typing import Any
 from jobs.blame import Point, judge
 from jobs.pg_schema import DatabaseUnavailable, migrate
 from jobs.records import JobKind, JobRecord, JobStatus
-from jobs.store import check_queue_limits
+from jobs.store import check_queue_limits, record_from_row
 
 log = logging.getLogger(__name__)
 
@@ -412,33 +412,7 @@ async def _check_limits(connection, owner: str, max_pending_per_user: int, max_q
 
 
 def _record(row: dict[str, Any]) -> JobRecord:
-    return JobRecord(
-        id=row["id"],
-        kind=JobKind(row["kind"]),
-        owner=row["owner"],
-        guild=row["guild"],
-        channel=row["channel"],
-        request=row["request"],
-        status=JobStatus(row["status"]),
-        phase=row["phase"],
-        progress=row["progress"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        error=row["error"],
-        results=tuple(row["results"]),
-        idempotency_key=row["idempotency_key"],
-        attempts=row["attempts"],
-        batch_key=row["batch_key"],
-        model=row["model"],
-        checkpoint=row["checkpoint"],
-        slices=row["slices"],
-        meta=row["meta"],
-        delivered_at=row["delivered_at"],
-        solo=bool(row["solo"]),
-        deaths=tuple(row["deaths"]),
-        worker=row["worker"],
-    )
+    return record_from_row(row, lambda value: value)  # psycopg decodes jsonb columns itself
 
 
 def _without_password(url: str) -> str:

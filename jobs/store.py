@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -336,13 +336,20 @@ class JobStore:
 
 
 def _record(row: aiosqlite.Row) -> JobRecord:
+    return record_from_row(row, json.loads)
+
+
+def record_from_row(row: Any, decode: Callable[[Any], Any]) -> JobRecord:
+    """A jobs row as a record, for both stores: `decode` reads a JSON column (SQLite keeps JSON as text,
+    PostgreSQL hands back the value already decoded)."""
+    checkpoint = row["checkpoint"]
     return JobRecord(
         id=row["id"],
         kind=JobKind(row["kind"]),
         owner=row["owner"],
         guild=row["guild"],
         channel=row["channel"],
-        request=json.loads(row["request"]),
+        request=decode(row["request"]),
         status=JobStatus(row["status"]),
         phase=row["phase"],
         progress=row["progress"],
@@ -350,15 +357,16 @@ def _record(row: aiosqlite.Row) -> JobRecord:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         error=row["error"],
-        results=tuple(json.loads(row["results"])),
+        results=tuple(decode(row["results"])),
         idempotency_key=row["idempotency_key"],
         attempts=row["attempts"],
         batch_key=row["batch_key"],
         model=row["model"],
-        checkpoint=json.loads(row["checkpoint"]) if row["checkpoint"] else None,
+        checkpoint=decode(checkpoint) if checkpoint not in (None, "") else None,
         slices=row["slices"],
-        meta=json.loads(row["meta"]),
+        meta=decode(row["meta"]),
         delivered_at=row["delivered_at"],
         solo=bool(row["solo"]),
-        deaths=tuple(json.loads(row["deaths"])),
+        deaths=tuple(decode(row["deaths"])),
+        worker=row["worker"] if "worker" in row.keys() else None,  # a PostgreSQL queue names its workers
     )
