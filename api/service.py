@@ -69,6 +69,7 @@ class ApiService:
             self.board.forget(job.id)
         if finished is None:  # the client left: nobody reads this answer
             return {"images": [], "parameters": parameters_of(body), "info": "{}"}
+        finished = await self.queue.results.local_job(finished)  # made on another host: fetched here
         accepted = _accepted_request(finished, request)
         infotexts = [read_infotext(Path(path)) or "" for path in finished.results]
         if finished.status is JobStatus.FAILED:

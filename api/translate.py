@@ -27,6 +27,7 @@ from config import Limits, Settings
 from core.errors import InvalidRequest
 from engine.models.registry import ModelRegistry
 from engine.requests import InpaintArea, MaskedContent, ResizeMode
+from engine.tasks.samplers import ETA_SAMPLERS
 
 # A1111's numeric codes, in A1111's order.
 RESIZE_MODES = (ResizeMode.JUST_RESIZE, ResizeMode.CROP_AND_RESIZE, ResizeMode.RESIZE_AND_FILL,
@@ -52,15 +53,16 @@ FIELD_OF_OPTION = {
     "image": "init_images",
     "masked_content": "inpainting_fill",
     "style": "styles",
+    "vae": "override_settings.sd_vae",
+    "seed_resize_from": "seed_resize_from_w",
+    "seed_resize_from_w": "seed_resize_from_w",
+    "seed_resize_from_h": "seed_resize_from_h",
 }
 
 # Fields Salon has no equivalent for, with the values that mean "not used" (A1111's defaults, and what the
 # `webuiapi` client sends by default).
 NEUTRAL: dict[str, tuple[Any, ...]] = {
     "restore_faces": (None, False),
-    "seed_resize_from_h": (None, -1, 0),
-    "seed_resize_from_w": (None, -1, 0),
-    "eta": (None, 1.0),
     "s_min_uncond": (None, 0.0),
     "s_churn": (None, 0.0),
     "s_tmax": (None, 0.0, float("inf")),
@@ -87,7 +89,6 @@ IMG2IMG_NEUTRAL: dict[str, tuple[Any, ...]] = {
     "latent_mask": (None, ""),
     "image_cfg_scale": (None, 1.5),  # only instruct-pix2pix models use it; A1111 ignores it for others
 }
-VAE_NEUTRAL = ("Automatic", "None", "automatic", None, "")
 WRITABLE_OVERRIDES = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae")
 
 
@@ -123,8 +124,8 @@ def check_supported(body: GenerationBody) -> None:
                 f"override_settings.{key}", f"Salon can override only {', '.join(WRITABLE_OVERRIDES)}"
             )
     vae = (body.override_settings or {}).get("sd_vae", None)
-    if vae not in VAE_NEUTRAL:
-        raise Unsupported("override_settings.sd_vae", "Salon uses each checkpoint's own VAE (send Automatic)")
+    if vae is not None and not isinstance(vae, str):
+        raise Unsupported("override_settings.sd_vae", "send a VAE's name, Automatic or None")
     if isinstance(body, Txt2ImgBody) and body.enable_hr:
         _refuse_unless_neutral(body, HR_NEUTRAL)
         if body.hr_prompt and body.hr_prompt != body.prompt:
@@ -201,7 +202,23 @@ def generation_options(
         variation_seed=body.subseed,
         variation_strength=body.subseed_strength,
         **hires,
+        **_seed_extras(body, overrides.get("sd_vae")),
     )
+
+
+def _seed_extras(body: GenerationBody, vae: str | None) -> dict[str, Any]:
+    """`sd_vae` (None: the server's default VAE), `seed_resize_from_w/h` (used when both are > 0, as A1111
+    does) and `eta` (1.0, what clients send by default, is the k-diffusion samplers' own eta: no eta)."""
+    width, height = body.seed_resize_from_w or 0, body.seed_resize_from_h or 0
+    sampler = body.sampler_name or body.sampler_index or "Euler"
+    eta = body.eta
+    if eta == 1.0 and sampler not in ETA_SAMPLERS:
+        eta = None
+    return {
+        "vae": vae or None,
+        "seed_resize_from": f"{width}x{height}" if width > 0 and height > 0 else None,
+        "eta": eta,
+    }
 
 
 def txt2img_request(
@@ -329,10 +346,10 @@ def info_of(request, body: GenerationBody, infotexts: list[str], created_at: flo
         "face_restoration_model": None,
         "sd_model_name": first.params.get("Model", p.model) if first else p.model,
         "sd_model_hash": first.params.get("Model hash") if first else None,
-        "sd_vae_name": None,
-        "sd_vae_hash": None,
-        "seed_resize_from_w": -1,
-        "seed_resize_from_h": -1,
+        "sd_vae_name": first.vae if first else None,
+        "sd_vae_hash": first.vae_hash if first else None,
+        "seed_resize_from_w": p.seed_resize_from_w or -1,
+        "seed_resize_from_h": p.seed_resize_from_h or -1,
         "denoising_strength": _denoising(request),
         "extra_generation_params": {"Schedule type": first.params.get("Schedule type")} if first else {},
         "index_of_first_image": 0,

@@ -37,7 +37,7 @@ def with_queue(settings: Settings, work: Callable[[JobQueue], Awaitable[T]]) -> 
     """Open the queue (without running its worker), await `work(queue)`, close it."""
 
     async def run() -> T:
-        async with open_queue(settings) as queue:
+        async with open_queue(settings, remote_progress=False) as queue:
             return await work(queue)
 
     return asyncio.run(run())

@@ -10,8 +10,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from aiohttp.web import AppRunner
 
-from app.stores import open_catalog, open_community
+from app.stores import open_blob_store, open_catalog, open_community
 from config import Settings
+from jobs.results import ResultFiles
 from web.server import serve
 
 
@@ -23,6 +24,8 @@ async def serve_web(
     async with AsyncExitStack() as stack:
         catalog = await stack.enter_async_context(open_catalog(settings))
         community = await stack.enter_async_context(open_community(settings))
-        runner = await serve(settings, catalog, community, host, port, local_guild)
+        blobs = await stack.enter_async_context(open_blob_store(settings))  # result files of other hosts
+        results = ResultFiles(settings.data_dir, settings.outputs_path, blobs)
+        runner = await serve(settings, catalog, community, host, port, local_guild, results)
         stack.push_async_callback(runner.cleanup)
         yield runner

@@ -16,14 +16,14 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from app.stores import open_catalog, open_job_store
+from app.stores import open_blob_store, open_catalog, open_job_store
 from config import Settings
 from engine.models.registry import ModelRegistry
 from engine.tasks.samplers import SamplerTable
 from extensions import ExtensionInfo, discover, postprocessors, sampler_table
 from jobs.long_kinds import long_tasks
 from jobs.queue import JobQueue
-from jobs.results import FileSink, ResultSink
+from jobs.results import FileSink, ResultFiles, ResultSink
 from jobs.worker import GpuWorker
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,20 @@ async def open_queue(
     engine: Callable[[], object] | None = None,
     sink: ResultSink | None = None,
     worker_name: str | None = None,
+    remote_progress: bool = True,
 ) -> AsyncIterator[JobQueue]:
     """The queue and everything under it, closed on leaving. `extensions`: those discovered by the caller's
     role (else discovered here); `engine`: an engine factory (tests hand a shared engine); `worker_name`: this
-    worker's name on a shared PostgreSQL queue (default the host name)."""
+    worker's name on a shared PostgreSQL queue (default the host name). With a database URL, result files go
+    through the blob store (jobs/results.py), this process's workers announce their progress, and
+    (`remote_progress`) other workers' progress reaches this process's subscribers (jobs/pg_notify.py)."""
     found = extensions if extensions is not None else load_extensions(settings)
     if sink is None:
         sink = FileSink(settings.outputs_path, postprocessors(found, settings.extensions.postprocess))
     samplers = sampler_table(found)
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_job_store(settings, worker_name))
+        blobs = await stack.enter_async_context(open_blob_store(settings))
         catalog = await stack.enter_async_context(open_catalog(settings))
         registry = ModelRegistry.from_settings(settings)
         tasks = long_tasks()
@@ -75,8 +79,15 @@ async def open_queue(
             settings.queue.preview_every_steps,
             tasks,
         )
-        queue = JobQueue(settings, store, worker, catalog, registry, samplers, tasks)
+        results = ResultFiles(settings.data_dir, settings.outputs_path, blobs)
+        queue = JobQueue(settings, store, worker, catalog, registry, samplers, tasks, results)
         stack.push_async_callback(queue.close)
+        if blobs is not None and settings.database.url:
+            from jobs.pg_notify import relay_progress
+
+            await stack.enter_async_context(
+                relay_progress(settings.database.url, queue, blobs, listen=remote_progress)
+            )
         yield queue
 
 
@@ -84,7 +95,7 @@ async def run_worker(settings: Settings, until_empty: bool = False, name: str | 
     """`salon worker`: run the jobs of this data folder until SIGINT/SIGTERM (or the queue is empty); a
     signal stops running jobs at their next step and puts them back in line. Raises WorkerBusy when another
     process runs the worker (SQLite; on PostgreSQL any number of workers, `name` each, share the queue)."""
-    async with open_queue(settings, worker_name=name) as queue:
+    async with open_queue(settings, worker_name=name, remote_progress=False) as queue:
         stop = asyncio.Event()
 
         def on_signal() -> None:

@@ -36,17 +36,25 @@ def intents() -> discord.Intents:
     return wanted
 
 
-class SalonBot(commands.Bot):
-    """The client. Cogs get their dependencies from `self.services`; nothing here touches torch."""
+class SalonBot(commands.AutoShardedBot):
+    """The client. Cogs get their dependencies from `self.services`; nothing here touches torch.
+
+    Sharded (`[discord] shards`): one gateway connection per shard, as many as Discord recommends by default
+    (one for a small bot), each carrying the events of its guilds; `latency` is the shards' average and
+    there is no single `ws`. `shard_ids` runs some shards here and the others in other bot processes.
+    """
 
     def __init__(self, services: Services, run_worker: bool = True) -> None:
         self.rate_limits = RateLimits()  # every answer from Discord passes through it (the aiohttp trace)
+        discord_settings = services.settings.discord
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
             help_command=None,
             tree_cls=SalonTree,  # refuses an InvalidRequest to the asker (bot/interact.py)
             http_trace=self.rate_limits.trace(),
+            shard_count=discord_settings.shard_count,  # None: ask Discord (GET /gateway/bot)
+            shard_ids=discord_settings.shard_ids,  # None: every shard in this process
         )
         from bot.delivery import Deliveries
         from bot.gallery import GalleryPoster
@@ -102,7 +110,7 @@ class SalonBot(commands.Bot):
 
             services = self.services
             self._web = await serve(services.settings, services.catalog, services.community, web_settings.host,
-                                    web_settings.port)  # fmt: skip
+                                    web_settings.port, results=services.queue.results)  # fmt: skip
         if not self.run_worker:
             log.info("--no-worker: this bot only submits jobs; `salon worker` processes run them")
         else:
@@ -123,8 +131,29 @@ class SalonBot(commands.Bot):
             super()._schedule_event(self.handlers.admit(coro), event_name, *args, **kwargs)
         )
 
+    def carries_guild(self, guild_id: int) -> bool:
+        """Whether this process runs the shard of the guild (Discord's `(guild_id >> 22) % shards`): with
+        `shard_ids`, other bot processes run the other shards and follow their guilds' jobs."""
+        if self.shard_ids is None or self.shard_count is None:
+            return True
+        return (guild_id >> 22) % self.shard_count in self.shard_ids
+
+    async def launch_shard(self, gateway, shard_id: int, *, initial: bool = False) -> None:
+        """With `[discord] gateway_url` set, connect there even when Discord's /gateway/bot named another URL
+        (asked for the shard count, `shards = "auto"`)."""
+        configured = self.services.settings.discord.gateway_url
+        if configured:
+            import yarl
+
+            gateway = yarl.URL(configured)
+        await super().launch_shard(gateway, shard_id, initial=initial)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.info("shard %d of %s ready", shard_id, self.shard_count)
+
     async def on_ready(self) -> None:
-        log.info("logged in as %s in %d guilds", self.user, len(self.guilds))
+        shards = f"shards {list(self.shards)} of {self.shard_count}" if self.shard_count != 1 else "1 shard"
+        log.info("logged in as %s in %d guilds (%s)", self.user, len(self.guilds), shards)
         if not self._resumed:
             self._resumed = True
             await self.deliveries.resume()
@@ -205,6 +234,11 @@ async def run_bot(services: Services, run_worker: bool = True) -> int:
     settings = services.settings
     assert settings.discord_token is not None
     use_endpoints(settings.discord.api_base, settings.discord.gateway_url)
+    if settings.discord.shard_ids is not None and not settings.database.url:
+        log.warning(
+            "[discord] shard_ids without a [database] url: every bot process runs the schedule (digests, "
+            "upkeep); give the processes of all shards one [database] url"
+        )
     bot = SalonBot(services, run_worker)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

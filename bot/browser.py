@@ -1,6 +1,7 @@
 """The Image Browser in a message (opened by `/browse` and `/gallery show`): a numbered contact sheet of one
-page, page N of M, ⏮ ◀ ▶ ⏭, a select for one image, and its actions (info, rerun, favourite, delete, delete
-all results of the filter).
+page, page N of M, ⏮ ◀ ▶ ⏭ and 🔢 (jump to a page: a modal), a select for one image, and its actions (info,
+rerun, favourite, delete, delete all results of the filter, add to a gallery, its family: bot/family.py). In
+the recycle bin (moderators) the actions are info and restore.
 
 The filter and position live in community.db (`browse_sessions`), and the custom_ids carry the session id
 (`salon:browse:<id>:<action>`), so a browse message keeps working after a restart.
@@ -17,8 +18,9 @@ import discord
 from bot import render
 from bot.choices import model_names
 from bot.client import Salon
+from bot.family import show_family
 from bot.images import AddToGalleryModal, may_delete, show_info
-from bot.interact import NotAllowed, Place, place_of, refusing
+from bot.interact import Modal, NotAllowed, Place, place_of, refusing
 from bot.submit import start_job
 from catalog.records import BrowseQuery, ImageRecord, Page, Relation
 from commands.browse import browse_query
@@ -32,6 +34,10 @@ ACTIONS = (
     ("fav", "Favourite", "⭐", discord.ButtonStyle.secondary),
     ("del", "Delete", "🗑️", discord.ButtonStyle.danger),
     ("delall", "Delete all results", "🧨", discord.ButtonStyle.danger),
+)
+BIN_ACTIONS = (  # the recycle bin's
+    ("info", "Info", "📋", discord.ButtonStyle.secondary),
+    ("restore", "Restore", "♻️", discord.ButtonStyle.success),
 )
 
 
@@ -76,7 +82,7 @@ def _check_regex(pattern: str) -> None:
 
 
 def build_query(
-    place: Place, options: dict[str, Any], session_id: int, page: int, page_size: int
+    place: Place, options: dict[str, Any], session_id: int, page: int | str, page_size: int
 ) -> BrowseQuery:
     return browse_query(
         place.guild,
@@ -147,7 +153,8 @@ async def render_page(
         detail.set_image(url=f"attachment://selected-{chosen.filename}")
         embeds.append(detail)
     await bot.services.community.move_browse(session.id, found.page, chosen.id if chosen else None)
-    return Shown(found, embeds, uploads, browse_view(session.id, found, chosen))
+    deleted = bool(session.options.get("deleted"))
+    return Shown(found, embeds, uploads, browse_view(session.id, found, chosen, deleted))
 
 
 def _listing(page: Page) -> str:
@@ -179,14 +186,23 @@ def _summary(options: dict[str, Any]) -> str:
     return ", ".join(parts) or "all images"
 
 
-def browse_view(session_id: int, page: Page, chosen: ImageRecord | None) -> discord.ui.View:
+def browse_view(
+    session_id: int, page: Page, chosen: ImageRecord | None, deleted: bool = False
+) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     pages = max(1, page.pages)
     for action, emoji in NAVIGATION:
         at_start, at_end = page.page <= 1, page.page >= pages
         disabled = (action in ("first", "prev") and at_start) or (action in ("next", "last") and at_end)
         view.add_item(BrowseButton(session_id, action, emoji=emoji, disabled=disabled, row=0))
-    if page.images:
+    view.add_item(BrowseButton(session_id, "page", "Page…", "🔢", disabled=pages <= 1, row=0))
+    if page.images and deleted:
+        view.add_item(BrowseSelect(session_id, page.images, chosen))
+        for action, label, emoji, style in BIN_ACTIONS:
+            view.add_item(
+                BrowseButton(session_id, action, label, emoji, style, disabled=chosen is None, row=2)
+            )
+    elif page.images:
         view.add_item(BrowseSelect(session_id, page.images, chosen))
         for action, label, emoji, style in ACTIONS:
             needs_choice = action in ("info", "rerun", "fav", "del")
@@ -199,12 +215,13 @@ def browse_view(session_id: int, page: Page, chosen: ImageRecord | None) -> disc
             BrowseButton(session_id, "gal", "Add to gallery", "🖼️", discord.ButtonStyle.secondary,
                          disabled=chosen is None, row=3)
         )  # fmt: skip
+        view.add_item(BrowseButton(session_id, "family", "Family", "🌳", disabled=chosen is None, row=3))
     return view
 
 
 TEMPLATE = (
     r"salon:browse:(?P<session>[0-9]{1,19}):"
-    r"(?P<action>first|prev|next|last|info|rerun|fav|del|delall|confirm|gal)"
+    r"(?P<action>first|prev|next|last|page|info|rerun|fav|del|delall|confirm|gal|family|restore)"
 )
 
 
@@ -324,6 +341,9 @@ class BrowseActions:
             "delall": self.ask_delete_all,
             "confirm": self.delete_all,
             "gal": self.add_to_gallery,
+            "family": self.family,
+            "restore": self.restore,
+            "page": self.ask_page,
         }[action]
         await handler()
 
@@ -370,6 +390,19 @@ class BrowseActions:
         await self.bot.gallery.forget(self.place.guild, [image.id])
         await self.redraw(self.session.page, None)
 
+    async def family(self) -> None:
+        await show_family(self.bot, self.interaction, self.place, await self.selected())
+
+    async def restore(self) -> None:
+        """♻️ in the recycle bin: the image goes back where it was (who may delete it may restore it)."""
+        image = await self.selected()
+        may_delete(self.place, image.author)
+        await self.bot.services.catalog.restore(self.place.guild, [image.id])
+        await self.redraw(self.session.page, None)
+
+    async def ask_page(self) -> None:
+        await self.interaction.response.send_modal(PageModal(self.session.id))
+
     def _query(self) -> BrowseQuery:
         size = self.bot.services.settings.discord.browse_page_size
         return build_query(self.place, self.session.options, self.session.id, 1, size)
@@ -406,6 +439,26 @@ class BrowseActions:
             shown = await render_page(self.bot, self.place, self.session, 1, None)
             message = self.interaction.channel.get_partial_message(int(self.session.message))  # type: ignore[union-attr]
             await message.edit(**shown.edit())
+
+
+class PageModal(Modal):
+    """🔢: jump to a page by number, or "last"; checked against the pages the filter has now."""
+
+    def __init__(self, session_id: int) -> None:
+        super().__init__(title="Go to page", timeout=600, custom_id=f"salon:browse:{session_id}:goto")
+        self.session_id = session_id
+        self.number = discord.ui.TextInput(
+            label="Page number, or last", max_length=12, custom_id="page", placeholder="e.g. 3 or last"
+        )
+        self.add_item(self.number)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot: Salon = interaction.client  # type: ignore[assignment]
+        place, session = await open_session(bot, interaction, self.session_id)
+        typed = str(self.number.value).strip()
+        page = build_query(place, session.options, session.id, typed, 1).page  # "3", "last" or refused
+        shown = await render_page(bot, place, session, page, None)  # a page past the end is refused
+        await interaction.response.edit_message(**shown.edit())
 
 
 def browse_items() -> list[type[discord.ui.DynamicItem]]:

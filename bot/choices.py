@@ -9,6 +9,7 @@ from discord import app_commands
 from bot.client import Salon
 from commands.styles import load_styles
 from engine.models.registry import ModelKind
+from engine.requests import OWN_VAE_NAMES
 from engine.tasks.samplers import SCHEDULE_TYPES
 
 AUTOCOMPLETE_LIMIT = 25  # choices Discord shows
@@ -56,6 +57,11 @@ async def complete_style(interaction: discord.Interaction, current: str) -> list
     return _choices(list(load_styles(settings.styles_file)), current)
 
 
+async def complete_vae(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    registry = interaction.client.services.registry  # type: ignore[attr-defined]
+    return _choices([*OWN_VAE_NAMES, *registry.names(ModelKind.VAE)], current)
+
+
 # Autocomplete of the options /imagine and /img2img share.
 autocomplete_generation = app_commands.autocomplete(
     model=complete_model,
@@ -64,4 +70,5 @@ autocomplete_generation = app_commands.autocomplete(
     style=complete_style,
     lora=complete_lora,
     embedding=complete_embedding,
+    vae=complete_vae,
 )

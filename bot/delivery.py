@@ -193,13 +193,15 @@ class JobFollower:
         """Show the outcome: images with their buttons, or why there are none; then mark it delivered."""
         services = self.bot.services
         user = str(self.reply.user_id)
+        if record.status is JobStatus.DONE:  # its files, fetched here when a worker on another host made them
+            record = await services.queue.results.local_job(record)
         if record.status is JobStatus.DONE and record.kind is JobKind.ANIMATE:
             files, note = await asyncio.to_thread(render.animation_files, record, self.reply.upload_limit)
             await self.reply.show(render.animation_content(record, user, note), files, view=None)
         elif record.status is JobStatus.DONE and record.kind.long:
             await self.reply.show(render.trained_content(record, user), view=None)
         elif record.status is JobStatus.DONE:
-            images = await services.catalog.of_job(record.id)
+            images = await services.queue.results.local_images(await services.catalog.of_job(record.id))
             await self._show_images(record, images, user)
         else:
             kept = render.kept_content(record, services.settings)
@@ -266,6 +268,8 @@ class Deliveries:
         for job in [*await store.undelivered(since), *await store.pending()]:
             if job.id in self._tasks or job.channel is None or not job.owner.isdigit():
                 continue
+            if job.guild and job.guild.isdigit() and not self.bot.carries_guild(int(job.guild)):
+                continue  # its guild is on a shard another bot process runs ([discord] shard_ids)
             reply = Reply(self.bot, int(job.channel), int(job.owner))
             follower = JobFollower(self.bot, job, reply, self.result_view, bool(job.meta.get("spoiler")))
             self._followers[job.id] = follower

@@ -55,6 +55,7 @@ COMMON_DESCRIPTIONS = {
     "batch_count": "batches made one after another",
     "clip_skip": "CLIP layers to skip (1 = none)",
     "style": "a saved prompt style (styles.csv)",
+    "vae": "a VAE of models/VAE (Automatic = the checkpoint's own)",
     "lora": "add a LoRA to the prompt at weight 1",
     "embedding": "add a textual-inversion embedding to the prompt",
     "spoiler": "blur the result until clicked",
@@ -96,6 +97,7 @@ class GenerateCog(commands.Cog):
         style: str | None = None,
         lora: str | None = None,
         embedding: str | None = None,
+        vae: str | None = None,
         spoiler: bool = False,
     ) -> None:
         options = dict(locals())
@@ -138,6 +140,7 @@ class GenerateCog(commands.Cog):
         style: str | None = None,
         lora: str | None = None,
         embedding: str | None = None,
+        vae: str | None = None,
         spoiler: bool = False,
     ) -> None:
         options = dict(locals())
@@ -282,6 +285,7 @@ class GenerateCog(commands.Cog):
             style=options.get("style"),
             lora=options.get("lora"),
             embedding=options.get("embedding"),
+            vae=options.get("vae"),
             **given,
         )
         services = self.bot.services

@@ -278,4 +278,7 @@ def _as_jpeg(image: ImageRecord) -> tuple[str, bytes]:
 
 
 def preview_file(png: bytes | None) -> list[Upload]:
-    return [] if png is None else [Upload("preview.png", png)]
+    """The preview to attach: a PNG from this process's worker, a JPEG from one on another host."""
+    if png is None:
+        return []
+    return [Upload("preview.jpg" if png.startswith(b"\xff\xd8") else "preview.png", png)]

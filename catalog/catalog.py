@@ -13,6 +13,7 @@ intersected with the guild too.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from catalog import (
     galleries,
     importing,
     integrity,
+    lineage,
     path_migration,
     ratings,
     recycle_bin,
@@ -151,6 +153,27 @@ class Catalog:
     async def matching_ids(self, browse: BrowseQuery) -> list[int]:
         """Every id matching the query's filters (all pages), in id order."""
         return await search.matching_ids(self.store, browse)
+
+    async def family(self, guild: str, image_id: int, include_deleted: bool = False) -> lineage.Family:
+        """The image's original and everything made from it, each with its relation (catalog/lineage.py)."""
+        await self.store.existing(guild, image_id)
+
+        async def rows_of(ids) -> list[tuple[int, int | None]]:
+            return await self._links(guild, "id", ids)
+
+        async def children_of(ids) -> list[tuple[int, int | None]]:
+            return await self._links(guild, "parent_id", ids)
+
+        return await lineage.family(
+            image_id, rows_of, children_of, lambda ids: self.store.records(ids, guild), include_deleted
+        )
+
+    async def _links(self, guild: str, column: str, ids) -> list[tuple[int, int | None]]:
+        async with self.store.db.execute(
+            f"SELECT id, parent_id FROM images WHERE guild = ? AND {column} IN (SELECT value FROM json_each(?))",
+            (guild, json.dumps(list(ids))),
+        ) as cursor:
+            return [(row[0], row[1]) for row in await cursor.fetchall()]
 
     # ----- ratings and favourites (catalog/ratings.py) ------------------------------------------------------
     async def rate(self, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:

@@ -153,18 +153,24 @@ def time_bounded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
         token = _deadline.set(ends)
         try:
             return await method(*args, **kwargs)
+        except PatternTooSlow:  # (raised where Python checks the rows itself: catalog/pg_search.py)
+            raise _stopped() from None
         except sqlite3.OperationalError as exc:
             if "user-defined function raised exception" in str(exc) and time.monotonic() >= ends:
-                raise InvalidRequest(
-                    "regex",
-                    f"the regular expression ran for more than {BUDGET_S:g} s and was stopped: make it "
-                    "simpler, or give it a literal part of 3 or more characters so fewer images are checked",
-                ) from None
+                raise _stopped() from None
             raise
         finally:
             _deadline.reset(token)
 
     return bounded
+
+
+def _stopped() -> InvalidRequest:
+    return InvalidRequest(
+        "regex",
+        f"the regular expression ran for more than {BUDGET_S:g} s and was stopped: make it "
+        "simpler, or give it a literal part of 3 or more characters so fewer images are checked",
+    )
 
 
 def sql_regexp(pattern: str, text: str | None, case_sensitive: int, ends: float) -> int:

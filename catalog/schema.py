@@ -125,6 +125,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     path_migration.MIGRATION,
+    ("images by parent", "CREATE INDEX images_by_parent ON images (parent_id)"),  # catalog/lineage.py
 )
 
 

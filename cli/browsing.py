@@ -38,6 +38,10 @@ def browse(args: argparse.Namespace, settings: Settings) -> int:
     from app.oneshot import with_catalog
     from commands.browse import browse_query
 
+    if args.family is not None:
+        from cli.curating import family
+
+        return family(args, settings)
     if args.show is not None:
         image = with_catalog(settings, lambda catalog: catalog.get(args.guild, args.show))
         if image is None:

@@ -8,36 +8,122 @@ import argparse
 from cli.queueing import through_queue
 from config import Settings
 
+# Options of `salon imagine`/`img2img`/`inpaint` → fields of GenerationOptions (None: not typed).
+_TYPED_FIELDS = {
+    "negative": "negative_prompt",
+    "model": "model",
+    "sampler": "sampler",
+    "schedule": "schedule",
+    "steps": "steps",
+    "cfg": "cfg_scale",
+    "seed": "seed",
+    "batch": "batch_size",
+    "batch_count": "batch_count",
+    "clip_skip": "clip_skip",
+    "tiling": "tiling",
+    "variation_seed": "variation_seed",
+    "variation_strength": "variation_strength",
+    "hires": "hires_scale",
+    "hires_steps": "hires_steps",
+    "hires_denoise": "hires_denoising_strength",
+    "hires_upscaler": "hires_upscaler",
+    "vae": "vae",
+    "seed_resize_from": "seed_resize_from",
+    "eta": "eta",
+}
+# What GenerationOptions needs where neither the command line nor a PNG says (the others default to None).
+_FIXED_DEFAULTS = {
+    "negative_prompt": "",
+    "tiling": False,
+    "variation_seed": -1,
+    "variation_strength": 0.0,
+    "hires_steps": 0,
+    "hires_denoising_strength": 0.7,
+    "hires_upscaler": "Latent",
+}
+
+
+def _typed(args: argparse.Namespace) -> dict:
+    """The generation options the user typed, as GenerationOptions fields."""
+    typed = {
+        field: getattr(args, name)
+        for name, field in _TYPED_FIELDS.items()
+        if getattr(args, name, None) is not None
+    }
+    if args.style:
+        typed["styles"] = tuple(args.style)
+    if args.size is not None:  # --size wins over a PNG's width and height
+        typed.update(size=args.size, width=None, height=None)
+    return typed
+
 
 def _generation_request(args: argparse.Namespace, settings: Settings, default_size: tuple[int, int] | None):
     from app.oneshot import model_registry
     from commands.generation import GenerationOptions, generation_request_for
+    from core.errors import InvalidRequest
 
-    hires = getattr(args, "hires", None)
-    options = GenerationOptions(
-        args.prompt,
-        negative_prompt=args.negative,
-        model=args.model,
-        sampler=args.sampler,
-        schedule=args.schedule,
-        steps=args.steps,
-        cfg_scale=args.cfg,
-        seed=args.seed,
-        size=args.size,
-        batch_size=args.batch,
-        batch_count=args.batch_count,
-        clip_skip=args.clip_skip,
-        tiling=args.tiling,
-        variation_seed=args.variation_seed,
-        variation_strength=args.variation_strength,
-        hires_scale=hires,
-        hires_steps=getattr(args, "hires_steps", 0),
-        hires_denoising_strength=getattr(args, "hires_denoise", 0.7),
-        hires_upscaler=getattr(args, "hires_upscaler", "Latent"),
-    )
+    registry = model_registry(settings)
+    base = dict(_FIXED_DEFAULTS)
+    if args.from_png is not None:
+        base.update(_png_options(args.from_png, settings, registry))
+    elif args.prompt is None:
+        raise InvalidRequest("prompt", "give a prompt, or --from-png FILE to run again from a PNG's infotext")
+    base.update(_typed(args))
+    if args.prompt is not None:
+        base["prompt"] = args.prompt
     return generation_request_for(
-        options, settings, model_registry(settings), settings.limits, None, default_size
+        GenerationOptions(**base), settings, registry, settings.limits, None, default_size
     )
+
+
+def _png_options(path, settings: Settings, registry) -> dict:
+    """A PNG's infotext as GenerationOptions fields (A1111's "send to txt2img"); notes on what cannot be
+    repeated here go to stderr."""
+    import sys
+
+    from commands.followups import from_infotext
+    from commands.options import generation_info
+    from core.errors import InvalidRequest
+    from engine.models.registry import ModelKind
+
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InvalidRequest("from_png", f"cannot read {path}: {error.strerror or error}") from None
+    text = generation_info(data, settings.limits, "from_png")
+    if not text or not text.strip():
+        raise InvalidRequest("from_png", f"{path} carries no generation parameters (no A1111 infotext)")
+    request, notes = from_infotext(
+        text, set(registry.names(ModelKind.CHECKPOINT)), set(registry.names(ModelKind.VAE))
+    )
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    hires = request.hires
+    resized = request.seed_resize_from_w > 0
+    return {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "model": request.model,
+        "sampler": request.sampler,
+        "schedule": request.schedule,
+        "steps": request.steps,
+        "cfg_scale": request.cfg_scale,
+        "seed": request.seed,
+        "width": request.width,
+        "height": request.height,
+        "clip_skip": request.clip_skip,
+        "tiling": request.tiling,
+        "variation_seed": request.variation_seed,
+        "variation_strength": request.variation_strength,
+        "hires_scale": hires.scale if hires else None,
+        "hires_steps": hires.steps if hires else 0,
+        "hires_denoising_strength": hires.denoising_strength if hires else 0.7,
+        "hires_upscaler": hires.upscaler.value if hires else "Latent",
+        "vae": request.vae or "Automatic",  # none written: the checkpoint's own, not the server's default
+        "seed_resize_from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized else None,
+        "eta": request.eta,
+        "eta_noise_seed_delta": request.eta_noise_seed_delta,
+    }
 
 
 def imagine(args: argparse.Namespace, settings: Settings) -> int:

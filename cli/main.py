@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import browsing, generate, installed, long_jobs, queueing, roles
+from cli import browsing, curating, database, generate, installed, long_jobs, merging, queueing, roles
 from cli.failures import leave_without_gpu_thread, storage_failure
 from cli.output import EXIT_BAD_INPUT, EXIT_STORAGE, print_error
 from cli.parser import build_parser
@@ -35,12 +35,19 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "browse": browsing.browse,
     "import": browsing.import_folder,
     "catalog": browsing.catalog,
+    "rate": curating.rate,
+    "favourite": curating.favourite,
+    "delete": curating.delete,
+    "restore": curating.restore,
+    "purge": curating.purge,
     "train": long_jobs.train,
     "animate": long_jobs.animate,
+    "merge": merging.merge,
     "web": roles.web,
     "api": roles.api,
     "extensions": installed.extensions,
     "warmup": installed.warmup,
+    "db": database.db,
 }
 
 

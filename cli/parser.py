@@ -5,47 +5,89 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cli.merging import merge_parser
 from engine.requests import DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    # Defaults are None ("not typed"): the defaults named in the help apply later, so that with --from-png
+    # only the options a user typed override the PNG's infotext.
     parser.add_argument(
-        "prompt", help="the prompt, with A1111 syntax: (word:1.2), [word], BREAK, <lora:name:0.8>"
+        "prompt",
+        nargs="?",
+        default=None,
+        help="the prompt, with A1111 syntax: (word:1.2), [word], BREAK, <lora:name:0.8> "
+        "(optional with --from-png: the PNG's)",
     )
-    parser.add_argument("--negative", "-n", default="", help="negative prompt")
+    parser.add_argument("--negative", "-n", default=None, help="negative prompt")
     parser.add_argument("--model", "-m", default=None, help="checkpoint name (see `salon models`)")
     parser.add_argument(
-        "--sampler", default=DEFAULT_SAMPLER, help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'"
+        "--sampler", default=None, help=f"A1111 sampler name, e.g. 'Euler a' (default: {DEFAULT_SAMPLER})"
     )
     parser.add_argument(
-        "--schedule", default="Automatic", help="Schedule type: Automatic, Karras, Exponential, …"
+        "--schedule", default=None, help="Schedule type: Automatic (default), Karras, Exponential, …"
     )
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps")
-    parser.add_argument("--cfg", type=float, default=DEFAULT_CFG_SCALE, help="CFG scale")
-    parser.add_argument("--seed", type=int, default=-1, help="seed; -1 = random")
+    parser.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: {DEFAULT_STEPS})")
+    parser.add_argument("--cfg", type=float, default=None, help=f"CFG scale (default: {DEFAULT_CFG_SCALE:g})")
+    parser.add_argument("--seed", type=int, default=None, help="seed; -1 = random (default)")
     parser.add_argument(
         "--size",
         default=None,
         help="WIDTHxHEIGHT, multiples of 8 (default: the model's own resolution, "
         "or the input image's size for img2img/inpaint)",
     )
-    parser.add_argument("--batch", type=int, default=1, help="images per batch (batch size)")
-    parser.add_argument("--batch-count", type=int, default=1, help="number of batches")
-    parser.add_argument("--clip-skip", type=int, default=1, help="stop at the N-th last CLIP layer")
-    parser.add_argument("--tiling", action="store_true", help="seamless tiling")
-    parser.add_argument("--variation-seed", type=int, default=-1, help="variation seed; -1 = random")
+    parser.add_argument("--batch", type=int, default=None, help="images per batch (batch size; default 1)")
+    parser.add_argument("--batch-count", type=int, default=None, help="number of batches (default 1)")
     parser.add_argument(
-        "--variation-strength", type=float, default=0.0, help="0 = off, 1 = only the variation"
+        "--clip-skip", type=int, default=None, help="stop at the N-th last CLIP layer (default 1)"
+    )
+    parser.add_argument("--tiling", action="store_true", default=None, help="seamless tiling")
+    parser.add_argument(
+        "--variation-seed", type=int, default=None, help="variation seed; -1 = random (default)"
+    )
+    parser.add_argument(
+        "--variation-strength", type=float, default=None, help="0 = off (default), 1 = only the variation"
+    )
+    parser.add_argument(
+        "--style",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a style of styles.csv (A1111's {prompt} rule); repeat for several, applied in order",
+    )
+    parser.add_argument(
+        "--vae",
+        default=None,
+        help="a models/VAE file by name, or Automatic / None: the checkpoint's own "
+        "(default: the server's default_vae)",
+    )
+    parser.add_argument(
+        "--seed-resize-from",
+        default=None,
+        metavar="WxH",
+        help="A1111's resize seed from width/height: the noise of that size, placed centred",
+    )
+    parser.add_argument("--eta", type=float, default=None, help="the sampler's eta, 0–1 (DDIM; default 0)")
+    parser.add_argument(
+        "--from-png",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run again from a PNG's infotext (A1111's send to txt2img); options typed here override it",
     )
     parser.add_argument("--output", "-o", type=Path, default=None, help="folder for the PNGs")
 
 
 def _add_hires_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hires", type=float, default=None, metavar="SCALE", help="hires fix upscale factor")
-    parser.add_argument("--hires-steps", type=int, default=0, help="hires steps; 0 = same as --steps")
-    parser.add_argument("--hires-denoise", type=float, default=0.7, help="hires denoising strength")
     parser.add_argument(
-        "--hires-upscaler", default="Latent", help="Latent, Latent (nearest), Lanczos, Nearest"
+        "--hires-steps", type=int, default=None, help="hires steps; 0 = same as --steps (default)"
+    )
+    parser.add_argument(
+        "--hires-denoise", type=float, default=None, help="hires denoising strength (default 0.7)"
+    )
+    parser.add_argument(
+        "--hires-upscaler", default=None, help="Latent (default), Latent (nearest), Lanczos, Nearest"
     )
 
 
@@ -124,8 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     browse.add_argument("--ascending", action="store_true", help="oldest/lowest first")
     browse.add_argument("--page", default="1", help="page number, first or last")
     browse.add_argument("--page-size", type=int, default=25)
-    browse.add_argument("--recycle-bin", action="store_true", help="browse deleted images instead")
+    browse.add_argument(
+        "--deleted", "--recycle-bin", dest="recycle_bin", action="store_true", help="browse the recycle bin"
+    )
     browse.add_argument("--show", type=int, default=None, help="print one image's file and full infotext")
+    browse.add_argument(
+        "--family", type=int, default=None, metavar="ID", help="an image's original and all made from it"
+    )
+    _curation_parsers(sub)
     imports = sub.add_parser(
         "import", help="add a folder of A1111/Salon images (with their infotext) to the catalog"
     )
@@ -287,7 +335,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--guild", default="local", help="with --local: whose images (default: your own imports)"
     )
     api_parser(sub)
+    merge_parser(sub)
+    database = sub.add_parser(
+        "db", help="the database: move this installation into PostgreSQL"
+    ).add_subparsers(dest="db_command", required=True)
+    migrate = database.add_parser(
+        "migrate-to", help="copy queue.db, catalog.db and community.db into an empty PostgreSQL database"
+    )
+    migrate.add_argument("url", help="postgresql://user@host:port/database (the SQLite files are only read)")
     return parser
+
+
+def _curation_parsers(sub) -> None:
+    """`salon rate`, `favourite`, `delete`, `restore`, `purge` (cli/curating.py)."""
+    guild = {"default": "local", "help": "whose images (default: this machine's, 'local')"}
+    rate = sub.add_parser("rate", help="rate an image 1-5 (or none: remove your rating)")
+    rate.add_argument("id", type=int, help="image id (see `salon browse`)")
+    rate.add_argument("score", help="1, 2, 3, 4, 5 or none")
+    rate.add_argument("--guild", **guild)
+    favourite = sub.add_parser("favourite", help="add an image to your favourites (--off: remove it)")
+    favourite.add_argument("id", type=int, help="image id (see `salon browse`)")
+    favourite.add_argument("--off", action="store_true", help="remove it from your favourites")
+    favourite.add_argument("--guild", **guild)
+    delete = sub.add_parser("delete", help="move images to the recycle bin, by id or by a browse query")
+    delete.add_argument("ids", type=int, nargs="*", metavar="ID", help="image ids (see `salon browse`)")
+    delete.add_argument(
+        "--filter",
+        default=None,
+        metavar="QUERY",
+        help='every image matching a browse query, e.g. "cat and not dog"',
+    )
+    delete.add_argument("--yes", action="store_true", help="do not ask (needed when not on a terminal)")
+    delete.add_argument("--guild", **guild)
+    restore = sub.add_parser("restore", help="bring images back from the recycle bin")
+    restore.add_argument("ids", type=int, nargs="+", metavar="ID", help="ids (see `salon browse --deleted`)")
+    restore.add_argument("--guild", **guild)
+    purge = sub.add_parser("purge", help="empty the recycle bin for good (rows and files)")
+    purge.add_argument("--yes", action="store_true", help="do not ask (needed when not on a terminal)")
+    purge.add_argument("--guild", **guild)
 
 
 def api_parser(sub) -> None:

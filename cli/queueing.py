@@ -88,7 +88,8 @@ async def submit_and_follow(settings: Settings, request, extensions: list[Extens
             return True
 
         try:
-            return await submit_and_wait(queue, request, owner_for_cli(), show, accepted, run_here)
+            job = await submit_and_wait(queue, request, owner_for_cli(), show, accepted, run_here)
+            return await queue.results.local_job(job)  # fetched here when a worker on another host ran it
         finally:
             if job_ids:
                 progress.stop()

@@ -24,6 +24,7 @@ from engine.requests import (
     Img2ImgRequest,
     ResizeMode,
     hires_size,
+    vae_choice,
     with_params,
 )
 from engine.tasks.samplers import AUTOMATIC
@@ -98,8 +99,11 @@ def edited(request: AnyRequest, **changes: object) -> AnyRequest:
     return with_params(request, params)
 
 
-def from_infotext(text: str, known_models: set[str]) -> tuple[GenerationRequest, list[str]]:
-    """A txt2img request repeating an A1111 infotext, and notes on what could not be repeated."""
+def from_infotext(
+    text: str, known_models: set[str], known_vaes: set[str] | None = None
+) -> tuple[GenerationRequest, list[str]]:
+    """A txt2img request repeating an A1111 infotext, and notes on what could not be repeated. `known_vaes`:
+    the installed VAE names (None: the infotext's VAE is kept, and refused later if it is missing)."""
     info = parse_infotext(text)
     if not info.prompt and not info.params:
         raise InvalidRequest("image", "it carries no generation parameters")
@@ -127,8 +131,33 @@ def from_infotext(text: str, known_models: set[str]) -> tuple[GenerationRequest,
         variation_seed=info.variation_seed if info.variation_seed is not None else -1,
         variation_strength=info.variation_seed_strength or 0.0,
         hires=hires,
+        **_seed_extras_of(info, known_vaes, notes),
     )
     return request, notes
+
+
+def _seed_extras_of(info, known_vaes: set[str] | None, notes: list[str]) -> dict:
+    """The VAE, resize seed from, eta and ENSD of an infotext, as request fields."""
+    vae = vae_choice(info.vae)
+    if (
+        vae is not None
+        and known_vaes is not None
+        and vae.casefold() not in {v.casefold() for v in known_vaes}
+    ):
+        notes.append(f"VAE {info.vae!r} is not installed here; the checkpoint's own VAE is used")
+        vae = None
+    width, height = info.seed_resize_from or (0, 0)
+    eta = info.eta
+    if "Eta" in info.params and "Eta DDIM" not in info.params:
+        notes.append("the infotext's Eta is for a sampler that takes no eta here; it is left out")
+        eta = None
+    return {
+        "vae": vae,
+        "seed_resize_from_w": width,
+        "seed_resize_from_h": height,
+        "eta": eta,
+        "eta_noise_seed_delta": info.ensd,
+    }
 
 
 def _hires_of(params: dict[str, str], denoising: float | None, notes: list[str]) -> HiresFix:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,16 @@ from commands.options import generation_request
 from commands.styles import apply_style, load_styles
 from community.settings import CommunitySettings
 from config import Limits, Settings
+from core.errors import InvalidRequest
 from engine.models.registry import ModelKind, ModelRegistry, native_resolution
-from engine.requests import AUTOMATIC, DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS, GenerationRequest
+from engine.requests import (
+    AUTOMATIC,
+    DEFAULT_CFG_SCALE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    GenerationRequest,
+    vae_choice,
+)
 from engine.validation import parse_size
 from jobs.codec import AnyRequest
 from jobs.queue import JobQueue
@@ -56,6 +65,11 @@ class GenerationOptions:
     style: str | None = None
     lora: str | None = None
     embedding: str | None = None
+    styles: tuple[str, ...] = ()  # more styles, applied in order after `style` (the CLI's repeated --style)
+    vae: str | None = None  # a models/VAE name, "Automatic" or "None"; None: the server's default_vae
+    seed_resize_from: str | None = None  # "WIDTHxHEIGHT": A1111's resize seed from width/height
+    eta: float | None = None
+    eta_noise_seed_delta: int | None = None  # ENSD (a PNG's, to repeat it); None: the server's setting
 
 
 def generation_request_for(
@@ -72,8 +86,11 @@ def generation_request_for(
     `default_size` is the size when the options give none (img2img: the input image's); else the server's
     default size, else the checkpoint's own resolution."""
     prompt, negative = options.prompt, options.negative_prompt or ""
-    if options.style:
-        prompt, negative = apply_style(load_styles(settings.styles_file), options.style, prompt, negative)
+    styles = ((options.style,) if options.style else ()) + tuple(options.styles)
+    if styles:
+        known = load_styles(settings.styles_file)
+        for name in styles:
+            prompt, negative = apply_style(known, name, prompt, negative)
     if options.lora:
         prompt += f" <lora:{registry.find_fresh(ModelKind.LORA, options.lora).name}:1>"
     if options.embedding:
@@ -109,7 +126,31 @@ def generation_request_for(
         hires_denoising_strength=options.hires_denoising_strength,
         hires_upscaler=options.hires_upscaler,
     )
+    request = dataclasses.replace(request, **_seed_and_vae(options, settings, registry))
     return server.apply(request, limits) if community is not None else request
+
+
+def _seed_and_vae(options: GenerationOptions, settings: Settings, registry: ModelRegistry) -> dict[str, Any]:
+    """The VAE (the option, else the server's default; an installed one, by its name), resize seed from,
+    eta and the server's ENSD."""
+    vae = vae_choice(options.vae if options.vae is not None else settings.default_vae)
+    if vae is not None:
+        vae = registry.find_fresh(ModelKind.VAE, vae).name
+    width = height = 0
+    if options.seed_resize_from:
+        try:
+            width, height = parse_size(options.seed_resize_from)
+        except InvalidRequest:
+            raise InvalidRequest(
+                "seed_resize_from", f"{options.seed_resize_from!r} is not WIDTHxHEIGHT, e.g. 512x512"
+            ) from None
+    return {
+        "vae": vae,
+        "seed_resize_from_w": width,
+        "seed_resize_from_h": height,
+        "eta": options.eta,
+        "eta_noise_seed_delta": _first(options.eta_noise_seed_delta, settings.eta_noise_seed_delta),
+    }
 
 
 def _first(*values):

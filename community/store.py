@@ -2,7 +2,9 @@
 
 Server and channel settings (`/settings`, parsed by community/settings.py), scheduled posts and digests
 (`/gallery digest`), web-gallery links (community/web_links.py) and `/browse` sessions. The third SQLite store
-beside the catalog and the job queue, on the same layer (core/sqlite.py).
+beside the catalog and the job queue, on the same layer (core/sqlite.py). With `[database] url` set, the same
+interface on PostgreSQL is community/pg_store.py (it shares the checks below: `check_setting`, `overlay`,
+`token_parts`).
 """
 
 from __future__ import annotations
@@ -97,6 +99,38 @@ class BrowseSession:
     message: str | None = None
 
 
+def check_setting(key: str, value: str) -> Any:
+    """The parsed value of one setting as a moderator typed it (InvalidRequest naming the key otherwise)."""
+    check_key(key)
+    return SETTINGS[key].parse(key, value)
+
+
+def check_key(key: str) -> None:
+    if key not in SETTINGS:
+        raise InvalidRequest("key", f"{key!r} is not a setting; one of: {', '.join(SETTINGS)}")
+
+
+def overlay(guild_values: dict[str, Any], channel_values: dict[str, Any] | None) -> CommunitySettings:
+    """What applies in a channel: the guild's values, then the channel's (if any) over them."""
+    values = {**guild_values, **(channel_values or {})}
+    for key in ("banned_words", "nsfw_words"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return CommunitySettings(**values)
+
+
+def token_parts(token: str, secret: bytes) -> tuple[str, str] | None:
+    """The guild and nonce of a well-formed web token signed with `secret` (None: malformed or forged); the
+    store then checks the nonce is still the guild's."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() and parts[0] != "local":
+        return None
+    guild, nonce, _ = parts
+    if not hmac.compare_digest(sign_token(guild, nonce, secret), token):
+        return None
+    return guild, nonce
+
+
 class CommunityStore:
     """Settings and browse sessions in `<data_dir>/community.db`. Open with `await CommunityStore.open(path)`."""
 
@@ -146,13 +180,15 @@ class CommunityStore:
             row = await cursor.fetchone()
         return dict(row) if row else None
 
-    async def claim_digest(self, guild: str, period: str, channel: str) -> None:
-        """Note that a digest is about to be posted (before posting: a crash after it leaves this trace)."""
+    async def claim_digest(self, guild: str, period: str, channel: str) -> bool:
+        """Note that a digest is about to be posted (before posting: a crash after it leaves this trace); True
+        for the one call that claimed it, False when it was claimed already."""
         async with self._database.transaction() as db:
-            await db.execute(
+            cursor = await db.execute(
                 "INSERT OR IGNORE INTO digests (guild, period, channel, claimed_at) VALUES (?, ?, ?, ?)",
                 (guild, period, channel, time.time()),
             )
+            return cursor.rowcount > 0
 
     async def record_digest(self, guild: str, period: str, message: str) -> None:
         async with self._database.transaction() as db:
@@ -184,12 +220,10 @@ class CommunityStore:
 
     async def guild_of_token(self, token: str, secret: bytes) -> str | None:
         """The guild a web token opens, or None (malformed, forged, revoked or replaced)."""
-        parts = token.split(".")
-        if len(parts) != 3 or not parts[0].isdigit() and parts[0] != "local":
+        parts = token_parts(token, secret)
+        if parts is None:
             return None
-        guild, nonce, _ = parts
-        if not hmac.compare_digest(sign_token(guild, nonce, secret), token):
-            return None
+        guild, nonce = parts
         async with self._db.execute("SELECT nonce FROM web_links WHERE guild = ?", (guild,)) as cursor:
             row = await cursor.fetchone()
         return guild if row is not None and hmac.compare_digest(row[0], nonce) else None
@@ -197,10 +231,7 @@ class CommunityStore:
     # ----- settings -------------------------------------------------------------------------------------------
     async def set(self, guild: str, key: str, value: str, user: str, channel: str | None = None) -> Any:
         """Check and store one setting (for the whole guild, or one channel); returns the parsed value."""
-        spec = SETTINGS.get(key)
-        if spec is None:
-            raise InvalidRequest("key", f"{key!r} is not a setting; one of: {', '.join(SETTINGS)}")
-        parsed = spec.parse(key, value)
+        parsed = check_setting(key, value)
         async with self._database.transaction() as db:
             await db.execute(
                 "INSERT INTO community_settings VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (guild, channel, key) "
@@ -211,8 +242,7 @@ class CommunityStore:
 
     async def reset(self, guild: str, key: str, channel: str | None = None) -> bool:
         """Remove one setting (the guild's or the machine's default applies again); True if it was set."""
-        if key not in SETTINGS:
-            raise InvalidRequest("key", f"{key!r} is not a setting; one of: {', '.join(SETTINGS)}")
+        check_key(key)
         async with self._database.transaction() as db:
             cursor = await db.execute(
                 "DELETE FROM community_settings WHERE guild = ? AND channel = ? AND key = ?",
@@ -232,13 +262,7 @@ class CommunityStore:
         """What applies in this channel: the guild's values, then the channel's over them."""
         if guild is None:
             return CommunitySettings()
-        values = await self.values(guild)
-        if channel is not None:
-            values.update(await self.values(guild, channel))
-        for key in ("banned_words", "nsfw_words"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return CommunitySettings(**values)
+        return overlay(await self.values(guild), await self.values(guild, channel) if channel else None)
 
     # ----- browse sessions --------------------------------------------------------------------------------------
     async def new_browse(self, guild: str, channel: str, user: str, options: dict[str, Any]) -> BrowseSession:

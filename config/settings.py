@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -118,6 +118,47 @@ class DiscordSettings(BaseModel):
     gateway_url: str | None = Field(
         None, pattern=r"^wss?://[^\s]+$", description="the gateway to connect to (default: Discord's)"
     )
+    shards: Literal["auto"] | int = Field(
+        "auto",
+        description='gateway shards: "auto" (as many as Discord recommends) or a number (Discord requires '
+        "one shard per 2,500 guilds)",
+    )
+    shard_ids: list[int] | None = Field(
+        None,
+        description="run only these shards here (0 to shards-1; the others in other bot processes, which "
+        "then share one [database] url); default: every shard",
+    )
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _read_shards(cls, value: object) -> object:
+        """ "auto", or a positive whole number (also as text, from the environment)."""
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text == "auto":
+            return "auto"
+        if isinstance(text, str) and text.isdigit():
+            text = int(text)
+        if isinstance(text, bool) or not isinstance(text, int) or text < 1:
+            raise ValueError(f'discord.shards: {value!r}: give "auto" or a positive number of shards')
+        return text
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> DiscordSettings:
+        if self.shard_ids is not None:
+            if self.shards == "auto":
+                raise ValueError("discord.shard_ids: set discord.shards to the total number of shards too")
+            wrong = sorted({i for i in self.shard_ids if not 0 <= i < self.shards})
+            if not self.shard_ids or wrong:
+                raise ValueError(
+                    f"discord.shard_ids: {wrong or '[]'}: give shard numbers from 0 to {self.shards - 1}"
+                )
+            self.shard_ids = sorted(set(self.shard_ids))
+        return self
+
+    @property
+    def shard_count(self) -> int | None:
+        """The number of shards for discord.py, None to ask Discord (`shards = "auto"`)."""
+        return None if self.shards == "auto" else self.shards
 
 
 class ScheduleSettings(BaseModel):
@@ -188,6 +229,12 @@ class DatabaseSettings(BaseModel):
     )
     lease_s: float = Field(
         30.0, ge=1, le=3600, description="a claimed job goes back in line when its worker is silent this long"
+    )
+    blob_max_mb: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="the largest result file shared through the database (jobs/pg_blobs.py)",
     )
 
 
@@ -274,6 +321,12 @@ class Settings(BaseSettings):
     )
     outputs_dir: Path | None = Field(None, description="generated images; default data_dir/outputs")
     default_model: str | None = Field(None, description="checkpoint name used when a request names none")
+    default_vae: str | None = Field(
+        None, description="models/VAE file used when a request names none; Automatic: the checkpoint's own"
+    )
+    eta_noise_seed_delta: int = Field(
+        0, ge=0, le=2**32 - 1, description="A1111's ENSD: ancestral/DDIM step noise seeded by seed + this"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     limits: Limits = Field(default_factory=Limits)

@@ -245,6 +245,32 @@ class Infotext:
         return _to_float(self.params.get("Variation seed strength"))
 
     @property
+    def vae(self) -> str | None:
+        """The VAE file's name as A1111 writes it (`VAE: name.safetensors`); None: the checkpoint's own."""
+        return self.params.get("VAE") or None
+
+    @property
+    def vae_hash(self) -> str | None:
+        """A1111 short hash of the VAE file (10 hex)."""
+        return self.params.get("VAE hash") or None
+
+    @property
+    def seed_resize_from(self) -> tuple[int, int] | None:
+        """(width, height) of A1111's "resize seed from" (`Seed resize from: WxH`)."""
+        match = _SIZE.match(self.params.get("Seed resize from", ""))
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    @property
+    def eta(self) -> float | None:
+        """The sampler's eta: `Eta` (k-diffusion samplers) or `Eta DDIM`; None: the sampler's default."""
+        return _to_float(self.params.get("Eta DDIM") or self.params.get("Eta"))
+
+    @property
+    def ensd(self) -> int:
+        """A1111's eta noise seed delta; 0 when absent."""
+        return _to_int(self.params.get("ENSD")) or 0
+
+    @property
     def version(self) -> tuple[int, ...] | None:
         """Writer version as numbers ("v1.9.0" -> (1, 9, 0)); None when absent or not a version number."""
         match = _VERSION.match(self.params.get("Version", ""))

@@ -27,6 +27,20 @@ DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_STEPS = 20
 DEFAULT_CFG_SCALE = 7.0
 DEFAULT_SIZE = 512  # width and height when the model's own size is not known
+# A1111's `sd_vae` values that mean "the checkpoint's own VAE" (Salon picks no VAE by the checkpoint's name).
+OWN_VAE_NAMES = ("Automatic", "None")
+
+
+def vae_choice(name: str | None) -> str | None:
+    """The VAE a request names (a file name's stem: A1111 writes and sends the file name), or None for the
+    checkpoint's own ("Automatic", "None" or nothing)."""
+    if name is None or not name.strip() or name.strip().casefold() in {n.casefold() for n in OWN_VAE_NAMES}:
+        return None
+    name = name.strip()
+    for suffix in (".safetensors", ".ckpt", ".pt"):
+        if name.casefold().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 class ResizeMode(StrEnum):
@@ -108,6 +122,12 @@ class GenerationRequest:
     variation_strength: float = 0.0
     hires: HiresFix | None = None
     blend: PromptBlend | None = None
+    vae: str | None = None  # a `models/VAE` file's name; None: the checkpoint's own (A1111 "Automatic")
+    # A1111's "resize seed from width/height": the noise made at this size and placed centred; 0: off.
+    seed_resize_from_w: int = 0
+    seed_resize_from_h: int = 0
+    eta: float | None = None  # the sampler's eta (ancestral / DDIM); None: the sampler's default
+    eta_noise_seed_delta: int = 0  # A1111's ENSD: the sampler's step noise seeded by seed + this
 
     @property
     def params(self) -> GenerationRequest:

@@ -29,6 +29,7 @@ from core.errors import InvalidRequest
 from engine.infotext import format_infotext
 from engine.models.loading import LoadedModel, load_model, resolve_device, resolve_dtype
 from engine.models.registry import ModelEntry, ModelKind, ModelRegistry, native_resolution
+from engine.models.vae_files import VaeSwitch
 from engine.prompts.conditioning import (
     Conditioning,
     EncoderSlot,
@@ -41,7 +42,9 @@ from engine.prompts.hypernetwork import Hypernetwork
 from engine.prompts.hypernetwork_attention import applied_hypernetworks
 from engine.prompts.hypernetwork_files import HypernetworkCache
 from engine.prompts.lora import FusedLoras, LoraSet, LoraUse
+from engine.prompts.prompt_schedule import needs_plan
 from engine.prompts.prompt_syntax import ExtraNetwork, extract_extra_networks
+from engine.prompts.scheduled_conditioning import PromptPlan
 from engine.requests import (
     GeneratedImage,
     GenerationRequest,
@@ -52,6 +55,7 @@ from engine.requests import (
     MaskedContent,
     RunControl,
     StepProgress,
+    vae_choice,
     with_fixed_seeds,
 )
 from engine.speed.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
@@ -60,7 +64,7 @@ from engine.speed.token_merging import apply_token_merging
 from engine.tasks.batching import batch_key
 from engine.tasks.img2img import run_img2img
 from engine.tasks.inpaint import run_inpaint
-from engine.tasks.samplers import BUILTIN_SAMPLERS, SamplerTable
+from engine.tasks.samplers import BUILTIN_SAMPLERS, ETA_SAMPLERS, SamplerTable, uses_ensd
 from engine.tasks.sampling import Prepared, tiling
 from engine.tasks.txt2img import run_txt2img
 
@@ -123,6 +127,7 @@ class Engine:
         # Loaded models (with their compiled graphs) kept for switching back: up to speed.max_models.
         self._models: OrderedDict[ModelEntry, tuple[LoadedModel, LoraSet | FusedLoras]] = OrderedDict()
         self._hypernetworks = HypernetworkCache()
+        self._vaes = VaeSwitch()  # `models/VAE` files applied to the loaded checkpoints
         self._lock = threading.Lock()  # diffusers models are not thread-safe: one run at a time
 
     # ----- models -------------------------------------------------------------------------------------------
@@ -147,7 +152,7 @@ class Engine:
             self._model, self._loras = self._models[entry]
             return self._model
         while len(self._models) >= self.settings.speed.max_models:
-            self._models.popitem(last=False)
+            self._vaes.forget(self._models.popitem(last=False)[1][0])
         self._model, self._loras = None, None
         self._free_memory()
         self._model, self._loras = self._models[entry] = self._load_new(entry)
@@ -189,12 +194,18 @@ class Engine:
         model = self.load(name)
         assert self._loras is not None
         self._loras.activate([])
+        self._vaes.apply(model, None)
         return model
 
     def _free_memory(self) -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def _vae(self, name: str | None) -> ModelEntry | None:
+        """The `models/VAE` file a request names (None: the checkpoint's own)."""
+        wanted = vae_choice(name)
+        return None if wanted is None else self._find(ModelKind.VAE, wanted)
 
     # ----- tasks --------------------------------------------------------------------------------------------
     # Requests come checked and with fixed seeds from the queue. A −1 seed is still made concrete here (once,
@@ -250,6 +261,7 @@ class Engine:
         with self._lock:
             started = time.perf_counter()
             model = self.load(first.model)
+            self._vaes.apply(model, self._vae(first.vae))
             networks = extract_extra_networks(first.prompt)[1]
             loras, hypernetworks = self._lora_uses(networks), self._hypernetwork_uses(networks)
             assert self._loras is not None
@@ -257,7 +269,15 @@ class Engine:
             spec, schedule = self.samplers.resolve(first.sampler, first.schedule)
             step_cache = self.settings.speed.step_cache_interval
             preps = [
-                Prepared(model, r, spec, schedule, self._prompt_conditioning(model, r), step_cache)
+                Prepared(
+                    model,
+                    r,
+                    spec,
+                    schedule,
+                    self._prompt_conditioning(model, r),
+                    step_cache,
+                    self._plan(model, r),
+                )
                 for r in requests
             ]
             infos = [self._infotext_params(prep, loras, extra) for prep in preps]
@@ -349,6 +369,22 @@ class Engine:
             other = self._conditioning(model, other_prompt, blend.negative_prompt, request.clip_skip, chunks)
         return blend_conditioning(conditioning, other, blend.weight)
 
+    def _plan(self, model: LoadedModel, request: GenerationRequest) -> PromptPlan | None:
+        """Prompt editing, alternation or AND in the prompt (without its tags) or the negative prompt: the plan
+        of each step's conditioning, encoded as the steps need it; None for a constant prompt."""
+        prompt = extract_extra_networks(request.prompt)[0]
+        if not needs_plan(prompt, request.negative_prompt):
+            return None
+        if request.blend is not None and request.blend.weight != 0:
+            raise InvalidRequest(
+                "prompt", "prompt editing, alternation and AND cannot be blended with a prompt"
+            )
+
+        def encode(text: str, negative: str, chunks: int) -> Conditioning:
+            return self._conditioning(model, text, negative, request.clip_skip, chunks)
+
+        return PromptPlan(prompt, request.negative_prompt, encode)
+
     def _conditioning(
         self, model: LoadedModel, prompt: str, negative: str, clip_skip: int, min_chunks: int = 0
     ) -> Conditioning:
@@ -377,9 +413,11 @@ class Engine:
             "Size": f"{p.width}x{p.height}",
             "Model hash": prep.model.hash,
             "Model": prep.model.name,
+            **self._vae_infotext(prep.model),
             "Clip skip": str(p.clip_skip) if p.clip_skip > 1 else None,
             "Tiling": "True" if p.tiling else None,
             "RNG": "CPU",
+            **_seed_extras(prep),
             **extra,
         }
         if p.hires is not None:
@@ -402,6 +440,13 @@ class Engine:
         info["Version"] = salon_version()
         return info
 
+    def _vae_infotext(self, model: LoadedModel) -> dict[str, str | None]:
+        """A1111's `VAE hash` (10 hex of the file's sha256) and `VAE` (its file name) of a VAE file in use."""
+        entry = self._vaes.applied(model)
+        if entry is None:
+            return {}
+        return {"VAE hash": self.registry.short_hash(entry), "VAE": entry.path.name}
+
     def _infotext(
         self, p: GenerationRequest, info: dict[str, str | None], seed: int, v_seed: int | None
     ) -> str:
@@ -411,6 +456,21 @@ class Engine:
             params["Variation seed"] = str(v_seed)
             params["Variation seed strength"] = format_number(p.variation_strength)
         return format_infotext(p.prompt, p.negative_prompt, params)
+
+
+def _seed_extras(prep: Prepared) -> dict[str, str | None]:
+    """A1111's `Seed resize from`, `ENSD` (where the sampler uses it) and the sampler's eta key (when it is
+    not the sampler's default)."""
+    p = prep.params
+    info: dict[str, str | None] = {}
+    if p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0:
+        info["Seed resize from"] = f"{p.seed_resize_from_w}x{p.seed_resize_from_h}"
+    if uses_ensd(prep.spec.name, p.eta, p.eta_noise_seed_delta):
+        info["ENSD"] = str(p.eta_noise_seed_delta)
+    if prep.spec.name in ETA_SAMPLERS and p.eta is not None:
+        key, default = ETA_SAMPLERS[prep.spec.name]
+        info[key] = None if p.eta == default else format_number(p.eta)
+    return info
 
 
 def _eager_while(model: LoadedModel, hypernetworks: list, request: GenerationRequest):
@@ -455,8 +515,8 @@ def _chunks(slots: list[_Slot], preps: list[Prepared], size: int) -> list[list[_
 
 def _merge(shared: Prepared, members: list[Prepared]) -> Prepared:
     """One Prepared for a batch: the shared settings, each image's own conditioning stacked."""
-    if all(m is members[0] for m in members):
-        return members[0]
+    if all(m is members[0] for m in members) or members[0].plan is not None:
+        return members[0]  # a plan's requests share one batch_key: one prompt and negative prompt
     conds = [m.conditioning for m in members]
     pooled = conds[0].pooled_cond is not None
     stacked = Conditioning(

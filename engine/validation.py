@@ -13,7 +13,7 @@ import re
 from config import Limits
 from core.errors import InvalidRequest
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_size
-from engine.tasks.samplers import SamplerTable
+from engine.tasks.samplers import ETA_SAMPLERS, SamplerTable
 
 SEED_LIMIT = 2**32 - 1
 MAX_CLIP_SKIP = 12
@@ -75,7 +75,8 @@ def _check_generation(p: GenerationRequest, limits: Limits, samplers: SamplerTab
     if p.variation_seed != -1:
         _check_range("variation_seed", p.variation_seed, 0, SEED_LIMIT)
     _check_range("variation_strength", p.variation_strength, 0, 1)
-    samplers.resolve(p.sampler, p.schedule)
+    spec = samplers.resolve(p.sampler, p.schedule)[0]
+    _check_seed_extras(p, spec.name, limits)
     if p.hires is not None:
         _check_hires(p, limits)
     if p.blend is not None:
@@ -88,6 +89,21 @@ def _check_generation(p: GenerationRequest, limits: Limits, samplers: SamplerTab
                     option, f"{len(text)} characters; at most {limits.max_prompt_chars} allowed"
                 )
         _check_range("blend_weight", p.blend.weight, 0, 1)
+
+
+def _check_seed_extras(p: GenerationRequest, sampler: str, limits: Limits) -> None:
+    """Resize seed from, eta (only where a scheduler here takes one) and ENSD."""
+    if (p.seed_resize_from_w > 0) != (p.seed_resize_from_h > 0):
+        raise InvalidRequest("seed_resize_from", "give both a width and a height (WxH), or neither")
+    if p.seed_resize_from_w > 0:
+        check_size("seed_resize_from_w", p.seed_resize_from_w, limits.max_width)
+        check_size("seed_resize_from_h", p.seed_resize_from_h, limits.max_height)
+    if p.eta is not None:
+        if sampler not in ETA_SAMPLERS:
+            allowed = ", ".join(ETA_SAMPLERS)
+            raise InvalidRequest("eta", f"{sampler} takes no eta here; samplers with an eta: {allowed}")
+        _check_range("eta", p.eta, 0, 1)
+    _check_range("eta_noise_seed_delta", p.eta_noise_seed_delta, 0, SEED_LIMIT)
 
 
 def _check_pixels(option: str, width: int, height: int, max_pixels: int) -> None:

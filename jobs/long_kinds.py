@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from jobs.animation import AnimateTask
 from jobs.long import LongTask
+from jobs.merging import MergeTask
 from jobs.records import JobKind
 from jobs.training import TrainTask
 
 
 def long_tasks() -> dict[JobKind, LongTask]:
-    """Training (`train`) and animation (`animate`), by kind."""
-    return {task.kind: task for task in (TrainTask(), AnimateTask())}
+    """Training (`train`), animation (`animate`) and the checkpoint merger (`merge`), by kind."""
+    return {task.kind: task for task in (TrainTask(), AnimateTask(), MergeTask())}

@@ -66,6 +66,33 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "people passed over for model affinity",
+        """
+        CREATE TABLE passed_over (
+            owner TEXT PRIMARY KEY,
+            times INTEGER NOT NULL
+        );
+        """,
+    ),
+    (
+        "blobs: result files and previews in chunks (jobs/pg_blobs.py)",
+        """
+        CREATE TABLE blobs (
+            key TEXT PRIMARY KEY,
+            size BIGINT NOT NULL,
+            chunks INTEGER NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE blob_chunks (
+            key TEXT NOT NULL REFERENCES blobs (key) ON DELETE CASCADE,
+            n INTEGER NOT NULL,
+            data BYTEA NOT NULL,
+            PRIMARY KEY (key, n)
+        );
+        ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+        """,
+    ),
 )
 
 

@@ -5,7 +5,12 @@ Chosen by the composition root (app/stores.py) when `[database] url` is set; `Jo
 Claiming. Each worker picks its batch with the same fair scheduler as the SQLite queue (jobs/scheduling.py),
 its turns taken from the rows (`served`: when each person was last served, by any worker), and claims it with
 `SELECT … FOR UPDATE SKIP LOCKED`: a job another worker claims at the same moment is skipped, never claimed
-twice, and the claim returns only the jobs this worker got.
+twice, and the claim returns only the jobs this worker got. The run loop reads only the pick's candidates
+(`candidates`, one window query) and claims with `claim_first`: when another worker holds the fair pick's
+lead, the next lead in turn order is taken in the same transaction, instead of reading the queue again.
+Model affinity (a worker prefers jobs for the model it has loaded) passes a person over at most once in a
+row, counted in `passed_over` across workers: the count is raised in the claim's transaction, only while it
+is below the limit.
 
 Leases, not locks. There is no one-worker lock: a claimed job carries a lease (`lease_until`, the database's
 clock plus `lease_s`), renewed by its worker's heartbeat (every lease_s / 3). Any process re-queues the jobs
@@ -35,9 +40,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from jobs.blame import Point, judge
+from jobs.pg_claims import claim_first
 from jobs.pg_schema import DatabaseUnavailable, migrate
 from jobs.records import JobKind, JobRecord, JobStatus
-from jobs.store import check_queue_limits, record_from_row
+from jobs.scheduling import MAX_SKIPS, Candidates, Choice
+from jobs.store import candidates_from_rows, check_queue_limits, record_from_row
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,27 @@ JSON_COLUMNS = ("results", "deaths", "checkpoint", "meta")
 REQUEUED = "the worker died during this job; queued again"
 CONNECT_TIMEOUT_S = 30.0  # opening the store waits this long for the server (it may be starting too)
 REQUEUED_SOLO = "the worker died during its batch; queued again to run alone"
+LONG_KINDS = [kind.value for kind in JobKind if kind.long]
+# The fair pick's candidates, as jobs/store.py's SELECT_CANDIDATES (the rule of jobs/scheduling.py
+# `candidates`): the window runs over the queued rows' narrow columns; only the candidates' rows come back.
+SELECT_CANDIDATES = """
+    WITH line AS (
+        SELECT id, owner, batch_key, solo,
+               COALESCE((request->'params'->>'batch_size')::int, 1)
+               * COALESCE((request->'params'->>'batch_count')::int, 1) AS images,
+               kind = ANY(%(long)s) AS long, jsonb_array_length(deaths) AS died
+        FROM jobs WHERE status = 'queued'
+    ), ranked AS (
+        SELECT id, solo, batch_key, images,
+               row_number() OVER (PARTITION BY owner ORDER BY long, died, id) AS line_round,
+               min(id) OVER (PARTITION BY owner) AS line_first,
+               row_number() OVER (PARTITION BY owner, batch_key, images, solo ORDER BY long, died, id) AS nth
+        FROM line
+    )
+    SELECT jobs.*, ranked.line_round, ranked.line_first FROM ranked JOIN jobs USING (id)
+    WHERE ranked.line_round <= %(per_owner)s
+       OR (NOT ranked.solo AND ranked.batch_key <> '' AND ranked.nth * ranked.images <= %(max_images)s)
+"""
 
 
 class PgJobStore:
@@ -74,7 +102,7 @@ class PgJobStore:
             min_size=1,
             max_size=4,
             open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row, **_network_timeouts(lease_s)},
         )
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
@@ -117,6 +145,13 @@ class PgJobStore:
             _record(row)
             for row in await self._execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id")
         ]
+
+    async def candidates(self, max_images: int, per_owner: int = 1) -> Candidates:
+        """The queued jobs the fair pick needs, ordered as in the whole queue (jobs/scheduling.py)."""
+        rows = await self._execute(
+            SELECT_CANDIDATES, {"long": LONG_KINDS, "per_owner": per_owner, "max_images": max_images}
+        )
+        return candidates_from_rows(rows, _record)
 
     async def recent(self, limit: int = 50, statuses: Iterable[JobStatus] | None = None) -> list[JobRecord]:
         """The newest jobs, optionally only those in `statuses`."""
@@ -243,28 +278,94 @@ class PgJobStore:
             self._fences.pop(job_id, None)
         return _record(rows[0]) if rows else None
 
-    async def claim(self, job_ids: Sequence[int]) -> list[JobRecord]:
+    async def holds(self, job_id: int) -> bool:
+        """Whether this store's claim of the job still stands (its row running under this claim's fence), as
+        its worker is about to post the outcome. Asked until the database answers: a worker cut off from it
+        waits for the link, and then hears whether its lease lapsed meanwhile (the job went to another
+        worker, so its outcome is refused)."""
+        fence = self._fences.get(job_id)
+        if fence is None:
+            return False
+        from psycopg import OperationalError
+        from psycopg_pool import PoolTimeout
+
+        delay = 1.0
+        while True:
+            try:
+                rows = await self._execute(
+                    "SELECT 1 FROM jobs WHERE id = %s AND status = 'running' AND fence = %s", (job_id, fence)
+                )
+                break
+            except (OperationalError, PoolTimeout) as exc:
+                log.warning("job %d: the queue's database is unreachable (%s); trying again", job_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        if not rows:
+            self._fences.pop(job_id, None)
+        return bool(rows)
+
+    async def passed_over(self, owners: Iterable[str]) -> dict[str, int]:
+        """How many times in a row each of `owners` was passed over for model affinity, by any worker (the
+        scheduler's `skipped`, shared: nobody is passed over twice, whichever workers pass them over)."""
+        rows = await self._execute(
+            "SELECT owner, times FROM passed_over WHERE owner = ANY(%s)", (sorted(set(owners)),)
+        )
+        return {row["owner"]: row["times"] for row in rows}
+
+    async def claim(self, job_ids: Sequence[int], passed_over: str | None = None) -> list[JobRecord]:
         """Queued → running for those of these jobs no other worker holds or claims now (counting the attempt,
-        with a lease and a new fence); returns them in the order asked."""
+        with a lease and a new fence); returns them in the order asked.
+
+        `passed_over`: the person whose turn these jobs take (model affinity, jobs/scheduling.py). Their count
+        goes up in the same transaction, and only while it is below MAX_SKIPS: when another worker passed them
+        over meanwhile, nothing is claimed (the run loop picks again, and their job goes first). The owners
+        of the claimed jobs were served: their counts start again."""
+        from psycopg import Rollback
+
         if not job_ids:
             return []
-        rows = await self._execute(
-            f"UPDATE jobs SET status = 'running', started_at = {NOW}, attempts = attempts + 1, "
-            "phase = 'starting', worker = %(worker)s, claim = %(claim)s, fence = fence + 1, "
-            f"lease_until = {NOW} + %(lease)s "
-            "WHERE id IN (SELECT id FROM jobs WHERE id = ANY(%(ids)s) AND status = 'queued' "
-            "FOR UPDATE SKIP LOCKED) RETURNING *",
-            {
-                "worker": self.worker_name,
-                "claim": self.claim_token,
-                "lease": self.lease_s,
-                "ids": list(job_ids),
-            },
-        )
+        rows: list[dict] = []
+        async with self._pool.connection() as connection, connection.transaction():
+            if passed_over is not None:
+                cursor = await connection.execute(
+                    "INSERT INTO passed_over AS p (owner, times) VALUES (%s, 1) ON CONFLICT (owner) "
+                    "DO UPDATE SET times = p.times + 1 WHERE p.times < %s RETURNING times",
+                    (passed_over, MAX_SKIPS),
+                )
+                if await cursor.fetchone() is None:
+                    raise Rollback
+            cursor = await connection.execute(
+                f"UPDATE jobs SET status = 'running', started_at = {NOW}, attempts = attempts + 1, "
+                "phase = 'starting', worker = %(worker)s, claim = %(claim)s, fence = fence + 1, "
+                f"lease_until = {NOW} + %(lease)s "
+                "WHERE id IN (SELECT id FROM jobs WHERE id = ANY(%(ids)s) AND status = 'queued' "
+                "FOR UPDATE SKIP LOCKED) RETURNING *",
+                {
+                    "worker": self.worker_name,
+                    "claim": self.claim_token,
+                    "lease": self.lease_s,
+                    "ids": list(job_ids),
+                },
+            )
+            rows = await cursor.fetchall()
+            if not rows:
+                raise Rollback  # nobody was served, so nobody was passed over either
+            owners = sorted({row["owner"] for row in rows})
+            await connection.execute("DELETE FROM passed_over WHERE owner = ANY(%s)", (owners,))
         by_id = {row["id"]: row for row in rows}
         for row in rows:
             self._fences[row["id"]] = row["fence"]
         return [_record(by_id[job_id]) for job_id in job_ids if job_id in by_id]
+
+    async def claim_first(self, choices: Sequence[Choice], max_images: int) -> list[JobRecord]:
+        """The first of `choices` (in turn order, jobs/scheduling.py) whose lead no other worker holds, claimed
+        with the mates it could get, in one transaction (jobs/pg_claims.py); [] when others hold every lead."""
+        holder = {"worker": self.worker_name, "claim": self.claim_token, "lease": self.lease_s}
+        async with self._pool.connection() as connection, connection.transaction():
+            rows = await claim_first(connection, choices, max_images, holder)
+        for row in rows:
+            self._fences[row["id"]] = row["fence"]
+        return [_record(row) for row in rows]
 
     async def update_meta(self, job_id: int, **changes: Any) -> JobRecord | None:
         """Merge `changes` into a job's front-end details (in any state; a None value removes the key)."""
@@ -409,6 +510,20 @@ async def _check_limits(connection, owner: str, max_pending_per_user: int, max_q
     cursor = await connection.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
     queued = (await cursor.fetchone())["n"]
     check_queue_limits(pending, max_pending_per_user, queued, max_queued)
+
+
+def _network_timeouts(lease_s: float) -> dict[str, int]:
+    """libpq options so that a link cut mid-query fails that query within about a lease instead of TCP's
+    quarter of an hour (the pool then opens new connections), and a dead server is noticed by keepalives."""
+    lease_ms = max(1000, int(lease_s * 1000))
+    return {
+        "connect_timeout": max(10, int(lease_s)),
+        "tcp_user_timeout": lease_ms,
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(lease_s)),
+        "keepalives_interval": max(1, int(lease_s / 3)),
+        "keepalives_count": 3,
+    }
 
 
 def _record(row: dict[str, Any]) -> JobRecord:

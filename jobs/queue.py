@@ -54,6 +54,7 @@ from jobs.codec import AnyRequest, request_to_json
 from jobs.diskwait import DiskWait, worker_waiting
 from jobs.long import LongTask, long_task
 from jobs.records import WARMING_UP, EventKind, JobEvent, JobKind, JobRecord, JobStatus
+from jobs.results import ResultFiles
 from jobs.running import RunLoop
 from jobs.scheduling import FairScheduler
 from jobs.store import JobStore
@@ -84,8 +85,11 @@ class JobQueue(RunLoop):
         registry: ModelRegistry,
         samplers: SamplerTable,
         long_tasks: Mapping[JobKind, LongTask],
+        results: ResultFiles | None = None,
     ) -> None:
         self.settings = settings
+        # Result files across hosts: put in the blob store when done, fetched by readers (jobs/results.py).
+        self.results = results or ResultFiles(settings.data_dir, settings.outputs_path)
         self.store = store
         self.worker = worker
         self.catalog = catalog
@@ -95,6 +99,7 @@ class JobQueue(RunLoop):
         self.scheduler = FairScheduler()
         self.inputs = settings.data_dir / "jobs" / "inputs"
         self._subscribers: list[tuple[int | None, asyncio.Queue[JobEvent]]] = []
+        self._without_positions: list[asyncio.Queue[JobEvent]] = []  # subscribers that ignore places in line
         self.point = PointFile(settings.data_dir / "worker.point")  # opened by `claim_worker`
         self._disk = DiskWait(store, self.point)  # why queued jobs wait (a full disk), while they do
         self._init_run_state()
@@ -227,14 +232,28 @@ class JobQueue(RunLoop):
         return job
 
     # ----- watching ------------------------------------------------------------------------------------------
-    def subscribe(self, job_id: int | None = None) -> asyncio.Queue[JobEvent]:
-        """Events of one job (or all jobs with None), in order, until `unsubscribe`."""
+    def subscribe(self, job_id: int | None = None, positions: bool = True) -> asyncio.Queue[JobEvent]:
+        """Events of one job (or all jobs with None), in order, until `unsubscribe`. `positions=False`: this
+        subscriber ignores places in line (the queue need not work them out after each claim for it)."""
         events: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._subscribers.append((job_id, events))
+        if not positions:
+            self._without_positions.append(events)
         return events
 
     def unsubscribe(self, events: asyncio.Queue[JobEvent]) -> None:
         self._subscribers = [(j, q) for j, q in self._subscribers if q is not events]
+        self._without_positions = [q for q in self._without_positions if q is not events]
+
+    def watching(self, job_id: int, besides: asyncio.Queue[JobEvent] | None = None) -> bool:
+        """Whether anything in this process (other than the subscription `besides`) follows this job."""
+        return any(
+            (wanted in (None, job_id)) and events is not besides for wanted, events in self._subscribers
+        )
+
+    def relay(self, event: JobEvent) -> None:
+        """Publish an event of a job another process runs (its progress, told by jobs/pg_notify.py)."""
+        self._publish(event)
 
     def _publish(self, event: JobEvent) -> None:
         for job_id, events in self._subscribers:
@@ -242,10 +261,22 @@ class JobQueue(RunLoop):
                 events.put_nowait(event)
 
     async def _publish_positions(self) -> None:
+        """New places in line, for the queued jobs somebody here follows: when nobody wants them, the queue
+        is not read at all (a worker's claims do not read every queued job for nobody)."""
+        wanted = {
+            job_id
+            for job_id, events in self._subscribers
+            if not any(events is quiet for quiet in self._without_positions)
+        }
+        if not wanted:
+            return
         for job_id, position in (await self.positions()).items():
-            self._publish(
-                JobEvent(job_id, EventKind.QUEUED, JobStatus.QUEUED, position=position, phase=self._phase())
-            )
+            if None in wanted or job_id in wanted:
+                self._publish(
+                    JobEvent(
+                        job_id, EventKind.QUEUED, JobStatus.QUEUED, position=position, phase=self._phase()
+                    )
+                )
 
     def worker_waiting(self) -> str | None:
         """Why the worker of this data folder (in this process or another) waits, if it does: a full disk."""

@@ -13,11 +13,12 @@ class JobKind(StrEnum):
     INPAINT = "inpaint"
     TRAIN = "train"
     ANIMATE = "animate"
+    MERGE = "merge"
 
     @property
     def long(self) -> bool:
         """Runs in slices that yield the GPU to image jobs (see jobs/long.py)."""
-        return self in (JobKind.TRAIN, JobKind.ANIMATE)
+        return self in (JobKind.TRAIN, JobKind.ANIMATE, JobKind.MERGE)
 
 
 class JobStatus(StrEnum):

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from config import Settings
     from jobs.blame import PointFile
     from jobs.diskwait import DiskWait
+    from jobs.results import ResultFiles
     from jobs.scheduling import FairScheduler
     from jobs.store import JobStore
     from jobs.worker import GpuWorker
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 LOCAL_GUILD = "local"  # the catalog's guild for jobs from the command line
 PERSIST_PROGRESS_S = 1.0  # write a running job's progress to its row at most this often (for other processes)
 STOP_GRACE_S = 5.0  # after a stop, wait this long for the GPU thread's next step, then leave it (exit < 10 s)
+CANDIDATE_ROUNDS = 2  # PostgreSQL: each person's first jobs read as leads to fall back on (with batch mates)
+CLAIM_CHOICES = 16  # PostgreSQL: leads in turn order a claim tries when other workers hold the first ones
 ABANDONED = object()  # what `_unless_stopped` returns for GPU work left running after a stop
 
 
@@ -55,6 +58,7 @@ class RunLoop:
     store: JobStore
     worker: GpuWorker
     catalog: Catalog
+    results: ResultFiles
     scheduler: FairScheduler
     point: PointFile
     _disk: DiskWait
@@ -199,12 +203,18 @@ class RunLoop:
     async def run_once(self) -> bool:
         """Run the next batch, if any job waits; True when something ran (DiskFull: it went back in line)."""
         self._loop = asyncio.get_running_loop()
-        queued = await self.store.queued()
-        if not self.store.exclusive_worker:  # PostgreSQL: turns are taken across all the workers
-            self.scheduler.served_at = await self.store.served(queued)
-        batch = self.scheduler.next_batch(
-            queued, self.worker.loaded_model, self.settings.queue.max_batch_images
-        )
+        max_images = self.settings.queue.max_batch_images
+        shared = not self.store.exclusive_worker  # PostgreSQL: turns are taken across all the workers
+        # Only the rows the pick needs (jobs/scheduling.py `candidates`), not the whole queue.
+        queued = await self.store.candidates(max_images, CANDIDATE_ROUNDS if shared else 1)
+        choices = []
+        if shared:
+            self.scheduler.served_at = await self.store.served(queued.jobs)
+            self.scheduler.skipped = await self.store.passed_over(job.owner for job in queued.jobs)
+            choices = self.scheduler.choices(queued, self.worker.loaded_model, max_images, CLAIM_CHOICES)
+            batch = choices[0].batch(max_images) if choices else []
+        else:
+            batch = self.scheduler.next_batch(queued, self.worker.loaded_model, max_images)
         if not batch:
             return False
         if not self._prepared:  # before any claim: a slow or failing start is no job's fault
@@ -213,7 +223,10 @@ class RunLoop:
                 return True
             self._prepared = True
         self.point.begin([job.id for job in batch])  # before the claim, so a death after it names them
-        claimed = await self.store.claim([job.id for job in batch])
+        if shared:  # the fair pick, or the next in turn order when other workers hold it (jobs/pg_claims.py)
+            claimed = await self.store.claim_first(choices, max_images)
+        else:
+            claimed = await self.store.claim([job.id for job in batch])
         if not claimed:
             self.point.idle()
             return True
@@ -310,13 +323,16 @@ class RunLoop:
                     self._user_cancelled.add(job_id)
                     controls[job_id].cancel.set()
             if long and not self._others_waiting.is_set():
-                if any(job.id not in controls for job in await self.store.queued()):
+                if any(job.id not in controls for job in (await self.store.candidates(1)).jobs):
                     self._others_waiting.set()
             await asyncio.sleep(self.settings.queue.poll_interval_s)
 
     async def _finish(self, job: JobRecord, outcome: Outcome) -> None:
         self._started_steps.pop(job.id, None)
         self._persisted.pop(job.id, None)
+        if not self.store.exclusive_worker and not await self.store.holds(job.id):
+            await self._refused(job, outcome)  # cut off past its lease: another worker took the job over
+            return
         if outcome.paused is not None:
             # A long job's slice ended: keep its state and put it back in line; the slice was not a crash.
             part = outcome.paused
@@ -351,6 +367,8 @@ class RunLoop:
             return
         self._user_cancelled.discard(job.id)
         images: tuple[int, ...] = ()
+        if outcome.status is JobStatus.DONE and outcome.results:  # readers on other hosts fetch them there
+            await self.results.publish(outcome.results)  # (jobs/results.py; nothing without a blob store)
         if outcome.status is JobStatus.DONE and outcome.results and not job.kind.long:
             # Into the catalog before the job is marked done: a crash in between re-runs the job, which
             # rewrites the same files, and the catalog does not add a path twice.
@@ -383,6 +401,22 @@ class RunLoop:
                     error=outcome.error,
                 )
             )
+
+    async def _refused(self, job: JobRecord, outcome: Outcome) -> None:
+        """This worker's outcome of a job it no longer holds (its lease lapsed while it was cut off from the
+        database, and the job went to another worker): not posted, not catalogued (the fence). Its own
+        result files go too once the job has ended with other files (those of another host), never a file
+        the job's row names (a data folder shared with the other worker)."""
+        log.warning(
+            "job %d: this worker's lease on it lapsed and another worker took it over; its outcome here "
+            "(%s) is refused",
+            job.id,
+            outcome.status.value,
+        )
+        current = await self.store.get(job.id)
+        if current is not None and current.status.terminal:
+            for path in set(outcome.results) - set(current.results):
+                Path(path).unlink(missing_ok=True)
 
     async def _catalogue(self, job: JobRecord, paths: tuple[str, ...]) -> tuple[int, ...]:
         from catalog.records import NewImage, Relation

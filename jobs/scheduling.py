@@ -14,12 +14,19 @@ Pure functions over job records (no I/O), so the policy is tested exactly:
 - A job that died with the worker while running alone comes after its owner's other jobs (the more deaths,
   the later): a job that crashes the worker does not hold up its owner's others, and an outside kill that
   lands early after each restart does not hit the same job every time.
+
+Candidates. The pick only ever looks at each person's first job in their line (their head) and at batch
+mates of the lead's key, so a store reads only those (`candidates`: the rule below, written in SQL by both
+stores), with each job's place in its owner's line and each owner's oldest id, so that the order of the
+candidates is exactly the order they have in the whole queue. A batch mate with `n` images beyond its owner's
+first `max_images // n` such mates can never join (the earlier ones filled the budget, or one of them did not
+fit and the budget only shrinks), so a batch from the candidates is the batch from the whole queue
+(tests/jobs/test_candidates.py proves it over random queues).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jobs.records import JobRecord
@@ -33,73 +40,157 @@ def job_images(job: JobRecord) -> int:
     return int(params.get("batch_size", 1)) * int(params.get("batch_count", 1))
 
 
+def line_key(job: JobRecord) -> tuple[bool, int, int]:
+    """Where a job stands in its owner's line: image jobs before long ones, fewer deaths first, then oldest."""
+    return (job.kind.long, len(job.deaths), job.id)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Queued jobs (all, or the part the pick needs) with what orders them as in the whole queue."""
+
+    jobs: Sequence[JobRecord]
+    rounds: Mapping[int, int]  # job id → its place in its owner's line (1 = the owner's next job)
+    first_ids: Mapping[str, int]  # owner → the id of their oldest queued job
+
+
+def whole(queued: Sequence[JobRecord]) -> Candidates:
+    """The whole queue as candidates."""
+    rounds: dict[int, int] = {}
+    first_ids: dict[str, int] = {}
+    places: dict[str, int] = {}
+    for job in sorted(queued, key=line_key):
+        places[job.owner] = rounds[job.id] = places.get(job.owner, 0) + 1
+        first_ids[job.owner] = min(first_ids.get(job.owner, job.id), job.id)
+    return Candidates(list(queued), rounds, first_ids)
+
+
+def candidates(queued: Sequence[JobRecord], max_images: int, per_owner: int = 1) -> Candidates:
+    """The part of the queue a pick needs (the module's docstring): each owner's first `per_owner` jobs (their
+    head; more give workers racing for the heads other leads in turn order), and the non-solo jobs
+    with a batch key that are among their owner's first `max_images // n` of that key with `n` images. The
+    stores read the same rows in SQL (`JobStore.candidates`); this is the rule they are tested against."""
+    everything = whole(queued)
+    nth: dict[tuple[str, str, int], int] = {}
+    kept = []
+    for job in sorted(queued, key=line_key):
+        images = job_images(job)
+        mate = not job.solo and job.batch_key != ""
+        if mate:
+            nth[job.owner, job.batch_key, images] = nth.get((job.owner, job.batch_key, images), 0) + 1
+        if everything.rounds[job.id] <= per_owner or (
+            mate and nth[job.owner, job.batch_key, images] * images <= max_images
+        ):
+            kept.append(job)
+    rounds = {job.id: everything.rounds[job.id] for job in kept}
+    return Candidates(kept, rounds, dict(everything.first_ids))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A possible next batch: its lead, the waiting jobs that may join it (in turn order, each fitting the
+    budget beside the lead alone), and whose turn it takes for model affinity (None: nobody's)."""
+
+    lead: JobRecord
+    mates: tuple[JobRecord, ...]
+    passed_over: str | None = None
+
+    def batch(self, max_images: int, available=None) -> list[JobRecord]:
+        """The lead and the mates that fit the budget, taken in turn order (only those in `available`)."""
+        batch = [self.lead]
+        images = job_images(self.lead)
+        for job in self.mates:
+            if (available is None or job.id in available) and images + job_images(job) <= max_images:
+                batch.append(job)
+                images += job_images(job)
+        return batch
+
+
 @dataclass
 class FairScheduler:
     """Remembers whom it served last, and who was passed over for model affinity."""
 
-    served_at: dict[str, int] = field(default_factory=dict)
+    served_at: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     turns: int = 0
+    passed_over: str | None = None  # whose turn the last batch took for model affinity, if anyone's
 
-    def order(self, queued: Sequence[JobRecord]) -> list[JobRecord]:
-        """The order queued jobs would run in, if nothing else arrived and nothing were batched."""
-        by_owner: dict[str, deque[JobRecord]] = {}
-        for job in sorted(queued, key=lambda j: (j.kind.long, len(j.deaths), j.id)):
-            by_owner.setdefault(job.owner, deque()).append(job)
-        owners = sorted(
-            by_owner, key=lambda o: (self.served_at.get(o, -1), min(job.id for job in by_owner[o]))
-        )
-        ordered: list[JobRecord] = []
-        while owners:
-            for owner in list(owners):
-                ordered.append(by_owner[owner].popleft())
-                if not by_owner[owner]:
-                    owners.remove(owner)
-        return ordered
+    def order(self, queued: Sequence[JobRecord] | Candidates) -> list[JobRecord]:
+        """The order queued jobs would run in, if nothing else arrived and nothing were batched: round by
+        round, each person's next job, people in the order of whom was served longest ago (then oldest)."""
+        lines = queued if isinstance(queued, Candidates) else whole(queued)
+        owners = sorted(lines.first_ids, key=lambda o: (self.served_at.get(o, -1), lines.first_ids[o]))
+        rank = {owner: place for place, owner in enumerate(owners)}
+        return sorted(lines.jobs, key=lambda job: (lines.rounds[job.id], rank[job.owner]))
 
     def positions(self, queued: Sequence[JobRecord]) -> dict[int, int]:
         """Each queued job's place in line (1 = next)."""
         return {job.id: place for place, job in enumerate(self.order(queued), start=1)}
 
-    def next_batch(
-        self, queued: Sequence[JobRecord], loaded_model: str | None, max_images: int
-    ) -> list[JobRecord]:
-        """The jobs to run now (empty when nothing waits), and record their owners as served."""
+    def choices(
+        self,
+        queued: Sequence[JobRecord] | Candidates,
+        loaded_model: str | None,
+        max_images: int,
+        count: int = 1,
+    ) -> list[Choice]:
+        """Up to `count` possible next batches, best first: the fair pick, then (for a worker that finds the
+        fair pick's lead taken by another worker meanwhile) the next leads in turn order. Changes nothing."""
         order = self.order(queued)
         if not order:
             return []
-        lead = self._with_affinity(order, loaded_model)
-        batch = [lead]
-        if lead.batch_key and not lead.solo:
-            images = job_images(lead)
-            for job in order:
-                if (
-                    job is not lead
-                    and not job.solo
-                    and job.batch_key == lead.batch_key
-                    and images + job_images(job) <= max_images
-                ):
-                    batch.append(job)
-                    images += job_images(job)
+        mates_by_key: dict[str, list[JobRecord]] = {}
+        for job in order:
+            if job.batch_key and not job.solo:
+                mates_by_key.setdefault(job.batch_key, []).append(job)
+        leads: list[tuple[JobRecord, str | None]] = []
+        alternative = self._affinity(order, loaded_model)
+        if alternative is not None:
+            leads.append((alternative, order[0].owner))
+        leads += [(job, None) for job in order[: count + 1] if job is not alternative]
+        choices = []
+        for lead, passed_over in leads[:count]:
+            mates: tuple[JobRecord, ...] = ()
+            if lead.batch_key and not lead.solo:
+                room = max_images - job_images(lead)
+                mates = tuple(
+                    job for job in mates_by_key[lead.batch_key] if job is not lead and job_images(job) <= room
+                )
+            choices.append(Choice(lead, mates, passed_over))
+        return choices
+
+    def next_batch(
+        self, queued: Sequence[JobRecord] | Candidates, loaded_model: str | None, max_images: int
+    ) -> list[JobRecord]:
+        """The jobs to run now (empty when nothing waits), and record their owners as served."""
+        self.passed_over = None
+        choices = self.choices(queued, loaded_model, max_images)
+        if not choices:
+            return []
+        batch = choices[0].batch(max_images)
+        self.served(batch, choices[0].passed_over)
+        return batch
+
+    def served(self, batch: Sequence[JobRecord], passed_over: str | None) -> None:
+        """Record a batch as run: its owners were served, and `passed_over` was passed over for it."""
+        if passed_over is not None:
+            self.skipped[passed_over] = self.skipped.get(passed_over, 0) + 1
+        self.passed_over = passed_over
         for job in batch:
             self.turns += 1
             self.served_at[job.owner] = self.turns
             self.skipped.pop(job.owner, None)
-        return batch
 
-    def _with_affinity(self, order: list[JobRecord], loaded_model: str | None) -> JobRecord:
+    def _affinity(self, order: list[JobRecord], loaded_model: str | None) -> JobRecord | None:
+        """Another person's head job for the loaded model, when it may go before the first in line."""
         first = order[0]
         if (
             loaded_model is None
             or first.model == loaded_model
             or self.skipped.get(first.owner, 0) >= MAX_SKIPS
         ):
-            return first
+            return None
         heads = {}
         for job in order:
             heads.setdefault(job.owner, job)
-        alternative = next((job for job in heads.values() if job.model == loaded_model), None)
-        if alternative is None:
-            return first
-        self.skipped[first.owner] = self.skipped.get(first.owner, 0) + 1
-        return alternative
+        return next((job for job in heads.values() if job.model == loaded_model), None)

@@ -18,6 +18,7 @@ from core.errors import InvalidRequest
 from core.sqlite import Database, Migration
 from jobs.blame import Point, judge
 from jobs.records import JobKind, JobRecord, JobStatus
+from jobs.scheduling import Candidates
 
 MIGRATIONS: tuple[Migration, ...] = (
     (
@@ -77,6 +78,26 @@ SELECT_QUEUED = "SELECT * FROM jobs WHERE status = 'queued' ORDER BY id"
 COUNT_PENDING_OF_OWNER = "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'running')"
 COUNT_QUEUED = "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
 SELECT_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = ?"
+# The fair pick's candidates (jobs/scheduling.py `candidates`): each owner's first jobs, and the non-solo jobs with a
+# batch key among their owner's first max_images // n of that key with n images, with each job's place in its
+# owner's line and each owner's oldest id. Only these rows are read and decoded, not the whole queue.
+SELECT_CANDIDATES = """
+    WITH line AS (
+        SELECT id, owner, batch_key, solo,
+               CAST(COALESCE(json_extract(request, '$.params.batch_size'), 1) AS INTEGER)
+               * CAST(COALESCE(json_extract(request, '$.params.batch_count'), 1) AS INTEGER) AS images,
+               kind IN ('train', 'animate', 'merge') AS long, json_array_length(deaths) AS died
+        FROM jobs WHERE status = 'queued'
+    ), ranked AS (
+        SELECT id, solo, batch_key, images,
+               row_number() OVER (PARTITION BY owner ORDER BY long, died, id) AS line_round,
+               min(id) OVER (PARTITION BY owner) AS line_first,
+               row_number() OVER (PARTITION BY owner, batch_key, images, solo ORDER BY long, died, id) AS nth
+        FROM line
+    )
+    SELECT jobs.*, ranked.line_round, ranked.line_first FROM ranked JOIN jobs USING (id)
+    WHERE ranked.line_round <= ? OR (NOT ranked.solo AND ranked.batch_key <> '' AND ranked.nth * ranked.images <= ?)
+"""
 INSERT_JOB = """
     INSERT INTO jobs (kind, owner, guild, channel, request, status, created_at, idempotency_key, batch_key, model,
                       meta)
@@ -127,6 +148,12 @@ class JobStore:
     async def queued(self) -> list[JobRecord]:
         async with self._db.execute(SELECT_QUEUED) as cursor:
             return [_record(row) for row in await cursor.fetchall()]
+
+    async def candidates(self, max_images: int, per_owner: int = 1) -> Candidates:
+        """The queued jobs the fair pick needs, ordered as in the whole queue (jobs/scheduling.py)."""
+        async with self._db.execute(SELECT_CANDIDATES, (per_owner, max_images)) as cursor:
+            rows = await cursor.fetchall()
+        return candidates_from_rows(rows, _record)
 
     async def recent(self, limit: int = 50, statuses: Iterable[JobStatus] | None = None) -> list[JobRecord]:
         """The newest jobs, optionally only those in `statuses`."""
@@ -337,6 +364,17 @@ class JobStore:
 
 def _record(row: aiosqlite.Row) -> JobRecord:
     return record_from_row(row, json.loads)
+
+
+def candidates_from_rows(rows: Iterable[Any], record: Callable[[Any], JobRecord]) -> Candidates:
+    """The candidates of rows of a candidates query (both stores: the row, its `line_round`, `line_first`)."""
+    jobs, rounds, first_ids = [], {}, {}
+    for row in rows:
+        job = record(row)
+        jobs.append(job)
+        rounds[job.id] = row["line_round"]
+        first_ids[job.owner] = row["line_first"]
+    return Candidates(jobs, rounds, first_ids)
 
 
 def record_from_row(row: Any, decode: Callable[[Any], Any]) -> JobRecord:

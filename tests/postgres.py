@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -52,8 +52,14 @@ def _free_port() -> int:
 class PostgresServer:
     """One throwaway cluster in `root`, owned and run by an unprivileged user."""
 
-    def __init__(self, bindir: Path, root: Path) -> None:
+    def __init__(
+        self, bindir: Path, root: Path, also_listen: Sequence[str] = (), trust_from: Sequence[str] = ()
+    ) -> None:
+        """`also_listen`: addresses to listen on besides 127.0.0.1 (a test's own veth addresses);
+        `trust_from`: networks (CIDR) whose connections are let in besides the loopback's."""
         self.bindir = bindir
+        self.also_listen = tuple(also_listen)
+        self.trust_from = tuple(trust_from)
         self.root = root
         self.data = root / "data"
         self.socket_dir = root / "socket"
@@ -85,8 +91,11 @@ class PostgresServer:
         )  # fmt: skip
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed: {initdb.stderr.strip() or initdb.stdout.strip()}")
+        with open(self.data / "pg_hba.conf", "a") as hba:
+            hba.writelines(f"host all all {network} trust\n" for network in self.trust_from)
+        listen = ",".join(("127.0.0.1", *self.also_listen))
         options = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir} "
+            f"-c listen_addresses={listen} -c port={self.port} -c unix_socket_directories={self.socket_dir} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         started = self._run(

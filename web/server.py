@@ -1,7 +1,9 @@
 """The read-only web gallery: one guild's images with the `/browse` filters, as plain HTML and CSS.
 
 Pages live under `/g/<token>/`, where the token is the guild's signed link from `/gallery web` (revocable);
-`salon web --local` serves one guild at `/` on 127.0.0.1 for its owner. Images and thumbnails are found by
+`salon web --local` serves one guild at `/` on 127.0.0.1 for its owner, who may also curate there (rate,
+favourite, delete, restore, the recycle bin: web/curation.py, forms with CSRF tokens); the shared gallery is
+read-only. An image page shows the image's family (web/family.py). Images and thumbnails are found by
 their catalog id within the token's guild, so a request never names a file and never sees another guild.
 Thumbnails are made once (in a worker thread) and kept under `<data_dir>/cache/thumbs`.
 """
@@ -28,6 +30,11 @@ from config import Settings
 from core.errors import InvalidRequest
 from core.files import atomic_write_with
 from engine.image_io import check_image_file
+from jobs.queue import owner_for_cli
+from jobs.results import ResultFiles
+from web.curation import ACTIONS as curation_actions
+from web.curation import Curation, FormRefused
+from web.family import family_strip
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +57,15 @@ class GalleryServer:
     """The aiohttp application over a catalog and the community store (shared with the bot, or its own)."""
 
     def __init__(
-        self, settings: Settings, catalog, community: CommunityStore, local_guild: str | None = None
+        self,
+        settings: Settings,
+        catalog,
+        community: CommunityStore,
+        local_guild: str | None = None,
+        results: ResultFiles | None = None,
     ):
         self.settings = settings
+        self.results = results  # result files made on another host are fetched through it (jobs/results.py)
         self.catalog = catalog
         self.community = community
         self.local_guild = local_guild
@@ -60,6 +73,11 @@ class GalleryServer:
         self.thumbs = settings.data_dir / "cache" / "thumbs"
         self.max_pixels = max(settings.limits.max_input_pixels, settings.limits.max_pixels)
         self._thumb_locks: dict[int, asyncio.Lock] = {}
+        self.curation = (  # the owner's forms: only in the local gallery
+            Curation(catalog, local_guild, owner_for_cli(), settings.web.page_size)
+            if local_guild is not None
+            else None
+        )
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -72,6 +90,10 @@ class GalleryServer:
         prefix = "/" if self.local_guild is not None else "/g/{token:[A-Za-z0-9_.-]{10,120}}/"
         for path, handler in pages:
             app.router.add_get(prefix + path, handler)
+        if self.curation is not None:
+            actions = "|".join(curation_actions)
+            app.router.add_post("/image/{id:[0-9]{1,12}}/{action:" + actions + "}", self.curation.post)
+            app.router.add_get("/bin", self.bin_page)
         return app
 
     @web.middleware
@@ -90,6 +112,8 @@ class GalleryServer:
                 )
             except InvalidRequest as exc:
                 response = _page_response("Bad filter", f"<p>{html.escape(str(exc))}</p>", status=400)
+            except FormRefused as exc:
+                response = _page_response("Not done", f"<p>{html.escape(str(exc))}</p>", status=exc.status)
             except web.HTTPException as exc:
                 response = exc
         for key, value in SECURITY_HEADERS.items():
@@ -111,10 +135,11 @@ class GalleryServer:
             raise Forbidden()
         return guild
 
-    async def _image(self, request: web.Request) -> ImageRecord:
+    async def _image(self, request: web.Request, allow_deleted: bool = False) -> ImageRecord:
         guild = await self._guild(request)
         record = await self.catalog.get(guild, int(request.match_info["id"]))
-        if record is None or record.deleted or record.nsfw:  # NSFW images stay in age-restricted channels
+        hidden = record is None or (record.deleted and not allow_deleted)
+        if hidden or record.nsfw:  # NSFW images stay in age-restricted channels
             raise web.HTTPNotFound()
         return record
 
@@ -156,11 +181,17 @@ class GalleryServer:
         )
         galleries = await self.catalog.galleries.list(guild)
         body = _filter_form(options, galleries) + f"<p class=count>{page.total} images · page {page.page} of "
+        if self.curation is not None:
+            body = '<p class=bin-link><a href="/bin">recycle bin</a></p>' + body
         body += f"{max(1, page.pages)}</p><main class=grid>{cards}</main>" + _pager(page, keep)
         return _page_response("Salon gallery", body)
 
+    async def bin_page(self, request: web.Request) -> web.Response:
+        assert self.curation is not None
+        return _page_response(*await self.curation.bin_page(request))
+
     async def image_page(self, request: web.Request) -> web.Response:
-        image = await self._image(request)
+        image = await self._image(request, allow_deleted=self.curation is not None)  # the owner may restore
         back = "./?" + urlencode({k: v for k, v in request.query.items() if k in FILTER_KEYS or k == "page"})
         rank = (
             f"{image.rank_mean:.2f} from {image.rank_count} rating(s)"
@@ -168,11 +199,17 @@ class GalleryServer:
             else "not rated yet"
         )
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(image.created))
+        picture = (
+            f'<img class=full src="../file/{image.id}" alt="{html.escape(image.prompt[:200])}">'
+            if not image.deleted
+            else ""
+        )
+        forms = await self.curation.forms(image) if self.curation is not None else ""
         body = (
             f'<p><a href="{html.escape(back.replace("./", "../", 1))}">← back to the gallery</a></p>'
-            f'<figure><img class=full src="../file/{image.id}" alt="{html.escape(image.prompt[:200])}">'
+            f"<figure>{picture}"
             f"<figcaption>#{image.id} · rank {rank} · {created} UTC · {image.width}×{image.height}"
-            f"</figcaption></figure>"
+            f"</figcaption></figure>{forms}"
             f"<h2>Prompt</h2><p class=prompt>{html.escape(image.prompt)}</p>"
             + (
                 f"<h2>Negative prompt</h2><p class=prompt>{html.escape(image.negative_prompt)}</p>"
@@ -181,6 +218,7 @@ class GalleryServer:
             )
             + f"<h2>Parameters</h2><pre>{html.escape(image.infotext)}</pre>"
         )
+        body += await family_strip(self.catalog, image.guild, image)
         return _page_response(f"Image #{image.id}", body)
 
     async def thumbnail(self, request: web.Request) -> web.StreamResponse:
@@ -191,7 +229,7 @@ class GalleryServer:
             lock = self._thumb_locks.setdefault(image.id, asyncio.Lock())
             async with lock:
                 if not target.is_file():
-                    source = _servable(image)
+                    source = _servable(await self._here(image))
                     try:
                         await asyncio.to_thread(_make_thumbnail, source, target, size, self.max_pixels)
                     except (InvalidRequest, OSError, SyntaxError, ValueError) as exc:  # changed since added
@@ -203,9 +241,16 @@ class GalleryServer:
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         image = await self._image(request)
-        path = _servable(image)
+        path = _servable(await self._here(image))
         kind = IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
         return web.FileResponse(path, headers={"Content-Type": kind, "Cache-Control": "max-age=86400"})
+
+    async def _here(self, image: ImageRecord) -> ImageRecord:
+        """The record with a path on this host (its file fetched from the blob store when another host made it)."""
+        if self.results is None:
+            return image
+        [local] = await self.results.local_images([image])
+        return local
 
 
 def _filters(params) -> dict:
@@ -329,9 +374,12 @@ async def serve(
     host: str,
     port: int,
     local_guild: str | None = None,
+    results: ResultFiles | None = None,
 ) -> web.AppRunner:
-    """Start the gallery on host:port; returns the runner (call `await runner.cleanup()` to stop)."""
-    runner = web.AppRunner(GalleryServer(settings, catalog, community, local_guild).app(), access_log=None)
+    """Start the gallery on host:port; returns the runner (call `await runner.cleanup()` to stop).
+    `results`: how result files made on other hosts are fetched (with a database URL)."""
+    gallery = GalleryServer(settings, catalog, community, local_guild, results)
+    runner = web.AppRunner(gallery.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("web gallery on http://%s:%d/", host, port)

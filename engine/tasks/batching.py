@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from engine.prompts.prompt_schedule import needs_plan
 from engine.prompts.prompt_syntax import extract_extra_networks
 from engine.requests import GenerationRequest
 
@@ -14,11 +15,14 @@ from engine.requests import GenerationRequest
 def batch_key(request: GenerationRequest) -> Hashable:
     """Equal keys → the requests run together: same model, size, sampler, steps, CFG, options and LoRAs.
 
-    Prompts, negative prompts, seeds, variation seeds and image counts may differ. `model` should already be
+    Prompts, negative prompts, seeds, variation seeds and image counts may differ, except prompts with editing,
+    alternation or AND, which batch only with the same prompt and negative prompt. `model` should already be
     resolved to a name (None means the engine's default, which is the same for every request).
     """
-    _, networks = extract_extra_networks(request.prompt)
+    prompt, networks = extract_extra_networks(request.prompt)
     loras = tuple(sorted((n.kind, n.name, n.args) for n in networks))
+    # Conditioning that changes by step (editing, alternation, AND) is one per batch: only equal prompts share.
+    scheduled = (prompt, request.negative_prompt) if needs_plan(prompt, request.negative_prompt) else None
     return (
         request.model,
         request.width,
@@ -31,5 +35,10 @@ def batch_key(request: GenerationRequest) -> Hashable:
         request.tiling,
         request.hires,
         request.variation_strength,
+        request.vae,
+        (request.seed_resize_from_w, request.seed_resize_from_h),
+        request.eta,
+        request.eta_noise_seed_delta,
         loras,
+        scheduled,
     )

@@ -36,9 +36,15 @@ def img2img_latents(
     size: tuple[int, int],
     keep: KeepOriginal | None = None,
     extra_channels: torch.Tensor | None = None,
+    first_pass_steps: int | None = None,
 ) -> torch.Tensor:
-    """Denoise `init_latents` with `strength` (0 = unchanged, 1 = from pure noise) over steps × strength steps."""
+    """Denoise `init_latents` with `strength` (0 = unchanged, 1 = from pure noise) over steps × strength steps.
+
+    Prompt schedules count this pass's full schedule from its first step run (as A1111's img2img);
+    `first_pass_steps` (the hires pass) makes them count after a first pass of that many steps."""
     scheduler = new_scheduler(prep, steps, [g.initial_seed() for g in generators])
+    full = len(scheduler.timesteps)
+    prompt_steps = (full, None) if first_pass_steps is None else (first_pass_steps, full)
     timesteps = strength_timesteps(scheduler, steps, strength)
     if len(timesteps) == 0:
         return init_latents
@@ -56,6 +62,7 @@ def img2img_latents(
         size=size,
         keep=keep,
         extra_channels=extra_channels,
+        prompt_steps=prompt_steps,
     )
 
 

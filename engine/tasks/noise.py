@@ -36,13 +36,43 @@ def initial_noise(
     generators: Sequence[torch.Generator],
     variation_seeds: Sequence[int] | None = None,
     variation_strength: float = 0.0,
+    source_shape: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
-    """(B, C, H, W) noise: image i from generators[i], mixed towards its variation seed's noise by strength."""
+    """(B, C, H, W) noise: image i from generators[i], mixed towards its variation seed's noise by strength.
+
+    `source_shape` (A1111's "resize seed from width/height"): the seed's noise is made at that latent size
+    (variation mixed in there), then placed centred in noise of `shape` drawn from the same seed, cropped
+    where it is larger (A1111's `ImageRNG.first`)."""
+    resized = source_shape is not None and tuple(source_shape) != tuple(shape)
+    drawn = tuple(source_shape) if resized else shape
     images = []
     for i, generator in enumerate(generators):
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        # Resized, the seed's noise comes from a fresh generator of that seed; the image's own one then draws
+        # the full-size noise (and goes on to the sampler's step noise), as A1111 draws them.
+        source = _fresh_copy(generator) if resized else generator
+        noise = torch.randn(drawn, generator=source, dtype=torch.float32)
         if variation_seeds is not None and variation_strength > 0:
-            other = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(variation_seeds[i])))
+            other = torch.randn(drawn, generator=torch.Generator("cpu").manual_seed(int(variation_seeds[i])))
             noise = slerp(variation_strength, noise, other)
+        if resized:
+            noise = place_centred(torch.randn(shape, generator=generator, dtype=torch.float32), noise)
         images.append(noise)
     return torch.stack(images)
+
+
+def _fresh_copy(generator: torch.Generator) -> torch.Generator:
+    copy = torch.Generator("cpu")
+    copy.set_state(generator.get_state())
+    return copy
+
+
+def place_centred(target: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`noise` (C, h, w) put centred into `target` (C, H, W): where it is larger, its centre is kept."""
+    dx = (target.shape[2] - noise.shape[2]) // 2
+    dy = (target.shape[1] - noise.shape[1]) // 2
+    w = noise.shape[2] if dx >= 0 else noise.shape[2] + 2 * dx
+    h = noise.shape[1] if dy >= 0 else noise.shape[1] + 2 * dy
+    tx, ty = max(dx, 0), max(dy, 0)
+    sx, sy = max(-dx, 0), max(-dy, 0)
+    target[:, ty : ty + h, tx : tx + w] = noise[:, sy : sy + h, sx : sx + w]
+    return target

@@ -76,6 +76,26 @@ _BUILTIN = (
     SamplerSpec("UniPC", "UniPCMultistepScheduler", k_diffusion=False),
     SamplerSpec("LCM", "LCMScheduler", k_diffusion=False, sigma_schedules=False),
 )
+# A1111's eta, where Salon's schedulers take one: sampler → (the infotext key A1111 writes, its default). A1111
+# writes the key only when the eta differs from the default.
+ETA_SAMPLERS: Mapping[str, tuple[str, float]] = MappingProxyType({"DDIM": ("Eta DDIM", 0.0)})
+# Samplers whose step noise A1111 seeds with seed + ENSD (its `uses_ensd`), when their eta is not 0; Euler a
+# and DPM2 a always use eta 1 here.
+ENSD_SAMPLERS = frozenset({"Euler a", "DPM2 a", "DDIM"})
+
+
+def effective_eta(sampler: str, eta: float | None) -> float:
+    """The eta a sampler runs with: the request's, else the sampler's default (1 for the ancestral ones)."""
+    if sampler in ETA_SAMPLERS:
+        return ETA_SAMPLERS[sampler][1] if eta is None else eta
+    return 1.0
+
+
+def uses_ensd(sampler: str, eta: float | None, delta: int) -> bool:
+    """Whether ENSD changes this sampler's images (and so is written in the infotext, as A1111 does)."""
+    return delta != 0 and sampler in ENSD_SAMPLERS and effective_eta(sampler, eta) != 0
+
+
 # The built-in samplers: a constant nobody changes (an extension's samplers go into a `SamplerTable`).
 SAMPLERS: Mapping[str, SamplerSpec] = MappingProxyType({s.name: s for s in _BUILTIN})
 

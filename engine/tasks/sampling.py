@@ -20,11 +20,13 @@ from PIL import Image
 from core.errors import JobCancelled
 from engine.models.loading import LoadedModel
 from engine.prompts.conditioning import Conditioning
+from engine.prompts.scheduled_conditioning import PromptPlan
 from engine.requests import GenerationRequest, RunControl, StepProgress
 from engine.speed.step_cache import StepCache, cached_step
+from engine.tasks.guidance import Guidance
 from engine.tasks.noise import initial_noise, make_generators
 from engine.tasks.preview import latents_to_preview
-from engine.tasks.samplers import SamplerSpec, build_scheduler
+from engine.tasks.samplers import SamplerSpec, build_scheduler, uses_ensd
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Prepared:
     step_cache: int = (
         0  # the whole UNet every N steps, outer blocks between (engine.speed.step_cache); < 2: off
     )
+    # Prompt editing, alternation or AND: the conditioning of each step (None: `conditioning` for every step).
+    plan: PromptPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,19 @@ def latent_shape(model: LoadedModel, width: int, height: int) -> tuple[int, int,
 def seeded_noise(
     prep: Prepared, seeds: Sequence[int], variation_seeds: Sequence[int] | None, width: int, height: int
 ) -> tuple[list[torch.Generator], torch.Tensor]:
-    """Per-image generators and each image's starting noise at width×height, variation seeds mixed in."""
+    """Per-image generators and each image's starting noise at width×height, variation seeds mixed in, made
+    at the "resize seed from" size when one is given; with ENSD (for the samplers A1111 applies it to), the
+    generators of the sampler's step noise are then seeded with seed + ENSD."""
+    p = prep.params
     generators = make_generators(seeds)
     shape = latent_shape(prep.model, width, height)
-    noise = initial_noise(shape, generators, variation_seeds, prep.params.variation_strength)
+    source = None
+    if p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0:
+        f = prep.model.vae_scale_factor
+        source = (shape[0], p.seed_resize_from_h // f, p.seed_resize_from_w // f)
+    noise = initial_noise(shape, generators, variation_seeds, p.variation_strength, source)
+    if uses_ensd(prep.spec.name, p.eta, p.eta_noise_seed_delta):
+        generators = make_generators([seed + p.eta_noise_seed_delta for seed in seeds])
     return generators, noise.to(prep.model.device)
 
 
@@ -81,26 +94,6 @@ def strength_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
     return scheduler.timesteps[begin:]
 
 
-def _unet_kwargs(prep: Prepared, batch: int, width: int, height: int, guided: bool) -> dict[str, object]:
-    cond = prep.conditioning
-    model = prep.model
-    states = cond.cond.expand(batch, -1, -1)
-    if guided:
-        states = torch.cat([cond.uncond.expand(batch, -1, -1), states])
-    kwargs: dict[str, object] = {"encoder_hidden_states": states.to(model.device, model.dtype)}
-    if model.sdxl:
-        pooled = cond.pooled_cond.expand(batch, -1)
-        if guided:
-            pooled = torch.cat([cond.pooled_uncond.expand(batch, -1), pooled])
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
-        time_ids = time_ids.expand(pooled.shape[0], -1)
-        kwargs["added_cond_kwargs"] = {
-            "text_embeds": pooled.to(model.device, model.dtype),
-            "time_ids": time_ids.to(model.device, model.dtype),
-        }
-    return kwargs
-
-
 def denoise(
     prep: Prepared,
     latents: torch.Tensor,
@@ -114,28 +107,32 @@ def denoise(
     size: tuple[int, int],
     keep: KeepOriginal | None = None,
     extra_channels: torch.Tensor | None = None,
+    prompt_steps: tuple[int, int | None] | None = None,
 ) -> torch.Tensor:
-    """Run the sampler over `timesteps` with classifier-free guidance; returns the final latents (float32)."""
-    model, cfg = prep.model, prep.params.cfg_scale
-    guided = cfg != 1.0
-    width, height = size
-    unet_kwargs = _unet_kwargs(prep, latents.shape[0], width, height, guided)
-    step_kwargs = (
-        {"generator": list(generators)} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    """Run the sampler over `timesteps` with classifier-free guidance; returns the final latents (float32).
+
+    `prompt_steps`: the (steps, hires steps) a prompt's schedule is counted in (A1111 counts a pass's full
+    schedule, and the hires pass after the first one's); by default the length of `timesteps`."""
+    model = prep.model
+    steps = prompt_steps or (len(timesteps), None)
+    guidance = Guidance(
+        model, prep.conditioning, prep.plan, prep.params.cfg_scale, latents.shape[0], size, steps
     )
+    groups = guidance.groups
+    accepted = inspect.signature(scheduler.step).parameters
+    step_kwargs: dict = {"generator": list(generators)} if "generator" in accepted else {}
+    if prep.params.eta is not None and "eta" in accepted:  # DDIM's eta (validation allows it nowhere else)
+        step_kwargs["eta"] = prep.params.eta
     total = len(timesteps)
     cache = StepCache(prep.step_cache) if prep.step_cache > 1 else None
     for i, t in enumerate(timesteps):
         if control.cancelled():
             raise JobCancelled(f"cancelled at step {i} of {total} ({phase})")
-        model_in = torch.cat([latents, latents]) if guided else latents
+        model_in = torch.cat([latents] * groups) if groups > 1 else latents
         model_in = scheduler.scale_model_input(model_in, t)
         if extra_channels is not None:
-            model_in = torch.cat([model_in, extra_channels.repeat(2 if guided else 1, 1, 1, 1)], dim=1)
-        eps = unet_prediction(model, model_in.to(model.dtype), t, unet_kwargs, cache)
-        if guided:
-            uncond_eps, cond_eps = eps.chunk(2)
-            eps = uncond_eps + cfg * (cond_eps - uncond_eps)
+            model_in = torch.cat([model_in, extra_channels.repeat(groups, 1, 1, 1)], dim=1)
+        eps = guidance.combine(unet_prediction(model, model_in.to(model.dtype), t, guidance.at(i), cache))
         with warnings.catch_warnings():
             # torchsde's Brownian tree warns about float rounding of its interval ends (harmless, every step).
             warnings.filterwarnings("ignore", message="Should have ta>=t0", category=UserWarning)

@@ -47,7 +47,8 @@ def run_txt2img(
     )
     # 3. Hires fix: upscale, then img2img at the larger size with fresh noise from the same seeds.
     if p.hires is not None:
-        latents = _hires_pass(prep, latents, seeds, variation_seeds, control, first_index)
+        first_pass = len(scheduler.timesteps)
+        latents = _hires_pass(prep, latents, seeds, variation_seeds, control, first_index, first_pass)
     # 4. Decode.
     return decode_latents(prep.model, latents)
 
@@ -59,7 +60,9 @@ def _hires_pass(
     variation_seeds: Sequence[int] | None,
     control: RunControl,
     first_index: int,
+    first_pass_steps: int,
 ) -> torch.Tensor:
+    """Upscale, then img2img at the larger size; prompt schedules count on from the first pass (A1111)."""
     p, hires = prep.params, prep.params.hires
     assert hires is not None
     width, height = hires_size(p.width, p.height, hires.scale)
@@ -85,4 +88,5 @@ def _hires_pass(
         phase="hires",
         first_index=first_index,
         size=(width, height),
+        first_pass_steps=first_pass_steps,
     )

@@ -818,6 +818,12 @@ class _Session:
     seq: int = 0
     intents: int = 0
     ready: bool = False
+    shard: tuple[int, int] = (0, 1)  # [shard_id, num_shards] of its IDENTIFY
+
+    def carries(self, guild_id: int | None) -> bool:
+        """Whether this shard gets the guild's events: Discord's (guild_id >> 22) % num_shards; DMs: shard 0."""
+        shard_id, count = self.shard
+        return (guild_id >> 22) % count == shard_id if guild_id else shard_id == 0
 
 
 class _Gateway(_World):
@@ -827,6 +833,8 @@ class _Gateway(_World):
         super().__init__(**kwargs)
         self._sessions: list[_Session] = []
         self._session_seqs: dict[str, int] = {}
+        self._session_shards: dict[str, tuple[int, int]] = {}
+        self.recommended_shards = 1  # what GET /gateway/bot answers as `shards`
 
     @property
     def gateway_url(self) -> str:
@@ -837,6 +845,11 @@ class _Gateway(_World):
     def connected(self) -> bool:
         """Whether a client has identified on the gateway."""
         return any(s.ready for s in self._sessions)
+
+    @property
+    def shards_connected(self) -> list[tuple[int, int]]:
+        """The `(shard_id, num_shards)` of every identified connection, sorted."""
+        return sorted(s.shard for s in self._sessions if s.ready)
 
     async def _h_gateway(self, request: web.Request) -> web.StreamResponse:
         """Serve one gateway connection (plain JSON text frames; transport compression is not needed)."""
@@ -872,15 +885,21 @@ class _Gateway(_World):
         if data.get("token") != self.TOKEN:
             await session.ws.close(code=4004, message=b"Authentication failed.")
             return
+        shard_id, count = data.get("shard") or (0, 1)
+        if not 0 <= shard_id < count:
+            await session.ws.close(code=4010, message=b"Invalid shard.")
+            return
         session.session_id, session.intents = secrets.token_hex(16), int(data.get("intents") or 0)
+        session.shard, self._session_shards[session.session_id] = (shard_id, count), (shard_id, count)
         session.ready = True
+        guilds = [guild for guild in self.guilds.values() if session.carries(guild.id)]
         ready = {
             "v": 10,
             "user": {**self.user_payload(self.bot_user_id), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": session.session_id,
             "resume_gateway_url": self.gateway_url,
-            "shard": data.get("shard") or [0, 1],
+            "shard": [shard_id, count],
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
@@ -890,7 +909,7 @@ class _Gateway(_World):
             "user_settings": {},
         }
         await self._send_dispatch(session, "READY", ready)
-        for guild in self.guilds.values():
+        for guild in guilds:
             await self._send_dispatch(session, "GUILD_CREATE", self.guild_payload(guild))
 
     async def _resume(self, session: _Session, data: dict[str, Any]) -> None:
@@ -899,6 +918,7 @@ class _Gateway(_World):
             await session.ws.send_str(json.dumps({"op": 9, "d": False}))
             return
         session.session_id, session.seq = data["session_id"], self._session_seqs[data["session_id"]]
+        session.shard = self._session_shards[session.session_id]
         session.ready = True
         await self._send_dispatch(session, "RESUMED", {})
 
@@ -927,13 +947,15 @@ class _Gateway(_World):
     async def dispatch(
         self, event: str, data: dict[str, Any], *, intent: int = 0, private: bool = False
     ) -> int:
-        """Send an event to every identified client that has `intent`; returns how many got it.
+        """Send an event to every identified client that has `intent` and carries the event's guild (its
+        shard; DMs go to shard 0); returns how many got it.
 
         `private`: strip content, embeds, attachments and components for clients without MESSAGE_CONTENT.
         """
         sent = 0
+        guild_id = int(data.get("guild_id") or 0) or None
         for session in list(self._sessions):
-            if not session.ready or (intent and not session.intents & intent):
+            if not (session.ready and session.carries(guild_id)) or (intent and not session.intents & intent):
                 continue
             payload = data
             if private and not session.intents & MESSAGE_CONTENT:
@@ -1340,9 +1362,11 @@ class _Rest(_Messages):
         return _json_response(self.app_info_payload())
 
     async def _h_gateway_info(self, request: web.Request) -> web.Response:
-        """The gateway URL (discord.py 2.7's Client does not ask; AutoShardedClient does)."""
+        """The gateway URL and the recommended shard count (discord.py's Client does not ask; AutoShardedClient
+        does when it is given no shard_count)."""
         limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
-        return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        body = {"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": limit}
+        return _json_response(body)
 
     # ------------------------------------------------------------------------------------- app commands
 

@@ -23,7 +23,7 @@ from engine.requests import (
 from engine.tasks.samplers import BUILTIN_SAMPLERS
 from engine.validation import check_request
 
-SETTINGS = SimpleNamespace(default_model=None, styles_file=None)
+SETTINGS = SimpleNamespace(default_model=None, styles_file=None, default_vae=None, eta_noise_seed_delta=0)
 
 
 class Registry:

@@ -1,4 +1,6 @@
-"""Per-guild and per-channel settings: parsing, overlay, limits that only lower, prompt rules, browse sessions."""
+"""Per-guild and per-channel settings: parsing, overlay, limits that only lower, prompt rules, browse sessions.
+
+The tests with the `store` fixture (tests/community/conftest.py) run on `community.db` and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,17 +8,9 @@ import pytest
 
 from commands.styles import apply_style, load_styles, merge_prompt
 from community.settings import CommunitySettings
-from community.store import CommunityStore
 from config import Limits
 from core.errors import InvalidRequest
 from engine.requests import GenerationRequest
-
-
-@pytest.fixture
-async def store(tmp_path):
-    opened = await CommunityStore.open(tmp_path / "community.db")
-    yield opened
-    await opened.close()
 
 
 async def test_channel_values_win_over_the_guild_and_guilds_are_apart(store):
@@ -95,3 +89,68 @@ def test_styles_merge_like_a1111(tmp_path):
     assert merge_prompt("oil painting", "a cat") == "a cat, oil painting"
     with pytest.raises(InvalidRequest, match="no style named 'pop'"):
         apply_style(styles, "pop", "a cat", "")
+
+
+async def test_schedules_are_set_replaced_run_and_dropped(store):
+    await store.set_schedule("g1", "digest", "0 9 * * *", "mod", {"period": "daily"})
+    await store.set_schedule("g1", "digest", "0 18 * * fri", "mod2", {"period": "weekly"})
+    await store.set_schedule("g0", "purge", "0 3 * * *", "mod")
+    await store.ran("g1", "digest", 1234.5)
+    rows = await store.schedules()
+    assert [(r["guild"], r["kind"], r["cron"], r["options"], r["set_by"]) for r in rows] == [
+        ("g0", "purge", "0 3 * * *", {}, "mod"),
+        ("g1", "digest", "0 18 * * fri", {"period": "weekly"}, "mod2"),
+    ]
+    assert (rows[0]["last_run"], rows[1]["last_run"]) == (None, 1234.5)
+    assert await store.drop_schedule("g1", "digest") and not await store.drop_schedule("g1", "digest")
+    assert [r["guild"] for r in await store.schedules()] == ["g0"]
+
+
+async def test_a_digest_is_claimed_once_then_recorded(store):
+    assert await store.digest("g", "2024-W01") is None
+    assert await store.claim_digest("g", "2024-W01", "chan") is True
+    assert await store.claim_digest("g", "2024-W01", "other") is False  # claimed already: the first stays
+    claimed = await store.digest("g", "2024-W01")
+    assert (claimed["channel"], claimed["message"]) == ("chan", None)
+    await store.record_digest("g", "2024-W01", "777")
+    assert (await store.digest("g", "2024-W01"))["message"] == "777"
+    assert await store.digest("g", "2024-W02") is None
+
+
+async def test_web_links_are_kept_renewed_revoked_and_checked(store):
+    secret, other_secret = b"s" * 32, b"t" * 32
+    token = await store.web_link("100", "mod", secret)
+    assert await store.web_link("100", "someone", secret) == token  # kept until renewed
+    assert await store.guild_of_token(token, secret) == "100"
+    assert await store.guild_of_token(token, other_secret) is None  # signed with another secret: forged
+    assert await store.guild_of_token("100.x", secret) is None
+    assert await store.guild_of_token(token.replace("100.", "200.", 1), secret) is None
+    renewed = await store.web_link("100", "mod", secret, renew=True)
+    assert renewed != token
+    assert await store.guild_of_token(token, secret) is None  # the old link no longer opens
+    assert await store.guild_of_token(renewed, secret) == "100"
+    assert await store.revoke_web_link("100") and not await store.revoke_web_link("100")
+    assert await store.guild_of_token(renewed, secret) is None
+
+
+async def test_setting_values_come_back_with_their_types(store):
+    await store.set("g", "gallery_min_rank", "4.5", "mod")
+    await store.set("g", "gallery_stars", "0", "mod")
+    await store.set("g", "nsfw_words", "gore, blood", "mod")
+    await store.set("g", "gallery_channel", "<#123>", "mod", channel="c")
+    assert await store.values("g") == {
+        "gallery_min_rank": 4.5,
+        "gallery_stars": 0,
+        "nsfw_words": ["gore", "blood"],
+    }
+    effective = await store.effective("g", "c")
+    assert (effective.gallery_min_rank, effective.gallery_stars, effective.nsfw_words) == (
+        4.5,
+        0,
+        ("gore", "blood"),
+    )
+    assert effective.gallery_channel == "123" and (await store.effective("g")).gallery_channel is None
+    assert await store.effective(None) == type(effective)()
+    with pytest.raises(InvalidRequest, match="'colour' is not a setting"):
+        await store.reset("g", "colour")
+    assert not await store.reset("g", "max_steps")

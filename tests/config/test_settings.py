@@ -56,3 +56,20 @@ def test_bad_settings_are_reported(tmp_path):
         load_settings(tmp_path / "missing.toml")
     with pytest.raises(ValidationError):
         Settings(limits={"max_steps": 0})
+
+
+def test_discord_shards_auto_a_number_or_refused(tmp_path, monkeypatch):
+    assert Settings().discord.shards == "auto" and Settings().discord.shard_count is None
+    config = tmp_path / "salon.toml"
+    config.write_text("[discord]\nshards = 3\nshard_ids = [2, 0, 2]\n")
+    settings = load_settings(config)
+    assert settings.discord.shard_count == 3 and settings.discord.shard_ids == [0, 2]
+    for bad in (0, -1, "many", True, 2.5):
+        with pytest.raises(ValidationError, match=r"discord\.shards: .*give \"auto\" or a positive number"):
+            Settings(discord={"shards": bad})
+    with pytest.raises(ValidationError, match=r"discord\.shard_ids: \[2\]: give shard numbers from 0 to 1"):
+        Settings(discord={"shards": 2, "shard_ids": [0, 2]})
+    with pytest.raises(ValidationError, match=r"discord\.shard_ids: set discord\.shards"):
+        Settings(discord={"shard_ids": [0]})
+    monkeypatch.setenv("SALON_DISCORD__SHARDS", "2")
+    assert load_settings().discord.shard_count == 2

@@ -8,7 +8,7 @@ import asyncio
 import psycopg
 import pytest
 
-from jobs.pg_schema import SchemaTooNew
+from jobs.pg_schema import MIGRATIONS, SchemaTooNew
 from jobs.pg_store import PgJobStore
 from jobs.records import JobKind, JobStatus
 from tests.jobs.test_store import (  # noqa: F401  (the same tests, on the `store` fixture below)
@@ -31,8 +31,8 @@ async def test_migrations_run_once_even_when_roles_start_together(postgres_url):
     for opened in stores:
         await opened.close()
     with psycopg.connect(postgres_url) as db:
-        assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-            (1, "create jobs and workers")
+        assert db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall() == [
+            (version, name) for version, (name, _) in enumerate(MIGRATIONS, start=1)
         ]
 
 

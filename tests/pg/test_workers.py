@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 from pathlib import Path
 
 import psycopg
@@ -18,6 +17,7 @@ from psycopg.rows import dict_row
 from config import load_settings
 from engine.requests import GenerationRequest
 from tests.jobs.processes import signs_of_life, start_worker, wait_for, wait_for_exit
+from tests.pg.counting import catalog_paths
 from tests.queues import open_queue
 
 
@@ -73,8 +73,7 @@ def assert_exactly_once(config: Path, url: str, count: int) -> None:
     results = [Path(p) for s in states for p in s["results"]]
     assert len(results) == count and all(p.is_file() for p in results)
     assert sorted(settings.outputs_path.rglob("*.png")) == sorted(results)  # no second copies
-    with sqlite3.connect(settings.catalog_dir / "catalog.db") as connection:
-        assert connection.execute("SELECT COUNT(*) FROM images").fetchone()[0] == count
+    assert len(catalog_paths(url, [settings.data_dir])) == count  # (the catalog is on PostgreSQL too)
 
 
 def test_two_workers_run_every_job_exactly_once(tmp_path, postgres_url):

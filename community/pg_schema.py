@@ -1,0 +1,103 @@
+"""The PostgreSQL schema of the community store: numbered migrations, applied at start by one process at a time.
+
+The same rules as the queue's schema (jobs/pg_schema.py), kept apart from it because the community room sits
+below the queue's: the tables of community.db (settings, schedules, digests, web links, browse sessions), their
+own version table (`community_schema_migrations`) and advisory lock, so the stores of one database migrate
+independently. A database migrated by a newer Salon is refused with one clear line.
+"""
+
+from __future__ import annotations
+
+import time
+
+from core.errors import SalonError
+
+MIGRATION_LOCK = 0x5A10_0010  # the advisory lock key of the community store's migrations ("Salon", 16)
+VERSIONS = "community_schema_migrations"
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "create community settings, browse sessions, schedules, digests and web links",
+        """
+        CREATE TABLE community_settings (
+            guild TEXT NOT NULL,
+            channel TEXT NOT NULL DEFAULT '',
+            key TEXT NOT NULL,
+            value JSONB NOT NULL,
+            set_by TEXT NOT NULL,
+            set_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (guild, channel, key)
+        );
+        CREATE TABLE browse_sessions (
+            id BIGSERIAL PRIMARY KEY,
+            guild TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            options JSONB NOT NULL,
+            page INTEGER NOT NULL DEFAULT 1,
+            selected BIGINT,
+            message TEXT,
+            created DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE schedules (
+            guild TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            cron TEXT NOT NULL,
+            options JSONB NOT NULL DEFAULT '{}',
+            set_by TEXT NOT NULL,
+            set_at DOUBLE PRECISION NOT NULL,
+            last_run DOUBLE PRECISION,
+            PRIMARY KEY (guild, kind)
+        );
+        CREATE TABLE digests (
+            guild TEXT NOT NULL,
+            period TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            message TEXT,
+            claimed_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (guild, period)
+        );
+        CREATE TABLE web_links (
+            guild TEXT PRIMARY KEY,
+            nonce TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        """,
+    ),
+)
+
+TABLES = ("community_settings", "browse_sessions", "schedules", "digests", "web_links")
+
+
+class CommunitySchemaTooNew(SalonError):
+    """The community tables were migrated by a newer Salon than this one."""
+
+
+class CommunityDatabaseUnavailable(SalonError):
+    """The PostgreSQL server of `[database] url` cannot be reached or refuses the connection."""
+
+
+async def migrate(connection, migrations: tuple[tuple[str, str], ...] = MIGRATIONS) -> int:
+    """Apply the missing migrations under the advisory lock; the schema version now. Raises
+    CommunitySchemaTooNew."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {VERSIONS} "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        cursor = await connection.execute(f"SELECT COALESCE(MAX(version), 0) AS version FROM {VERSIONS}")
+        current = (await cursor.fetchone())["version"]
+        if current > len(migrations):
+            raise CommunitySchemaTooNew(
+                f"the community store's database is at schema version {current}, newer than this Salon knows "
+                f"({len(migrations)}): upgrade Salon on this host"
+            )
+        for version, (name, sql) in enumerate(migrations, start=1):
+            if version > current:
+                await connection.execute(sql)
+                await connection.execute(
+                    f"INSERT INTO {VERSIONS} VALUES (%s, %s, %s)", (version, name, time.time())
+                )
+        return max(current, len(migrations))

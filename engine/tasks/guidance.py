@@ -1,0 +1,104 @@
+"""Classifier-free guidance for the denoising loop: the UNet's text inputs at each step, and how its rows combine.
+
+A plain prompt has one conditioning for every step: rows [negative × batch, prompt × batch], combined as
+uncond + cfg · (cond − uncond). A prompt with editing or alternation switches its conditioning at the
+scheduled steps; one with composable diffusion (AND) has one group of rows per sub-prompt, combined as A1111
+does: uncond + Σ weight_i · cfg · (cond_i − uncond).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from engine.models.loading import LoadedModel
+from engine.prompts.conditioning import Conditioning
+from engine.prompts.scheduled_conditioning import PromptPlan
+
+
+def unet_text_inputs(
+    model: LoadedModel,
+    states: Sequence[torch.Tensor],
+    pooled: Sequence[torch.Tensor | None],
+    batch: int,
+    size: tuple[int, int],
+) -> dict[str, object]:
+    """The UNet's keyword arguments for row groups of `batch` rows each, one group per (states, pooled)."""
+    width, height = size
+    rows = (
+        torch.cat([s.expand(batch, -1, -1) for s in states])
+        if len(states) > 1
+        else states[0].expand(batch, -1, -1)
+    )
+    kwargs: dict[str, object] = {"encoder_hidden_states": rows.to(model.device, model.dtype)}
+    if model.sdxl:
+        vectors = [p.expand(batch, -1) for p in pooled if p is not None]
+        text_embeds = torch.cat(vectors) if len(vectors) > 1 else vectors[0]
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+        time_ids = time_ids.expand(text_embeds.shape[0], -1)
+        kwargs["added_cond_kwargs"] = {
+            "text_embeds": text_embeds.to(model.device, model.dtype),
+            "time_ids": time_ids.to(model.device, model.dtype),
+        }
+    return kwargs
+
+
+class Guidance:
+    """The UNet's text inputs for each step and the combination of its output rows into one prediction."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        conditioning: Conditioning,
+        plan: PromptPlan | None,
+        cfg: float,
+        batch: int,
+        size: tuple[int, int],
+        prompt_steps: tuple[int, int | None],
+    ) -> None:
+        self.model, self.plan, self.cfg, self.batch, self.size = model, plan, cfg, batch, size
+        self.prompt_steps = prompt_steps
+        self.weights: tuple[float, ...] = (1.0,) if plan is None else plan.weights
+        unguided_ok = plan is None or plan.unguided_ok()
+        self.guided = cfg != 1.0 or not unguided_ok
+        self._texts: tuple | None = None
+        self._kwargs: dict[str, object] = {}
+        if plan is None:
+            self._kwargs = self._inputs([conditioning])
+
+    @property
+    def groups(self) -> int:
+        """Row groups per UNet call: the negative prompt (when guided) and one per sub-prompt."""
+        return len(self.weights) + (1 if self.guided else 0)
+
+    def _inputs(self, conds: list[Conditioning]) -> dict[str, object]:
+        states = [c.cond for c in conds]
+        pooled = [c.pooled_cond for c in conds]
+        if self.guided:
+            states.insert(0, conds[0].uncond)
+            pooled.insert(0, conds[0].pooled_uncond)
+        return unet_text_inputs(self.model, states, pooled, self.batch, self.size)
+
+    def at(self, step: int) -> dict[str, object]:
+        """The UNet's text keyword arguments at sampler step `step` (0-based)."""
+        if self.plan is None:
+            return self._kwargs
+        texts = self.plan.texts_at(step, *self.prompt_steps)
+        if texts != self._texts:
+            self._texts = texts
+            self._kwargs = self._inputs(self.plan.conditionings(*texts))
+        return self._kwargs
+
+    def combine(self, eps: torch.Tensor) -> torch.Tensor:
+        """One prediction per image from the UNet's row groups."""
+        if not self.guided:
+            return eps
+        if self.plan is None:
+            uncond_eps, cond_eps = eps.chunk(2)
+            return uncond_eps + self.cfg * (cond_eps - uncond_eps)
+        uncond_eps, *cond_eps = eps.chunk(self.groups)
+        out = uncond_eps
+        for part, weight in zip(cond_eps, self.weights, strict=True):
+            out = out + (weight * self.cfg) * (part - uncond_eps)
+        return out
