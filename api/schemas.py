@@ -80,6 +80,7 @@ class Txt2ImgBody(GenerationBody):
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_cfg: float | None = None  # the hires pass's CFG scale; None: the first pass's
     firstphase_width: int = 0
     firstphase_height: int = 0
 

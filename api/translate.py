@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from api.controlnet import SCRIPT_NAMES, script_units
 from api.schemas import GenerationBody, Img2ImgBody, Txt2ImgBody
 from commands.generation import GenerationOptions, generation_request_for
 from commands.options import img2img_request, inpaint_request, load_input_image
@@ -48,6 +49,14 @@ FIELD_OF_OPTION = {
     "hires_steps": "hr_second_pass_steps",
     "hires_denoising_strength": "denoising_strength",
     "hires_upscaler": "hr_upscaler",
+    "hires_prompt": "hr_prompt",
+    "hires_negative_prompt": "hr_negative_prompt",
+    "hires_sampler": "hr_sampler_name",
+    "hires_schedule": "hr_scheduler",
+    "hires_cfg_scale": "hr_cfg",
+    "hires_resize": "hr_resize_x",
+    "hires_resize_width": "hr_resize_x",
+    "hires_resize_height": "hr_resize_y",
     "width × height": "width",
     "noise_multiplier": "initial_noise_multiplier",
     "image": "init_images",
@@ -76,12 +85,7 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "comments": (None,),
 }
 HR_NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "hr_resize_x": (0,),
-    "hr_resize_y": (0,),
     "hr_checkpoint_name": (None, "", "Use same checkpoint"),
-    "hr_sampler_name": (None, "", "Use same sampler"),
-    "hr_scheduler": (None, "", "Use same scheduler"),
-    "hr_negative_prompt": ("",),
     "firstphase_width": (0,),
     "firstphase_height": (0,),
 }
@@ -117,7 +121,8 @@ def check_supported(body: GenerationBody) -> None:
     if body.script_args:
         raise Unsupported("script_args", "Salon runs no A1111 scripts")
     for name in body.alwayson_scripts:
-        raise Unsupported(f"alwayson_scripts.{name}", "Salon runs no A1111 scripts (always-on or other)")
+        if name.casefold() not in SCRIPT_NAMES:  # sd-webui-controlnet's: api/controlnet.py
+            raise Unsupported(f"alwayson_scripts.{name}", "Salon runs no A1111 scripts but ControlNet")
     for key in body.override_settings or {}:
         if key not in WRITABLE_OVERRIDES:
             raise Unsupported(
@@ -128,8 +133,6 @@ def check_supported(body: GenerationBody) -> None:
         raise Unsupported("override_settings.sd_vae", "send a VAE's name, Automatic or None")
     if isinstance(body, Txt2ImgBody) and body.enable_hr:
         _refuse_unless_neutral(body, HR_NEUTRAL)
-        if body.hr_prompt and body.hr_prompt != body.prompt:
-            raise Unsupported("hr_prompt", "the hires pass uses the prompt of the first pass in Salon")
     if isinstance(body, Img2ImgBody):
         _refuse_unless_neutral(body, IMG2IMG_NEUTRAL)
 
@@ -183,6 +186,14 @@ def generation_options(
             "hires_steps": body.hr_second_pass_steps,
             "hires_denoising_strength": 0.7 if body.denoising_strength is None else body.denoising_strength,
             "hires_upscaler": body.hr_upscaler or "Latent",
+            "hires_prompt": body.hr_prompt or "",
+            "hires_negative_prompt": body.hr_negative_prompt or "",
+            "hires_sampler": body.hr_sampler_name,
+            "hires_schedule": _schedule(body.hr_scheduler),
+            "hires_cfg_scale": body.hr_cfg,
+            "hires_resize": f"{body.hr_resize_x}x{body.hr_resize_y}"
+            if body.hr_resize_x or body.hr_resize_y
+            else None,
         }
     return GenerationOptions(
         prompt,
@@ -203,7 +214,15 @@ def generation_options(
         variation_strength=body.subseed_strength,
         **hires,
         **_seed_extras(body, overrides.get("sd_vae")),
+        controlnet=script_units(body.alwayson_scripts, _decoder(settings)),
     )
+
+
+def _decoder(settings: Settings):
+    def decode(data: str, field: str) -> Image.Image:
+        return decode_image(data, settings.limits, field)
+
+    return decode
 
 
 def _seed_extras(body: GenerationBody, vae: str | None) -> dict[str, Any]:

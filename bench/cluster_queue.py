@@ -147,7 +147,9 @@ async def _work(url, folder: Path, index: int, sleep_ms: int, ready, start, stop
                 before = len(report["claimed"])
                 ran = await queue.run_once()
                 if ran and len(report["claimed"]) == before:
-                    report["lost"] += 1  # another worker claimed the job it picked: it picks again
+                    # every lead it could take (the fair pick and its fall-backs) was held by other workers'
+                    # claims at that moment: it reads the queue and picks again
+                    report["lost"] += 1
                 if not ran:
                     await asyncio.sleep(0.05)  # nothing queued
     except Exception as exc:  # reported by the parent, with the worker's number
@@ -359,5 +361,5 @@ def _claim_row(what: str, run: Run, base: Run | None, tag: str) -> tuple[str, st
     p99 = percentile(run.latencies, 0.99) * 1000
     figure = f"{run.claims_per_s:,.1f} claims/s, p99 claim {p99:,.0f} ms"
     ratio = "" if base is None else f"{run.claims_per_s / base.claims_per_s:.2f}× baseline claims/s; "
-    lost = f"{run.lost:,} picks lost to another worker; " if run.lost else ""
+    lost = f"{run.lost:,} picks found every choice held by other workers; " if run.lost else ""
     return what, figure, f"{ratio}{lost}{len(run.latencies):,} claims in {run.window_s:.0f} s; {tag}"

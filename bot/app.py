@@ -84,6 +84,7 @@ class SalonBot(commands.AutoShardedBot):
         from bot.reactions import ReactionsCog
         from bot.results import result_items
         from bot.train import TrainCog
+        from bot.xyz import XyzCog
 
         cogs = (
             GenerateCog(self),
@@ -93,6 +94,7 @@ class SalonBot(commands.AutoShardedBot):
             TrainCog(self),
             AnimateCog(self),
             GalleryCog(self),
+            XyzCog(self),
         )
         for cog in cogs:
             await self.add_cog(cog)

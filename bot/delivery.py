@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import discord
 
-from bot import render
+from bot import plots, render
 from bot.client import Salon
 from bot.links import ResultLinks
 from catalog.records import ImageRecord
@@ -198,6 +198,9 @@ class JobFollower:
         if record.status is JobStatus.DONE and record.kind is JobKind.ANIMATE:
             files, note = await asyncio.to_thread(render.animation_files, record, self.reply.upload_limit)
             await self.reply.show(render.animation_content(record, user, note), files, view=None)
+        elif record.status is JobStatus.DONE and record.kind is JobKind.XYZ:
+            files, note = await asyncio.to_thread(plots.plot_files, record, self.reply.upload_limit)
+            await self.reply.show(plots.plot_content(record, user, note), files, view=None)
         elif record.status is JobStatus.DONE and record.kind.long:
             await self.reply.show(render.trained_content(record, user), view=None)
         elif record.status is JobStatus.DONE:

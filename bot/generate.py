@@ -27,8 +27,9 @@ from commands.options import (
     region_mask,
 )
 from core.errors import InvalidRequest
+from engine.controlnet.unit_text import PREPROCESSORS, with_defaults
 from engine.image_io import mask_from_image
-from engine.requests import GenerationRequest, InpaintArea, MaskedContent, ResizeMode
+from engine.requests import ControlNetUnit, GenerationRequest, InpaintArea, MaskedContent, ResizeMode
 from jobs.codec import AnyRequest
 from jobs.records import JobRecord
 
@@ -74,8 +75,13 @@ class GenerateCog(commands.Cog):
         **COMMON_DESCRIPTIONS,
         hires="hires fix: upscale by this factor (e.g. 2) with a second pass",
         tiling="make a seamless tile",
+        controlnet="a ControlNet of models/ControlNet, guided by control_image",
+        control_module="the control image's preprocessor (none: use it as it is)",
+        control_image="the ControlNet's control image",
+        control_image_id="or a catalog image id (from /browse) as the control image",
     )
     @autocomplete_generation
+    @app_commands.choices(control_module=[app_commands.Choice(name=m, value=m) for m in PREPROCESSORS])
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -99,10 +105,30 @@ class GenerateCog(commands.Cog):
         embedding: str | None = None,
         vae: str | None = None,
         spoiler: bool = False,
+        controlnet: str | None = None,
+        control_module: str = "none",
+        control_image: discord.Attachment | None = None,
+        control_image_id: int | None = None,
     ) -> None:
         options = dict(locals())
-        del options["self"], options["interaction"]
+        for name in (
+            "self",
+            "interaction",
+            "controlnet",
+            "control_module",
+            "control_image",
+            "control_image_id",
+        ):
+            del options[name]
         place = await place_of(interaction)
+        if controlnet is not None or control_image is not None or control_image_id is not None:
+            if controlnet is None:
+                raise InvalidRequest("controlnet", "a control image needs a ControlNet: choose one")
+            _precheck_attachment(control_image, place, "control_image")
+            await interaction.response.defer(thinking=True)
+            image = (await self.input_image(place, control_image, control_image_id, "control_image"))[0]
+            unit = with_defaults(ControlNetUnit(controlnet, module=control_module, image=image))
+            options["controlnet_units"] = (unit,)
         request = self.generation(place, options, default_size=None)
         await self.queue_job(interaction, place, request, spoiler=spoiler)
 
@@ -286,6 +312,7 @@ class GenerateCog(commands.Cog):
             lora=options.get("lora"),
             embedding=options.get("embedding"),
             vae=options.get("vae"),
+            controlnet=options.get("controlnet_units", ()),
             **given,
         )
         services = self.bot.services

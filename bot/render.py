@@ -53,6 +53,11 @@ def job_title(job: JobRecord) -> str:
         prompts = job.request.get("settings", {}).get("prompts", {})
         first = str(next(iter(prompts.values()), "")) if isinstance(prompts, dict) else ""
         return f"**🎞️ {discord.utils.escape_markdown(clip(first.replace(chr(10), ' '), 280))}**"
+    if job.kind is JobKind.XYZ:  # a plot: its script and first cell's prompt
+        cells = job.request.get("cells") or [{}]
+        prompt = str(cells[0].get("params", {}).get("prompt", ""))
+        title = f"{job.request.get('script', 'plot')}: {prompt}"
+        return f"**📊 {discord.utils.escape_markdown(clip(title.replace(chr(10), ' '), 300))}**"
     if job.kind.long:
         trainer, name = job.request.get("trainer", job.kind.value), job.request.get("name", "")
         return f"**{trainer} {discord.utils.escape_markdown(str(name))}**"

@@ -27,6 +27,12 @@ _TYPED_FIELDS = {
     "hires_steps": "hires_steps",
     "hires_denoise": "hires_denoising_strength",
     "hires_upscaler": "hires_upscaler",
+    "hires_resize": "hires_resize",
+    "hires_prompt": "hires_prompt",
+    "hires_negative": "hires_negative_prompt",
+    "hires_sampler": "hires_sampler",
+    "hires_schedule": "hires_schedule",
+    "hires_cfg": "hires_cfg_scale",
     "vae": "vae",
     "seed_resize_from": "seed_resize_from",
     "eta": "eta",
@@ -71,9 +77,19 @@ def _generation_request(args: argparse.Namespace, settings: Settings, default_si
     base.update(_typed(args))
     if args.prompt is not None:
         base["prompt"] = args.prompt
+    base["controlnet"] = _control_units(args, settings, base.get("controlnet", ()))
     return generation_request_for(
         GenerationOptions(**base), settings, registry, settings.limits, None, default_size
     )
+
+
+def _control_units(args: argparse.Namespace, settings: Settings, from_png: tuple) -> tuple:
+    """--controlnet units (else a PNG's) with their --control-image files."""
+    from commands.generation import controlnet_units
+    from commands.options import load_input_image
+
+    images = [load_input_image(path, settings.limits, "control_image") for path in args.control_image or ()]
+    return controlnet_units(args.controlnet or (), images, from_png)
 
 
 def _png_options(path, settings: Settings, registry) -> dict:
@@ -119,10 +135,19 @@ def _png_options(path, settings: Settings, registry) -> dict:
         "hires_steps": hires.steps if hires else 0,
         "hires_denoising_strength": hires.denoising_strength if hires else 0.7,
         "hires_upscaler": hires.upscaler.value if hires else "Latent",
+        "hires_prompt": hires.prompt if hires else "",
+        "hires_negative_prompt": hires.negative_prompt if hires else "",
+        "hires_sampler": hires.sampler or None if hires else None,
+        "hires_schedule": hires.schedule or None if hires else None,
+        "hires_cfg_scale": hires.cfg_scale if hires else None,
+        "hires_resize": f"{hires.resize_width}x{hires.resize_height}"
+        if hires and (hires.resize_width or hires.resize_height)
+        else None,
         "vae": request.vae or "Automatic",  # none written: the checkpoint's own, not the server's default
         "seed_resize_from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized else None,
         "eta": request.eta,
         "eta_noise_seed_delta": request.eta_noise_seed_delta,
+        "controlnet": request.controlnet,  # without control images: --control-image gives them again
     }
 
 

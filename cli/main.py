@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import browsing, curating, database, generate, installed, long_jobs, merging, queueing, roles
+from cli import browsing, curating, database, generate, installed, long_jobs, merging, queueing, roles, xyz
 from cli.failures import leave_without_gpu_thread, storage_failure
 from cli.output import EXIT_BAD_INPUT, EXIT_STORAGE, print_error
 from cli.parser import build_parser
@@ -43,6 +43,9 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "train": long_jobs.train,
     "animate": long_jobs.animate,
     "merge": merging.merge,
+    "xyz": xyz.xyz,
+    "prompt-matrix": xyz.prompt_matrix,
+    "prompts-from-file": xyz.prompts_from_file,
     "web": roles.web,
     "api": roles.api,
     "extensions": installed.extensions,

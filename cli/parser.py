@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cli.merging import merge_parser
+from cli.xyz import plot_parsers
 from engine.requests import DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
 
@@ -69,6 +70,24 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--eta", type=float, default=None, help="the sampler's eta, 0–1 (DDIM; default 0)")
     parser.add_argument(
+        "--controlnet",
+        action="append",
+        default=None,
+        metavar="UNIT",
+        help="a ControlNet unit: model=NAME (models/ControlNet),module=none|canny|scribble_xdog|invert,"
+        "weight=1,start=0,end=1,mode=balanced|prompt|control,resize=just|crop|fill[,res=512,low=100,high=200]; "
+        "repeat for several units",
+    )
+    parser.add_argument(
+        "--control-image",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the ControlNet units' control image: one for all, or one per --controlnet in order "
+        "(none: img2img's input image)",
+    )
+    parser.add_argument(
         "--from-png",
         type=Path,
         default=None,
@@ -89,6 +108,22 @@ def _add_hires_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hires-upscaler", default=None, help="Latent (default), Latent (nearest), Lanczos, Nearest"
     )
+    parser.add_argument(
+        "--hires-resize",
+        default=None,
+        metavar="WxH",
+        help="hires: resize width and height to this instead of --hires SCALE (0 for a side keeps the aspect "
+        "ratio; both: upscale to cover, then crop); turns the hires fix on",
+    )
+    parser.add_argument("--hires-prompt", default=None, help="hires pass prompt (default: the prompt)")
+    parser.add_argument(
+        "--hires-negative", default=None, help="hires pass negative prompt (default: the negative prompt)"
+    )
+    parser.add_argument("--hires-sampler", default=None, help="hires pass sampler (default: --sampler)")
+    parser.add_argument(
+        "--hires-schedule", default=None, help="hires pass schedule type (default: --schedule)"
+    )
+    parser.add_argument("--hires-cfg", type=float, default=None, help="hires pass CFG scale (default: --cfg)")
 
 
 def _add_img2img_options(parser: argparse.ArgumentParser) -> None:
@@ -336,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api_parser(sub)
     merge_parser(sub)
+    plot_parsers(sub, _add_generation_options, _add_hires_options)
     database = sub.add_parser(
         "db", help="the database: move this installation into PostgreSQL"
     ).add_subparsers(dest="db_command", required=True)

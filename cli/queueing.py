@@ -78,11 +78,17 @@ async def submit_and_follow(settings: Settings, request, extensions: list[Extens
             signal.SIGINT, lambda: [asyncio.ensure_future(queue.cancel(i)) for i in job_ids]
         )
 
+        told: list[bool] = []  # "waiting for a live worker" said once
+
         async def run_here() -> bool:
             """On a shared queue (PostgreSQL), leave the job to a live worker; with none, run one here."""
             if queue.store.exclusive_worker:
                 return True  # SQLite: the worker lock decides, as always
-            if await queue.store.live_workers():
+            live = await queue.store.live_workers()
+            if live:
+                if not told:
+                    told.append(True)
+                    err_console.print(f"waiting for a live worker ({', '.join(live)})", markup=False)
                 return False
             err_console.print("no live worker in the database; running one here", markup=False)
             return True

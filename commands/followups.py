@@ -12,6 +12,8 @@ import dataclasses
 from catalog.records import ImageRecord, Relation
 from config import Limits
 from core.errors import InvalidRequest
+from engine.controlnet.unit_text import units_from_infotext
+from engine.hires_infotext import has_hires, hires_from_infotext
 from engine.infotext import check_prompt, parse_infotext
 from engine.requests import (
     DEFAULT_CFG_SCALE,
@@ -113,8 +115,8 @@ def from_infotext(
         notes.append(f"model {info.model!r} is not installed here; the default model is used")
     width, height = info.size or (DEFAULT_SIZE, DEFAULT_SIZE)
     hires = None
-    if "Hires upscale" in info.params:
-        hires = _hires_of(info.params, info.denoising_strength, notes)
+    if has_hires(info.params):
+        hires = hires_from_infotext(info.params, info.denoising_strength, notes)
     request = GenerationRequest(
         prompt=info.prompt,
         negative_prompt=info.negative_prompt,
@@ -131,8 +133,14 @@ def from_infotext(
         variation_seed=info.variation_seed if info.variation_seed is not None else -1,
         variation_strength=info.variation_seed_strength or 0.0,
         hires=hires,
+        controlnet=units_from_infotext(info.params),
         **_seed_extras_of(info, known_vaes, notes),
     )
+    if request.controlnet:
+        notes.append(
+            f"{len(request.controlnet)} ControlNet unit(s) repeated: an infotext does not hold the control "
+            "image, give it again"
+        )
     return request, notes
 
 
@@ -158,20 +166,6 @@ def _seed_extras_of(info, known_vaes: set[str] | None, notes: list[str]) -> dict
         "eta": eta,
         "eta_noise_seed_delta": info.ensd,
     }
-
-
-def _hires_of(params: dict[str, str], denoising: float | None, notes: list[str]) -> HiresFix:
-    try:
-        upscaler = HiresUpscaler(params.get("Hires upscaler", "Latent"))
-    except ValueError:
-        upscaler = HiresUpscaler.LATENT
-        notes.append(f"hires upscaler {params['Hires upscaler']!r} is not available; Latent is used")
-    try:
-        return HiresFix(
-            float(params["Hires upscale"]), int(params.get("Hires steps", 0)), denoising or 0.7, upscaler
-        )
-    except ValueError:
-        raise InvalidRequest("image", "its hires parameters are not numbers") from None
 
 
 RELATIONS = {"reroll": Relation.REROLL, "variation": Relation.VARIATION, "upscale": Relation.UPSCALE}

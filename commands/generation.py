@@ -11,21 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from commands.hires_options import hires_extras
 from commands.options import generation_request
 from commands.styles import apply_style, load_styles
 from community.settings import CommunitySettings
 from config import Limits, Settings
 from core.errors import InvalidRequest
+from engine.controlnet.unit_text import parse_unit
 from engine.models.registry import ModelKind, ModelRegistry, native_resolution
 from engine.requests import (
     AUTOMATIC,
     DEFAULT_CFG_SCALE,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
+    ControlNetUnit,
     GenerationRequest,
     vae_choice,
 )
@@ -34,6 +37,9 @@ from jobs.codec import AnyRequest
 from jobs.queue import JobQueue
 from jobs.records import JobEvent, JobKind, JobRecord
 from jobs.running import WorkerBusy
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,14 @@ class GenerationOptions:
     hires_steps: int = 0
     hires_denoising_strength: float = 0.7
     hires_upscaler: str = "Latent"
+    # The hires pass's own prompts, sampler, schedule and CFG ("" / None: the first pass's), and "resize width
+    # and height to" ("WIDTHxHEIGHT", one side may be 0) instead of the scale (it turns the hires fix on).
+    hires_prompt: str = ""
+    hires_negative_prompt: str = ""
+    hires_sampler: str | None = None
+    hires_schedule: str | None = None
+    hires_cfg_scale: float | None = None
+    hires_resize: str | None = None
     style: str | None = None
     lora: str | None = None
     embedding: str | None = None
@@ -70,6 +84,7 @@ class GenerationOptions:
     seed_resize_from: str | None = None  # "WIDTHxHEIGHT": A1111's resize seed from width/height
     eta: float | None = None
     eta_noise_seed_delta: int | None = None  # ENSD (a PNG's, to repeat it); None: the server's setting
+    controlnet: tuple[ControlNetUnit, ...] = ()  # units with their control images (`controlnet_units`)
 
 
 def generation_request_for(
@@ -127,6 +142,13 @@ def generation_request_for(
         hires_upscaler=options.hires_upscaler,
     )
     request = dataclasses.replace(request, **_seed_and_vae(options, settings, registry))
+    request = dataclasses.replace(request, hires=hires_extras(options, request.hires))
+    if options.controlnet:  # each unit's model must be installed: refused here, naming it, not in the worker
+        units = tuple(
+            dataclasses.replace(u, model=registry.find_fresh(ModelKind.CONTROLNET, u.model).name)
+            for u in options.controlnet
+        )
+        request = dataclasses.replace(request, controlnet=units)
     return server.apply(request, limits) if community is not None else request
 
 
@@ -151,6 +173,29 @@ def _seed_and_vae(options: GenerationOptions, settings: Settings, registry: Mode
         "eta": options.eta,
         "eta_noise_seed_delta": _first(options.eta_noise_seed_delta, settings.eta_noise_seed_delta),
     }
+
+
+def controlnet_units(
+    texts: Sequence[str],
+    images: Sequence[Image.Image],
+    given: Sequence[ControlNetUnit] = (),
+    option: str = "controlnet",
+) -> tuple[ControlNetUnit, ...]:
+    """ControlNet units from unit texts (`model=NAME,module=canny,…`; none: the `given` ones, e.g. a PNG's)
+    and control images: one image for every unit, or one image each, in order; no image: the units read
+    img2img's input image."""
+    units = [parse_unit(text, option) for text in texts] if texts else list(given)
+    if images and not units:
+        raise InvalidRequest("control_image", "a control image needs a ControlNet unit (--controlnet)")
+    if len(images) > 1 and len(images) != len(units):
+        raise InvalidRequest(
+            "control_image", f"{len(images)} control images for {len(units)} units: give one, or one per unit"
+        )
+    if images:
+        units = [
+            dataclasses.replace(u, image=images[0 if len(images) == 1 else i]) for i, u in enumerate(units)
+        ]
+    return tuple(units)
 
 
 def _first(*values):
@@ -186,12 +231,24 @@ async def submit_and_wait(
         on_accepted(job.id)
     stop = asyncio.Event()
     runner: asyncio.Task | None = None  # None: another process's worker (the bot, `salon worker`) runs it
-    if run_here is None or await run_here():
+
+    def start_runner() -> asyncio.Task | None:
         with contextlib.suppress(WorkerBusy):  # another process holds the worker lock: its worker runs it
             queue.claim_worker()
-            runner = asyncio.create_task(queue.run(stop=stop))
+            return asyncio.create_task(queue.run(stop=stop))
+        return None
+
+    if run_here is None or await run_here():
+        runner = start_runner()
     waiter = asyncio.create_task(queue.wait(job.id, on_event))
     try:
+        # Left to another process's worker: ask again every lease whether one is still alive (its host may
+        # have died, or the bot stopped); when none is, run the worker here instead of waiting forever.
+        recheck_s = float(getattr(queue.store, "lease_s", 30.0))
+        while runner is None and run_here is not None and not waiter.done():
+            await asyncio.wait([waiter], timeout=recheck_s)
+            if not waiter.done() and await run_here():
+                runner = start_runner()
         if runner is not None:
             # If the worker fails, say so instead of waiting forever for a job nobody runs.
             await asyncio.wait([waiter, runner], return_when=asyncio.FIRST_COMPLETED)

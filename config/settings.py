@@ -8,16 +8,29 @@ Sources, highest priority first: explicit keyword arguments, environment (`SALON
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from core.errors import InvalidSettings
 
 CONFIG_ENV = "SALON_CONFIG"
 DEFAULT_CONFIG_FILE = Path("salon.toml")
@@ -35,6 +48,9 @@ class Limits(BaseModel):
     max_batch_count: int = Field(4, ge=1)
     max_prompt_chars: int = Field(4000, ge=1)
     max_hires_scale: float = Field(4.0, ge=1)
+    max_plot_cells: int = Field(
+        100, ge=1, description="cells of one X/Y/Z plot, prompt matrix or prompt list"
+    )
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     max_input_pixels: int = Field(4096 * 4096, ge=64 * 64, description="pixels of an uploaded input image")
 
@@ -361,6 +377,10 @@ class Settings(BaseSettings):
         return self.models_path / "Lora"
 
     @property
+    def controlnet_dir(self) -> Path:
+        return self.models_path / "ControlNet"  # sd-webui-controlnet's folder
+
+    @property
     def vae_dir(self) -> Path:
         return self.models_path / "VAE"
 
@@ -432,13 +452,33 @@ def load_settings(config_file: Path | str | None = None, **overrides: object) ->
     if path is None and DEFAULT_CONFIG_FILE.is_file():
         path = DEFAULT_CONFIG_FILE
     if path is None:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        with _settings_errors(None):
+            return Settings(**overrides)  # type: ignore[arg-type]
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
 
     class FileSettings(Settings):
         model_config = SettingsConfigDict(toml_file=path)
 
-    settings = FileSettings(**overrides)  # type: ignore[arg-type]
+    with _settings_errors(path):
+        settings = FileSettings(**overrides)  # type: ignore[arg-type]
     settings.config_file = path
     return settings
+
+
+@contextmanager
+def _settings_errors(path: Path | None) -> Iterator[None]:
+    """A bad value in the config file or the environment, or a config file that is not TOML, as one
+    `InvalidSettings` naming each setting and what is allowed (never a traceback)."""
+    where = f"{path} or the environment (SALON_…)" if path else "the environment (SALON_…)"
+    try:
+        yield
+    except ValidationError as exc:
+        reasons = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            message = str(error["msg"]).removeprefix("Value error, ").removeprefix(f"{name}: ")
+            reasons.append(f"{name}: {message} (got {error.get('input')!r})")
+        raise InvalidSettings(f"bad settings in {where}: " + "; ".join(reasons)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidSettings(f"{path} is not valid TOML: {exc}") from None

@@ -18,6 +18,11 @@ class SalonError(Exception):
     """Base of every error Salon raises on purpose."""
 
 
+class InvalidSettings(SalonError):
+    """The settings (salon.toml or SALON_… variables) are not acceptable; the message names each bad one and
+    what is allowed."""
+
+
 class InvalidRequest(SalonError, ValueError):
     """A user-supplied option is not acceptable. `option` names it; the message says what is allowed."""
 

@@ -77,17 +77,48 @@ class HiresUpscaler(StrEnum):
 
 @dataclass(frozen=True)
 class HiresFix:
-    """A1111's hires fix: generate at the base size, upscale, then img2img at the larger size."""
+    """A1111's hires fix: generate at the base size, upscale, then img2img at the larger size.
+
+    The second pass's own prompt, negative prompt, sampler, schedule and CFG scale: empty / None means the
+    first pass's (A1111's "Use same"). `resize_width`/`resize_height` ("Resize width/height to") replace the
+    scale when either is > 0: one side given keeps the aspect ratio, both given crop to that size."""
 
     scale: float = 2.0
     steps: int = 0  # 0 = as many as the first pass
     denoising_strength: float = 0.7
     upscaler: HiresUpscaler = HiresUpscaler.LATENT
+    prompt: str = ""
+    negative_prompt: str = ""
+    sampler: str = ""
+    schedule: str = ""
+    cfg_scale: float | None = None
+    resize_width: int = 0
+    resize_height: int = 0
 
 
 def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """The hires target: the base size times the scale, rounded down to a multiple of 8."""
     return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
+
+
+def hires_plan(width: int, height: int, hires: HiresFix) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((upscale to), (final size)) of a hires pass, multiples of 8, as A1111 computes them: the scale, or
+    "resize to" one side (the other by the aspect ratio), or both sides (upscaled to cover, then cropped)."""
+    rx, ry = hires.resize_width, hires.resize_height
+    if rx <= 0 and ry <= 0:
+        size = hires_size(width, height, hires.scale)
+        return size, size
+    if ry <= 0:
+        up = (rx, rx * height // width)
+    elif rx <= 0:
+        up = (ry * width // height, ry)
+    elif width / height < rx / ry:
+        up = (rx, rx * height // width)
+    else:
+        up = (ry * width // height, ry)
+    up = (up[0] // 8 * 8, up[1] // 8 * 8)
+    final = (min(rx, up[0]) if rx > 0 else up[0], min(ry, up[1]) if ry > 0 else up[1])
+    return up, (final[0] // 8 * 8, final[1] // 8 * 8)
 
 
 @dataclass(frozen=True)
@@ -98,6 +129,41 @@ class PromptBlend:
     prompt: str
     negative_prompt: str = ""
     weight: float = 0.5
+
+
+class ControlMode(StrEnum):
+    """sd-webui-controlnet's control modes: how a ControlNet unit's residuals weigh against the prompt."""
+
+    BALANCED = "Balanced"
+    PROMPT = "My prompt is more important"
+    CONTROL = "ControlNet is more important"
+
+
+class ControlResize(StrEnum):
+    """sd-webui-controlnet's resize modes: how a control image is fitted to the generation size."""
+
+    JUST_RESIZE = "Just Resize"
+    CROP_AND_RESIZE = "Crop and Resize"
+    RESIZE_AND_FILL = "Resize and Fill"
+
+
+@dataclass(frozen=True)
+class ControlNetUnit:
+    """One ControlNet unit (engine/controlnet): a `models/ControlNet` model guiding the UNet with a control image
+    from `guidance_start` to `guidance_end` (fractions of the steps). `image` is the picture before the
+    preprocessor `module` runs; None: the img2img or inpaint input image."""
+
+    model: str
+    module: str = "none"
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    control_mode: ControlMode = ControlMode.BALANCED
+    resize_mode: ControlResize = ControlResize.CROP_AND_RESIZE
+    processor_res: int = 512
+    threshold_a: float | None = None  # the module's first setting (canny: low threshold); None: its default
+    threshold_b: float | None = None
+    image: Image.Image | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -128,6 +194,7 @@ class GenerationRequest:
     seed_resize_from_h: int = 0
     eta: float | None = None  # the sampler's eta (ancestral / DDIM); None: the sampler's default
     eta_noise_seed_delta: int = 0  # A1111's ENSD: the sampler's step noise seeded by seed + this
+    controlnet: tuple[ControlNetUnit, ...] = ()  # sd-webui-controlnet's units, in order
 
     @property
     def params(self) -> GenerationRequest:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
@@ -26,6 +26,9 @@ from PIL import Image
 
 from config import Settings
 from core.errors import InvalidRequest
+from engine.controlnet.files import ControlNetCache
+from engine.controlnet.guide import prepare_guide
+from engine.hires_infotext import hires_infotext
 from engine.infotext import format_infotext
 from engine.models.loading import LoadedModel, load_model, resolve_device, resolve_dtype
 from engine.models.registry import ModelEntry, ModelKind, ModelRegistry, native_resolution
@@ -62,6 +65,7 @@ from engine.speed.fast_path import Buckets, FastPath, configure_compiler, prepar
 from engine.speed.invariance import batch_invariant
 from engine.speed.token_merging import apply_token_merging
 from engine.tasks.batching import batch_key
+from engine.tasks.hires import hires_prepared
 from engine.tasks.img2img import run_img2img
 from engine.tasks.inpaint import run_inpaint
 from engine.tasks.samplers import BUILTIN_SAMPLERS, ETA_SAMPLERS, SamplerTable, uses_ensd
@@ -128,6 +132,7 @@ class Engine:
         self._models: OrderedDict[ModelEntry, tuple[LoadedModel, LoraSet | FusedLoras]] = OrderedDict()
         self._hypernetworks = HypernetworkCache()
         self._vaes = VaeSwitch()  # `models/VAE` files applied to the loaded checkpoints
+        self._controlnets = ControlNetCache()  # `models/ControlNet` models of recent requests
         self._lock = threading.Lock()  # diffusers models are not thread-safe: one run at a time
 
     # ----- models -------------------------------------------------------------------------------------------
@@ -229,7 +234,7 @@ class Engine:
             return run_img2img(prep, request, seeds, variation_seeds, ctl, first)
 
         extra = {"Denoising strength": format_number(request.denoising_strength)}
-        return self._run([request.params], [control or RunControl()], batch, extra)[0]
+        return self._run([request.params], [control or RunControl()], batch, extra, request.image)[0]
 
     def inpaint(self, request: InpaintRequest, control: RunControl | None = None) -> GenerationResult:
         request = with_fixed_seeds(request)
@@ -247,7 +252,7 @@ class Engine:
         if request.inpaint_area is InpaintArea.ONLY_MASKED:
             extra["Inpaint area"] = request.inpaint_area.value
             extra["Masked area padding"] = str(request.padding)
-        return self._run([request.params], [control or RunControl()], batch, extra)[0]
+        return self._run([request.params], [control or RunControl()], batch, extra, request.image)[0]
 
     def _run(
         self,
@@ -255,8 +260,10 @@ class Engine:
         controls: Sequence[RunControl],
         run_batch: BatchRunner,
         extra: dict[str, str | None],
+        init_image: Image.Image | None = None,
     ) -> list[GenerationResult]:
-        """Resolve the shared model, LoRAs and sampler, condition each prompt, then denoise in batches."""
+        """Resolve the shared model, LoRAs and sampler, condition each prompt, then denoise in batches;
+        `init_image`: img2img's input, which ControlNet units without their own image read."""
         first = requests[0]
         with self._lock:
             started = time.perf_counter()
@@ -277,9 +284,12 @@ class Engine:
                     self._prompt_conditioning(model, r),
                     step_cache,
                     self._plan(model, r),
+                    prepare_guide(self.registry, self._controlnets, model, r.controlnet, init_image),
                 )
                 for r in requests
             ]
+            if first.hires is not None:  # the hires pass's own sampler, CFG or prompts (engine.tasks.hires)
+                preps = [self._with_hires(model, prep) for prep in preps]
             infos = [self._infotext_params(prep, loras, extra) for prep in preps]
             with applied_hypernetworks(model.unet, hypernetworks), _eager_while(model, hypernetworks, first):
                 images = self._run_slots(preps, controls, run_batch, infos)
@@ -369,6 +379,12 @@ class Engine:
             other = self._conditioning(model, other_prompt, blend.negative_prompt, request.clip_skip, chunks)
         return blend_conditioning(conditioning, other, blend.weight)
 
+    def _with_hires(self, model: LoadedModel, prep: Prepared) -> Prepared:
+        def conditioning_of(r: GenerationRequest) -> Conditioning:
+            return self._prompt_conditioning(model, r)
+
+        return hires_prepared(prep, self.samplers, conditioning_of, lambda r: self._plan(model, r))
+
     def _plan(self, model: LoadedModel, request: GenerationRequest) -> PromptPlan | None:
         """Prompt editing, alternation or AND in the prompt (without its tags) or the negative prompt: the plan
         of each step's conditioning, encoded as the steps need it; None for a constant prompt."""
@@ -421,10 +437,10 @@ class Engine:
             **extra,
         }
         if p.hires is not None:
-            info["Denoising strength"] = format_number(p.hires.denoising_strength)
-            info["Hires upscale"] = format_number(p.hires.scale)
-            info["Hires steps"] = str(p.hires.steps) if p.hires.steps else None
-            info["Hires upscaler"] = p.hires.upscaler.value
+            second = prep.hires or prep
+            info.update(
+                hires_infotext(p, (prep.spec.name, prep.schedule), (second.spec.name, second.schedule))
+            )
         active = [u for u in loras if u.weight != 0]
         info["Lora hashes"] = hashes_value([(u.entry.name, u.short_hash) for u in active])
         ti = [(e.name, self.registry.short_hash(e.entry)) for e in prep.conditioning.embeddings_used]
@@ -433,6 +449,8 @@ class Engine:
             info["Blend prompt"] = p.blend.prompt
             info["Blend negative prompt"] = p.blend.negative_prompt or None
             info["Blend weight"] = format_number(p.blend.weight)
+        if prep.controlnet is not None:
+            info.update(prep.controlnet.infotext())
         if prep.model.token_grid is not None:
             info["Token merging ratio"] = format_number(prep.model.token_grid.ratio)
         if prep.step_cache > 1:  # Salon's key: the images are not the exact ones
@@ -517,15 +535,31 @@ def _merge(shared: Prepared, members: list[Prepared]) -> Prepared:
     """One Prepared for a batch: the shared settings, each image's own conditioning stacked."""
     if all(m is members[0] for m in members) or members[0].plan is not None:
         return members[0]  # a plan's requests share one batch_key: one prompt and negative prompt
-    conds = [m.conditioning for m in members]
+    stacked = _stack([m.conditioning for m in members])
+    hires = shared.hires
+    if hires is not None and hires.plan is None:  # the hires pass's conditionings, stacked the same way
+        hires = replace(hires, conditioning=_stack([m.hires.conditioning for m in members if m.hires]))
+    return Prepared(
+        shared.model,
+        shared.params,
+        shared.spec,
+        shared.schedule,
+        stacked,
+        shared.step_cache,
+        None,
+        shared.controlnet,
+        hires,
+    )
+
+
+def _stack(conds: list[Conditioning]) -> Conditioning:
     pooled = conds[0].pooled_cond is not None
-    stacked = Conditioning(
+    return Conditioning(
         torch.cat([c.cond for c in conds]),
         torch.cat([c.uncond for c in conds]),
         torch.cat([c.pooled_cond for c in conds]) if pooled else None,
         torch.cat([c.pooled_uncond for c in conds]) if pooled else None,
     )
-    return Prepared(shared.model, shared.params, shared.spec, shared.schedule, stacked, shared.step_cache)
 
 
 class _ChunkControl(RunControl):

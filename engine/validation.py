@@ -12,7 +12,8 @@ import re
 
 from config import Limits
 from core.errors import InvalidRequest
-from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_size
+from engine.controlnet.unit_text import check_units
+from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_plan
 from engine.tasks.samplers import ETA_SAMPLERS, SamplerTable
 
 SEED_LIMIT = 2**32 - 1
@@ -78,7 +79,7 @@ def _check_generation(p: GenerationRequest, limits: Limits, samplers: SamplerTab
     spec = samplers.resolve(p.sampler, p.schedule)[0]
     _check_seed_extras(p, spec.name, limits)
     if p.hires is not None:
-        _check_hires(p, limits)
+        _check_hires(p, limits, samplers)
     if p.blend is not None:
         for option, text in (
             ("blend_prompt", p.blend.prompt),
@@ -113,20 +114,39 @@ def _check_pixels(option: str, width: int, height: int, max_pixels: int) -> None
         )
 
 
-def _check_hires(p: GenerationRequest, limits: Limits) -> None:
+def _check_hires(p: GenerationRequest, limits: Limits, samplers: SamplerTable) -> None:
     hires = p.hires
     assert hires is not None
     _check_range("hires_scale", hires.scale, 1, limits.max_hires_scale)
     _check_range("hires_steps", hires.steps, 0, limits.max_steps)
     _check_range("hires_denoising_strength", hires.denoising_strength, 0, 1)
-    width, height = hires_size(p.width, p.height, hires.scale)
-    if width > limits.max_width or height > limits.max_height:
+    for option, text in (("hires_prompt", hires.prompt), ("hires_negative_prompt", hires.negative_prompt)):
+        if len(text) > limits.max_prompt_chars:
+            raise InvalidRequest(option, f"{len(text)} characters; at most {limits.max_prompt_chars} allowed")
+    if hires.sampler or hires.schedule:
+        try:
+            samplers.resolve(hires.sampler or p.sampler, hires.schedule or p.schedule)
+        except InvalidRequest as error:
+            raise InvalidRequest(f"hires_{error.option}", error.message) from None
+    if hires.cfg_scale is not None:
+        _check_range("hires_cfg_scale", hires.cfg_scale, 1, limits.max_cfg_scale)
+    for option, side, limit in (
+        ("hires_resize_width", hires.resize_width, limits.max_width),
+        ("hires_resize_height", hires.resize_height, limits.max_height),
+    ):
+        if side != 0:
+            check_size(option, side, limit)
+    option = "hires_resize" if hires.resize_width or hires.resize_height else "hires_scale"
+    (up_w, up_h), (width, height) = hires_plan(p.width, p.height, hires)
+    if up_w > limits.max_width or up_h > limits.max_height:
         raise InvalidRequest(
-            "hires_scale",
-            f"{p.width}x{p.height} × {hires.scale} = {width}x{height} exceeds the "
+            option,
+            f"{p.width}x{p.height} upscaled to {up_w}x{up_h} exceeds the "
             f"maximum {limits.max_width}x{limits.max_height}",
         )
-    _check_pixels("hires_scale", width, height, limits.max_pixels)
+    if min(width, height) < MIN_SIDE:
+        raise InvalidRequest(option, f"{p.width}x{p.height} resized to {width}x{height} is below {MIN_SIDE}")
+    _check_pixels(option, up_w, up_h, limits.max_pixels)
 
 
 def check_request(
@@ -142,6 +162,7 @@ def check_request(
         _check_inpaint(request, limits, samplers)
     else:
         raise InvalidRequest("request", f"unsupported request type {type(request).__name__}")
+    check_units(request.params.controlnet, has_input_image=not isinstance(request, GenerationRequest))
 
 
 def _check_img2img(request: Img2ImgRequest, limits: Limits, samplers: SamplerTable) -> None:

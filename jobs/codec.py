@@ -14,8 +14,12 @@ from typing import Any
 
 from PIL import Image
 
+from core.errors import InvalidRequest
 from core.files import atomic_write
 from engine.requests import (
+    ControlMode,
+    ControlNetUnit,
+    ControlResize,
     GenerationRequest,
     HiresFix,
     HiresUpscaler,
@@ -30,19 +34,46 @@ from jobs.records import JobKind
 AnyRequest = GenerationRequest | Img2ImgRequest | InpaintRequest
 
 
-def _params_to_json(params: GenerationRequest) -> dict[str, Any]:
-    data = dataclasses.asdict(params)
+def _params_to_json(params: GenerationRequest, inputs: Path | None) -> dict[str, Any]:
+    data = dataclasses.asdict(dataclasses.replace(params, controlnet=()))
     if params.hires is not None:
         data["hires"] = {**dataclasses.asdict(params.hires), "upscaler": params.hires.upscaler.value}
+    if params.controlnet:  # ControlNet units: their control images stored like input images
+        if inputs is None:
+            raise InvalidRequest("controlnet", "this command takes no ControlNet units")
+        data["controlnet"] = [_unit_to_json(unit, inputs) for unit in params.controlnet]
     return data
 
 
-def _params_from_json(data: dict[str, Any]) -> GenerationRequest:
+def _unit_to_json(unit: ControlNetUnit, inputs: Path) -> dict[str, Any]:
+    data = {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit) if f.name != "image"}
+    data.update(control_mode=unit.control_mode.value, resize_mode=unit.resize_mode.value)
+    data["image"] = None if unit.image is None else store_image(unit.image, inputs)
+    return data
+
+
+def _params_from_json(data: dict[str, Any], inputs: Path | None) -> GenerationRequest:
     values = dict(data)
     if values.get("hires") is not None:
         hires = dict(values["hires"])
         values["hires"] = HiresFix(**{**hires, "upscaler": HiresUpscaler(hires["upscaler"])})
+    units = values.pop("controlnet", None) or []
+    if units and inputs is None:
+        raise ValueError("a request with ControlNet units needs the folder of its stored images")
+    values["controlnet"] = tuple(_unit_from_json(unit, inputs) for unit in units)  # type: ignore[arg-type]
     return GenerationRequest(**values)
+
+
+def _unit_from_json(data: dict[str, Any], inputs: Path) -> ControlNetUnit:
+    image = data.get("image")
+    return ControlNetUnit(
+        **{
+            **data,
+            "control_mode": ControlMode(data["control_mode"]),
+            "resize_mode": ControlResize(data["resize_mode"]),
+            "image": None if image is None else load_image(inputs, image),
+        }
+    )
 
 
 def store_image(image: Image.Image, folder: Path) -> str:
@@ -68,9 +99,9 @@ def load_image(folder: Path, name: str) -> Image.Image:
 def request_to_json(request: AnyRequest, inputs: Path) -> tuple[JobKind, dict[str, Any]]:
     """The job kind and a JSON-able dict of the request; input images are written to `inputs`."""
     if isinstance(request, GenerationRequest):
-        return JobKind.IMAGINE, {"params": _params_to_json(request)}
+        return JobKind.IMAGINE, {"params": _params_to_json(request, inputs)}
     common = {
-        "params": _params_to_json(request.params),
+        "params": _params_to_json(request.params, inputs),
         "image": store_image(request.image, inputs),
         "denoising_strength": request.denoising_strength,
         "resize_mode": request.resize_mode.value,
@@ -88,7 +119,7 @@ def request_to_json(request: AnyRequest, inputs: Path) -> tuple[JobKind, dict[st
 
 
 def request_from_json(kind: JobKind, data: dict[str, Any], inputs: Path) -> AnyRequest:
-    params = _params_from_json(data["params"])
+    params = _params_from_json(data["params"], inputs)
     if kind is JobKind.IMAGINE:
         return params
     image = load_image(inputs, data["image"])

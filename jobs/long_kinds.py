@@ -3,13 +3,17 @@ checks a kind's parameters at submit) and to the GPU worker (which runs its slic
 
 from __future__ import annotations
 
+from engine.tasks.samplers import BUILTIN_SAMPLERS, SamplerTable
 from jobs.animation import AnimateTask
 from jobs.long import LongTask
 from jobs.merging import MergeTask
+from jobs.plots import PlotTask
 from jobs.records import JobKind
 from jobs.training import TrainTask
 
 
-def long_tasks() -> dict[JobKind, LongTask]:
-    """Training (`train`), animation (`animate`) and the checkpoint merger (`merge`), by kind."""
-    return {task.kind: task for task in (TrainTask(), AnimateTask(), MergeTask())}
+def long_tasks(samplers: SamplerTable = BUILTIN_SAMPLERS) -> dict[JobKind, LongTask]:
+    """Training (`train`), animation (`animate`), the checkpoint merger (`merge`) and plots (`xyz`, their
+    cells checked against `samplers`: the built-ins unless a caller passes the process's table), by kind."""
+    tasks = (TrainTask(), AnimateTask(), MergeTask(), PlotTask(samplers))
+    return {task.kind: task for task in tasks}

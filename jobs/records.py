@@ -14,11 +14,17 @@ class JobKind(StrEnum):
     TRAIN = "train"
     ANIMATE = "animate"
     MERGE = "merge"
+    XYZ = "xyz"  # a plot: X/Y/Z, prompt matrix, prompts from file (jobs/plots.py)
 
     @property
     def long(self) -> bool:
         """Runs in slices that yield the GPU to image jobs (see jobs/long.py)."""
-        return self in (JobKind.TRAIN, JobKind.ANIMATE, JobKind.MERGE)
+        return self in (JobKind.TRAIN, JobKind.ANIMATE, JobKind.MERGE, JobKind.XYZ)
+
+    @property
+    def catalogued(self) -> bool:
+        """Its result files are images that go into the catalog (image jobs, and plots' cells and grids)."""
+        return not self.long or self is JobKind.XYZ
 
 
 class JobStatus(StrEnum):

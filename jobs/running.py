@@ -369,7 +369,7 @@ class RunLoop:
         images: tuple[int, ...] = ()
         if outcome.status is JobStatus.DONE and outcome.results:  # readers on other hosts fetch them there
             await self.results.publish(outcome.results)  # (jobs/results.py; nothing without a blob store)
-        if outcome.status is JobStatus.DONE and outcome.results and not job.kind.long:
+        if outcome.status is JobStatus.DONE and outcome.results and job.kind.catalogued:
             # Into the catalog before the job is marked done: a crash in between re-runs the job, which
             # rewrites the same files, and the catalog does not add a path twice.
             try:

@@ -86,7 +86,7 @@ SELECT_CANDIDATES = """
         SELECT id, owner, batch_key, solo,
                CAST(COALESCE(json_extract(request, '$.params.batch_size'), 1) AS INTEGER)
                * CAST(COALESCE(json_extract(request, '$.params.batch_count'), 1) AS INTEGER) AS images,
-               kind IN ('train', 'animate', 'merge') AS long, json_array_length(deaths) AS died
+               kind IN ('train', 'animate', 'merge', 'xyz') AS long, json_array_length(deaths) AS died
         FROM jobs WHERE status = 'queued'
     ), ranked AS (
         SELECT id, solo, batch_key, images,

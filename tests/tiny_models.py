@@ -134,3 +134,75 @@ def build_tiny_sdxl(path: Path, seed: int = 0) -> Path:
         shutil.rmtree(path)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def build_tiny_controlnet(path: Path, seed: int = 0, sdxl: bool = False) -> Path:
+    """Write a tiny random ControlNet (diffusers folder) for the tiny SD 1.x (or SDXL) UNet above. Its
+    conditioning embedding is SD's (8× downsampling): the control image is 8× the latent size."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    extra: dict = (
+        dict(
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=88,
+            cross_attention_dim=80,
+        )
+        if sdxl
+        else dict(
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+        )
+    )
+    model = ControlNetModel(
+        in_channels=4, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, **extra
+    )
+    # Random zero convolutions: a real ControlNet's are trained away from zero, so the residuals matter.
+    with torch.no_grad():
+        for conv in [*model.controlnet_down_blocks, model.controlnet_mid_block]:
+            conv.weight.normal_(0, 0.5)
+            conv.bias.normal_(0, 0.1)
+    if path.exists():
+        shutil.rmtree(path)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def save_ldm_controlnet(folder: Path, file: Path) -> Path:
+    """Write the diffusers ControlNet `folder` as one lllyasviel-layout file (`control_model.*`, as
+    sd-webui-controlnet's files are), with its config in a `<stem>.config/` folder beside it."""
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    from engine.models.ldm_conversion import ldm_unet_names
+
+    model = ControlNetModel.from_pretrained(folder)
+    state = model.state_dict()
+    hint_blocks = len(model.controlnet_cond_embedding.blocks)
+    names: dict[str, str] = {}
+    for key in state:
+        head, _, leaf = key.rpartition(".")
+        parts = head.split(".")
+        if head == "controlnet_cond_embedding.conv_in":
+            names[key] = f"input_hint_block.0.{leaf}"
+        elif head == "controlnet_cond_embedding.conv_out":
+            names[key] = f"input_hint_block.{2 * (hint_blocks + 1)}.{leaf}"
+        elif head.startswith("controlnet_cond_embedding.blocks."):
+            names[key] = f"input_hint_block.{2 * (int(parts[2]) + 1)}.{leaf}"
+        elif head.startswith("controlnet_down_blocks."):
+            names[key] = f"zero_convs.{parts[1]}.0.{leaf}"
+        elif head == "controlnet_mid_block":
+            names[key] = f"middle_block_out.0.{leaf}"
+    names.update(ldm_unet_names(model, [k for k in state if k not in names]))
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({f"control_model.{names[k]}": v.contiguous() for k, v in state.items()}, file)
+    sidecar = file.with_name(file.stem + ".config")
+    sidecar.mkdir(exist_ok=True)
+    shutil.copy(folder / "config.json", sidecar / "config.json")
+    return file

@@ -1,7 +1,9 @@
 """Paths of the diffusers configs shipped with Salon, so single-file checkpoints load without the network.
 
 `SD15_CONFIG` and `SDXL_CONFIG` are diffusers pipeline folders without weights or tokenizers (pass them as
-`config=` to `from_single_file`); `CLIP_TOKENIZER` is the CLIP BPE tokenizer both models share.
+`config=` to `from_single_file`); `CONTROLNET_SD15_CONFIG` and `CONTROLNET_SDXL_CONFIG` are the ControlNet
+models of each (sd-webui-controlnet's single files load with them); `CLIP_TOKENIZER` is the CLIP BPE
+tokenizer both models share.
 """
 
 from __future__ import annotations
@@ -12,5 +14,14 @@ CONFIG_ROOT: Path = Path(__file__).resolve().parent
 SD15_CONFIG: Path = CONFIG_ROOT / "sd15"
 SDXL_CONFIG: Path = CONFIG_ROOT / "sdxl"
 CLIP_TOKENIZER: Path = CONFIG_ROOT / "clip_tokenizer"
+CONTROLNET_SD15_CONFIG: Path = CONFIG_ROOT / "controlnet_sd15"
+CONTROLNET_SDXL_CONFIG: Path = CONFIG_ROOT / "controlnet_sdxl"
 
-__all__ = ["CLIP_TOKENIZER", "CONFIG_ROOT", "SD15_CONFIG", "SDXL_CONFIG"]
+__all__ = [
+    "CLIP_TOKENIZER",
+    "CONFIG_ROOT",
+    "CONTROLNET_SD15_CONFIG",
+    "CONTROLNET_SDXL_CONFIG",
+    "SD15_CONFIG",
+    "SDXL_CONFIG",
+]

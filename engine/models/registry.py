@@ -41,6 +41,7 @@ class ModelKind(StrEnum):
     VAE = "vae"
     HYPERNETWORK = "hypernetwork"
     EMBEDDING = "embedding"
+    CONTROLNET = "controlnet"
 
 
 # Which files count, per kind. ".pt"/".bin" embeddings and hypernetworks are A1111's legacy formats, read with
@@ -51,7 +52,15 @@ ACCEPTED_SUFFIXES: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.VAE: (".safetensors",),
     ModelKind.HYPERNETWORK: (".pt", ".safetensors"),
     ModelKind.EMBEDDING: (".pt", ".bin", ".safetensors"),
+    ModelKind.CONTROLNET: (".safetensors",),
 }
+# What makes a folder one diffusers model rather than a folder of files: a pipeline's index, or (ControlNet)
+# a model's own config.json.
+FOLDER_MARKERS: dict[ModelKind, str] = {
+    ModelKind.CHECKPOINT: "model_index.json",
+    ModelKind.CONTROLNET: "config.json",
+}
+LEGACY_HASH_OFFSET, LEGACY_HASH_BYTES = 0x100000, 0x10000
 REFUSED_SUFFIXES = (".ckpt", ".pth", ".pkl", ".pickle")
 # Beside every file Salon trained (jobs/training.py writes it): who made it. Such files never become the
 # default checkpoint by themselves.
@@ -104,6 +113,18 @@ def addnet_sha256(path: Path) -> str:
     return sha256_file(path, skip_bytes=8 + header_len)
 
 
+def legacy_model_hash(path: Path) -> str:
+    """A1111's old model hash, which sd-webui-controlnet shows and writes: sha256 of the 64 KiB at 1 MiB, 8 hex
+    (a diffusers folder: of its weights file)."""
+    if path.is_dir():
+        path = min(path.glob("*.safetensors"), key=lambda p: p.name)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(LEGACY_HASH_OFFSET)
+        digest.update(f.read(LEGACY_HASH_BYTES))
+    return digest.hexdigest()[:8]
+
+
 def sha256_folder(path: Path) -> str:
     """A stable hash of a diffusers folder: its weight and config files, by relative path and content."""
     digest = hashlib.sha256()
@@ -144,7 +165,12 @@ class HashCache:
         atomic_write(self._file, json.dumps(self._data, indent=1, sort_keys=True))
 
 
-_HASHERS = {"sha256": sha256_file, "addnet": addnet_sha256, "folder": sha256_folder}
+_HASHERS = {
+    "sha256": sha256_file,
+    "addnet": addnet_sha256,
+    "folder": sha256_folder,
+    "legacy": legacy_model_hash,
+}
 
 
 def _folder_stat(path: Path) -> tuple[int, int]:
@@ -182,6 +208,7 @@ class ModelRegistry:
             ModelKind.VAE: settings.vae_dir,
             ModelKind.HYPERNETWORK: settings.hypernetworks_dir,
             ModelKind.EMBEDDING: settings.embeddings_path,
+            ModelKind.CONTROLNET: settings.controlnet_dir,
         }
         from engine.demo import DEMO_MODEL_DIR
 
@@ -221,14 +248,15 @@ class ModelRegistry:
         for path in sorted(folder.rglob("*")):
             if _hidden_or_sidecar(path, folder):
                 continue
-            if kind is ModelKind.CHECKPOINT and path.is_dir() and (path / "model_index.json").is_file():
+            marker = FOLDER_MARKERS.get(kind)
+            if marker is not None and path.is_dir() and (path / marker).is_file():
                 reason = self.gate.folder_refusal(path)
                 if reason is not None:
                     refused.append(RefusedFile(kind, path, reason))
                     continue
                 size, mtime = _folder_stat(path)
                 entries.append(ModelEntry(kind, path.name, path, size, mtime, is_diffusers_folder=True))
-            elif path.is_file() and not _inside_diffusers_folder(path, folder):
+            elif path.is_file() and not _inside_diffusers_folder(path, folder, marker):
                 entry = self._file_entry(kind, path, refused)
                 if entry is not None:
                     entries.append(entry)
@@ -372,7 +400,10 @@ class ModelRegistry:
         return self.hashes.get_or_compute(entry, method)
 
     def short_hash(self, entry: ModelEntry) -> str:
-        """The hash A1111 writes: 10 hex for checkpoints and VAEs, 12 for LoRAs, embeddings, hypernetworks."""
+        """The hash A1111 writes: 10 hex for checkpoints and VAEs, 12 for LoRAs, embeddings, hypernetworks;
+        ControlNets: A1111's old 8-hex model hash, as sd-webui-controlnet writes it."""
+        if entry.kind is ModelKind.CONTROLNET:
+            return self.hashes.get_or_compute(entry, "legacy")
         length = 10 if entry.kind in (ModelKind.CHECKPOINT, ModelKind.VAE) else 12
         return self.sha256(entry)[:length]
 
@@ -395,8 +426,10 @@ def trained_by_salon(path: Path) -> bool:
     return path.with_name(path.name + TRAINED_SIDECAR_SUFFIX).is_file()
 
 
-def _inside_diffusers_folder(path: Path, root: Path) -> bool:
-    return any((parent / "model_index.json").is_file() for parent in _parents_below(path, root))
+def _inside_diffusers_folder(path: Path, root: Path, marker: str | None = "model_index.json") -> bool:
+    if marker is None:
+        return False
+    return any((parent / marker).is_file() for parent in _parents_below(path, root))
 
 
 def _parents_below(path: Path, root: Path) -> Iterable[Path]:

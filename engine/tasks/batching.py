@@ -41,4 +41,6 @@ def batch_key(request: GenerationRequest) -> Hashable:
         request.eta_noise_seed_delta,
         loras,
         scheduled,
+        # ControlNet units; their control images are not compared: a request with units batches with no other
+        (request.controlnet, id(request)) if request.controlnet else (),
     )

@@ -28,7 +28,24 @@ SCHEDULE_ARGS: dict[str, dict[str, Any]] = {
     "SGM Uniform": {"timestep_spacing": "trailing"},
     "Simple": {"timestep_spacing": "trailing"},
 }
-SCHEDULE_TYPES: tuple[str, ...] = tuple(SCHEDULE_ARGS)
+# Schedule types no diffusers scheduler takes: a k-diffusion sampler runs them over their sigma table
+# (engine.tasks.sigma_schedules, engine.tasks.ksampling).
+K_SCHEDULES = frozenset({"Polyexponential", "KL Optimal", "Align Your Steps", "Normal", "DDIM"})
+# Every Schedule type, in A1111's order (modules/sd_schedulers.py).
+SCHEDULE_TYPES: tuple[str, ...] = (
+    AUTOMATIC,
+    UNIFORM,
+    "Karras",
+    "Exponential",
+    "Polyexponential",
+    "SGM Uniform",
+    "KL Optimal",
+    "Align Your Steps",
+    "Simple",
+    "Normal",
+    "DDIM",
+    "Beta",
+)
 SIGMA_SCHEDULES = frozenset({"Karras", "Exponential", "Beta"})
 
 
@@ -44,31 +61,59 @@ class SamplerSpec:
     # samplers (DDIM, PLMS, UniPC, LCM) keep the model's own "leading" spacing with steps_offset.
     k_diffusion: bool = True
     sigma_schedules: bool = True  # False where the diffusers class cannot take Karras/Exponential/Beta sigmas
+    # The k-diffusion loop of this sampler (engine.tasks.ksampling), which runs it with any Schedule type;
+    # a sampler without a diffusers class ("") always runs it.
+    k_function: str = ""
 
     @property
     def schedules(self) -> tuple[str, ...]:
-        """Schedule types this sampler accepts."""
-        if self.sigma_schedules:
+        """Schedule types this sampler accepts: all of them with a k-diffusion loop, else those its diffusers
+        class takes."""
+        if self.k_function:
             return SCHEDULE_TYPES
-        return tuple(s for s in SCHEDULE_TYPES if s not in SIGMA_SCHEDULES)
+        return tuple(
+            s
+            for s in SCHEDULE_TYPES
+            if s in SCHEDULE_ARGS and (self.sigma_schedules or s not in SIGMA_SCHEDULES)
+        )
+
+    def runs_k_loop(self, schedule: str) -> bool:
+        """Whether this sampler with this (concrete) schedule runs as a k-diffusion loop rather than through
+        its diffusers scheduler (which keeps the images of the pairs diffusers has)."""
+        if not self.k_function:
+            return False
+        if not self.scheduler_class or schedule in K_SCHEDULES:
+            return True
+        return schedule in SIGMA_SCHEDULES and not self.sigma_schedules
 
 
 _SDE = {"algorithm_type": "sde-dpmsolver++"}
+_DPM = "DPMSolverMultistepScheduler"
 
 _BUILTIN = (
-    SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}, "Karras"),
-    SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler", _SDE, "Exponential"),
+    SamplerSpec("DPM++ 2M", _DPM, {"algorithm_type": "dpmsolver++"}, "Karras", k_function="dpmpp_2m"),
+    SamplerSpec("DPM++ 2M SDE", _DPM, _SDE, "Exponential", k_function="dpmpp_2m_sde"),
     SamplerSpec(
-        "DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler", {**_SDE, "solver_type": "heun"}, "Exponential"
+        "DPM++ 2M SDE Heun",
+        _DPM,
+        {**_SDE, "solver_type": "heun"},
+        "Exponential",
+        k_function="dpmpp_2m_sde_heun",
     ),
-    SamplerSpec("DPM++ 3M SDE", "DPMSolverMultistepScheduler", {**_SDE, "solver_order": 3}, "Exponential"),
-    SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, "Karras"),
-    SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, "Karras"),
-    SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, "Karras"),
-    SamplerSpec("Euler", "EulerDiscreteScheduler"),
-    SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", sigma_schedules=False),
-    SamplerSpec("Heun", "HeunDiscreteScheduler"),
-    SamplerSpec("LMS", "LMSDiscreteScheduler"),
+    SamplerSpec("DPM++ 3M SDE", _DPM, {**_SDE, "solver_order": 3}, "Exponential", k_function="dpmpp_3m_sde"),
+    SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, "Karras", k_function="dpmpp_sde"),
+    SamplerSpec("DPM++ 2S a", "", {}, "Karras", k_function="dpmpp_2s_ancestral"),
+    SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, "Karras", k_function="dpm_2"),
+    SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, "Karras", k_function="dpm_2_ancestral"),
+    SamplerSpec("Euler", "EulerDiscreteScheduler", k_function="euler"),
+    SamplerSpec(
+        "Euler a", "EulerAncestralDiscreteScheduler", sigma_schedules=False, k_function="euler_ancestral"
+    ),
+    SamplerSpec("Heun", "HeunDiscreteScheduler", k_function="heun"),
+    SamplerSpec("LMS", "LMSDiscreteScheduler", k_function="lms"),
+    SamplerSpec("DPM fast", "", k_function="dpm_fast"),
+    SamplerSpec("DPM adaptive", "", k_function="dpm_adaptive"),
+    SamplerSpec("Restart", "", {}, "Karras", k_function="restart"),
     SamplerSpec(
         "DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, k_diffusion=False, sigma_schedules=False
     ),
@@ -81,7 +126,7 @@ _BUILTIN = (
 ETA_SAMPLERS: Mapping[str, tuple[str, float]] = MappingProxyType({"DDIM": ("Eta DDIM", 0.0)})
 # Samplers whose step noise A1111 seeds with seed + ENSD (its `uses_ensd`), when their eta is not 0; Euler a
 # and DPM2 a always use eta 1 here.
-ENSD_SAMPLERS = frozenset({"Euler a", "DPM2 a", "DDIM"})
+ENSD_SAMPLERS = frozenset({"Euler a", "DPM2 a", "DDIM", "DPM++ 2S a", "DPM fast", "DPM adaptive"})
 
 
 def effective_eta(sampler: str, eta: float | None) -> float:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,9 +25,30 @@ from engine.prompts.scheduled_conditioning import PromptPlan
 from engine.requests import GenerationRequest, RunControl, StepProgress
 from engine.speed.step_cache import StepCache, cached_step
 from engine.tasks.guidance import Guidance
+from engine.tasks.ksampling import KSchedule, expected_steps, run_k_sampler
 from engine.tasks.noise import initial_noise, make_generators
 from engine.tasks.preview import latents_to_preview
-from engine.tasks.samplers import SamplerSpec, build_scheduler, uses_ensd
+from engine.tasks.samplers import SamplerSpec, build_scheduler, effective_eta, uses_ensd
+from engine.tasks.sigma_schedules import ModelSigmas
+
+
+class ResidualSource(Protocol):
+    """What adds residuals to the UNet's blocks at a step (ControlNet): its extra UNet keyword arguments."""
+
+    def residuals(
+        self,
+        sample: torch.Tensor,
+        t,
+        step: int,
+        total: int,
+        text: dict,
+        uncond_rows: int,
+        latent_channels: int,
+    ) -> dict[str, object]: ...
+
+    def infotext(self) -> dict[str, str]:
+        """Its infotext keys."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,10 @@ class Prepared:
     )
     # Prompt editing, alternation or AND: the conditioning of each step (None: `conditioning` for every step).
     plan: PromptPlan | None = None
+    # ControlNet units (engine.controlnet.guide.ControlGuide): residuals added to the UNet at each step.
+    controlnet: ResidualSource | None = None
+    # The hires pass's own sampler, CFG scale or prompt (engine.tasks.hires); None: this one's.
+    hires: Prepared | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +105,11 @@ def seeded_noise(
 
 
 def new_scheduler(prep: Prepared, steps: int, seeds: Sequence[int]):
-    """A fresh scheduler for one loop, with its timesteps set (schedulers keep per-run state)."""
+    """A fresh scheduler for one loop, with its timesteps set (schedulers keep per-run state); a `KSchedule`
+    where the sampler runs as a k-diffusion loop with this schedule."""
+    if prep.spec.runs_k_loop(prep.schedule):
+        sigmas = ModelSigmas.of_scheduler(prep.model.pipe.scheduler)
+        return KSchedule(prep.spec.k_function, prep.schedule, steps, sigmas, prep.model.sdxl, seeds)
     scheduler = build_scheduler(prep.spec, prep.schedule, prep.model.pipe.scheduler.config, list(seeds))
     scheduler.set_timesteps(steps, device=prep.model.device)
     return scheduler
@@ -119,6 +149,9 @@ def denoise(
         model, prep.conditioning, prep.plan, prep.params.cfg_scale, latents.shape[0], size, steps
     )
     groups = guidance.groups
+    if isinstance(scheduler, KSchedule):
+        run = _KRun(prep, guidance, scheduler, control, keep, extra_channels)
+        return run(latents, timesteps, generators, phase, first_index)
     accepted = inspect.signature(scheduler.step).parameters
     step_kwargs: dict = {"generator": list(generators)} if "generator" in accepted else {}
     if prep.params.eta is not None and "eta" in accepted:  # DDIM's eta (validation allows it nowhere else)
@@ -132,7 +165,9 @@ def denoise(
         model_in = scheduler.scale_model_input(model_in, t)
         if extra_channels is not None:
             model_in = torch.cat([model_in, extra_channels.repeat(groups, 1, 1, 1)], dim=1)
-        eps = guidance.combine(unet_prediction(model, model_in.to(model.dtype), t, guidance.at(i), cache))
+        sample, text = model_in.to(model.dtype), guidance.at(i)
+        text = {**text, **_control_residuals(prep, guidance, sample, t, i, total)}
+        eps = guidance.combine(unet_prediction(model, sample, t, text, cache))
         with warnings.catch_warnings():
             # torchsde's Brownian tree warns about float rounding of its interval ends (harmless, every step).
             warnings.filterwarnings("ignore", message="Should have ta>=t0", category=UserWarning)
@@ -143,6 +178,60 @@ def denoise(
     return latents
 
 
+class _KRun:
+    """One k-diffusion loop: the UNet with classifier-free guidance as the denoiser `model(x, sigma)`."""
+
+    def __init__(self, prep, guidance, schedule: KSchedule, control, keep, extra_channels):
+        self.prep, self.guidance, self.schedule, self.control = prep, guidance, schedule, control
+        self.keep, self.extra_channels = keep, extra_channels
+        self.v_prediction = prep.model.pipe.scheduler.config.get("prediction_type") == "v_prediction"
+        self.cache = StepCache(prep.step_cache) if prep.step_cache > 1 else None
+        self.calls, self.total = 0, 1
+
+    def denoised(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self.control.cancelled():
+            raise JobCancelled(f"cancelled at model call {self.calls}")
+        model, groups = self.prep.model, self.guidance.groups
+        s = float(sigma.reshape(-1)[0])
+        model_in = torch.cat([x] * groups) if groups > 1 else x
+        model_in = model_in / (s**2 + 1) ** 0.5
+        if self.extra_channels is not None:
+            model_in = torch.cat([model_in, self.extra_channels.repeat(groups, 1, 1, 1)], dim=1)
+        t = self.schedule.model.sigma_to_t(torch.tensor(s)).to(model.device)
+        # A1111 counts prompt-schedule steps in model calls (its CFGDenoiser.step), as the loop above does.
+        step = min(self.calls, self.total - 1)
+        sample, text = model_in.to(model.dtype), self.guidance.at(self.calls)
+        text = {**text, **_control_residuals(self.prep, self.guidance, sample, t, step, self.total)}
+        out = self.guidance.combine(unet_prediction(model, sample, t, text, self.cache))
+        self.calls += 1
+        if self.v_prediction:
+            denoised = x / (s**2 + 1) - out * s / (s**2 + 1) ** 0.5
+        else:
+            denoised = x - out * s
+        if self.keep is not None:
+            denoised = self.keep.init_latents * self.keep.keep + denoised * (1.0 - self.keep.keep)
+        return denoised
+
+    def __call__(self, latents, timesteps, generators, phase: str, first_index: int) -> torch.Tensor:
+        sigmas = self.schedule.run_sigmas(timesteps)
+        total = self.total = max(1, expected_steps(self.schedule, sigmas))
+
+        def callback(info: dict) -> None:
+            _report(
+                self.control, self.prep, phase, min(int(info["i"]), total - 1), total, first_index, info["x"]
+            )
+
+        eta = effective_eta(self.prep.spec.name, self.prep.params.eta)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Should have", category=UserWarning)
+            latents = run_k_sampler(
+                self.schedule, self.denoised, latents.float(), sigmas, generators, callback, eta
+            )
+        if self.keep is not None:
+            latents = self.keep.init_latents * self.keep.keep + latents * (1.0 - self.keep.keep)
+        return latents
+
+
 def unet_prediction(
     model: LoadedModel, sample: torch.Tensor, t, kwargs: dict, cache: StepCache | None = None
 ) -> torch.Tensor:
@@ -150,12 +239,26 @@ def unet_prediction(
     states, added = kwargs["encoder_hidden_states"], kwargs.get("added_cond_kwargs")
     if model.token_grid is not None:
         model.token_grid.size = (int(sample.shape[-2]), int(sample.shape[-1]))
-    if model.fast is not None:
+    if "mid_block_additional_residual" in kwargs:  # ControlNet: the eager UNet takes its residuals
+        cache = None
+    elif model.fast is not None:
         return model.fast.unet(sample, t, states, added, cache)
     if cache is not None:
         return cached_step(model.unet, sample, t, states, added, cache).float()
     with torch.no_grad():
         return model.unet(sample, t, **kwargs).sample.float()
+
+
+def _control_residuals(
+    prep: Prepared, guidance: Guidance, sample: torch.Tensor, t, i: int, total: int
+) -> dict:
+    """The ControlNet hook: the residuals of the request's units at step i (none without units)."""
+    if prep.controlnet is None:
+        return {}
+    uncond_rows = guidance.batch if guidance.guided else 0
+    return prep.controlnet.residuals(
+        sample, t, i, total, guidance.at(i), uncond_rows, prep.model.latent_channels
+    )
 
 
 def _put_back_original(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from engine.requests import HiresUpscaler, RunControl, hires_size
+from engine.requests import HiresUpscaler, RunControl, hires_plan
 from engine.tasks.img2img import img2img_latents
 from engine.tasks.sampling import (
     Prepared,
@@ -62,10 +62,11 @@ def _hires_pass(
     first_index: int,
     first_pass_steps: int,
 ) -> torch.Tensor:
-    """Upscale, then img2img at the larger size; prompt schedules count on from the first pass (A1111)."""
+    """Upscale (then crop, for "resize to" both sides), then img2img at the larger size with the hires pass's
+    own sampler, CFG scale and prompts where given; prompt schedules count on from the first pass (A1111)."""
     p, hires = prep.params, prep.params.hires
     assert hires is not None
-    width, height = hires_size(p.width, p.height, hires.scale)
+    (width, height), final = hires_plan(p.width, p.height, hires)
     shape = latent_shape(prep.model, width, height)
     if hires.upscaler in (HiresUpscaler.LATENT, HiresUpscaler.LATENT_NEAREST):
         mode = "bilinear" if hires.upscaler is HiresUpscaler.LATENT else "nearest"
@@ -76,9 +77,11 @@ def _hires_pass(
         )
         images = [img.resize((width, height), resample) for img in decode_latents(prep.model, latents)]
         upscaled = encode_images(prep.model, images)
-    generators, noise = seeded_noise(prep, seeds, variation_seeds, width, height)
+    upscaled = _crop(upscaled, (width, height), final, prep.model.vae_scale_factor)
+    second = prep.hires or prep
+    generators, noise = seeded_noise(second, seeds, variation_seeds, *final)
     return img2img_latents(
-        prep,
+        second,
         upscaled,
         noise,
         generators,
@@ -87,6 +90,15 @@ def _hires_pass(
         control,
         phase="hires",
         first_index=first_index,
-        size=(width, height),
+        size=final,
         first_pass_steps=first_pass_steps,
     )
+
+
+def _crop(latents: torch.Tensor, size: tuple[int, int], final: tuple[int, int], factor: int) -> torch.Tensor:
+    """The centre of latents upscaled to `size`, cut to `final` (A1111's hires truncation)."""
+    cut_x, cut_y = (size[0] - final[0]) // factor, (size[1] - final[1]) // factor
+    if cut_x <= 0 and cut_y <= 0:
+        return latents
+    h, w = latents.shape[-2:]
+    return latents[..., cut_y // 2 : h - (cut_y + 1) // 2, cut_x // 2 : w - (cut_x + 1) // 2]

@@ -39,7 +39,11 @@ def refused_field(response: requests.Response) -> str:
     ("extra", "field"),
     [
         ({"restore_faces": True}, "restore_faces"),
-        ({"alwayson_scripts": {"ControlNet": {"args": []}}}, "alwayson_scripts.ControlNet"),
+        ({"alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts.ADetailer"),
+        (
+            {"alwayson_scripts": {"ControlNet": {"args": [{"model": "x", "weight": "y"}]}}},
+            "alwayson_scripts.ControlNet.args.0.weight",
+        ),
         ({"script_name": "x/y/z plot"}, "script_name"),
         ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "hr_upscaler"),
         (

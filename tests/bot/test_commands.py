@@ -231,3 +231,20 @@ async def test_with_the_worker_in_another_process_the_bot_submits_and_posts_resu
         stop.set()
         await running
         await worker.close()
+
+
+async def test_imagine_controlnet_options_are_checked_before_a_job(salon):
+    upload = {"control_image": ("edges.png", _png(), "image/png")}
+    unknown = await salon.fake.slash(
+        ANN,
+        CHANNEL,
+        "imagine",
+        {"prompt": "x", "controlnet": "nope", "control_module": "canny"},
+        attachments=upload,
+    )
+    assert "**controlnet**: no controlnet named 'nope'" in await _refused(unknown)
+    no_image = await salon.fake.slash(ANN, CHANNEL, "imagine", {"prompt": "x", "controlnet": "nope"})
+    assert "**control_image**: attach an control_image or give control_image_id" in await _refused(no_image)
+    no_model = await salon.fake.slash(ANN, CHANNEL, "imagine", {"prompt": "x"}, attachments=upload)
+    assert "**controlnet**: a control image needs a ControlNet" in await _refused(no_model)
+    assert await salon.services.queue.store.recent() == []

@@ -389,3 +389,30 @@ def test_warmup_compiles_the_buckets_and_says_when_there_is_nothing_to_compile(
     assert salon(config_file, "warmup", "--mode", "max", "--sizes", "60x60") == 2
     assert "speed.sizes" in capsys.readouterr().err
     assert salon(config_file, "warmup", "--mode", "max", "--model", "nope") == 2
+
+
+@pytest.mark.parametrize(
+    ("toml", "environment", "message"),
+    [
+        (
+            "",
+            {"SALON_LIMITS__MAX_STEPS": "0"},
+            "limits.max_steps: Input should be greater than or equal to 1",
+        ),
+        ("", {"SALON_DISCORD__SHARDS": "many"}, "discord.shards: 'many': give \"auto\" or a positive number"),
+        ('[queue]\nmax_attempts = "often"\n', {}, "queue.max_attempts: Input should be a valid integer"),
+        ("[limits\nmax_steps = 3\n", {}, "is not valid TOML"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line_naming_the_setting(
+    tmp_path, capsys, monkeypatch, toml, environment, message
+):
+    """A bad value in salon.toml or a SALON_… variable is one line naming the setting, never a traceback."""
+    config = tmp_path / "salon.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n' + toml)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert main(["--config", str(config), "queue"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from config import Settings, load_settings
+from core.errors import InvalidSettings
 
 
 def test_defaults_follow_the_a1111_layout(tmp_path, monkeypatch):
@@ -49,7 +50,7 @@ def test_salon_toml_in_the_working_folder_and_salon_config_variable(tmp_path, mo
 def test_bad_settings_are_reported(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('dtype = "float8"\nunknown_key = 1\n')
-    with pytest.raises(ValidationError) as excinfo:
+    with pytest.raises(InvalidSettings) as excinfo:  # one message naming each bad setting
         load_settings(config)
     assert "dtype" in str(excinfo.value) and "unknown_key" in str(excinfo.value)
     with pytest.raises(FileNotFoundError, match="missing.toml does not exist"):

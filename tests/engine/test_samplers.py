@@ -10,7 +10,18 @@ from engine.infotext import parse_infotext
 from engine.tasks.samplers import BUILTIN_SAMPLERS, SAMPLERS, SamplerSpec, SamplerTable
 from tests.engine.helpers import pixels, request
 
-PAIRS = [(name, schedule) for name, spec in SAMPLERS.items() for schedule in spec.schedules]
+ALL_PAIRS = [(name, schedule) for name, spec in SAMPLERS.items() for schedule in spec.schedules]
+# Every pair diffusers runs; of the k-diffusion loops (engine.tasks.ksampling) each sampler with its default
+# and one table-only schedule, and Euler with every schedule (the loops themselves are checked against
+# k-diffusion in test_kdiffusion_samplers.py, the tables against A1111 in test_sigma_schedules.py).
+PAIRS = [
+    (name, schedule)
+    for name, schedule in ALL_PAIRS
+    if not SAMPLERS[name].runs_k_loop(schedule)
+    or schedule in (SAMPLERS[name].default_schedule, "Align Your Steps")
+    or name == "Euler"
+]
+NEW_SAMPLERS = {"DPM fast", "DPM adaptive", "DPM++ 2S a", "Restart"}
 SPEC_SAMPLERS = {
     "DPM++ 2M",
     "DPM++ 2M SDE",
@@ -29,7 +40,31 @@ SPEC_SAMPLERS = {
 
 
 def test_every_sampler_of_the_spec_is_offered():
-    assert SPEC_SAMPLERS <= set(SAMPLERS)
+    assert SPEC_SAMPLERS | NEW_SAMPLERS <= set(SAMPLERS)
+
+
+def test_every_pairing_a1111_allows_is_accepted():
+    """A k-diffusion sampler takes every Schedule type (Euler a with Karras included); the timestep samplers
+    (DDIM, PLMS, UniPC, LCM) keep the ones their diffusers class takes."""
+    schedules = {"Polyexponential", "KL Optimal", "Align Your Steps", "Normal", "DDIM", "Karras", "Beta"}
+    for name, spec in SAMPLERS.items():
+        if spec.k_function:
+            assert schedules <= set(spec.schedules), name
+            for schedule in spec.schedules:
+                assert BUILTIN_SAMPLERS.resolve(name, schedule)[0] is spec
+    assert SAMPLERS["Euler a"].runs_k_loop("Karras") and not SAMPLERS["Euler a"].runs_k_loop("Uniform")
+    assert SAMPLERS["Euler"].runs_k_loop("Align Your Steps") and not SAMPLERS["Euler"].runs_k_loop("Karras")
+    assert all(SAMPLERS[name].runs_k_loop("Automatic") for name in NEW_SAMPLERS)
+    assert "KL Optimal" not in SAMPLERS["UniPC"].schedules
+
+
+@pytest.mark.parametrize("sampler", sorted(NEW_SAMPLERS))
+def test_a_new_sampler_is_deterministic_by_seed_and_differs_by_seed(engine, sampler):
+    a = engine.txt2img(request(sampler=sampler, steps=4, seed=5)).images[0].image
+    b = engine.txt2img(request(sampler=sampler, steps=4, seed=5)).images[0].image
+    c = engine.txt2img(request(sampler=sampler, steps=4, seed=6)).images[0].image
+    assert np.array_equal(pixels(a), pixels(b))
+    assert not np.array_equal(pixels(a), pixels(c))
 
 
 @pytest.mark.parametrize(("sampler", "schedule"), PAIRS)
@@ -98,3 +133,22 @@ def test_sampler_tables_are_values_that_do_not_leak_into_each_other():
     assert worker.with_samplers([third]) == worker  # the same sampler again (one extension seen twice)
     with pytest.raises(ValueError, match="a different sampler named 'euler' exists already"):
         BUILTIN_SAMPLERS.with_samplers([SamplerSpec("euler", "HeunDiscreteScheduler")])
+
+
+@pytest.mark.parametrize(("sampler", "schedule"), [("Restart", "Karras"), ("Euler a", "KL Optimal")])
+def test_a_k_diffusion_loop_inpaints_keeping_the_unmasked_area(engine, sampler, schedule):
+    from PIL import Image, ImageDraw
+
+    from engine.requests import InpaintRequest
+    from engine.tasks.resize import blur_mask
+
+    picture = Image.new("RGB", (64, 64), (200, 40, 40))
+    ImageDraw.Draw(picture).ellipse((16, 16, 48, 48), fill=(40, 40, 200))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 31, 63), fill=255)
+    params = request("a green square", sampler=sampler, schedule=schedule, steps=4)
+    result = engine.inpaint(InpaintRequest(params, picture, mask, denoising_strength=0.9, mask_blur=4))
+    out, original = pixels(result.images[0].image), pixels(picture)
+    untouched = np.asarray(blur_mask(mask, 4)) == 0
+    assert np.array_equal(out[untouched], original[untouched])
+    assert np.abs(out[~untouched] - original[~untouched]).mean() > 5

@@ -1,0 +1,195 @@
+"""Plots as one long queue job (kind `xyz`): A1111's X/Y/Z plot, prompt matrix and prompts from file.
+
+The job's parameters are made by a front end (commands/xyz.py, commands/prompt_lists.py) and say everything:
+`cells`, one txt2img request each (the codec's JSON, seeds fixed); `order`, the cells' indices in the order
+they run (the costliest axis outermost); `grids`, each a list of cell indices in rows of `columns` with its
+legends (`x_labels` above, `y_labels` left, `title` above all) and the extra infotext keys A1111 writes on
+the grid (`params`: Script, X Type, X Values…); `script`, the script's name.
+
+Cells run in order, consecutive ones that share a batch key denoised together (up to `[queue]
+max_batch_images`); each cell's images are written whole with their own infotext to
+`<outputs>/xyz-grids/<job>-<accepted>/cell-<index>-<image>-<seed>.png`, so a crash or a slice's end resumes at
+the first cell without its files. Progress is cells done out of all. The last slice draws the grids
+(`grid-<n>.png`, the first cell's infotext with the grid's keys). The results, grids first then cells, go into
+the catalog like any image job's.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidRequest, JobCancelled
+from engine.infotext_files import save_image_with_infotext
+from engine.requests import GenerationRequest, RunControl, StepProgress, with_fixed_seeds
+from engine.tasks.batching import batch_key
+from engine.tasks.samplers import BUILTIN_SAMPLERS, SamplerTable
+from engine.validation import check_request
+from jobs.codec import request_from_json, request_to_json
+from jobs.long import Slice, SliceControl
+from jobs.records import JobKind, JobRecord
+
+SCRIPTS = ("X/Y/Z plot", "Prompt matrix", "Prompts from file")
+MAX_GRID_PIXELS = 200_000_000  # A1111's default cap on a grid's size (img_max_size_mp: 200 MP)
+log = logging.getLogger(__name__)
+
+
+def plot_folder(settings, job: JobRecord) -> Path:
+    """`<outputs>/xyz-grids/<job>-<when it was accepted>`: unique even if the queue's numbering starts over."""
+    return settings.outputs_path / "xyz-grids" / f"{job.id:05d}-{int(job.created_at)}"
+
+
+def cell_requests(params: dict[str, Any]) -> list[GenerationRequest]:
+    """The job's cells as requests."""
+    requests = []
+    for cell in params["cells"]:
+        request = request_from_json(JobKind.IMAGINE, cell, Path())
+        assert isinstance(request, GenerationRequest)
+        requests.append(request)
+    return requests
+
+
+class PlotTask:
+    """The `xyz` long job kind. `samplers`: the process's sampler table, which the cells are checked against."""
+
+    kind = JobKind.XYZ
+
+    def __init__(self, samplers: SamplerTable = BUILTIN_SAMPLERS) -> None:
+        self.samplers = samplers
+
+    def check(self, params: dict[str, Any], settings: Any) -> dict[str, Any]:
+        script = params.get("script")
+        if script not in SCRIPTS:
+            raise InvalidRequest("script", f"{script!r}: one of {', '.join(SCRIPTS)}")
+        raw = params.get("cells")
+        limit = settings.limits.max_plot_cells
+        if not isinstance(raw, list) or not raw:
+            raise InvalidRequest("cells", "a plot needs at least one cell")
+        if len(raw) > limit:
+            raise InvalidRequest("cells", f"{len(raw)} cells; at most {limit} ([limits] max_plot_cells)")
+        try:
+            requests = cell_requests(params)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidRequest("cells", f"a cell's request is not readable: {exc}") from None
+        cells = []
+        for request in requests:
+            check_request(request, settings.limits, self.samplers)
+            cells.append(request_to_json(with_fixed_seeds(request), Path())[1])
+        order = params.get("order", list(range(len(cells))))
+        if not isinstance(order, list) or sorted(order) != list(range(len(cells))):
+            raise InvalidRequest("order", "must name every cell once")
+        grids = [_checked_grid(grid, requests) for grid in params.get("grids", [])]
+        return {
+            "script": script,
+            "model": requests[0].model,
+            "cells": cells,
+            "order": order,
+            "grids": grids,
+            **({"axes": params["axes"]} if isinstance(params.get("axes"), dict) else {}),
+        }
+
+    def run_slice(
+        self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
+    ) -> Slice:
+        params = job.request
+        requests = cell_requests(params)
+        running = engine()
+        folder = plot_folder(running.settings, job)
+        folder.mkdir(parents=True, exist_ok=True)
+        total = len(requests)
+        pending = [index for index in params["order"] if not _cell_files(folder, index, requests[index])]
+        if pending and total - len(pending) > int((state or {}).get("done", 0)):
+            log.info("plot job %d resumes after %d cells found on disk", job.id, total - len(pending))
+        most = max(1, running.settings.queue.max_batch_images)
+        ran = 0
+        for _, group in groupby(pending, key=lambda index: batch_key(requests[index])):
+            indices = list(group)
+            for start in range(0, len(indices), most):
+                if control.run.cancelled():
+                    raise JobCancelled()
+                if ran and control.should_yield():
+                    done = total - len(pending) + ran
+                    return Slice({"done": done}, phase=f"cell {done}/{total}", progress=done / total)
+                chunk = indices[start : start + most]
+                controls = [RunControl(cancel=control.run.cancel) for _ in chunk]
+                results = running.txt2img_many([requests[index] for index in chunk], controls)
+                for index, result in zip(chunk, results, strict=True):
+                    for image in result.images:
+                        save_image_with_infotext(
+                            image.image, _cell_path(folder, index, image), image.infotext
+                        )
+                ran += len(chunk)
+                done = total - len(pending) + ran
+                if control.run.on_step is not None:
+                    control.run.on_step(StepProgress(f"cell {done}/{total}", done, total, 0))
+        grids = [_draw(folder, number, grid, requests) for number, grid in enumerate(params["grids"])]
+        cells = [str(path) for index in range(total) for path in _cell_files(folder, index, requests[index])]
+        return Slice({"done": total}, done=True, results=tuple(grids + cells), phase="done", progress=1.0)
+
+
+def _checked_grid(grid: Any, requests: list[GenerationRequest]) -> dict[str, Any]:
+    if not isinstance(grid, dict):
+        raise InvalidRequest("grids", "each grid is an object")
+    cells, columns = grid.get("cells"), grid.get("columns")
+    if (
+        not isinstance(cells, list)
+        or not cells
+        or any(not isinstance(i, int) or not 0 <= i < len(requests) for i in cells)
+    ):
+        raise InvalidRequest("grids", "a grid's cells must be indices of cells")
+    if not isinstance(columns, int) or columns < 1:
+        raise InvalidRequest("grids", "a grid needs a number of columns")
+    rows = -(-len(cells) // columns)
+    x_labels = [str(label) for label in grid.get("x_labels", [""] * columns)]
+    y_labels = [str(label) for label in grid.get("y_labels", [""] * rows)]
+    if len(x_labels) != columns or len(y_labels) != rows:
+        raise InvalidRequest("grids", f"a grid of {columns}×{rows} cells needs {columns} and {rows} legends")
+    first = requests[cells[0]]
+    if len(cells) * first.width * first.height > MAX_GRID_PIXELS:
+        raise InvalidRequest("grids", f"a grid would be larger than {MAX_GRID_PIXELS // 1_000_000} MP")
+    extra = grid.get("params", {})
+    if not isinstance(extra, dict):
+        raise InvalidRequest("grids", "a grid's params are infotext keys and values")
+    return {
+        "cells": cells,
+        "columns": columns,
+        "x_labels": x_labels,
+        "y_labels": y_labels,
+        "title": str(grid.get("title", "")),
+        "params": {str(key): str(value) for key, value in extra.items()},
+    }
+
+
+def _cell_path(folder: Path, index: int, image) -> Path:
+    return folder / f"cell-{index:03d}-{image.index}-{image.seed}.png"
+
+
+def _cell_files(folder: Path, index: int, request: GenerationRequest) -> list[Path]:
+    """A cell's image files when all of them are on disk (each written whole), else []."""
+    files = sorted(folder.glob(f"cell-{index:03d}-*.png"), key=lambda path: int(path.name.split("-")[2]))
+    return files if len(files) >= request.batch_size * request.batch_count else []
+
+
+def _draw(folder: Path, number: int, grid: dict[str, Any], requests: list[GenerationRequest]) -> str:
+    """Grid `number` from its cells' first images, with the first cell's infotext and the grid's keys."""
+    from PIL import Image
+
+    from engine.infotext import format_infotext, parse_infotext
+    from engine.infotext_files import read_infotext
+    from jobs.grids import Legends, annotated_grid
+
+    pictures = []
+    for index in grid["cells"]:
+        with Image.open(_cell_files(folder, index, requests[index])[0]) as image:
+            pictures.append(image.convert("RGB"))
+    legends = Legends(tuple(grid["x_labels"]), tuple(grid["y_labels"]), grid["title"])
+    picture = annotated_grid(pictures, grid["columns"], legends)
+    first = grid["cells"][0]
+    info = parse_infotext(read_infotext(_cell_files(folder, first, requests[first])[0]) or "")
+    version = info.params.pop("Version", None)
+    params = {**info.params, **grid["params"], **({"Version": version} if version else {})}
+    path = folder / f"grid-{number}.png"
+    save_image_with_infotext(picture, path, format_infotext(info.prompt, info.negative_prompt, params))
+    return str(path)
