@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
             from bench.cluster_catalog import measure as measure_catalog
 
             count = args.catalog_rows or size.get("catalog_rows", 100_000)
-            for backend in measure_catalog(url, count, size["repeats"], _say):
+            asked = tuple(args.catalog_backends.split(","))
+            for backend in measure_catalog(url, count, size["repeats"], _say, asked):
                 ingest = f"ingest {count / backend.ingest_s:,.0f} rows/s; " if backend.ingest_s else ""
                 rows.append(("catalog", f"{count:,} rows, whole mix, {backend.name}", backend.figure(),
                              f"{ingest}{backend.note if backend.times else ''}".strip("; ")))  # fmt: skip
@@ -147,7 +148,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", help="an existing PostgreSQL database (its jobs table is emptied)")
     parser.add_argument("--catalog-rows", type=int, help="rows in the catalog part (default 100,000)")
     parser.add_argument("--sleep-ms", type=int, default=50, help="the stand-in engine's time per image")
+    parser.add_argument(
+        "--catalog-backends",
+        default="sqlite,whoosh,postgresql",
+        help="the catalog part's backends, comma-separated (default all: sqlite,whoosh,postgresql)",
+    )
     args = parser.parse_args(argv)
+    unknown = set(args.catalog_backends.split(",")) - {"sqlite", "whoosh", "postgresql"}
+    if unknown or not args.catalog_backends:
+        parser.error("--catalog-backends: give some of sqlite,whoosh,postgresql, comma-separated")
     args.only = args.only or list(SECTIONS)
     if args.catalog_rows is not None and args.catalog_rows < 1:
         parser.error("--catalog-rows: give a positive number of rows")

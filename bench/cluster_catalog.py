@@ -108,17 +108,25 @@ async def _ratings(catalog, guilds: list[str], seed: int = 1) -> None:
             await catalog.rate(guilds[image_id - 1], image_id, f"user{user}", rng.randint(1, 5))
 
 
-def measure(url: str, rows: int, repeats: int, say=print) -> list[Backend]:
+BACKENDS = ("sqlite", "whoosh", "postgresql")
+
+
+def measure(
+    url: str, rows: int, repeats: int, say=print, backends_asked: tuple[str, ...] = BACKENDS
+) -> list[Backend]:
+    """The mix on each backend asked for (the first one measured is the reference for hit counts)."""
     backends = []
     with tempfile.TemporaryDirectory(prefix="salon-cluster-catalog-") as tmp:
         for text_index in ("sqlite", "whoosh"):
-            say(f"catalog: {rows:,} rows on {text_index} …")
-            backends.append(asyncio.run(embedded(text_index, rows, repeats, Path(tmp) / text_index)))
-        say(f"catalog: {rows:,} rows on PostgreSQL …")
-        backends.append(asyncio.run(postgres(url, rows, repeats, Path(tmp) / "pg")))
+            if text_index in backends_asked:
+                say(f"catalog: {rows:,} rows on {text_index} …")
+                backends.append(asyncio.run(embedded(text_index, rows, repeats, Path(tmp) / text_index)))
+        if "postgresql" in backends_asked:
+            say(f"catalog: {rows:,} rows on PostgreSQL …")
+            backends.append(asyncio.run(postgres(url, rows, repeats, Path(tmp) / "pg")))
     reference = backends[0].totals
     for backend in backends[1:]:
         differ = [name for name, total in backend.totals.items() if total != reference.get(name)]
         if differ:
-            backend.note = f"hits differ from SQLite FTS5 in: {', '.join(differ)}"
+            backend.note = f"hits differ from {backends[0].name} in: {', '.join(differ)}"
     return backends

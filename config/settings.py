@@ -470,15 +470,16 @@ def load_settings(config_file: Path | str | None = None, **overrides: object) ->
 def _settings_errors(path: Path | None) -> Iterator[None]:
     """A bad value in the config file or the environment, or a config file that is not TOML, as one
     `InvalidSettings` naming each setting and what is allowed (never a traceback)."""
-    where = f"{path} or the environment (SALON_…)" if path else "the environment (SALON_…)"
+    where = f"{path} or SALON_… variables" if path else "SALON_… variables"
     try:
         yield
     except ValidationError as exc:
         reasons = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]) or "settings"
-            message = str(error["msg"]).removeprefix("Value error, ").removeprefix(f"{name}: ")
-            reasons.append(f"{name}: {message} (got {error.get('input')!r})")
-        raise InvalidSettings(f"bad settings in {where}: " + "; ".join(reasons)) from None
+            message = str(error["msg"]).removeprefix("Value error, ")
+            named = message if message.startswith(name) else f"{name}: {message}"  # a validator names it
+            reasons.append(f"{named} (got {error.get('input')!r})")
+        raise InvalidSettings(f"bad settings (from {where}): " + "; ".join(reasons)) from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidSettings(f"{path} is not valid TOML: {exc}") from None

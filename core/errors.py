@@ -18,7 +18,7 @@ class SalonError(Exception):
     """Base of every error Salon raises on purpose."""
 
 
-class InvalidSettings(SalonError):
+class InvalidSettings(SalonError, ValueError):
     """The settings (salon.toml or SALON_… variables) are not acceptable; the message names each bad one and
     what is allowed."""
 

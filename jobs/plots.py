@@ -17,6 +17,7 @@ the catalog like any image job's.
 from __future__ import annotations
 
 import logging
+import secrets
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,12 @@ log = logging.getLogger(__name__)
 
 
 def plot_folder(settings, job: JobRecord) -> Path:
-    """`<outputs>/xyz-grids/<job>-<when it was accepted>`: unique even if the queue's numbering starts over."""
-    return settings.outputs_path / "xyz-grids" / f"{job.id:05d}-{int(job.created_at)}"
+    """`<outputs>/xyz-grids/<job>-<when it was accepted>-<its token>`: unique even if the queue's numbering
+    starts over within the same second or two queues share an outputs folder (a cell file found there is taken
+    as done, so a folder must never be another job's)."""
+    token = job.request.get("token")
+    name = f"{job.id:05d}-{int(job.created_at)}" + (f"-{token}" if isinstance(token, str) else "")
+    return settings.outputs_path / "xyz-grids" / name
 
 
 def cell_requests(params: dict[str, Any]) -> list[GenerationRequest]:
@@ -81,8 +86,10 @@ class PlotTask:
         if not isinstance(order, list) or sorted(order) != list(range(len(cells))):
             raise InvalidRequest("order", "must name every cell once")
         grids = [_checked_grid(grid, requests) for grid in params.get("grids", [])]
+        token = params.get("token")
         return {
             "script": script,
+            "token": token if isinstance(token, str) and token.isalnum() else secrets.token_hex(4),
             "model": requests[0].model,
             "cells": cells,
             "order": order,
