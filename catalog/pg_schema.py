@@ -13,9 +13,8 @@ independently.
 
 from __future__ import annotations
 
-import time
-
 from core.errors import SalonError
+from core.pg_migrations import Migrations, apply_migrations
 
 MIGRATION_LOCK = 0x5A10_0002  # the advisory lock key of the catalog's migrations ("Salon", 2)
 ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -131,37 +130,25 @@ class TrigramsMissing(SalonError):
     elsewhere)."""
 
 
-async def migrate(connection, migrations: tuple[tuple[str, str], ...] = MIGRATIONS) -> int:
+async def migrate(connection, migrations: Migrations = MIGRATIONS) -> int:
     """Apply the missing migrations under the advisory lock; the schema version now. Raises
     CatalogSchemaTooNew, or TrigramsMissing when the server cannot create the pg_trgm extension."""
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS catalog_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+    return await apply_migrations(
+        connection, migrations, table="catalog_migrations", lock=MIGRATION_LOCK,
+        too_new=lambda current, known: CatalogSchemaTooNew(
+            f"the catalog's database is at schema version {current}, newer than this Salon knows "
+            f"({known}): upgrade Salon on this host"
+        ),
+        before_applying=_check_trigrams,
+    )  # fmt: skip
+
+
+async def _check_trigrams(connection) -> None:
+    cursor = await connection.execute(
+        "SELECT count(*) AS found FROM pg_available_extensions WHERE name = 'pg_trgm'"
+    )
+    if not (await cursor.fetchone())["found"]:
+        raise TrigramsMissing(
+            "PostgreSQL has no pg_trgm extension, which the catalog needs: install the server's "
+            "contrib modules (Debian's postgresql package has them)"
         )
-        cursor = await connection.execute(
-            "SELECT COALESCE(MAX(version), 0) AS version FROM catalog_migrations"
-        )
-        current = (await cursor.fetchone())["version"]
-        if current > len(migrations):
-            raise CatalogSchemaTooNew(
-                f"the catalog's database is at schema version {current}, newer than this Salon knows "
-                f"({len(migrations)}): upgrade Salon on this host"
-            )
-        if current < len(migrations):
-            cursor = await connection.execute(
-                "SELECT count(*) AS found FROM pg_available_extensions WHERE name = 'pg_trgm'"
-            )
-            if not (await cursor.fetchone())["found"]:
-                raise TrigramsMissing(
-                    "PostgreSQL has no pg_trgm extension, which the catalog needs: install the server's "
-                    "contrib modules (Debian's postgresql package has them)"
-                )
-        for version, (name, sql) in enumerate(migrations, start=1):
-            if version > current:
-                await connection.execute(sql)
-                await connection.execute(
-                    "INSERT INTO catalog_migrations VALUES (%s, %s, %s)", (version, name, time.time())
-                )
-        return max(current, len(migrations))

@@ -8,9 +8,8 @@ independently. A database migrated by a newer Salon is refused with one clear li
 
 from __future__ import annotations
 
-import time
-
 from core.errors import SalonError
+from core.pg_migrations import Migrations, apply_migrations
 
 MIGRATION_LOCK = 0x5A10_0010  # the advisory lock key of the community store's migrations ("Salon", 16)
 VERSIONS = "community_schema_migrations"
@@ -78,26 +77,13 @@ class CommunityDatabaseUnavailable(SalonError):
     """The PostgreSQL server of `[database] url` cannot be reached or refuses the connection."""
 
 
-async def migrate(connection, migrations: tuple[tuple[str, str], ...] = MIGRATIONS) -> int:
+async def migrate(connection, migrations: Migrations = MIGRATIONS) -> int:
     """Apply the missing migrations under the advisory lock; the schema version now. Raises
     CommunitySchemaTooNew."""
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        await connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {VERSIONS} "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-        )
-        cursor = await connection.execute(f"SELECT COALESCE(MAX(version), 0) AS version FROM {VERSIONS}")
-        current = (await cursor.fetchone())["version"]
-        if current > len(migrations):
-            raise CommunitySchemaTooNew(
-                f"the community store's database is at schema version {current}, newer than this Salon knows "
-                f"({len(migrations)}): upgrade Salon on this host"
-            )
-        for version, (name, sql) in enumerate(migrations, start=1):
-            if version > current:
-                await connection.execute(sql)
-                await connection.execute(
-                    f"INSERT INTO {VERSIONS} VALUES (%s, %s, %s)", (version, name, time.time())
-                )
-        return max(current, len(migrations))
+    return await apply_migrations(
+        connection, migrations, table=VERSIONS, lock=MIGRATION_LOCK,
+        too_new=lambda current, known: CommunitySchemaTooNew(
+            f"the community store's database is at schema version {current}, newer than this Salon knows "
+            f"({known}): upgrade Salon on this host"
+        ),
+    )  # fmt: skip

@@ -8,9 +8,8 @@ Salon migrated it): running old code against it could corrupt it.
 
 from __future__ import annotations
 
-import time
-
 from core.errors import SalonError
+from core.pg_migrations import Migrations, apply_migrations
 
 MIGRATION_LOCK = 0x5A10_0001  # the advisory lock key of the queue's migrations ("Salon", 1)
 
@@ -104,27 +103,12 @@ class DatabaseUnavailable(SalonError):
     """The PostgreSQL server of `[database] url` cannot be reached or refuses the connection."""
 
 
-async def migrate(connection, migrations: tuple[tuple[str, str], ...] = MIGRATIONS) -> int:
+async def migrate(connection, migrations: Migrations = MIGRATIONS) -> int:
     """Apply the missing migrations under the advisory lock; the schema version now. Raises SchemaTooNew."""
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-        )
-        cursor = await connection.execute(
-            "SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations"
-        )
-        current = (await cursor.fetchone())["version"]
-        if current > len(migrations):
-            raise SchemaTooNew(
-                f"the queue's database is at schema version {current}, newer than this Salon knows "
-                f"({len(migrations)}): upgrade Salon on this host"
-            )
-        for version, (name, sql) in enumerate(migrations, start=1):
-            if version > current:
-                await connection.execute(sql)
-                await connection.execute(
-                    "INSERT INTO schema_migrations VALUES (%s, %s, %s)", (version, name, time.time())
-                )
-        return max(current, len(migrations))
+    return await apply_migrations(
+        connection, migrations, table="schema_migrations", lock=MIGRATION_LOCK,
+        too_new=lambda current, known: SchemaTooNew(
+            f"the queue's database is at schema version {current}, newer than this Salon knows "
+            f"({known}): upgrade Salon on this host"
+        ),
+    )  # fmt: skip
