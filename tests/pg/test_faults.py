@@ -25,7 +25,7 @@ from tests.pg.test_workers import activity, configure, jobs, submit
 def test_a_worker_killed_again_and_again_loses_nothing_and_duplicates_nothing(tmp_path, postgres_url):
     config = configure(tmp_path, postgres_url, lease_s=2)
     settings = load_settings(config)
-    ids = submit(config, 4, steps=20)
+    ids = submit(config, 4, steps=150)  # long enough to be caught denoising on a fast, idle machine too
     log = tmp_path / "worker.log"
     watch = activity(postgres_url, log)
     kills = 0
