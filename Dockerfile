@@ -4,7 +4,8 @@
 # Checkpoints go in salon-data/models/Stable-diffusion (A1111 layout); outputs and caches land in salon-data.
 FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
 
-ARG TORCH_VERSION=2.13.0
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -22,8 +23,9 @@ RUN apt-get update \
 RUN python3 -m venv /opt/salon
 ENV PATH=/opt/salon/bin:$PATH
 
-# torch first, from the CUDA index, so the project's "torch>=2.10" is already satisfied.
-RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
+# torch first, with its own torchvision (spandrel needs it), from the CUDA index, so the project's "torch>=2.10"
+# and "torchvision" are already satisfied.
+RUN pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" --index-url "${TORCH_INDEX}"
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

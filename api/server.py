@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from api import listing
 from api.auth import Caller, caller
+from api.extras import add_extras_routes, model_upscalers
 from api.guard import BodyGuard
 from api.schemas import (
     EmbeddingsResponse,
@@ -138,8 +139,8 @@ def create_app(service: ApiService, host: str = "127.0.0.1", port: int = 7860) -
         return listing.schedulers()
 
     @route("upscalers", response_model=list[UpscalerItem])
-    async def upscalers():
-        return listing.upscalers()
+    async def upscalers():  # Lanczos and Nearest, then the model upscalers (api/extras.py)
+        return listing.upscalers() + await asyncio.to_thread(model_upscalers, service.registry)
 
     @route("latent-upscale-modes", response_model=list[LatentUpscalerModeItem])
     async def latent_upscale_modes():
@@ -194,6 +195,7 @@ def create_app(service: ApiService, host: str = "127.0.0.1", port: int = 7860) -
     from api.training import add_training_routes
 
     add_training_routes(app, service)
+    add_extras_routes(app, service)
     return app
 
 

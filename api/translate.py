@@ -66,6 +66,8 @@ FIELD_OF_OPTION = {
     "seed_resize_from": "seed_resize_from_w",
     "seed_resize_from_w": "seed_resize_from_w",
     "seed_resize_from_h": "seed_resize_from_h",
+    "refiner": "refiner_checkpoint",
+    "refiner_switch_at": "refiner_switch_at",
 }
 
 # Fields Salon has no equivalent for, with the values that mean "not used" (A1111's defaults, and what the
@@ -77,8 +79,6 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "s_tmax": (None, 0.0, float("inf")),
     "s_tmin": (None, 0.0),
     "s_noise": (None, 1.0),
-    "refiner_checkpoint": (None, "", "None"),
-    "refiner_switch_at": (None,),
     "firstpass_image": (None, ""),
     "infotext": (None, ""),
     "disable_extra_networks": (False,),
@@ -227,16 +227,20 @@ def _decoder(settings: Settings):
 
 def _seed_extras(body: GenerationBody, vae: str | None) -> dict[str, Any]:
     """`sd_vae` (None: the server's default VAE), `seed_resize_from_w/h` (used when both are > 0, as A1111
-    does) and `eta` (1.0, what clients send by default, is the k-diffusion samplers' own eta: no eta)."""
+    does), `eta` (1.0, what clients send by default, is the k-diffusion samplers' own eta: none given) and the
+    refiner (none unless `refiner_checkpoint` names one, as A1111's API)."""
     width, height = body.seed_resize_from_w or 0, body.seed_resize_from_h or 0
     sampler = body.sampler_name or body.sampler_index or "Euler"
     eta = body.eta
-    if eta == 1.0 and sampler not in ETA_SAMPLERS:
+    if eta == 1.0 and ETA_SAMPLERS.get(sampler, ("", 1.0))[1] == 1.0:  # what clients send: the default's eta
         eta = None
+    refiner = body.refiner_checkpoint  # A1111's title "name [hash]" or a name; "" / "None": none
     return {
         "vae": vae or None,
         "seed_resize_from": f"{width}x{height}" if width > 0 and height > 0 else None,
         "eta": eta,
+        "refiner": "None" if refiner in (None, "", "None") else refiner,
+        "refiner_switch_at": body.refiner_switch_at,
     }
 
 

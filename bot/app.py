@@ -84,6 +84,7 @@ class SalonBot(commands.AutoShardedBot):
         from bot.reactions import ReactionsCog
         from bot.results import result_items
         from bot.train import TrainCog
+        from bot.upscale import UpscaleCog
         from bot.xyz import XyzCog
 
         cogs = (
@@ -95,6 +96,7 @@ class SalonBot(commands.AutoShardedBot):
             AnimateCog(self),
             GalleryCog(self),
             XyzCog(self),
+            UpscaleCog(self),
         )
         for cog in cogs:
             await self.add_cog(cog)

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from typing import Any
 
 import discord
 
 from bot import render
-from bot.choices import model_names
+from bot.choices import model_names, upscaler_names
 from bot.client import Salon
 from bot.family import show_family
 from bot.images import AddToGalleryModal, may_delete, show_info
 from bot.interact import Modal, NotAllowed, Place, place_of, refusing
 from bot.submit import start_job
 from catalog.records import BrowseQuery, ImageRecord, Page, Relation
-from commands.browse import browse_query
+from commands.browse import browse_query, count_text, has_next, has_previous, position_text
 from community.store import BrowseSession
 from core.errors import InvalidRequest
 
@@ -132,15 +133,15 @@ async def render_page(
     """Search for this page (page −1 = last) and draw it; `selected` is the image shown large, if on it."""
     size = bot.services.settings.discord.browse_page_size
     found = await bot.services.catalog.search(build_query(place, session.options, session.id, page, size))
-    chosen = next((image for image in found.images if image.id == selected), None)
-    sheet = await asyncio.to_thread(render.contact_sheet, [image.path for image in found.images])
+    # Files made on another host are fetched here first (jobs/results.py), as the rest of the bot does.
+    images = await bot.services.queue.results.local_images(found.images)
+    chosen = next((image for image in images if image.id == selected), None)
+    sheet = await asyncio.to_thread(render.contact_sheet, [image.path for image in images])
     uploads = [render.Upload("page.png", render.png_bytes(sheet))]
     embed = discord.Embed(title="Image Browser", description=_listing(found), colour=0x5865F2)
     embed.set_image(url="attachment://page.png")
     embed.set_footer(
-        text=f"page {found.page} of {max(1, found.pages)} · {found.total} images · {_summary(session.options)}"[
-            :2048
-        ]
+        text=f"{position_text(found)} · {count_text(found)} images · {_summary(session.options)}"[:2048]
     )
     embeds = [embed]
     if chosen is not None:
@@ -192,7 +193,8 @@ def browse_view(
     view = discord.ui.View(timeout=None)
     pages = max(1, page.pages)
     for action, emoji in NAVIGATION:
-        at_start, at_end = page.page <= 1, page.page >= pages
+        at_end = not has_next(page)  # (an unnumbered last page has first, no previous: web/server.py too)
+        at_start = page.page == 1 if action == "first" else not has_previous(page)
         disabled = (action in ("first", "prev") and at_start) or (action in ("next", "last") and at_end)
         view.add_item(BrowseButton(session_id, action, emoji=emoji, disabled=disabled, row=0))
     view.add_item(BrowseButton(session_id, "page", "Page…", "🔢", disabled=pages <= 1, row=0))
@@ -366,7 +368,9 @@ class BrowseActions:
         from commands.followups import from_infotext
 
         image = await self.selected()
-        request, notes = from_infotext(image.infotext, set(model_names(self.bot)))
+        request, notes = from_infotext(
+            image.infotext, set(model_names(self.bot)), known_upscalers=upscaler_names(self.bot)
+        )
         request = self.place.community.apply(request, self.place.limits)
         await start_job(self.bot, self.interaction, self.place, request, image.id, Relation.RERUN)
 
@@ -412,7 +416,7 @@ class BrowseActions:
             raise NotAllowed(
                 "delete", "only moderators (Manage Messages) can delete every result of a filter"
             )
-        total = (await self.bot.services.catalog.search(self._query())).total
+        total = (await self.bot.services.catalog.search(replace(self._query(), count_cap=None))).total
         view = discord.ui.View(timeout=None)
         view.add_item(
             BrowseButton(

@@ -43,6 +43,16 @@ async def complete_embedding(
     return _choices(registry.names(ModelKind.EMBEDDING), current)
 
 
+def upscaler_names(bot: Salon) -> set[str]:
+    """The installed model upscalers (a hires upscaler read from an infotext is kept when it is one)."""
+    return set(bot.services.registry.names(ModelKind.UPSCALER))
+
+
+async def complete_upscaler(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """The installed model upscalers (models/ESRGAN, RealESRGAN, SwinIR, DAT, HAT)."""
+    return _choices(interaction.client.services.registry.names(ModelKind.UPSCALER), current)  # type: ignore[attr-defined]
+
+
 async def complete_sampler(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """The process's samplers: the built-ins and the enabled extensions'."""
     return _choices(list(interaction.client.services.samplers.names), current)  # type: ignore[attr-defined]

@@ -22,7 +22,8 @@ async def show_family(bot: Salon, interaction: discord.Interaction, place: Place
         m for m in found.members if place.age_restricted or not m.record.nsfw or m.record.id == image.id
     ]
     shown = members[:SHOWN]
-    sheet = await asyncio.to_thread(render.contact_sheet, [m.record.path for m in shown])
+    local = await bot.services.queue.results.local_images([m.record for m in shown])  # from other hosts too
+    sheet = await asyncio.to_thread(render.contact_sheet, [record.path for record in local])
     lines = []
     for number, member in enumerate(shown, start=1):
         record = member.record

@@ -1,4 +1,4 @@
-"""`/imagine`, `/img2img`, `/inpaint` and `/pnginfo`: check the options, defer, queue, follow the job."""
+"""`/imagine`, `/img2img`, `/inpaint` and `/pnginfo`: defer, check the options, queue, follow the job."""
 
 from __future__ import annotations
 
@@ -12,12 +12,19 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.choices import autocomplete_generation, complete_model, complete_sampler, model_names
+from bot.choices import (
+    autocomplete_generation,
+    complete_model,
+    complete_sampler,
+    model_names,
+    upscaler_names,
+)
 from bot.client import Salon
 from bot.interact import Place, place_of, refusing
-from bot.submit import start_job
+from bot.submit import acknowledge, start_job
 from catalog.records import Relation
 from commands.generation import GenerationOptions, generation_request_for
+from commands.hires_options import hires_suggestions, parse_hires_text
 from commands.options import (
     generation_info,
     img2img_request,
@@ -34,6 +41,11 @@ from jobs.codec import AnyRequest
 from jobs.records import JobRecord
 
 log = logging.getLogger(__name__)
+
+
+async def complete_hires(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """/imagine's hires text: what was typed, then each key not yet given."""
+    return [app_commands.Choice(name=text or "2", value=text or "2") for text in hires_suggestions(current)]
 
 
 def _enum_choices(enum: type) -> list[app_commands.Choice[str]]:
@@ -64,7 +76,8 @@ COMMON_DESCRIPTIONS = {
 
 
 class GenerateCog(commands.Cog):
-    """Generation commands. Each checks everything before it defers, then queues and follows the job."""
+    """Generation commands. Each defers first (before reading the database), checks everything, then queues
+    and follows the job; a refusal after the deferral is still shown to the asker only."""
 
     def __init__(self, bot: Salon) -> None:
         self.bot = bot
@@ -73,7 +86,7 @@ class GenerateCog(commands.Cog):
     @app_commands.command(name="imagine", description="Make images from a prompt (txt2img)")
     @app_commands.describe(
         **COMMON_DESCRIPTIONS,
-        hires="hires fix: upscale by this factor (e.g. 2) with a second pass",
+        hires="hires fix: a factor (2), or scale=2,denoise=0.5,upscaler=Latent,steps=10,sampler=…,cfg=…,prompt=…",
         tiling="make a seamless tile",
         controlnet="a ControlNet of models/ControlNet, guided by control_image",
         control_module="the control image's preprocessor (none: use it as it is)",
@@ -81,6 +94,7 @@ class GenerateCog(commands.Cog):
         control_image_id="or a catalog image id (from /browse) as the control image",
     )
     @autocomplete_generation
+    @app_commands.autocomplete(hires=complete_hires)
     @app_commands.choices(control_module=[app_commands.Choice(name=m, value=m) for m in PREPROCESSORS])
     async def imagine(
         self,
@@ -98,7 +112,7 @@ class GenerateCog(commands.Cog):
         batch_size: int = 1,
         batch_count: int = 1,
         clip_skip: int = 1,
-        hires: float | None = None,
+        hires: str | None = None,
         tiling: bool = False,
         style: str | None = None,
         lora: str | None = None,
@@ -120,12 +134,12 @@ class GenerateCog(commands.Cog):
             "control_image_id",
         ):
             del options[name]
+        await acknowledge(interaction)  # first: Discord's 3 s never wait on the database
         place = await place_of(interaction)
         if controlnet is not None or control_image is not None or control_image_id is not None:
             if controlnet is None:
                 raise InvalidRequest("controlnet", "a control image needs a ControlNet: choose one")
             _precheck_attachment(control_image, place, "control_image")
-            await interaction.response.defer(thinking=True)
             image = (await self.input_image(place, control_image, control_image_id, "control_image"))[0]
             unit = with_defaults(ControlNetUnit(controlnet, module=control_module, image=image))
             options["controlnet_units"] = (unit,)
@@ -172,9 +186,9 @@ class GenerateCog(commands.Cog):
         options = dict(locals())
         for name in ("self", "interaction", "image", "image_id", "denoising_strength", "resize_mode"):
             del options[name]
+        await acknowledge(interaction)
         place = await place_of(interaction)
         _precheck_attachment(image, place, "image")
-        await interaction.response.defer(thinking=True)
         source, parent = await self.input_image(place, image, image_id, "image")
         params = self.generation(place, options, default_size=output_size_for(source))
         request = img2img_request(
@@ -244,12 +258,12 @@ class GenerateCog(commands.Cog):
             "seed": seed,
             "batch_size": batch_size,
         }
+        await acknowledge(interaction)
         place = await place_of(interaction)
         if (mask is None) == (region is None):
             raise InvalidRequest("mask", "give either a mask image or a region x,y,w,h (one of them)")
         _precheck_attachment(image, place, "image")
         _precheck_attachment(mask, place, "mask")
-        await interaction.response.defer(thinking=True)
         source, parent = await self.input_image(place, image, image_id, "image")
         if mask is not None:
             mask_image = mask_from_image(await self.download(mask, place, "mask"), source.size)
@@ -307,13 +321,13 @@ class GenerateCog(commands.Cog):
             schedule=options.get("schedule"),
             seed=options.get("seed"),
             tiling=bool(options.get("tiling")),
-            hires_scale=options.get("hires"),
             style=options.get("style"),
             lora=options.get("lora"),
             embedding=options.get("embedding"),
             vae=options.get("vae"),
             controlnet=options.get("controlnet_units", ()),
             **given,
+            **(parse_hires_text(options["hires"]) if options.get("hires") else {}),
         )
         services = self.bot.services
         return generation_request_for(
@@ -400,6 +414,7 @@ class RunAgainButton(discord.ui.DynamicItem[discord.ui.Button], template=r"salon
         from commands.followups import from_infotext
 
         bot: Salon = interaction.client  # type: ignore[assignment]
+        await acknowledge(interaction)
         place = await place_of(interaction)
         attachment = next(
             (
@@ -412,7 +427,7 @@ class RunAgainButton(discord.ui.DynamicItem[discord.ui.Button], template=r"salon
         if attachment is None:
             raise InvalidRequest("image", "the parameters of this message are gone")
         text = (await attachment.read()).decode("utf-8", errors="replace")
-        request, notes = from_infotext(text, set(model_names(bot)))
+        request, notes = from_infotext(text, set(model_names(bot)), known_upscalers=upscaler_names(bot))
         request = place.community.apply(request, place.limits)
         if notes:
             log.info("run again from pnginfo: %s", "; ".join(notes))

@@ -58,6 +58,8 @@ def job_title(job: JobRecord) -> str:
         prompt = str(cells[0].get("params", {}).get("prompt", ""))
         title = f"{job.request.get('script', 'plot')}: {prompt}"
         return f"**📊 {discord.utils.escape_markdown(clip(title.replace(chr(10), ' '), 300))}**"
+    if job.kind is JobKind.UPSCALE:  # the Extras tab (/upscale)
+        return f"**⬆️ upscale ×{float(job.request.get('scale', 0)):g} with {job.request.get('upscaler', '')}**"
     if job.kind.long:
         trainer, name = job.request.get("trainer", job.kind.value), job.request.get("name", "")
         return f"**{trainer} {discord.utils.escape_markdown(str(name))}**"

@@ -107,7 +107,8 @@ class ResultButton(
             if self.action[0] == "v":
                 new, relation = followups.variation(request, parent), Relation.VARIATION
             else:
-                new, _ = followups.upscale(request, parent, place.limits)
+                upscaler = place.community.default_upscaler  # a model upscaler; None: Latent
+                new, _ = followups.upscale(request, parent, place.limits, upscaler)
                 relation = Relation.UPSCALE
         await start_job(bot, interaction, place, new, parent.id, relation, bool(job.meta.get("spoiler")))
 

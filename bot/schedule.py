@@ -1,5 +1,6 @@
 """Scheduled work in the bot process (APScheduler's AsyncIOScheduler): each guild's daily or weekly digest
-of its best images, and the catalog's upkeep (recycle-bin purge, index optimize, integrity check with repair).
+of its best images, and the catalog's upkeep (recycle-bin purge, then the shared blob store's retention:
+jobs/blob_retention.py; index optimize, integrity check with repair).
 
 The schedules live in community.db (`/gallery digest` writes them; `[schedule]` gives the upkeep's), so a
 restart keeps them: at start every one is added again, and one that should have fired while the bot was down
@@ -27,6 +28,7 @@ from bot import render
 from bot.client import Salon
 from bot.services import ScheduleLock
 from core.errors import InvalidRequest
+from jobs.blob_retention import drop_old_blobs
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +235,14 @@ class Scheduler:
         if kind == "purge":
             removed = await catalog.purge_older_than(settings.schedule.purge_after_days * 86400)
             log.info("upkeep: %d images left the recycle bin for good", removed)
+            blobs = services.queue.results.blobs  # files shared between hosts (a database URL)
+            if blobs is not None:
+                dropped = await drop_old_blobs(
+                    blobs, services.queue.store, catalog, settings.database.blob_keep_days
+                )
+                log.info("upkeep: blob store: dropped %s", dropped)
+                pruned = await services.queue.results.prune_cache(settings.database.blob_keep_days)
+                log.info("upkeep: %d cached files of other hosts removed here", pruned)
         elif kind == "optimize":
             await catalog.optimize_index()
             log.info("upkeep: text index optimized")

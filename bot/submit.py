@@ -18,6 +18,15 @@ from jobs.codec import AnyRequest
 from jobs.records import JobEvent, JobRecord, JobStatus
 
 
+async def acknowledge(interaction: discord.Interaction) -> None:
+    """Defer with "thinking…" unless the interaction was already answered: the first thing a command that
+    queues a job does, before it reads the database or does any real work, so that Discord's 3 s are never
+    spent waiting on the database or on other people's work (a refusal after it is still shown to the asker
+    only: bot/interact.py's `refuse` deletes the "thinking…" reply)."""
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True)
+
+
 async def start_job(
     bot: Salon,
     interaction: discord.Interaction,
@@ -28,9 +37,8 @@ async def start_job(
     spoiler: bool = False,
 ) -> JobRecord:
     """Queue a generation request for this interaction and follow it on its reply (deferring first if needed)."""
+    await acknowledge(interaction)
     nsfw = place.community.check_prompt(request.params, place.age_restricted)
-    if not interaction.response.is_done():
-        await interaction.response.defer(thinking=True)
     meta = {"spoiler": spoiler, "nsfw": nsfw}
     if parent is not None:
         meta.update(parent_id=parent, relation=(relation or Relation.REROLL).value)
@@ -74,7 +82,7 @@ async def follow_new_job(
     spoiler: bool = False,
 ) -> None:
     """Show a job just queued for this interaction (its place in line, and `extra` lines) and follow it."""
-    position = (await bot.services.queue.positions()).get(record.id)
+    position = (await bot.services.queue.positions([record.id])).get(record.id)
     reply = Reply(bot, interaction.channel_id or int(place.channel), interaction.user.id, interaction)
     event = JobEvent(record.id, "queued", JobStatus.QUEUED, position=position)
     content = render.progress_content(record, place.user, event) + (f"\n{extra}" if extra else "")

@@ -19,6 +19,7 @@ from bot.submit import follow_new_job, submit_long_job
 from commands.training import images_from_files, images_from_zip, training_job
 from core.errors import InvalidRequest
 from engine.models.registry import native_resolution
+from engine.models.trained_files import HYPERNETWORK_WEIGHT_INITS
 
 MAX_FROM_CATALOG = 50
 
@@ -42,7 +43,7 @@ class TrainCog(commands.Cog):
         kind="LoRA, textual-inversion embedding, hypernetwork, or a Dreambooth checkpoint",
         name="its name: <lora:name:1> in prompts, or for an embedding the name itself",
         images="a zip of images (with .txt captions of the same name), or one image",
-        image2="another image",
+        image2="another image, or dreambooth: a concepts list JSON (its folders are the zip's in images)",
         image3="another image",
         image4="another image",
         query="or train on this server's images that match a /browse query (captions from their prompts)",
@@ -56,6 +57,8 @@ class TrainCog(commands.Cog):
         template="embedding: the training prompt, with [name] and [filewords]",
         layer_structure="hypernetwork: layer sizes, e.g. 1, 2, 1",
         activation="hypernetwork: activation after each layer",
+        weight_init="hypernetwork: layer weights initialization (A1111's)",
+        dropout_structure="hypernetwork: dropout after each layer, e.g. 0, 0.3, 0 (empty: no dropout)",
         vectors="embedding: vectors per token",
         instance_prompt="dreambooth: the subject's prompt, e.g. a photo of [name] dog",
         class_prompt="dreambooth: e.g. a photo of a dog; generates class images to keep the class (prior)",
@@ -69,7 +72,8 @@ class TrainCog(commands.Cog):
             app_commands.Choice(name="Embedding", value="embedding"),
             app_commands.Choice(name="Hypernetwork", value="hypernetwork"),
             app_commands.Choice(name="Dreambooth checkpoint", value="dreambooth"),
-        ]
+        ],
+        weight_init=[app_commands.Choice(name=name, value=name) for name in HYPERNETWORK_WEIGHT_INITS],
     )
     async def train(
         self,
@@ -92,6 +96,8 @@ class TrainCog(commands.Cog):
         template: str | None = None,
         layer_structure: str = "1, 2, 1",
         activation: str = "linear",
+        weight_init: str = "Normal",
+        dropout_structure: str = "",
         instance_prompt: str | None = None,
         class_prompt: str | None = None,
         class_images: int = 50,
@@ -103,11 +109,20 @@ class TrainCog(commands.Cog):
         if bool(attachments) == bool(query):
             raise InvalidRequest("images", "attach images (or a zip) or give a query, one of the two")
         await interaction.response.defer(thinking=True)
-        found = await (
-            self._from_attachments(place, attachments)
-            if attachments
-            else self._from_catalog(place, query or "")
-        )
+        concepts, notes = None, []
+        if any(a.filename.lower().endswith(".json") for a in attachments):
+            if kind != "dreambooth":
+                raise InvalidRequest(
+                    "concepts", "a concepts list trains a Dreambooth checkpoint (kind dreambooth)"
+                )
+            concepts, notes = await self._concepts(place, attachments)
+            found = []
+        else:
+            found = await (
+                self._from_attachments(place, attachments)
+                if attachments
+                else self._from_catalog(place, query or "")
+            )
         settings = self.bot.services.settings
         model = self.bot.services.registry.checkpoint(place.community.default_model or settings.default_model)
         options = {
@@ -117,6 +132,8 @@ class TrainCog(commands.Cog):
             "vectors": vectors,
             "layer_structure": _numbers("layer_structure", layer_structure),
             "activation": activation,
+            "weight_init": weight_init,
+            "dropout_structure": _numbers("dropout_structure", dropout_structure),
             **({"template": template} if template else {}),
             "rank": rank,
             "resolution": resolution or native_resolution(model),
@@ -136,9 +153,11 @@ class TrainCog(commands.Cog):
             model=model.name,
             overwrite=overwrite,
             options=options,
+            concepts=concepts,
         )
         record = await submit_long_job(self.bot, interaction, place, job, {"spoiler": False})
-        await follow_new_job(self.bot, interaction, place, record)
+        extra = "\n".join(f"note: {note}" for note in notes[:10])  # the concepts list's ignored keys
+        await follow_new_job(self.bot, interaction, place, record, extra)
 
     async def _from_attachments(self, place: Place, attachments: list[discord.Attachment]):
         files = []
@@ -154,6 +173,25 @@ class TrainCog(commands.Cog):
         if len(files) == 1 and files[0][1][:4] == b"PK\x03\x04":
             return await asyncio.to_thread(images_from_zip, files[0][1], settings)
         return await asyncio.to_thread(images_from_files, files, settings)
+
+    async def _concepts(self, place: Place, attachments: list[discord.Attachment]):
+        """A concepts list JSON and the zip whose folders it names (instance and class images)."""
+        from commands.training import images_from_files, zip_files
+        from commands.training_concepts import concepts_from_zip
+
+        lists = [a for a in attachments if a.filename.lower().endswith(".json")]
+        zips = [a for a in attachments if a.filename.lower().endswith(".zip")]
+        if len(lists) != 1 or len(zips) != 1 or len(attachments) != 2:
+            raise InvalidRequest("concepts", "attach one concepts JSON and one zip holding its folders")
+        if lists[0].size > 256 * 1024:
+            raise InvalidRequest("concepts", "the concepts list is larger than 256 KiB")
+        text, data = await lists[0].read(), await zips[0].read()
+        settings = self.bot.services.settings
+
+        def read():
+            return concepts_from_zip(text, zip_files(data, settings), settings, images_from_files)
+
+        return await asyncio.to_thread(read)
 
     async def _from_catalog(self, place: Place, query: str):
         from PIL import Image

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from catalog import (
     adding,
+    animations,
     derived,
     galleries,
     importing,
@@ -174,6 +175,28 @@ class Catalog:
             (guild, json.dumps(list(ids))),
         ) as cursor:
             return [(row[0], row[1]) for row in await cursor.fetchall()]
+
+    # ----- animations (catalog/animations.py) ---------------------------------------------------------------
+    async def add_animation(self, animation: animations.NewAnimation) -> ImageRecord:
+        """One item for a finished animation (its first frame, with its video and settings file), its other
+        frames added as the item's children; returns the item."""
+
+        async def execute(sql: str, args: tuple) -> None:
+            async with self.store.transaction() as db:
+                await db.execute(sql, args)
+
+        return await animations.add(animation, self.add_many, execute, self.store.paths)
+
+    async def animation(self, guild: str, image_id: int) -> animations.Animation | None:
+        """The video and settings file of the guild's animation item `image_id`; None for any other image."""
+        if await self.store.get(guild, image_id) is None:
+            return None
+
+        async def fetch(sql: str, args: tuple) -> list:
+            async with self.store.db.execute(sql, args) as cursor:
+                return list(await cursor.fetchall())
+
+        return await animations.find(image_id, fetch, self.store.paths)
 
     # ----- ratings and favourites (catalog/ratings.py) ------------------------------------------------------
     async def rate(self, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from catalog import importing, integrity, lineage, pg_changes, pg_search, pg_words
+from catalog import animations, importing, integrity, lineage, pg_changes, pg_search, pg_words
 from catalog.integrity import IntegrityReport
 from catalog.paths import Found, PathForm
 from catalog.pg_galleries import PgGalleries
@@ -255,8 +255,8 @@ class PgCatalog:
 
     async def search(self, browse: BrowseQuery) -> Page:
         """One page of the guild's images matching every filter of the query (catalog/pg_search.py)."""
-        ids, number, pages, total = await pg_search.page(self.fetch, browse)
-        return Page(tuple(await self.records(ids)), number, pages, total)
+        ids, number, pages, total, exact = await pg_search.page(self.fetch, browse)
+        return Page(tuple(await self.records(ids)), number, pages, total, exact)
 
     async def matching_ids(self, browse: BrowseQuery) -> list[int]:
         return await pg_search.matching_ids(self.fetch, browse)
@@ -276,6 +276,23 @@ class PgCatalog:
             lambda ids: self.records(ids, guild),
             include_deleted,
         )
+
+    # ----- animations (catalog/animations.py) ---------------------------------------------------------------
+    async def add_animation(self, animation: animations.NewAnimation) -> ImageRecord:
+        """One item for a finished animation, its other frames its children (as `Catalog.add_animation`)."""
+
+        async def execute(sql: str, args: tuple) -> None:
+            async with self.transaction() as db:
+                await db.execute(animations.placeholder(sql), args)
+
+        return await animations.add(animation, self.add_many, execute, self.paths)
+
+    async def animation(self, guild: str, image_id: int) -> animations.Animation | None:
+        """The video and settings file of the guild's animation item `image_id`; None for any other image."""
+        if await self.get(guild, image_id) is None:
+            return None
+        fetch = lambda sql, args: self.fetch(animations.placeholder(sql), args)  # noqa: E731
+        return await animations.find(image_id, fetch, self.paths)
 
     # ----- ratings, favourites, the recycle bin (catalog/pg_changes.py) ---------------------------------------
     async def rate(self, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:

@@ -31,6 +31,7 @@ TABLES = {
     "galleries": "galleries",
     "gallery_images": "gallery_images",
     "gallery_posts": "gallery_posts",
+    "animations": "animations",  # catalog/animations.py
 }
 COLUMNS: dict[str, tuple[str, ...]] = {  # the columns copied, the same names on both sides
     "images": (
@@ -44,6 +45,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {  # the columns copied, the same names on
     "galleries": ("id", "guild", "name", "owner", "created"),
     "gallery_images": ("gallery_id", "image_id", "position"),
     "gallery_posts": ("guild", "image_id", "channel", "message", "posted_at"),
+    "animations": ("image_id", "video", "settings_file", "frames", "fps"),
 }  # fmt: skip
 SEQUENCES = ("images", "galleries")
 

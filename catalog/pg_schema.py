@@ -13,6 +13,7 @@ independently.
 
 from __future__ import annotations
 
+from catalog.animations import PG_MIGRATION as ANIMATIONS
 from core.errors import SalonError
 from core.pg_migrations import Migrations, apply_migrations
 
@@ -118,6 +119,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    ANIMATIONS,  # an animation item's video and settings file (catalog/animations.py)
 )
 
 

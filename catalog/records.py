@@ -8,6 +8,8 @@ from enum import StrEnum
 
 from engine.infotext import Infotext, parse_infotext
 
+COUNT_CAP = 1_000  # matches counted exactly; beyond, a page says "1,000+" (BrowseQuery.count_cap)
+
 
 class Relation(StrEnum):
     """How an image came from its parent image."""
@@ -168,16 +170,39 @@ class BrowseQuery:
     deleted: bool = False  # True: browse the recycle bin instead
     include_nsfw: bool = True
     random_seed: int = 0  # for SortOrder.RANDOM: the same seed gives the same order across pages
+    # Matches are counted exactly up to this many (or up to the page asked for, if further); beyond, the
+    # page says "more than `total`" (Page.exact False), and the last page (-1) is the last `page_size`
+    # matches, read from the end, its number unknown (Page.page -1). None: count every match.
+    count_cap: int | None = COUNT_CAP
+
+    def count_limit(self) -> int | None:
+        """How many matches to count at most (one more than the cap: "is there more"); None = all (also for the
+        last page in random order, which draws every match anyway)."""
+        if self.count_cap is None or (self.page == -1 and self.sort is SortOrder.RANDOM):
+            return None
+        return max(self.count_cap, self.page * self.page_size) + 1
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page of results."""
+    """One page of results. `total` is the number of matches when `exact`; otherwise there are more than
+    `total` (the count stopped at the query's cap) and at least `pages` pages, some after this one, except
+    when `page` is -1: the last page asked for past the cap, the last `page_size` matches (its number is not
+    known: front ends say "last page", commands/browse.py `position_text`)."""
 
     images: tuple[ImageRecord, ...]
     page: int
     pages: int
     total: int
+    exact: bool = True
+
+
+def capped_total(counted: int, limit: int | None) -> tuple[int, bool]:
+    """(total, exact) of a count that stopped at `limit` (BrowseQuery.count_limit): reaching it means more
+    than `limit - 1` matches."""
+    if limit is None or counted < limit:
+        return counted, True
+    return limit - 1, False
 
 
 # No `<` inside a tag: each match attempt stops at the next `<`, so the scan is linear. (With `[^>]*`, text

@@ -7,7 +7,7 @@ import sqlite3
 
 import aiosqlite
 
-from catalog import path_migration, words
+from catalog import animations, path_migration, words
 from catalog.paths import PathForm
 from catalog.records import ImageRecord, Relation
 from core.sqlite import Migration
@@ -126,6 +126,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     path_migration.MIGRATION,
     ("images by parent", "CREATE INDEX images_by_parent ON images (parent_id)"),  # catalog/lineage.py
+    animations.MIGRATION,  # an animation item's video and settings file (catalog/animations.py)
 )
 
 

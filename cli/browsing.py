@@ -36,7 +36,7 @@ def browse(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
     from app.oneshot import with_catalog
-    from commands.browse import browse_query
+    from commands.browse import browse_query, count_text, position_text
 
     if args.family is not None:
         from cli.curating import family
@@ -74,7 +74,7 @@ def browse(args: argparse.Namespace, settings: Settings) -> int:
         row = (str(image.id), image.filename, rank, image.model or "", str(image.seed or ""), image.author)
         table.add_row(*row, image.prompt[:60])
     console.print(table)
-    console.print(f"page {page.page} of {page.pages} ({page.total} images)", markup=False, soft_wrap=True)
+    console.print(f"{position_text(page)} ({count_text(page)} images)", markup=False, soft_wrap=True)
     return 0
 
 

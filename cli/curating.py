@@ -105,7 +105,7 @@ def delete(args: argparse.Namespace, settings: Settings) -> int:
 
         moved = with_catalog(settings, by_id)
     else:
-        query = browse_query(args.guild, keyword=args.filter, page_size=1)
+        query = browse_query(args.guild, keyword=args.filter, page_size=1, exact_count=True)
         total = with_catalog(settings, lambda catalog: catalog.search(query)).total
         if total == 0:
             console.print(f"no image matches {args.filter!r}; nothing deleted")
@@ -133,7 +133,7 @@ def purge(args: argparse.Namespace, settings: Settings) -> int:
     from app.oneshot import with_catalog
     from commands.browse import browse_query
 
-    query = browse_query(args.guild, deleted=True, page_size=1)
+    query = browse_query(args.guild, deleted=True, page_size=1, exact_count=True)
     total = with_catalog(settings, lambda catalog: catalog.search(query)).total
     if total == 0:
         console.print("the recycle bin is empty")

@@ -36,6 +36,8 @@ _TYPED_FIELDS = {
     "vae": "vae",
     "seed_resize_from": "seed_resize_from",
     "eta": "eta",
+    "refiner": "refiner",
+    "refiner_switch_at": "refiner_switch_at",
 }
 # What GenerationOptions needs where neither the command line nor a PNG says (the others default to None).
 _FIXED_DEFAULTS = {
@@ -110,7 +112,10 @@ def _png_options(path, settings: Settings, registry) -> dict:
     if not text or not text.strip():
         raise InvalidRequest("from_png", f"{path} carries no generation parameters (no A1111 infotext)")
     request, notes = from_infotext(
-        text, set(registry.names(ModelKind.CHECKPOINT)), set(registry.names(ModelKind.VAE))
+        text,
+        set(registry.names(ModelKind.CHECKPOINT)),
+        set(registry.names(ModelKind.VAE)),
+        set(registry.names(ModelKind.UPSCALER)),
     )
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -134,7 +139,7 @@ def _png_options(path, settings: Settings, registry) -> dict:
         "hires_scale": hires.scale if hires else None,
         "hires_steps": hires.steps if hires else 0,
         "hires_denoising_strength": hires.denoising_strength if hires else 0.7,
-        "hires_upscaler": hires.upscaler.value if hires else "Latent",
+        "hires_upscaler": str(hires.upscaler) if hires else "Latent",
         "hires_prompt": hires.prompt if hires else "",
         "hires_negative_prompt": hires.negative_prompt if hires else "",
         "hires_sampler": hires.sampler or None if hires else None,
@@ -147,6 +152,8 @@ def _png_options(path, settings: Settings, registry) -> dict:
         "seed_resize_from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized else None,
         "eta": request.eta,
         "eta_noise_seed_delta": request.eta_noise_seed_delta,
+        "refiner": request.refiner or "None",  # none written: no refiner, not the server's default
+        "refiner_switch_at": request.refiner_switch_at,
         "controlnet": request.controlnet,  # without control images: --control-image gives them again
     }
 

@@ -17,6 +17,16 @@ USAGE = {
 }
 
 
+def numbers(option: str, text: str) -> list[float]:
+    """Numbers separated by commas ("1, 2, 1"), or a refusal naming the option."""
+    from core.errors import InvalidRequest
+
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidRequest(option, f"{text!r} is not numbers separated by commas, e.g. 1, 2, 1") from None
+
+
 def train(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -30,9 +40,11 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
     options = {
         "steps": args.steps,
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),  # else the trainer's default
-        "layer_structure": [float(x) for x in args.layer_structure.split(",") if x.strip()],
+        "layer_structure": numbers("layer_structure", args.layer_structure),
         "activation": args.activation,
         "layer_norm": args.layer_norm,
+        "weight_init": args.weight_init,
+        "dropout_structure": numbers("dropout_structure", args.dropout_structure or ""),
         "alpha_weight": args.alpha_loss,
         "batch_size": args.batch,
         "gradient_accumulation": args.grad_accum,
@@ -60,7 +72,8 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
             options[option] = getattr(args, option)
     if args.template:
         options["template"] = args.template
-    images = images_from_folder(args.folder, settings)
+    concepts = _concepts(args, settings)
+    images = images_from_folder(args.folder, settings) if concepts is None else []
     job = training_job(
         settings,
         args.kind,
@@ -70,7 +83,10 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         model=model.name,
         overwrite=args.overwrite,
         options=options,
+        concepts=concepts,
     )
+    if concepts is not None:
+        images = [image for concept in concepts for image in concept.instance]
     record = asyncio.run(submit_and_follow(settings, job))
     if record.status is not JobStatus.DONE:
         err_console.print(
@@ -86,11 +102,34 @@ def train(args: argparse.Namespace, settings: Settings) -> int:
         markup=False,
         soft_wrap=True,
     )
-    if args.preview_every:
+    if args.preview_every or any(c.concept.save_sample_prompt.strip() for c in concepts or []):
         from engine.models.trained_files import preview_folder
 
         console.print(f"previews: {preview_folder(settings, args.name)}", markup=False, soft_wrap=True)
     return 0
+
+
+def _concepts(args: argparse.Namespace, settings: Settings):
+    """`--concepts FILE.json` read with its folders (None without it); its notes shown on stderr."""
+    from core.errors import InvalidRequest
+
+    if args.concepts is None:
+        if args.folder is None:
+            raise InvalidRequest(
+                "folder", "give a folder of images (or, for dreambooth, --concepts FILE.json)"
+            )
+        return None
+    if args.kind != "dreambooth":
+        raise InvalidRequest("concepts", "a concepts list trains a Dreambooth checkpoint (kind dreambooth)")
+    if args.folder is not None:
+        raise InvalidRequest("concepts", "give the folder or --concepts, not both")
+    from commands.training import images_from_folder
+    from commands.training_concepts import concepts_from_folder
+
+    concepts, notes = concepts_from_folder(args.concepts, settings, images_from_folder)
+    for note in notes:
+        err_console.print(f"note: {note}", markup=False, soft_wrap=True)
+    return concepts
 
 
 def animate(args: argparse.Namespace, settings: Settings) -> int:
@@ -131,7 +170,8 @@ def animate(args: argparse.Namespace, settings: Settings) -> int:
             "animation_mode", "max_frames", "model", "sampler", "steps", "seed", "seed_behavior", "zoom", "angle",
             "translation_x", "translation_y", "transform_center_x", "transform_center_y", "strength_schedule",
             "noise_schedule", "contrast_schedule", "cfg_scale_schedule", "seed_schedule", "color_coherence",
-            "border", "diffusion_cadence", "fps", "blend_prompts", "noise_type",
+            "border", "diffusion_cadence", "fps", "blend_prompts", "noise_type", "optical_flow_cadence",
+            "video_init_path", "extract_nth_frame", "hybrid_composite", "hybrid_motion",
         )
     }  # fmt: skip
     if args.prompts is not None:

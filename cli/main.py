@@ -14,7 +14,19 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import browsing, curating, database, generate, installed, long_jobs, merging, queueing, roles, xyz
+from cli import (
+    browsing,
+    curating,
+    database,
+    generate,
+    installed,
+    long_jobs,
+    merging,
+    queueing,
+    roles,
+    upscaling,
+    xyz,
+)
 from cli.failures import leave_without_gpu_thread, storage_failure
 from cli.output import EXIT_BAD_INPUT, EXIT_STORAGE, print_error
 from cli.parser import build_parser
@@ -43,6 +55,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "train": long_jobs.train,
     "animate": long_jobs.animate,
     "merge": merging.merge,
+    "upscale": upscaling.upscale,
     "xyz": xyz.xyz,
     "prompt-matrix": xyz.prompt_matrix,
     "prompts-from-file": xyz.prompts_from_file,

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from cli.merging import merge_parser
+from cli.upscaling import upscale_parser
 from cli.xyz import plot_parsers
+from engine.models.trained_files import HYPERNETWORK_WEIGHT_INITS
 from engine.requests import DEFAULT_CFG_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
 
@@ -68,7 +70,26 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
         metavar="WxH",
         help="A1111's resize seed from width/height: the noise of that size, placed centred",
     )
-    parser.add_argument("--eta", type=float, default=None, help="the sampler's eta, 0–1 (DDIM; default 0)")
+    parser.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="the sampler's eta, 0–1: DDIM and DDIM CFG++ (default 0), ancestral and SDE samplers (default 1)",
+    )
+    parser.add_argument(
+        "--refiner",
+        default=None,
+        metavar="NAME",
+        help="A1111's refiner: a checkpoint (an SDXL refiner after SDXL) that finishes the denoising; "
+        "None: no refiner (default: the server's default_refiner)",
+    )
+    parser.add_argument(
+        "--refiner-switch-at",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="when the refiner takes over, 0–1 of the way through the steps (default 0.8)",
+    )
     parser.add_argument(
         "--controlnet",
         action="append",
@@ -106,7 +127,9 @@ def _add_hires_options(parser: argparse.ArgumentParser) -> None:
         "--hires-denoise", type=float, default=None, help="hires denoising strength (default 0.7)"
     )
     parser.add_argument(
-        "--hires-upscaler", default=None, help="Latent (default), Latent (nearest), Lanczos, Nearest"
+        "--hires-upscaler",
+        default=None,
+        help="Latent (default), Latent (nearest), Lanczos, Nearest, or a model upscaler's name (salon models)",
     )
     parser.add_argument(
         "--hires-resize",
@@ -230,7 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "kind", choices=["lora", "embedding", "hypernetwork", "dreambooth"], help="what to train"
     )
-    train.add_argument("folder", type=Path, help="images, with optional .txt captions of the same name")
+    train.add_argument(
+        "folder", type=Path, nargs="?", help="images, with optional .txt captions of the same name"
+    )
+    train.add_argument(
+        "--concepts",
+        type=Path,
+        default=None,
+        help="dreambooth: a concepts list (the Dreambooth extension's JSON) instead of the folder",
+    )
     train.add_argument("--name", required=True, help="the result's name: <lora:NAME:1>, or NAME in a prompt")
     train.add_argument("--model", default=None, help="base checkpoint (default: the default model)")
     train.add_argument("--steps", type=int, default=500, help="optimizer steps")
@@ -271,6 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layer-structure", default="1,2,1", help="hypernetwork: layer sizes, e.g. 1,2,1")
     train.add_argument("--activation", default="linear", help="hypernetwork: linear, relu, swish, …")
     train.add_argument("--layer-norm", action="store_true", help="hypernetwork: add layer normalization")
+    train.add_argument(
+        "--weight-init",
+        choices=HYPERNETWORK_WEIGHT_INITS,
+        default="Normal",
+        help="hypernetwork: A1111's layer weights initialization",
+    )
+    train.add_argument(
+        "--dropout-structure",
+        default=None,
+        help="hypernetwork: A1111's dropout after each layer, e.g. 0,0.3,0 (turns on use_dropout)",
+    )
     train.add_argument("--alpha-loss", action="store_true", help="PNG transparency weights the loss (A1111)")
     train.add_argument(
         "--template", default=None, help='embedding: prompt template, e.g. "a photo of [name], [filewords]"'
@@ -304,7 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument(
         "--output", type=Path, default=None, help="copy the videos and frames into this folder"
     )
-    animate.add_argument("--mode", dest="animation_mode", choices=["2D", "Interpolation"], default=None)
+    animate.add_argument(
+        "--mode", dest="animation_mode", choices=["2D", "3D", "Interpolation", "Video Input"], default=None
+    )
+    animate.add_argument(  # flow cadence, video input, hybrid video: engine/animation/video_options.py
+        "--optical-flow-cadence", choices=["None", "DIS Medium", "DIS Fine", "Farneback"], default=None
+    )
+    animate.add_argument("--video", dest="video_init_path", help="input video: a file in salon-data/videos/")
+    animate.add_argument("--extract-nth-frame", type=int, default=None, help="video: keep every Nth frame")
+    animate.add_argument(
+        "--hybrid-composite", choices=["None", "Normal", "Before Motion", "After Generation"]
+    )
+    animate.add_argument("--hybrid-motion", choices=["None", "Optical Flow", "Perspective", "Affine"])
     animate.add_argument(
         "--frames", dest="max_frames", type=int, default=None, help="max frames (Deforum: 120)"
     )
@@ -371,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api_parser(sub)
     merge_parser(sub)
+    upscale_parser(sub)
     plot_parsers(sub, _add_generation_options, _add_hires_options)
     database = sub.add_parser(
         "db", help="the database: move this installation into PostgreSQL"

@@ -23,10 +23,30 @@ def plot_parsers(sub, add_generation_options: AddOptions, add_hires_options: Add
         help="X/Y/Z plot: one image per combination of up to three axes, on labelled grids",
         description=f"Axes: {axes}. Values: a comma list (CSV quotes keep commas), or A1111's ranges "
         "1-5, 1-10 (+2), 10-20 [5], 0.5-1 (+0.25). Prompt S/R: the first value is searched in the prompt "
-        "and replaced by each value. One grid per Z value; each cell is one image, kept and catalogued.",
+        "and replaced by each value. One grid per Z value; each cell is one image, kept and catalogued. "
+        "With --init-image every cell is an img2img of it (its size unless --size), and the Denoising axis "
+        "is its denoising strength.",
     )
     add_generation_options(xyz)
     add_hires_options(xyz)
+    xyz.add_argument(
+        "--init-image",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="img2img plot: every cell starts from it",
+    )
+    xyz.add_argument(
+        "--strength", type=float, default=None, help="img2img denoising strength, 0–1 (default 0.75)"
+    )
+    xyz.add_argument(
+        "--resize-mode",
+        default=None,
+        help="img2img: Just resize (default), Crop and resize, Resize and fill, Just resize (latent upscale)",
+    )
+    xyz.add_argument(
+        "--noise-multiplier", type=float, default=None, help="img2img: scale of the added noise (default 1)"
+    )
     xyz.add_argument("--x", default=None, metavar="AXIS=VALUES", help="the columns, e.g. 'Seed=1-3'")
     xyz.add_argument("--y", default=None, metavar="AXIS=VALUES", help="the rows, e.g. 'Steps=4,8'")
     xyz.add_argument(
@@ -68,9 +88,35 @@ def xyz(args: argparse.Namespace, settings: Settings) -> int:
         from core.errors import InvalidRequest
 
         raise InvalidRequest("x", "give at least one axis, e.g. --x 'Seed=1-3' --y 'Steps=4,8'")
-    base, extensions = _base(args, settings)
-    job = xyz_job(base, args.x, args.y, args.z, settings.limits, model_registry(settings))
+    init_image = _init_image(args, settings)
+    base, extensions = _base(args, settings, init_image)
+    init = None
+    if init_image is not None:
+        from commands.options import img2img_request
+
+        init = img2img_request(
+            base,
+            init_image,
+            denoising_strength=0.75 if args.strength is None else args.strength,
+            resize_mode=args.resize_mode or "Just resize",
+            noise_multiplier=1.0 if args.noise_multiplier is None else args.noise_multiplier,
+        )
+    job = xyz_job(base, args.x, args.y, args.z, settings.limits, model_registry(settings), init)
     return _run(settings, job, args.output, extensions)
+
+
+def _init_image(args: argparse.Namespace, settings: Settings):
+    """The img2img plot's input image (checked as any input image), or None; img2img options without it are
+    an error naming the option."""
+    from commands.options import load_input_image
+    from core.errors import InvalidRequest
+
+    if args.init_image is None:
+        for option in ("strength", "resize_mode", "noise_multiplier"):
+            if getattr(args, option) is not None:
+                raise InvalidRequest(option, "applies to an img2img plot: give --init-image FILE")
+        return None
+    return load_input_image(args.init_image, settings.limits, "init_image")
 
 
 def prompt_matrix(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,13 +160,15 @@ def prompts_from_file(args: argparse.Namespace, settings: Settings) -> int:
     return _run(settings, LongJob(JobKind.XYZ, params), args.output, extensions)
 
 
-def _base(args: argparse.Namespace, settings: Settings):
-    """imagine's request from the options (defaults applied), and the extensions discovered once."""
+def _base(args: argparse.Namespace, settings: Settings, init_image=None):
+    """imagine's request from the options (defaults applied; an img2img plot's size: its input image's unless
+    --size), and the extensions discovered once."""
     from app.worker import load_extensions
-    from cli.generate import _generation_request
+    from cli.generate import _generation_request, _image_size
 
     extensions = load_extensions(settings)
-    return _generation_request(args, settings, None), extensions
+    size = None if init_image is None else _image_size(init_image)
+    return _generation_request(args, settings, size), extensions
 
 
 def _run(settings: Settings, job, output: Path | None, extensions) -> int:

@@ -1,8 +1,9 @@
-"""`/browse` and `salon browse` options → a validated `BrowseQuery` (one place for every front end)."""
+"""`/browse` and `salon browse` options → a validated `BrowseQuery` (one place for every front end), and how
+every front end writes a page's count of matches (exact up to the count's cap, "1,000+" beyond)."""
 
 from __future__ import annotations
 
-from catalog.records import BrowseQuery, NegativeMode, RankFilter, SortOrder
+from catalog.records import COUNT_CAP, BrowseQuery, NegativeMode, Page, RankFilter, SortOrder
 from core.errors import InvalidRequest
 
 NEGATIVE_HELP = (
@@ -39,8 +40,10 @@ def browse_query(
     deleted: bool = False,
     include_nsfw: bool = True,
     random_seed: int = 0,
+    exact_count: bool = False,
 ) -> BrowseQuery:
-    """The query for these options; page may be a number, "first" or "last"."""
+    """The query for these options; page may be a number, "first" or "last". `exact_count`: count every
+    match (to say how many a bulk action takes), not only up to the cap a page needs."""
     if isinstance(page, str):
         word = page.strip().lower()
         if word in ("first", "last"):
@@ -72,4 +75,31 @@ def browse_query(
         deleted=deleted,
         include_nsfw=include_nsfw,
         random_seed=random_seed,
+        count_cap=None if exact_count else COUNT_CAP,
     )
+
+
+def count_text(page: Page) -> str:
+    """The number of matches as shown: "234", or "1,000+" when counting stopped at the cap."""
+    return f"{page.total:,}" + ("" if page.exact else "+")
+
+
+def pages_text(page: Page) -> str:
+    """The number of pages as shown: "9", or "40+" when there are more matches than were counted."""
+    return f"{max(1, page.pages):,}" + ("" if page.exact else "+")
+
+
+def position_text(page: Page) -> str:
+    """Where the page is: "page 3 of 40+", or "last page" for the last page of more matches than were
+    counted (the last `page_size` matches, whose page number is not known)."""
+    return "last page" if page.page == -1 else f"page {page.page} of {pages_text(page)}"
+
+
+def has_next(page: Page) -> bool:
+    """Whether a page comes after this one (also when the count stopped before the end)."""
+    return page.page != -1 and (page.page < page.pages or not page.exact)
+
+
+def has_previous(page: Page) -> bool:
+    """Whether the page before this one can be asked for by its number (not from an unnumbered last page)."""
+    return page.page > 1

@@ -17,19 +17,20 @@ from engine.hires_infotext import has_hires, hires_from_infotext
 from engine.infotext import check_prompt, parse_infotext
 from engine.requests import (
     DEFAULT_CFG_SCALE,
+    DEFAULT_REFINER_SWITCH_AT,
     DEFAULT_SAMPLER,
     DEFAULT_SIZE,
     DEFAULT_STEPS,
     GenerationRequest,
     HiresFix,
-    HiresUpscaler,
     Img2ImgRequest,
     ResizeMode,
     hires_size,
+    hires_upscaler,
     vae_choice,
     with_params,
 )
-from engine.tasks.samplers import AUTOMATIC
+from engine.tasks.samplers import AUTOMATIC, ETA_SAMPLERS
 from jobs.codec import AnyRequest
 
 VARIATION_STRENGTH = 0.15  # like Midjourney's subtle variations: same composition, other details
@@ -59,13 +60,16 @@ def variation(request: AnyRequest, image: ImageRecord, strength: float = VARIATI
     return with_params(request, params)
 
 
-def upscale(request: AnyRequest, image: ImageRecord, limits: Limits) -> tuple[AnyRequest, float]:
-    """`image` at up to twice its size: the hires-fix pass of the same seed for a txt2img image, or an img2img
+def upscale(
+    request: AnyRequest, image: ImageRecord, limits: Limits, upscaler: str | None = None
+) -> tuple[AnyRequest, float]:
+    """`image` at up to twice its size: the hires-fix pass of the same seed for a txt2img image (its upscaler
+    `upscaler`, a model upscaler's name such as the server's `default_upscaler`; None: Latent), or an img2img
     refinement of the image itself otherwise. Returns the request and the scale used."""
     scale = _largest_scale(image.width, image.height, limits)
     params = dataclasses.replace(request.params, batch_size=1, batch_count=1)
     if isinstance(request, GenerationRequest) and request.hires is None and image.seed is not None:
-        hires = HiresFix(scale, 0, UPSCALE_DENOISING, HiresUpscaler.LATENT)
+        hires = HiresFix(scale, 0, UPSCALE_DENOISING, hires_upscaler(upscaler))
         params = dataclasses.replace(params, seed=image.seed, variation_strength=0.0, hires=hires)
         return params, scale
     from PIL import Image
@@ -102,10 +106,14 @@ def edited(request: AnyRequest, **changes: object) -> AnyRequest:
 
 
 def from_infotext(
-    text: str, known_models: set[str], known_vaes: set[str] | None = None
+    text: str,
+    known_models: set[str],
+    known_vaes: set[str] | None = None,
+    known_upscalers: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[GenerationRequest, list[str]]:
     """A txt2img request repeating an A1111 infotext, and notes on what could not be repeated. `known_vaes`:
-    the installed VAE names (None: the infotext's VAE is kept, and refused later if it is missing)."""
+    the installed VAE names (None: the infotext's VAE is kept, and refused later if it is missing);
+    `known_upscalers`: the installed model upscalers (a hires upscaler not among them becomes Latent)."""
     info = parse_infotext(text)
     if not info.prompt and not info.params:
         raise InvalidRequest("image", "it carries no generation parameters")
@@ -116,7 +124,7 @@ def from_infotext(
     width, height = info.size or (DEFAULT_SIZE, DEFAULT_SIZE)
     hires = None
     if has_hires(info.params):
-        hires = hires_from_infotext(info.params, info.denoising_strength, notes)
+        hires = hires_from_infotext(info.params, info.denoising_strength, notes, known_upscalers)
     request = GenerationRequest(
         prompt=info.prompt,
         negative_prompt=info.negative_prompt,
@@ -135,6 +143,7 @@ def from_infotext(
         hires=hires,
         controlnet=units_from_infotext(info.params),
         **_seed_extras_of(info, known_vaes, notes),
+        **_refiner_of(info, known_models, notes),
     )
     if request.controlnet:
         notes.append(
@@ -142,6 +151,16 @@ def from_infotext(
             "image, give it again"
         )
     return request, notes
+
+
+def _refiner_of(info, known_models: set[str], notes: list[str]) -> dict:
+    """A1111's refiner and its switch fraction, when the refiner is installed here."""
+    if info.refiner is None:
+        return {}
+    if info.refiner not in known_models:
+        notes.append(f"refiner {info.refiner!r} is not installed here; the image is made without it")
+        return {}
+    return {"refiner": info.refiner, "refiner_switch_at": info.refiner_switch_at or DEFAULT_REFINER_SWITCH_AT}
 
 
 def _seed_extras_of(info, known_vaes: set[str] | None, notes: list[str]) -> dict:
@@ -156,7 +175,8 @@ def _seed_extras_of(info, known_vaes: set[str] | None, notes: list[str]) -> dict
         vae = None
     width, height = info.seed_resize_from or (0, 0)
     eta = info.eta
-    if "Eta" in info.params and "Eta DDIM" not in info.params:
+    takes_eta = ETA_SAMPLERS.get(info.sampler or "", ("",))[0] == "Eta"  # an ancestral or SDE sampler
+    if "Eta" in info.params and "Eta DDIM" not in info.params and not takes_eta:
         notes.append("the infotext's Eta is for a sampler that takes no eta here; it is left out")
         eta = None
     return {

@@ -20,7 +20,7 @@ from commands.options import generation_request
 from commands.styles import apply_style, load_styles
 from community.settings import CommunitySettings
 from config import Limits, Settings
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, ModelNotFound
 from engine.controlnet.unit_text import parse_unit
 from engine.models.registry import ModelKind, ModelRegistry, native_resolution
 from engine.requests import (
@@ -84,6 +84,8 @@ class GenerationOptions:
     seed_resize_from: str | None = None  # "WIDTHxHEIGHT": A1111's resize seed from width/height
     eta: float | None = None
     eta_noise_seed_delta: int | None = None  # ENSD (a PNG's, to repeat it); None: the server's setting
+    refiner: str | None = None  # A1111's refiner checkpoint; None: the server's default_refiner; "None": none
+    refiner_switch_at: float | None = None  # None: the server's default_refiner_switch_at
     controlnet: tuple[ControlNetUnit, ...] = ()  # units with their control images (`controlnet_units`)
 
 
@@ -142,6 +144,7 @@ def generation_request_for(
         hires_upscaler=options.hires_upscaler,
     )
     request = dataclasses.replace(request, **_seed_and_vae(options, settings, registry))
+    request = dataclasses.replace(request, **_refiner(options, settings, registry))
     request = dataclasses.replace(request, hires=hires_extras(options, request.hires))
     if options.controlnet:  # each unit's model must be installed: refused here, naming it, not in the worker
         units = tuple(
@@ -173,6 +176,21 @@ def _seed_and_vae(options: GenerationOptions, settings: Settings, registry: Mode
         "eta": options.eta,
         "eta_noise_seed_delta": _first(options.eta_noise_seed_delta, settings.eta_noise_seed_delta),
     }
+
+
+def _refiner(options: GenerationOptions, settings: Settings, registry: ModelRegistry) -> dict[str, Any]:
+    """The refiner (the option, else the server's default; "None" or "" for none; an installed checkpoint,
+    refused naming the option and the installed ones) and its switch fraction."""
+    # (getattr: settings stand-ins of older callers carry no refiner settings)
+    name = options.refiner if options.refiner is not None else getattr(settings, "default_refiner", None)
+    if name is None or name.strip() in ("", "None"):
+        return {}
+    try:
+        entry = registry.find_fresh(ModelKind.CHECKPOINT, name)
+    except ModelNotFound as exc:
+        raise ModelNotFound("refiner", exc.message) from None
+    switch_at = _first(options.refiner_switch_at, getattr(settings, "default_refiner_switch_at", None), 0.8)
+    return {"refiner": entry.name, "refiner_switch_at": float(switch_at)}
 
 
 def controlnet_units(
@@ -209,6 +227,7 @@ class LongJob:
 
     kind: JobKind
     params: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] | None = None  # the job's meta (an upscale's parent image and relation)
 
 
 async def submit_and_wait(
@@ -224,7 +243,7 @@ async def submit_and_wait(
     worker of another process will, e.g. a live one on a shared queue); by default it does, unless another
     process holds the data folder's worker lock."""
     if isinstance(request, LongJob):
-        job = await queue.submit_task(request.kind, request.params, owner)
+        job = await queue.submit_task(request.kind, request.params, owner, meta=request.meta)
     else:
         job = await queue.submit(request, owner)
     if on_accepted is not None:

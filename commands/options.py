@@ -34,6 +34,7 @@ from engine.requests import (
     MaskedContent,
     ResizeMode,
 )
+from engine.requests import hires_upscaler as hires_upscaler_of
 from engine.validation import parse_size
 
 E = TypeVar("E", bound=StrEnum)
@@ -80,7 +81,7 @@ def generation_request(
     check_prompt("negative_prompt", negative_prompt)
     hires = None
     if hires_scale is not None:
-        upscaler = parse_choice("hires_upscaler", hires_upscaler, HiresUpscaler)
+        upscaler = hires_upscaler_of(hires_upscaler)  # a model upscaler's name: the queue checks it
         hires = HiresFix(hires_scale, hires_steps, hires_denoising_strength, upscaler)
     return GenerationRequest(
         prompt=prompt,

@@ -13,6 +13,7 @@ from PIL import Image
 
 from commands.generation import LongJob
 from commands.options import load_input_image
+from commands.training_concepts import ConceptImages, concept_params
 from config import Settings
 from core.errors import InvalidRequest
 from engine.models.trained_files import TRAINERS, check_name, output_paths, owner_of
@@ -92,6 +93,13 @@ def _caption_too_long(name: str) -> InvalidRequest:
 
 def images_from_zip(data: bytes, settings: Settings) -> list[tuple[Image.Image, str]]:
     """The images of a zip, refusing bombs (by declared and real sizes) before anything is decompressed whole."""
+    return images_from_files(
+        [(Path(name).name, content) for name, content in zip_files(data, settings)], settings
+    )
+
+
+def zip_files(data: bytes, settings: Settings) -> list[tuple[str, bytes]]:
+    """The images and captions of a zip with their paths inside it (bombs refused before any is read whole)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
@@ -117,8 +125,8 @@ def images_from_zip(data: bytes, settings: Settings) -> list[tuple[Image.Image, 
             content = opened.read(min(member.file_size, settings.limits.max_upload_bytes) + 1)
         if len(content) > member.file_size:
             raise InvalidRequest("images", f"{member.filename!r} is larger than the zip says")
-        files.append((Path(member.filename).name, content))
-    return images_from_files(files, settings)
+        files.append((member.filename, content))
+    return files
 
 
 def _check_member(member: zipfile.ZipInfo, max_upload_bytes: int) -> None:
@@ -148,9 +156,11 @@ def training_job(
     model: str | None = None,
     overwrite: bool = False,
     options: dict[str, Any] | None = None,
+    concepts: list[ConceptImages] | None = None,
 ) -> LongJob:
-    """The queue job training `name` on `images`; refuses to overwrite a file of someone else (or one that was
-    installed by hand), and an existing file of one's own without `overwrite`."""
+    """The queue job training `name` on `images` (or, for Dreambooth, on several `concepts`); refuses to
+    overwrite a file of someone else (or one that was installed by hand), and an existing file of one's own
+    without `overwrite`."""
     if trainer not in TRAINERS:
         raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
     check_name(name)
@@ -166,6 +176,12 @@ def training_job(
     inputs = settings.data_dir / "jobs" / "inputs"
     stored = [{"file": store_image(image, inputs), "caption": caption} for image, caption in images]
     params = {**(options or {}), "trainer": trainer, "name": name, "model": model, "images": stored}
+    if concepts:
+        if trainer != "dreambooth":
+            raise InvalidRequest(
+                "concepts", "a concepts list trains a Dreambooth checkpoint (kind dreambooth)"
+            )
+        params.update(concept_params(concepts, inputs))
     return LongJob(JobKind.TRAIN, params)
 
 

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidRequest, SalonError
-from engine.requests import GenerationRequest, HiresFix, HiresUpscaler, with_fixed_seeds
+from engine.requests import GenerationRequest, HiresFix, HiresUpscaler, Img2ImgRequest, with_fixed_seeds
 from engine.seeds import resolve_seed
+from jobs.plots import INIT_IMAGE
 
 SCRIPT = "X/Y/Z plot"
 MAX_PLOT_CELLS = 100  # the default cap (settings: [limits] max_plot_cells)
@@ -156,10 +157,25 @@ AXES: tuple[AxisKind, ...] = (
     ),
     AxisKind("VAE", str, _field("vae"), cost=0.7),
     AxisKind("Clip skip", int, _field("clip_skip")),
-    AxisKind("Denoising", float, _hires_field("denoising_strength"), help="the hires pass's denoising"),
+    AxisKind(
+        "Denoising",
+        float,
+        _hires_field("denoising_strength"),
+        help="img2img's denoising strength (with an init image), else the hires pass's",
+    ),
     AxisKind("Hires upscale", float, _hires_field("scale"), aliases=("hires scale",)),
     AxisKind("Hires upscaler", str, _upscaler),
     AxisKind("Eta", float, _field("eta")),
+    AxisKind(
+        "Refiner checkpoint",
+        str,
+        lambda request, value, _: dataclasses.replace(request, refiner=None if value == "None" else value),
+        with_label=False,
+        cost=1.0,
+        aliases=("refiner",),
+        help="None: no refiner",
+    ),
+    AxisKind("Refiner switch at", float, _field("refiner_switch_at")),
     AxisKind("Size", str, _size, help="WIDTHxHEIGHT, e.g. 512x768"),
 )
 NOTHING = AXES[0]
@@ -196,7 +212,7 @@ def format_label(kind: AxisKind, value: Any) -> str:
         return ""
     if isinstance(value, float):
         value = round(value, 8)
-    if kind.label == "Checkpoint name":
+    if kind.label in ("Checkpoint name", "Refiner checkpoint"):
         value = str(value).replace("\\", "/").rsplit("/", 1)[-1]
     return f"{kind.label}: {value}" if kind.with_label else str(value)
 
@@ -280,12 +296,13 @@ def build_plot(
     z: Axis,
     max_cells: int = MAX_PLOT_CELLS,
     resolve_model: Callable[[str], str] = lambda name: name,
+    init: Img2ImgRequest | None = None,
 ) -> dict[str, Any]:
     """The `xyz` job's JSON parameters: every cell's request (index `ix + iy·|X| + iz·|X|·|Y|`, one image
     each), the order they run in and one labelled grid per Z value. `resolve_model` turns a typed checkpoint
-    name into the installed one's (the registry's), failing for one that is not there."""
-    from jobs.codec import request_to_json
-
+    name into the installed one's (the registry's), failing for one that is not there. `init`: an img2img
+    plot (A1111's X/Y/Z plot on the img2img tab): its image and settings, every cell an img2img of it, the
+    Denoising axis its denoising strength; the image travels once, as `init_image` (a base64 PNG)."""
     axes = (x, y, z)
     labels = {kind: axis.kind.label for kind, axis in zip("XYZ", axes, strict=True)}
     real = [axis for axis in axes if axis.kind is not NOTHING]
@@ -302,18 +319,28 @@ def build_plot(
     base = dataclasses.replace(with_fixed_seeds(base), batch_size=1, batch_count=1)
     axes = tuple(_fixed(axis) for axis in axes)
     x, y, z = axes
+    refiners = any(axis.kind.label == "Refiner checkpoint" for axis in axes)
     for option, axis in zip(("x", "y", "z"), axes, strict=True):
-        _check_axis(option, axis, base, resolve_model)
+        label = axis.kind.label
+        if not (init is not None and label == "Denoising") and not (
+            refiners and label == "Refiner switch at"
+        ):
+            _check_axis(option, axis, base, resolve_model)
     cells = []
     for zv in z.values:
         for yv in y.values:
             for xv in x.values:
-                request = base
+                request, strength = base, None if init is None else init.denoising_strength
                 for axis, value in ((x, xv), (y, yv), (z, zv)):
-                    if axis.kind.label == "Checkpoint name":
+                    if axis.kind.label == "Checkpoint name" or (
+                        axis.kind.label == "Refiner checkpoint" and value != "None"
+                    ):
                         value = resolve_model(value)
-                    request = axis.kind.apply(request, value, list(axis.values))
-                cells.append(request_to_json(request, _NO_INPUTS)[1])
+                    if init is not None and axis.kind.label == "Denoising":
+                        strength = value
+                    else:
+                        request = axis.kind.apply(request, value, list(axis.values))
+                cells.append(_cell(request, init, strength))
     order = _run_order(axes)
     extra = _grid_params(axes)
     grids = []
@@ -331,10 +358,35 @@ def build_plot(
             }
         )
     model = cells[0]["params"].get("model")
-    return {"script": SCRIPT, "axes": labels, "model": model, "cells": cells, "order": order, "grids": grids}
+    plot = {"script": SCRIPT, "axes": labels, "model": model, "cells": cells, "order": order, "grids": grids}
+    return plot if init is None else {**plot, INIT_IMAGE: _png_base64(init.image)}
 
 
 _NO_INPUTS = None  # txt2img requests store no input image
+
+
+def _cell(request: GenerationRequest, init: Img2ImgRequest | None, strength: float | None) -> dict[str, Any]:
+    """A cell's JSON: a txt2img request's, or an img2img request's naming the plot's input image."""
+    from jobs.codec import request_to_json
+
+    params = request_to_json(request, _NO_INPUTS)[1]
+    if init is None:
+        return params
+    return {
+        **params,
+        "image": INIT_IMAGE,
+        "denoising_strength": strength,
+        "resize_mode": init.resize_mode.value,
+        "noise_multiplier": init.noise_multiplier,
+    }
+
+
+def _png_base64(image) -> str:
+    import base64
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _fixed(axis: Axis) -> Axis:
@@ -357,12 +409,16 @@ def _check_axis(
             )
     elif label in HIRES_AXES and base.hires is None:
         raise InvalidRequest(option, f"{label} needs the hires fix: give a hires scale (--hires 2)")
-    elif label == "Checkpoint name":
+    elif label in ("Checkpoint name", "Refiner checkpoint"):
         for value in axis.values:
+            if label == "Refiner checkpoint" and value == "None":
+                continue
             try:
                 resolve_model(value)
             except SalonError as exc:
-                raise InvalidRequest(option, f"Checkpoint name: {getattr(exc, 'message', exc)}") from None
+                raise InvalidRequest(option, f"{label}: {getattr(exc, 'message', exc)}") from None
+    elif label == "Refiner switch at" and base.refiner is None:
+        raise InvalidRequest(option, "Refiner switch at needs a refiner: give one (--refiner NAME)")
     elif label == "Size":
         from engine.validation import parse_size
 
@@ -403,10 +459,18 @@ def _grid_params(axes: Sequence[Axis]) -> dict[str, dict[str, str]]:
     return {"sub": sub, "main": main}
 
 
-def xyz_job(base: GenerationRequest, x: str | None, y: str | None, z: str | None, limits, registry):
+def xyz_job(
+    base: GenerationRequest,
+    x: str | None,
+    y: str | None,
+    z: str | None,
+    limits,
+    registry,
+    init: Img2ImgRequest | None = None,
+):
     """The `xyz` job (a `LongJob`) of A1111's X/Y/Z plot over `base` (a front end's request, defaults
     applied): axes typed as `Seed=1-3` for the options x, y and z, at most `limits.max_plot_cells` cells;
-    checkpoint names found in `registry`."""
+    checkpoint names found in `registry`; `init`: an img2img plot's input image and settings."""
     from commands.generation import LongJob
     from jobs.records import JobKind
 
@@ -417,5 +481,6 @@ def xyz_job(base: GenerationRequest, x: str | None, y: str | None, z: str | None
         *axes,
         max_cells=limits.max_plot_cells,
         resolve_model=lambda name: registry.checkpoint(name).name,
+        init=init,
     )
     return LongJob(JobKind.XYZ, params)

@@ -123,6 +123,9 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("default_steps", "steps used when a command gives none", _positive_int),
         SettingSpec("default_cfg_scale", "CFG scale used when a command gives none", _number),
         SettingSpec("default_size", "WIDTHxHEIGHT used when a command gives none", _size),
+        SettingSpec(
+            "default_upscaler", "model upscaler of the U1–U4 buttons (models/ESRGAN…; empty: Latent)", _text
+        ),
     )
 }
 
@@ -148,6 +151,7 @@ class CommunitySettings:
     default_steps: int | None = None
     default_cfg_scale: float | None = None
     default_size: str | None = None
+    default_upscaler: str | None = None  # the U buttons' hires upscaler (a model upscaler's name)
 
     def limits(self, base: Limits) -> Limits:
         """The machine's limits lowered by this community's."""

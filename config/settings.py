@@ -252,6 +252,12 @@ class DatabaseSettings(BaseModel):
         le=1024,
         description="the largest result file shared through the database (jobs/pg_blobs.py)",
     )
+    blob_keep_days: float = Field(
+        30,
+        gt=0,
+        description="a shared result file no catalog image refers to (purged from the recycle bin, or never "
+        "catalogued) leaves the database this long after it was stored (jobs/blob_retention.py)",
+    )
 
 
 class SpeedSettings(BaseModel):
@@ -339,6 +345,12 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="checkpoint name used when a request names none")
     default_vae: str | None = Field(
         None, description="models/VAE file used when a request names none; Automatic: the checkpoint's own"
+    )
+    default_refiner: str | None = Field(
+        None, description="A1111's refiner: a checkpoint finishing the denoising of requests naming none"
+    )
+    default_refiner_switch_at: float = Field(
+        0.8, ge=0, le=1, description="the fraction of the steps after which the default refiner takes over"
     )
     eta_noise_seed_delta: int = Field(
         0, ge=0, le=2**32 - 1, description="A1111's ENSD: ancestral/DDIM step noise seeded by seed + this"

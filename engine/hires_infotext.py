@@ -7,8 +7,10 @@ upscaler`, and only where the second pass differs from the first `Hires sampler`
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from core.errors import InvalidRequest
-from engine.requests import GenerationRequest, HiresFix, HiresUpscaler
+from engine.requests import GenerationRequest, HiresFix, HiresUpscaler, hires_upscaler
 
 
 def format_number(value: float) -> str:
@@ -29,7 +31,7 @@ def hires_infotext(
         "Hires upscale": None if resized else format_number(hires.scale),
         "Hires resize": f"{hires.resize_width}x{hires.resize_height}" if resized else None,
         "Hires steps": str(hires.steps) if hires.steps else None,
-        "Hires upscaler": hires.upscaler.value,
+        "Hires upscaler": str(hires.upscaler),  # a HiresUpscaler's value, or a model upscaler's name
         # As A1111, where the request names another sampler or schedule than the first pass's request; also
         # where another hires sampler's own default schedule differs (so that the infotext repeats exactly).
         "Hires sampler": second[0] if _differs(hires.sampler, p.sampler) and second[0] != first[0] else None,
@@ -53,13 +55,22 @@ def has_hires(params: dict[str, str]) -> bool:
     return "Hires upscale" in params or "Hires resize" in params
 
 
-def hires_from_infotext(params: dict[str, str], denoising: float | None, notes: list[str]) -> HiresFix:
-    """The hires fix an infotext records (an unknown upscaler becomes Latent, with a note)."""
-    try:
-        upscaler = HiresUpscaler(params.get("Hires upscaler", "Latent"))
-    except ValueError:
-        upscaler = HiresUpscaler.LATENT
-        notes.append(f"hires upscaler {params['Hires upscaler']!r} is not available; Latent is used")
+def hires_from_infotext(
+    params: dict[str, str],
+    denoising: float | None,
+    notes: list[str],
+    known_upscalers: Collection[str] = (),
+) -> HiresFix:
+    """The hires fix an infotext records: a model upscaler's name where it is one of `known_upscalers` (the
+    installed ones); another unknown upscaler becomes Latent, with a note."""
+    upscaler = hires_upscaler(params.get("Hires upscaler", "Latent"))
+    if not isinstance(upscaler, HiresUpscaler):
+        installed = {name.casefold(): name for name in known_upscalers}
+        if upscaler.casefold() in installed:
+            upscaler = installed[upscaler.casefold()]
+        else:
+            upscaler = HiresUpscaler.LATENT
+            notes.append(f"hires upscaler {params['Hires upscaler']!r} is not available; Latent is used")
     try:
         resize_w, resize_h = (int(v) for v in params.get("Hires resize", "0x0").lower().split("x", 1))
         cfg = params.get("Hires CFG Scale")

@@ -266,6 +266,19 @@ class Infotext:
         return _to_float(self.params.get("Eta DDIM") or self.params.get("Eta"))
 
     @property
+    def refiner(self) -> str | None:
+        """A1111's refiner checkpoint (`Refiner: name [hash]`), by its name; None: no refiner switched."""
+        title = self.params.get("Refiner", "").strip()
+        if title.endswith("]") and " [" in title:
+            title = title[: title.rindex(" [")]
+        return title or None
+
+    @property
+    def refiner_switch_at(self) -> float | None:
+        """A1111's `Refiner switch at` fraction; None when absent."""
+        return _to_float(self.params.get("Refiner switch at"))
+
+    @property
     def ensd(self) -> int:
         """A1111's eta noise seed delta; 0 when absent."""
         return _to_int(self.params.get("ENSD")) or 0

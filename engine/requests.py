@@ -27,6 +27,7 @@ DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_STEPS = 20
 DEFAULT_CFG_SCALE = 7.0
 DEFAULT_SIZE = 512  # width and height when the model's own size is not known
+DEFAULT_REFINER_SWITCH_AT = 0.8  # A1111's "Switch at" default
 # A1111's `sd_vae` values that mean "the checkpoint's own VAE" (Salon picks no VAE by the checkpoint's name).
 OWN_VAE_NAMES = ("Automatic", "None")
 
@@ -75,6 +76,16 @@ class HiresUpscaler(StrEnum):
     NEAREST = "Nearest"
 
 
+def hires_upscaler(name: str | None) -> HiresUpscaler | str:
+    """A hires upscaler by name: one of `HiresUpscaler` (any case; empty: Latent), else the name of a model
+    upscaler (engine/upscaling), which the queue checks is installed."""
+    wanted = (name or "").strip()
+    for member in HiresUpscaler:
+        if member.value.casefold() == (wanted or HiresUpscaler.LATENT.value).casefold():
+            return member
+    return wanted
+
+
 @dataclass(frozen=True)
 class HiresFix:
     """A1111's hires fix: generate at the base size, upscale, then img2img at the larger size.
@@ -86,7 +97,7 @@ class HiresFix:
     scale: float = 2.0
     steps: int = 0  # 0 = as many as the first pass
     denoising_strength: float = 0.7
-    upscaler: HiresUpscaler = HiresUpscaler.LATENT
+    upscaler: HiresUpscaler | str = HiresUpscaler.LATENT  # a plain str: a model upscaler's name
     prompt: str = ""
     negative_prompt: str = ""
     sampler: str = ""
@@ -195,6 +206,10 @@ class GenerationRequest:
     eta: float | None = None  # the sampler's eta (ancestral / DDIM); None: the sampler's default
     eta_noise_seed_delta: int = 0  # A1111's ENSD: the sampler's step noise seeded by seed + this
     controlnet: tuple[ControlNetUnit, ...] = ()  # sd-webui-controlnet's units, in order
+    # A1111's refiner: this checkpoint takes over the last pass's denoising once (999 − timestep) / 1000
+    # reaches `refiner_switch_at` (engine.tasks.refiner); None: no refiner.
+    refiner: str | None = None
+    refiner_switch_at: float = DEFAULT_REFINER_SWITCH_AT
 
     @property
     def params(self) -> GenerationRequest:

@@ -68,9 +68,11 @@ from engine.tasks.batching import batch_key
 from engine.tasks.hires import hires_prepared
 from engine.tasks.img2img import run_img2img
 from engine.tasks.inpaint import run_inpaint
+from engine.tasks.refiner import refiner_infotext, refiner_modules, with_refiner
 from engine.tasks.samplers import BUILTIN_SAMPLERS, ETA_SAMPLERS, SamplerTable, uses_ensd
 from engine.tasks.sampling import Prepared, tiling
 from engine.tasks.txt2img import run_txt2img
+from engine.upscaling.hires import with_model_upscaler
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +292,9 @@ class Engine:
             ]
             if first.hires is not None:  # the hires pass's own sampler, CFG or prompts (engine.tasks.hires)
                 preps = [self._with_hires(model, prep) for prep in preps]
+            if first.refiner is not None:  # A1111's refiner finishes the last pass (engine.tasks.refiner)
+                refiner = self._load_refiner(model, first)
+                preps = with_refiner(preps, refiner, self._prompt_conditioning, self._plan)
             infos = [self._infotext_params(prep, loras, extra) for prep in preps]
             with applied_hypernetworks(model.unet, hypernetworks), _eager_while(model, hypernetworks, first):
                 images = self._run_slots(preps, controls, run_batch, infos)
@@ -313,7 +318,7 @@ class Engine:
         """Every image of every request, denoised in chunks of images whose conditioning has the same length."""
         results: list[list[GeneratedImage]] = [[] for _ in preps]
         shared = preps[0]
-        modules = [shared.model.unet, shared.model.vae]
+        modules = [shared.model.unet, shared.model.vae, *refiner_modules(shared)]
         # Bit-identical batching on the CPU costs the fast kernels the fast path is for: the speed modes give
         # batched images equal to solo ones within float tolerance instead.
         fast = shared.model.fast is not None
@@ -326,11 +331,23 @@ class Engine:
                 images = run_batch(merged, [s.seed for s in chunk], variation, control, chunk[0].index)
                 for slot, image in zip(chunk, images, strict=True):
                     p = preps[slot.request].params
-                    text = self._infotext(p, infos[slot.request], slot.seed, slot.variation_seed)
+                    info = {**infos[slot.request], **refiner_infotext(preps[slot.request])}
+                    text = self._infotext(p, info, slot.seed, slot.variation_seed)
                     results[slot.request].append(
                         GeneratedImage(image, slot.seed, slot.variation_seed, text, slot.index)
                     )
         return results
+
+    def _load_refiner(self, base: LoadedModel, p: GenerationRequest) -> LoadedModel | None:
+        """The request's refiner, loaded without LoRAs; None when it is the base model (A1111 skips it)."""
+        assert p.refiner is not None
+        if self._find(ModelKind.CHECKPOINT, p.refiner) == base.entry:
+            return None
+        refiner = self.load(p.refiner)
+        assert self._loras is not None
+        self._loras.activate([])
+        self._vaes.apply(refiner, None)
+        return refiner
 
     def _max_batch(self, preps: list[Prepared]) -> int:
         """Images per denoising batch: the engine's cap, or a request's own batch size if that is larger."""
@@ -383,7 +400,10 @@ class Engine:
         def conditioning_of(r: GenerationRequest) -> Conditioning:
             return self._prompt_conditioning(model, r)
 
-        return hires_prepared(prep, self.samplers, conditioning_of, lambda r: self._plan(model, r))
+        prep = hires_prepared(prep, self.samplers, conditioning_of, lambda r: self._plan(model, r))
+        return with_model_upscaler(
+            prep, self.registry, self.device
+        )  # a model upscaler named by the hires fix
 
     def _plan(self, model: LoadedModel, request: GenerationRequest) -> PromptPlan | None:
         """Prompt editing, alternation or AND in the prompt (without its tags) or the negative prompt: the plan
@@ -405,14 +425,15 @@ class Engine:
         self, model: LoadedModel, prompt: str, negative: str, clip_skip: int, min_chunks: int = 0
     ) -> Conditioning:
         pipe = model.pipe
-        slots = [
-            EncoderSlot("clip_l", pipe.tokenizer, pipe.text_encoder, pipe.tokenizer.pad_token_id, model.sdxl)
-        ]
+        slots = []
+        if pipe.text_encoder is not None:  # an SDXL refiner has only the second text encoder
+            tok = pipe.tokenizer
+            slots.append(EncoderSlot("clip_l", tok, pipe.text_encoder, tok.pad_token_id, model.sdxl))
         if model.sdxl:
             tok2 = pipe.tokenizer_2
             slots.append(EncoderSlot("clip_g", tok2, pipe.text_encoder_2, tok2.pad_token_id, True))
         widths = {s.key: int(s.encoder.config.hidden_size) for s in slots}
-        chunker = PromptChunker(pipe.tokenizer, self.embeddings.for_encoders(widths))
+        chunker = PromptChunker(slots[0].tokenizer, self.embeddings.for_encoders(widths))
         zero_negative = model.sdxl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", True))
         return encode_prompt_pair(slots, chunker, prompt, negative, clip_skip, zero_negative, min_chunks)
 
@@ -539,17 +560,7 @@ def _merge(shared: Prepared, members: list[Prepared]) -> Prepared:
     hires = shared.hires
     if hires is not None and hires.plan is None:  # the hires pass's conditionings, stacked the same way
         hires = replace(hires, conditioning=_stack([m.hires.conditioning for m in members if m.hires]))
-    return Prepared(
-        shared.model,
-        shared.params,
-        shared.spec,
-        shared.schedule,
-        stacked,
-        shared.step_cache,
-        None,
-        shared.controlnet,
-        hires,
-    )
+    return replace(shared, conditioning=stacked, plan=None, hires=hires)
 
 
 def _stack(conds: list[Conditioning]) -> Conditioning:

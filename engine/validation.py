@@ -78,6 +78,8 @@ def _check_generation(p: GenerationRequest, limits: Limits, samplers: SamplerTab
     _check_range("variation_strength", p.variation_strength, 0, 1)
     spec = samplers.resolve(p.sampler, p.schedule)[0]
     _check_seed_extras(p, spec.name, limits)
+    if p.refiner is not None:
+        _check_range("refiner_switch_at", p.refiner_switch_at, 0, 1)
     if p.hires is not None:
         _check_hires(p, limits, samplers)
     if p.blend is not None:

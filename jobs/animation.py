@@ -3,7 +3,8 @@
 The job's parameters are the animation's settings (Deforum's names, see engine/animation/animate.py), its start seed
 (fixed when the job is accepted) and the output formats. Frames go straight into
 `<outputs>/animations/<job>/frames` as PNGs with infotext, so a crash or a stop resumes after the last
-finished unit of frames; the last slice writes the videos and the Deforum settings file beside them.
+finished unit of frames; the last slice writes the videos and the Deforum settings file beside them. A finished
+animation goes into the catalog as one item with its frames (`catalogue_animation`, catalog/animations.py).
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ class AnimateTask:
         if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
             raise InvalidRequest("formats", f"{formats!r}: choose from {', '.join(FORMATS)}")
         seed = int(params.get("seed", resolve_seed(animation.seed)))
+        animation = _with_video(animation, settings, seed)
         plan_frames(animation, seed)  # every schedule and prompt computed once: bad input fails here
+        if animation.animation_mode == "3D" and animation.needs_depth_model:
+            from engine.animation.depth_files import find_depth_model
+
+            find_depth_model(settings.models_path)  # refused now, naming models/Deforum, when there is none
         return {
             **params,
             "settings": animation.to_json(),
@@ -65,13 +71,14 @@ class AnimateTask:
     def run_slice(
         self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl
     ) -> Slice:
-        from engine.animation.animate import AnimationRenderer, AnimationSettings, frame_path
+        from engine.animation.animate import AnimationSettings, frame_path
+        from engine.animation.render3d import make_renderer
 
         params = job.request
         animation = AnimationSettings.from_json(params["settings"])
         running = engine()
         folder = animation_folder(running.settings, job)
-        renderer = AnimationRenderer(running, animation, int(params["seed"]), folder / "frames")
+        renderer = make_renderer(running, animation, int(params["seed"]), folder / "frames")  # 2D or 3D
         start = _first_unfinished(renderer, frame_path)
         if start > int((state or {}).get("unit", 0)):  # frames on disk beyond the last slice's end: a crash
             log.info(
@@ -104,6 +111,66 @@ class AnimateTask:
         return Slice(
             {"unit": index}, done=True, results=tuple(_finish(renderer, folder, params)), progress=1.0
         )
+
+
+def _with_video(animation, settings, seed: int):
+    """An animation that reads an input video: the file checked (a local file in the data folder's videos/
+    folder, readable, its frames' size bounded) and `max_frames` at most the frames it keeps, as Deforum does;
+    hybrid video's schedules computed (engine/animation/video_input.py, hybrid.py)."""
+    from dataclasses import replace
+
+    from engine.animation.hybrid import Hybrid
+    from engine.animation.video_input import fit_max_frames
+    from engine.animation.video_options import needs_video
+
+    if not needs_video(animation):
+        return animation
+    animation = replace(animation, max_frames=fit_max_frames(animation, settings.data_dir))
+    if animation.animation_mode == "2D":
+        Hybrid(animation, None, seed)
+    return animation
+
+
+async def catalogue_animation(catalog, job: JobRecord, paths: tuple[str, ...], guild: str) -> tuple[int, ...]:
+    """A finished animation into the catalog as one item (its first frame, with its video and settings file)
+    and its other frames as the item's children (catalog/animations.py); the item's id."""
+    import asyncio
+    import time
+
+    from catalog.animations import NewAnimation, video_of
+    from catalog.records import NewImage, Relation
+    from engine.infotext_files import read_infotext
+
+    video = video_of(paths)
+    if video is None:
+        return ()
+    settings_file = next((path for path in paths if path.endswith("settings.txt")), None)
+    relation = job.meta.get("relation")
+
+    def frames() -> tuple[NewImage, ...]:
+        found = sorted((Path(video).parent / "frames").glob("[0-9][0-9][0-9][0-9][0-9].png"))
+        return tuple(
+            NewImage(
+                str(path),
+                guild,
+                job.owner,
+                read_infotext(path) or "",
+                channel=job.channel,
+                created=time.time(),
+                job_id=job.id,
+                nsfw=bool(job.meta.get("nsfw")),
+                **({"parent_id": job.meta.get("parent_id"), "relation": Relation(relation) if relation else None}
+                   if index == 0 else {}),
+            )
+            for index, path in enumerate(found)
+        )  # fmt: skip
+
+    found = await asyncio.to_thread(frames)
+    if not found:
+        return ()
+    fps = float(job.request.get("settings", {}).get("fps", 15.0))
+    item = await catalog.add_animation(NewAnimation(found, video, settings_file, fps))
+    return (item.id,)
 
 
 def _first_unfinished(renderer, frame_path) -> int:

@@ -1,10 +1,11 @@
 """Blob stores: whole files kept by key, so that processes on other hosts can read what a worker made.
 
 A `BlobStore` is four calls (`put`, `get`, `has`, `delete`) over keys that are relative POSIX paths
-("outputs/txt2img-images/2024-05-01/00012-0-42.png", "previews/12.jpg"). Two implementations: `FolderBlobs`,
-files under a local folder (a single host, or a shared mount), and `PgBlobStore` (jobs/pg_blobs.py), chunked
-rows in the PostgreSQL database of `[database] url`. An object store can be added later behind the same
-four calls. Every store refuses a blob over its size cap (`BlobTooLarge`, naming the setting).
+("outputs/txt2img-images/2024-05-01/00012-0-42.png", "previews/12.jpg"), and `listed` (old keys under a
+prefix) for retention (jobs/blob_retention.py). Two implementations: `FolderBlobs`, files under a local folder
+(a single host, or a shared mount), and `PgBlobStore` (jobs/pg_blobs.py), chunked rows in the PostgreSQL
+database of `[database] url`. An object store can be added later behind the same five calls. Every store
+refuses a blob over its size cap (`BlobTooLarge`, naming the setting).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> bool:
         """Forget `key`; whether there was something under it."""
+        ...
+
+    async def listed(self, prefix: str, before: float) -> list[str]:
+        """The keys that start with `prefix` and were last written before `before` (a Unix time), in key
+        order: what retention (jobs/blob_retention.py) looks at."""
         ...
 
 
@@ -103,3 +109,11 @@ class FolderBlobs:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return False
         return True
+
+    async def listed(self, prefix: str, before: float) -> list[str]:
+        keys = []
+        for path in self.root.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix) and path.is_file() and path.stat().st_mtime < before:
+                keys.append(key)
+        return sorted(keys)

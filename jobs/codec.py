@@ -22,12 +22,12 @@ from engine.requests import (
     ControlResize,
     GenerationRequest,
     HiresFix,
-    HiresUpscaler,
     Img2ImgRequest,
     InpaintArea,
     InpaintRequest,
     MaskedContent,
     ResizeMode,
+    hires_upscaler,
 )
 from jobs.records import JobKind
 
@@ -37,7 +37,7 @@ AnyRequest = GenerationRequest | Img2ImgRequest | InpaintRequest
 def _params_to_json(params: GenerationRequest, inputs: Path | None) -> dict[str, Any]:
     data = dataclasses.asdict(dataclasses.replace(params, controlnet=()))
     if params.hires is not None:
-        data["hires"] = {**dataclasses.asdict(params.hires), "upscaler": params.hires.upscaler.value}
+        data["hires"] = {**dataclasses.asdict(params.hires), "upscaler": str(params.hires.upscaler)}
     if params.controlnet:  # ControlNet units: their control images stored like input images
         if inputs is None:
             raise InvalidRequest("controlnet", "this command takes no ControlNet units")
@@ -56,7 +56,7 @@ def _params_from_json(data: dict[str, Any], inputs: Path | None) -> GenerationRe
     values = dict(data)
     if values.get("hires") is not None:
         hires = dict(values["hires"])
-        values["hires"] = HiresFix(**{**hires, "upscaler": HiresUpscaler(hires["upscaler"])})
+        values["hires"] = HiresFix(**{**hires, "upscaler": hires_upscaler(hires["upscaler"])})
     units = values.pop("controlnet", None) or []
     if units and inputs is None:
         raise ValueError("a request with ControlNet units needs the folder of its stored images")

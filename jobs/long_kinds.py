@@ -10,10 +10,12 @@ from jobs.merging import MergeTask
 from jobs.plots import PlotTask
 from jobs.records import JobKind
 from jobs.training import TrainTask
+from jobs.upscaling import UpscaleTask
 
 
 def long_tasks(samplers: SamplerTable = BUILTIN_SAMPLERS) -> dict[JobKind, LongTask]:
-    """Training (`train`), animation (`animate`), the checkpoint merger (`merge`) and plots (`xyz`, their
-    cells checked against `samplers`: the built-ins unless a caller passes the process's table), by kind."""
-    tasks = (TrainTask(), AnimateTask(), MergeTask(), PlotTask(samplers))
+    """Training (`train`), animation (`animate`), the checkpoint merger (`merge`), plots (`xyz`, their
+    cells checked against `samplers`: the built-ins unless a caller passes the process's table) and the
+    Extras tab's upscale (`upscale`), by kind."""
+    tasks = (TrainTask(), AnimateTask(), MergeTask(), PlotTask(samplers), UpscaleTask())
     return {task.kind: task for task in tasks}

@@ -99,3 +99,12 @@ class PgBlobStore:
         async with self.pool.connection() as connection:
             cursor = await connection.execute("DELETE FROM blobs WHERE key = %s RETURNING key", (key,))
             return await cursor.fetchone() is not None
+
+    async def listed(self, prefix: str, before: float) -> list[str]:
+        """The keys under `prefix` last written before `before` (a Unix time), in key order."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with self.pool.connection() as connection:
+            cursor = await connection.execute(
+                "SELECT key FROM blobs WHERE key LIKE %s AND created_at < %s ORDER BY key", (pattern, before)
+            )
+            return [row["key"] for row in await cursor.fetchall()]

@@ -92,6 +92,12 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
         """,
     ),
+    (
+        "each person's last start by index: the turns of the fair order in SQL (jobs/fair_sql.py)",
+        """
+        CREATE INDEX jobs_served ON jobs (owner, started_at);
+        """,
+    ),
 )
 
 

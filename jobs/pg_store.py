@@ -2,15 +2,13 @@
 
 Chosen by the composition root (app/stores.py) when `[database] url` is set; `JobQueue` runs on either.
 
-Claiming. Each worker picks its batch with the same fair scheduler as the SQLite queue (jobs/scheduling.py),
-its turns taken from the rows (`served`: when each person was last served, by any worker), and claims it with
-`SELECT … FOR UPDATE SKIP LOCKED`: a job another worker claims at the same moment is skipped, never claimed
-twice, and the claim returns only the jobs this worker got. The run loop reads only the pick's candidates
-(`candidates`, one window query) and claims with `claim_first`: when another worker holds the fair pick's
-lead, the next lead in turn order is taken in the same transaction, instead of reading the queue again.
-Model affinity (a worker prefers jobs for the model it has loaded) passes a person over at most once in a
-row, counted in `passed_over` across workers: the count is raised in the claim's transaction, only while it
-is below the limit.
+Claiming. The database computes the fair order of the SQLite queue's scheduler (jobs/scheduling.py, in SQL:
+jobs/fair_sql.py), its turns taken from the rows (when each person was last served, by any worker), and
+`claim_next` takes the first lead no other worker holds with `SELECT … FOR UPDATE SKIP LOCKED`, then its batch
+mates, in one transaction (jobs/pg_claims.py): a job another worker claims at the same moment is skipped,
+never claimed twice, and no job row is read but the claimed ones. Model affinity (a worker prefers jobs for
+the model it has loaded) passes a person over at most once in a row, counted in `passed_over` across workers:
+the count is raised in the claim's transaction, only while it is below the limit.
 
 Leases, not locks. There is no one-worker lock: a claimed job carries a lease (`lease_until`, the database's
 clock plus `lease_s`), renewed by its worker's heartbeat (every lease_s / 3). Any process re-queues the jobs
@@ -40,11 +38,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from jobs.blame import Point, judge
-from jobs.pg_claims import claim_first
+from jobs.fair_sql import POSTGRES, positions
+from jobs.pg_claims import claim_next
 from jobs.pg_schema import DatabaseUnavailable, migrate
 from jobs.records import JobKind, JobRecord, JobStatus
-from jobs.scheduling import MAX_SKIPS, Candidates, Choice
-from jobs.store import candidates_from_rows, check_queue_limits, record_from_row
+from jobs.scheduling import MAX_SKIPS
+from jobs.store import check_queue_limits, record_from_row
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +53,9 @@ REQUEUED = "the worker died during this job; queued again"
 CONNECT_TIMEOUT_S = 30.0  # opening the store waits this long for the server (it may be starting too)
 REQUEUED_SOLO = "the worker died during its batch; queued again to run alone"
 LONG_KINDS = [kind.value for kind in JobKind if kind.long]
-# The fair pick's candidates, as jobs/store.py's SELECT_CANDIDATES (the rule of jobs/scheduling.py
-# `candidates`): the window runs over the queued rows' narrow columns; only the candidates' rows come back.
-SELECT_CANDIDATES = """
-    WITH line AS (
-        SELECT id, owner, batch_key, solo,
-               COALESCE((request->'params'->>'batch_size')::int, 1)
-               * COALESCE((request->'params'->>'batch_count')::int, 1) AS images,
-               kind = ANY(%(long)s) AS long, jsonb_array_length(deaths) AS died
-        FROM jobs WHERE status = 'queued'
-    ), ranked AS (
-        SELECT id, solo, batch_key, images,
-               row_number() OVER (PARTITION BY owner ORDER BY long, died, id) AS line_round,
-               min(id) OVER (PARTITION BY owner) AS line_first,
-               row_number() OVER (PARTITION BY owner, batch_key, images, solo ORDER BY long, died, id) AS nth
-        FROM line
-    )
-    SELECT jobs.*, ranked.line_round, ranked.line_first FROM ranked JOIN jobs USING (id)
-    WHERE ranked.line_round <= %(per_owner)s
-       OR (NOT ranked.solo AND ranked.batch_key <> '' AND ranked.nth * ranked.images <= %(max_images)s)
-"""
+
+
+POSITIONS = positions(POSTGRES)
 
 
 class PgJobStore:
@@ -146,13 +128,6 @@ class PgJobStore:
             for row in await self._execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id")
         ]
 
-    async def candidates(self, max_images: int, per_owner: int = 1) -> Candidates:
-        """The queued jobs the fair pick needs, ordered as in the whole queue (jobs/scheduling.py)."""
-        rows = await self._execute(
-            SELECT_CANDIDATES, {"long": LONG_KINDS, "per_owner": per_owner, "max_images": max_images}
-        )
-        return candidates_from_rows(rows, _record)
-
     async def recent(self, limit: int = 50, statuses: Iterable[JobStatus] | None = None) -> list[JobRecord]:
         """The newest jobs, optionally only those in `statuses`."""
         if statuses is None:
@@ -178,6 +153,22 @@ class PgJobStore:
             " AND guild IS NOT NULL" if guilds_only else ""
         )
         return [_record(row) for row in await self._execute(sql + " ORDER BY id")]
+
+    async def has_queued(self, besides: Sequence[int] = ()) -> bool:
+        """Whether any job other than `besides` waits (an index probe, no row read)."""
+        rows = await self._execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND id <> ALL(%s)) AS waits",
+            (list(besides),),
+        )
+        return bool(rows[0]["waits"])
+
+    async def positions(self, job_ids: Sequence[int] | None, scheduler=None) -> dict[int, int]:
+        """The places in line (1 = next) of those of `job_ids` that are queued (None: all), in the fair order
+        of the rows (jobs/fair_sql.py; `scheduler` is for the SQLite store: here the turns are in the rows)."""
+        if job_ids is not None and not job_ids:
+            return {}
+        rows = await self._execute(POSITIONS, {"ids": None if job_ids is None else list(job_ids)})
+        return {row["id"]: row["place"] for row in rows}
 
     async def served(self, queued: Sequence[JobRecord]) -> dict[str, float]:
         """When each owner of `queued` was last served by any worker (the scheduler's turns, shared: whoever
@@ -357,12 +348,12 @@ class PgJobStore:
             self._fences[row["id"]] = row["fence"]
         return [_record(by_id[job_id]) for job_id in job_ids if job_id in by_id]
 
-    async def claim_first(self, choices: Sequence[Choice], max_images: int) -> list[JobRecord]:
-        """The first of `choices` (in turn order, jobs/scheduling.py) whose lead no other worker holds, claimed
-        with the mates it could get, in one transaction (jobs/pg_claims.py); [] when others hold every lead."""
+    async def claim_next(self, loaded_model: str | None, max_images: int) -> list[JobRecord]:
+        """The next batch in the fair order (jobs/fair_sql.py) whose lead no other worker holds, claimed with
+        the mates it could get, in one transaction (jobs/pg_claims.py); [] when nothing is free."""
         holder = {"worker": self.worker_name, "claim": self.claim_token, "lease": self.lease_s}
         async with self._pool.connection() as connection, connection.transaction():
-            rows = await claim_first(connection, choices, max_images, holder)
+            rows = await claim_next(connection, _record, loaded_model, max_images, holder)
         for row in rows:
             self._fences[row["id"]] = row["fence"]
         return [_record(row) for row in rows]

@@ -39,7 +39,7 @@ import dataclasses
 import hashlib
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from catalog.catalog import Catalog
 from config import Limits, Settings
@@ -48,6 +48,7 @@ from engine.models.registry import ModelRegistry
 from engine.requests import GenerationRequest, with_fixed_seeds, with_params
 from engine.tasks.batching import batch_key
 from engine.tasks.samplers import SamplerTable
+from engine.upscaling.naming import with_installed_upscaler
 from engine.validation import check_request
 from jobs.blame import PointFile
 from jobs.codec import AnyRequest, request_to_json
@@ -57,6 +58,7 @@ from jobs.records import WARMING_UP, EventKind, JobEvent, JobKind, JobRecord, Jo
 from jobs.results import ResultFiles
 from jobs.running import RunLoop
 from jobs.scheduling import FairScheduler
+from jobs.slice_files import SliceFiles
 from jobs.store import JobStore
 from jobs.worker import GpuWorker
 
@@ -90,6 +92,8 @@ class JobQueue(RunLoop):
         self.settings = settings
         # Result files across hosts: put in the blob store when done, fetched by readers (jobs/results.py).
         self.results = results or ResultFiles(settings.data_dir, settings.outputs_path)
+        # A long job's files between slices, through the same blob store (jobs/slice_files.py).
+        self.slice_files = SliceFiles(settings.data_dir, self.results.blobs)
         self.store = store
         self.worker = worker
         self.catalog = catalog
@@ -126,6 +130,7 @@ class JobQueue(RunLoop):
         to deliver the result after a restart. `max_pending` lowers the per-person limit (a guild's own
         setting)."""
         check_request(request, limits or self.settings.limits, self.samplers)
+        request = with_installed_upscaler(request, self.registry)  # a hires fix's model upscaler
         params = request.params
         model = self.registry.checkpoint(params.model or self.settings.default_model).name
         request = _with_model(with_fixed_seeds(request), model)
@@ -183,7 +188,7 @@ class JobQueue(RunLoop):
         return record
 
     async def _announce(self, record: JobRecord) -> None:
-        position = (await self.positions()).get(record.id)
+        position = (await self.positions([record.id])).get(record.id)
         log.info(
             "job %d accepted from %s (%s), position %s", record.id, record.owner, record.kind.value, position
         )
@@ -197,9 +202,11 @@ class JobQueue(RunLoop):
         """Where a long job keeps its files between slices (removed when the job ends)."""
         return self.settings.data_dir / "jobs" / "work" / str(job_id)
 
-    async def positions(self) -> dict[int, int]:
-        """Place in line of every queued job (1 = next)."""
-        return self.scheduler.positions(await self.store.queued())
+    async def positions(self, job_ids: Iterable[int] | None = None) -> dict[int, int]:
+        """Place in line (1 = next) of the queued jobs among `job_ids` (None: every queued job), computed by
+        the store in SQL with the fair order (jobs/fair_sql.py): only those rows come back."""
+        wanted = None if job_ids is None else sorted(set(job_ids))
+        return await self.store.positions(wanted, self.scheduler)
 
     async def cancel(self, job_id: int, requester: str | None = None, moderator: bool = False) -> JobRecord:
         """Cancel a queued job (removed at once) or a running one (it stops at its next step, also when
@@ -217,6 +224,7 @@ class JobQueue(RunLoop):
             )
             if cancelled is not None:
                 shutil.rmtree(self.workdir(job_id), ignore_errors=True)
+                await self.slice_files.forget(job_id, job.slices)
                 self._publish(JobEvent(job_id, EventKind.CANCELLED, JobStatus.CANCELLED))
                 await self._publish_positions()
                 return cancelled
@@ -270,7 +278,7 @@ class JobQueue(RunLoop):
         }
         if not wanted:
             return
-        for job_id, position in (await self.positions()).items():
+        for job_id, position in (await self.positions(None if None in wanted else wanted)).items():
             if None in wanted or job_id in wanted:
                 self._publish(
                     JobEvent(

@@ -15,16 +15,18 @@ class JobKind(StrEnum):
     ANIMATE = "animate"
     MERGE = "merge"
     XYZ = "xyz"  # a plot: X/Y/Z, prompt matrix, prompts from file (jobs/plots.py)
+    UPSCALE = "upscale"  # the Extras tab's upscale with a model upscaler (jobs/upscaling.py)
 
     @property
     def long(self) -> bool:
         """Runs in slices that yield the GPU to image jobs (see jobs/long.py)."""
-        return self in (JobKind.TRAIN, JobKind.ANIMATE, JobKind.MERGE, JobKind.XYZ)
+        return self in (JobKind.TRAIN, JobKind.ANIMATE, JobKind.MERGE, JobKind.XYZ, JobKind.UPSCALE)
 
     @property
     def catalogued(self) -> bool:
-        """Its result files are images that go into the catalog (image jobs, and plots' cells and grids)."""
-        return not self.long or self is JobKind.XYZ
+        """Its results go into the catalog: image jobs' images, plots' cells and grids, upscales, an animation as
+        one item with its frames (jobs/animation.py)."""
+        return not self.long or self in (JobKind.XYZ, JobKind.UPSCALE, JobKind.ANIMATE)
 
 
 class JobStatus(StrEnum):

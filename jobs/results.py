@@ -9,7 +9,9 @@ also puts each result file it wrote under the outputs folder in the store (`publ
 relative to the data folder; any process that needs a result file (bot delivery, the one-shot CLI, the API,
 the web gallery) asks `local(path)`, which returns a local path: the file itself when this host has it, else
 the copy fetched from the store into this host's data folder at the same relative path (its cache). Without
-a blob store (SQLite) nothing is published and `local` returns the path as it is.
+a blob store (SQLite) nothing is published and `local` returns the path as it is. Each fetched copy is listed
+in `<data>/cache/fetched-results.txt`; `prune_cache` (the bot's upkeep) removes those no longer in the store
+or unused for `[database] blob_keep_days`, never a file this host's worker made.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from catalog.records import ImageRecord
 
 log = logging.getLogger(__name__)
+
+FETCHED_LIST = "fetched-results.txt"  # under <data>/cache/: the result files this host fetched (ResultFiles)
 
 FOLDERS = {
     JobKind.IMAGINE: "txt2img-images",
@@ -140,6 +145,7 @@ class ResultFiles:
         if data is None:
             return given
         await asyncio.to_thread(_write_copy, target, data)
+        await asyncio.to_thread(self._remember, key)
         log.info("fetched %s from the blob store (%d bytes)", key, len(data))
         return target
 
@@ -164,15 +170,58 @@ class ResultFiles:
         return found
 
     def _cached(self, path: str) -> Path | None:
-        """This host's copy of a file fetched before (a path recorded on another host ends with its key)."""
+        """This host's copy of a file fetched before (a path recorded on another host ends with its key); its
+        time is renewed, so that a copy in use is not pruned (`prune_cache`)."""
         for key in key_suffixes(path, shortest=3):
             try:
                 target = self.data_dir / checked_key(key)
             except ValueError:
                 continue
             if target.is_file():
+                try:
+                    os.utime(target)
+                except OSError:
+                    pass
                 return target
         return None
+
+    @property
+    def fetched_list(self) -> Path:
+        """This host's list of the keys it fetched (its cache), one a line: only these files are pruned."""
+        return self.data_dir / "cache" / FETCHED_LIST
+
+    def _remember(self, key: str) -> None:
+        self.fetched_list.parent.mkdir(parents=True, exist_ok=True)
+        with self.fetched_list.open("a", encoding="utf-8") as listing:
+            listing.write(key + "\n")  # one short write in append mode: whole, even beside another process
+
+    async def prune_cache(self, keep_days: float, now: float | None = None) -> int:
+        """Remove this host's fetched copies (never a file its own worker made) that are no longer in the blob
+        store (their image was purged: no host will be given them again), or unused for `keep_days` (fetched
+        again when asked for); how many."""
+        if self.blobs is None or not self.fetched_list.is_file():
+            return 0
+        now = time.time() if now is None else now
+        keys = dict.fromkeys(self.fetched_list.read_text(encoding="utf-8").split())
+        kept, removed = [], 0
+        for key in keys:
+            try:
+                target = self.data_dir / checked_key(key)
+                used = target.stat().st_mtime
+            except (ValueError, OSError):
+                continue  # gone already (or not a key): forgotten
+            if used >= now - keep_days * 86400 and await self.blobs.has(key):
+                kept.append(key)
+                continue
+            target.unlink(missing_ok=True)
+            removed += 1
+        # Keys another process listed meanwhile are kept too (its copy is new).
+        listed_now = dict.fromkeys(self.fetched_list.read_text(encoding="utf-8").split())
+        kept += [key for key in listed_now if key not in keys]
+        atomic_write(self.fetched_list, "".join(key + "\n" for key in kept).encode())
+        if removed:
+            log.info("removed %d cached result files of other hosts", removed)
+        return removed
 
     async def _stored_key(self, path: str) -> str | None:
         """The key `path` was stored under: its own key when it names this host's data folder, else the

@@ -15,7 +15,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,8 @@ from core.errors import DiskFull, as_disk_full
 from engine.requests import RunControl
 from jobs.diskwait import WAITING
 from jobs.long import SliceControl
-from jobs.records import EventKind, JobEvent, JobRecord, JobStatus
+from jobs.records import EventKind, JobEvent, JobKind, JobRecord, JobStatus
+from jobs.slice_files import kept_folders
 from jobs.worker import Outcome, Progress
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from jobs.diskwait import DiskWait
     from jobs.results import ResultFiles
     from jobs.scheduling import FairScheduler
+    from jobs.slice_files import SliceFiles
     from jobs.store import JobStore
     from jobs.worker import GpuWorker
 
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 LOCAL_GUILD = "local"  # the catalog's guild for jobs from the command line
 PERSIST_PROGRESS_S = 1.0  # write a running job's progress to its row at most this often (for other processes)
 STOP_GRACE_S = 5.0  # after a stop, wait this long for the GPU thread's next step, then leave it (exit < 10 s)
-CANDIDATE_ROUNDS = 2  # PostgreSQL: each person's first jobs read as leads to fall back on (with batch mates)
-CLAIM_CHOICES = 16  # PostgreSQL: leads in turn order a claim tries when other workers hold the first ones
 ABANDONED = object()  # what `_unless_stopped` returns for GPU work left running after a stop
 
 
@@ -59,6 +59,7 @@ class RunLoop:
     worker: GpuWorker
     catalog: Catalog
     results: ResultFiles
+    slice_files: SliceFiles
     scheduler: FairScheduler
     point: PointFile
     _disk: DiskWait
@@ -66,7 +67,7 @@ class RunLoop:
     # Given by JobQueue (jobs/queue.py).
     def _publish(self, event: JobEvent) -> None: ...
     async def _publish_positions(self) -> None: ...
-    async def positions(self) -> dict[int, int]: ...
+    async def positions(self, job_ids: Iterable[int] | None = None) -> dict[int, int]: ...
     def workdir(self, job_id: int) -> Path: ...
 
     def _init_run_state(self) -> None:
@@ -204,32 +205,32 @@ class RunLoop:
         """Run the next batch, if any job waits; True when something ran (DiskFull: it went back in line)."""
         self._loop = asyncio.get_running_loop()
         max_images = self.settings.queue.max_batch_images
+        loaded = self.worker.loaded_model
         shared = not self.store.exclusive_worker  # PostgreSQL: turns are taken across all the workers
-        # Only the rows the pick needs (jobs/scheduling.py `candidates`), not the whole queue.
-        queued = await self.store.candidates(max_images, CANDIDATE_ROUNDS if shared else 1)
-        choices = []
-        if shared:
-            self.scheduler.served_at = await self.store.served(queued.jobs)
-            self.scheduler.skipped = await self.store.passed_over(job.owner for job in queued.jobs)
-            choices = self.scheduler.choices(queued, self.worker.loaded_model, max_images, CLAIM_CHOICES)
-            batch = choices[0].batch(max_images) if choices else []
-        else:
-            batch = self.scheduler.next_batch(queued, self.worker.loaded_model, max_images)
-        if not batch:
-            return False
+        batch: list[JobRecord] = []
+        if shared:  # the database ranks and claims in one transaction (jobs/pg_claims.py)
+            if not self._prepared and not await self.store.has_queued():
+                return False
+        else:  # the fair order computed by SQLite with this worker's turns (jobs/fair_sql.py)
+            batch, passed_over = await self.store.pick(self.scheduler, loaded, max_images)
+            if not batch:
+                return False
         if not self._prepared:  # before any claim: a slow or failing start is no job's fault
             self.point.begin([], "starting the engine")
             if await self._unless_stopped(self.worker.prepare()) is ABANDONED:
                 return True
             self._prepared = True
-        self.point.begin([job.id for job in batch])  # before the claim, so a death after it names them
-        if shared:  # the fair pick, or the next in turn order when other workers hold it (jobs/pg_claims.py)
-            claimed = await self.store.claim_first(choices, max_images)
+        if shared:  # no point file on PostgreSQL: the leases say who died holding what
+            claimed = await self.store.claim_next(loaded, max_images)
+            if not claimed:
+                return False  # nothing queued, or other workers hold every queued job
         else:
+            self.scheduler.served(batch, passed_over)
+            self.point.begin([job.id for job in batch])  # before the claim, so a death after it names them
             claimed = await self.store.claim([job.id for job in batch])
-        if not claimed:
-            self.point.idle()
-            return True
+            if not claimed:
+                self.point.idle()
+                return True
         controls = {job.id: RunControl() for job in claimed}
         self._controls.update(controls)
         for job in claimed:
@@ -307,10 +308,12 @@ class RunLoop:
             stopping=self._stop_slices,
         )
         self._running_slice = job.id
-        try:
-            return await self.worker.run_slice(
-                job, slice_control, self.workdir(job.id), self._report_from_worker
+        try:  # the files of earlier slices, when they ran on another host (jobs/slice_files.py)
+            workdir = self.workdir(job.id)
+            await self.slice_files.restore(
+                job.id, job.slices, kept_folders(self.settings, job, workdir), workdir
             )
+            return await self.worker.run_slice(job, slice_control, workdir, self._report_from_worker)
         finally:
             self._running_slice = None
 
@@ -322,9 +325,8 @@ class RunLoop:
                     log.info("job %d: cancel asked for by another process", job_id)
                     self._user_cancelled.add(job_id)
                     controls[job_id].cancel.set()
-            if long and not self._others_waiting.is_set():
-                if any(job.id not in controls for job in (await self.store.candidates(1)).jobs):
-                    self._others_waiting.set()
+            if long and not self._others_waiting.is_set() and await self.store.has_queued(list(controls)):
+                self._others_waiting.set()
             await asyncio.sleep(self.settings.queue.poll_interval_s)
 
     async def _finish(self, job: JobRecord, outcome: Outcome) -> None:
@@ -336,6 +338,10 @@ class RunLoop:
         if outcome.paused is not None:
             # A long job's slice ended: keep its state and put it back in line; the slice was not a crash.
             part = outcome.paused
+            workdir = self.workdir(job.id)  # its files first, for a worker on another host
+            await self.slice_files.save(
+                job.id, job.slices + 1, kept_folders(self.settings, job, workdir), workdir
+            )
             updated = await self.store.transition(
                 job.id,
                 JobStatus.QUEUED,
@@ -348,7 +354,7 @@ class RunLoop:
                 deaths=(),  # it made progress: earlier deaths are forgiven (jobs/blame.py)
             )
             if updated is not None:
-                position = (await self.positions()).get(job.id)
+                position = (await self.positions([job.id])).get(job.id)
                 self._publish(
                     JobEvent(
                         job.id, EventKind.QUEUED, JobStatus.QUEUED, position=position, phase=updated.phase
@@ -390,6 +396,7 @@ class RunLoop:
         )
         if job.kind.long:
             shutil.rmtree(self.workdir(job.id), ignore_errors=True)
+            await self.slice_files.forget(job.id, job.slices)
         if updated is not None:
             self._publish(
                 JobEvent(
@@ -421,6 +428,11 @@ class RunLoop:
     async def _catalogue(self, job: JobRecord, paths: tuple[str, ...]) -> tuple[int, ...]:
         from catalog.records import NewImage, Relation
         from engine.infotext_files import read_infotext
+
+        if job.kind is JobKind.ANIMATE:  # one item, its frames its children (jobs/animation.py)
+            from jobs.animation import catalogue_animation
+
+            return await catalogue_animation(self.catalog, job, paths, job.guild or LOCAL_GUILD)
 
         relation = job.meta.get("relation")
         new = [

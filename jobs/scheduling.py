@@ -1,6 +1,9 @@
 """Which queued jobs run next: round-robin across people, model affinity within a round, dynamic batching.
 
-Pure functions over job records (no I/O), so the policy is tested exactly:
+Pure functions over job records (no I/O), so the policy is tested exactly. The queue's run loop does not call
+them on the queue itself: both stores compute the same order in SQL (jobs/fair_sql.py), and property tests
+compare the two over random queues (tests/jobs/test_fair_sql.py, tests/pg/test_fair_sql.py). This module is
+the rule they are held to, and `Choice.batch` (filling the image budget) is the part SQL leaves to Python.
 - People take turns: whoever was served longest ago goes first, and each person's oldest job is theirs.
   Someone with 20 jobs gets one turn per round like someone with 1.
 - Model affinity: when the job whose turn it is needs a different model than the loaded one, one other
@@ -14,14 +17,6 @@ Pure functions over job records (no I/O), so the policy is tested exactly:
 - A job that died with the worker while running alone comes after its owner's other jobs (the more deaths,
   the later): a job that crashes the worker does not hold up its owner's others, and an outside kill that
   lands early after each restart does not hit the same job every time.
-
-Candidates. The pick only ever looks at each person's first job in their line (their head) and at batch
-mates of the lead's key, so a store reads only those (`candidates`: the rule below, written in SQL by both
-stores), with each job's place in its owner's line and each owner's oldest id, so that the order of the
-candidates is exactly the order they have in the whole queue. A batch mate with `n` images beyond its owner's
-first `max_images // n` such mates can never join (the earlier ones filled the budget, or one of them did not
-fit and the budget only shrinks), so a batch from the candidates is the batch from the whole queue
-(tests/jobs/test_candidates.py proves it over random queues).
 """
 
 from __future__ import annotations
@@ -36,7 +31,12 @@ MAX_SKIPS = 1  # times in a row a person's turn may go to someone else's job for
 
 def job_images(job: JobRecord) -> int:
     """Images a job produces (batch size × batch count of its request)."""
-    params = job.request.get("params", {})
+    return request_images(job.request)
+
+
+def request_images(request: dict) -> int:
+    """Images a job's stored request produces (batch size × batch count)."""
+    params = request.get("params", {})
     return int(params.get("batch_size", 1)) * int(params.get("batch_count", 1))
 
 
@@ -63,27 +63,6 @@ def whole(queued: Sequence[JobRecord]) -> Candidates:
         places[job.owner] = rounds[job.id] = places.get(job.owner, 0) + 1
         first_ids[job.owner] = min(first_ids.get(job.owner, job.id), job.id)
     return Candidates(list(queued), rounds, first_ids)
-
-
-def candidates(queued: Sequence[JobRecord], max_images: int, per_owner: int = 1) -> Candidates:
-    """The part of the queue a pick needs (the module's docstring): each owner's first `per_owner` jobs (their
-    head; more give workers racing for the heads other leads in turn order), and the non-solo jobs
-    with a batch key that are among their owner's first `max_images // n` of that key with `n` images. The
-    stores read the same rows in SQL (`JobStore.candidates`); this is the rule they are tested against."""
-    everything = whole(queued)
-    nth: dict[tuple[str, str, int], int] = {}
-    kept = []
-    for job in sorted(queued, key=line_key):
-        images = job_images(job)
-        mate = not job.solo and job.batch_key != ""
-        if mate:
-            nth[job.owner, job.batch_key, images] = nth.get((job.owner, job.batch_key, images), 0) + 1
-        if everything.rounds[job.id] <= per_owner or (
-            mate and nth[job.owner, job.batch_key, images] * images <= max_images
-        ):
-            kept.append(job)
-    rounds = {job.id: everything.rounds[job.id] for job in kept}
-    return Candidates(kept, rounds, dict(everything.first_ids))
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import aiosqlite
 from core.errors import InvalidRequest
 from core.sqlite import Database, Migration
 from jobs.blame import Point, judge
+from jobs.fair_sql import SQLITE, leads, mates, positions
 from jobs.records import JobKind, JobRecord, JobStatus
-from jobs.scheduling import Candidates
+from jobs.scheduling import MAX_SKIPS, Choice, FairScheduler, job_images
 
 MIGRATIONS: tuple[Migration, ...] = (
     (
@@ -78,26 +79,8 @@ SELECT_QUEUED = "SELECT * FROM jobs WHERE status = 'queued' ORDER BY id"
 COUNT_PENDING_OF_OWNER = "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'running')"
 COUNT_QUEUED = "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
 SELECT_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = ?"
-# The fair pick's candidates (jobs/scheduling.py `candidates`): each owner's first jobs, and the non-solo jobs with a
-# batch key among their owner's first max_images // n of that key with n images, with each job's place in its
-# owner's line and each owner's oldest id. Only these rows are read and decoded, not the whole queue.
-SELECT_CANDIDATES = """
-    WITH line AS (
-        SELECT id, owner, batch_key, solo,
-               CAST(COALESCE(json_extract(request, '$.params.batch_size'), 1) AS INTEGER)
-               * CAST(COALESCE(json_extract(request, '$.params.batch_count'), 1) AS INTEGER) AS images,
-               kind IN ('train', 'animate', 'merge', 'xyz') AS long, json_array_length(deaths) AS died
-        FROM jobs WHERE status = 'queued'
-    ), ranked AS (
-        SELECT id, solo, batch_key, images,
-               row_number() OVER (PARTITION BY owner ORDER BY long, died, id) AS line_round,
-               min(id) OVER (PARTITION BY owner) AS line_first,
-               row_number() OVER (PARTITION BY owner, batch_key, images, solo ORDER BY long, died, id) AS nth
-        FROM line
-    )
-    SELECT jobs.*, ranked.line_round, ranked.line_first FROM ranked JOIN jobs USING (id)
-    WHERE ranked.line_round <= ? OR (NOT ranked.solo AND ranked.batch_key <> '' AND ranked.nth * ranked.images <= ?)
-"""
+SELECT_LEADS, SELECT_MATES, SELECT_POSITIONS = leads(SQLITE), mates(SQLITE), positions(SQLITE)
+SELECT_LEAD = leads(SQLITE, "ranked.id")  # the sort stays narrow: the lead's row is read by its id
 INSERT_JOB = """
     INSERT INTO jobs (kind, owner, guild, channel, request, status, created_at, idempotency_key, batch_key, model,
                       meta)
@@ -149,11 +132,60 @@ class JobStore:
         async with self._db.execute(SELECT_QUEUED) as cursor:
             return [_record(row) for row in await cursor.fetchall()]
 
-    async def candidates(self, max_images: int, per_owner: int = 1) -> Candidates:
-        """The queued jobs the fair pick needs, ordered as in the whole queue (jobs/scheduling.py)."""
-        async with self._db.execute(SELECT_CANDIDATES, (per_owner, max_images)) as cursor:
-            rows = await cursor.fetchall()
-        return candidates_from_rows(rows, _record)
+    async def leads(
+        self, scheduler: FairScheduler, loaded_model: str | None, limit: int = 1
+    ) -> list[tuple[JobRecord, str | None]]:
+        """The first `limit` queued jobs in the order they would lead a batch (jobs/fair_sql.py), each with
+        whom it passes over for model affinity; the turns are `scheduler`'s (this store's one worker's)."""
+        args = {
+            **_turns(scheduler),
+            "loaded": loaded_model,
+            "max_skips": MAX_SKIPS,
+            "limit": limit,
+        }
+        async with self._db.execute(SELECT_LEADS, args) as cursor:
+            return [(_record(row), row["passes_over"]) for row in await cursor.fetchall()]
+
+    async def pick(
+        self, scheduler: FairScheduler, loaded_model: str | None, max_images: int
+    ) -> tuple[list[JobRecord], str | None]:
+        """The next batch in the fair order, computed by SQLite (jobs/fair_sql.py; mates taken greedily within
+        `max_images` by `Choice.batch`), and whom it passes over. Claims nothing and changes nothing."""
+        args = {**_turns(scheduler), "loaded": loaded_model, "max_skips": MAX_SKIPS, "limit": 1}
+        async with self._db.execute(SELECT_LEAD, args) as cursor:
+            first = await cursor.fetchone()
+        lead = await self.get(first["id"]) if first else None
+        if lead is None:
+            return [], None
+        passes_over = first["passes_over"]
+        batch = [lead]
+        if lead.batch_key and not lead.solo:
+            args = {**_turns(scheduler), "key": lead.batch_key, "lead": lead.id, "held": "[]"}
+            args["room"] = max_images - job_images(lead)
+            async with self._db.execute(SELECT_MATES, args) as cursor:
+                ids = [row[0] for row in await cursor.fetchall()]
+            if ids:
+                sql = f"SELECT * FROM jobs WHERE id IN ({', '.join('?' * len(ids))})"
+                async with self._db.execute(sql, ids) as cursor:
+                    found = {job.id: job for job in map(_record, await cursor.fetchall())}
+                batch = Choice(lead, tuple(found[i] for i in ids if i in found)).batch(max_images)
+        return batch, passes_over
+
+    async def positions(self, job_ids: Sequence[int] | None, scheduler: FairScheduler) -> dict[int, int]:
+        """The places in line (1 = next) of those of `job_ids` that are queued (None: all), in `scheduler`'s
+        turns (jobs/fair_sql.py)."""
+        if job_ids is not None and not job_ids:
+            return {}
+        args = {**_turns(scheduler), "ids": None if job_ids is None else json.dumps(list(job_ids))}
+        async with self._db.execute(SELECT_POSITIONS, args) as cursor:
+            return {row[0]: row[1] for row in await cursor.fetchall()}
+
+    async def has_queued(self, besides: Sequence[int] = ()) -> bool:
+        """Whether any job other than `besides` waits."""
+        others = ", ".join("?" * len(besides))
+        sql = f"SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND id NOT IN ({others}))"
+        async with self._db.execute(sql, tuple(besides)) as cursor:
+            return bool((await cursor.fetchone())[0])
 
     async def recent(self, limit: int = 50, statuses: Iterable[JobStatus] | None = None) -> list[JobRecord]:
         """The newest jobs, optionally only those in `statuses`."""
@@ -362,19 +394,13 @@ class JobStore:
         return requeued, failed
 
 
+def _turns(scheduler: FairScheduler) -> dict[str, str]:
+    """A scheduler's turns and pass-overs as the JSON objects SQLite's fair order reads."""
+    return {"served": json.dumps(scheduler.served_at), "skipped": json.dumps(scheduler.skipped)}
+
+
 def _record(row: aiosqlite.Row) -> JobRecord:
     return record_from_row(row, json.loads)
-
-
-def candidates_from_rows(rows: Iterable[Any], record: Callable[[Any], JobRecord]) -> Candidates:
-    """The candidates of rows of a candidates query (both stores: the row, its `line_round`, `line_first`)."""
-    jobs, rounds, first_ids = [], {}, {}
-    for row in rows:
-        job = record(row)
-        jobs.append(job)
-        rounds[job.id] = row["line_round"]
-        first_ids[job.owner] = row["line_first"]
-    return Candidates(jobs, rounds, first_ids)
 
 
 def record_from_row(row: Any, decode: Callable[[Any], Any]) -> JobRecord:

@@ -26,6 +26,7 @@ from engine.models.trained_files import (
 from engine.requests import StepProgress
 from jobs.long import Slice, SliceControl
 from jobs.records import JobKind, JobRecord
+from jobs.training_concepts import check_concepts, class_items, concept_captions, concepts_of, save_samples
 
 PREVIEW_STEPS = 20  # denoising steps of a training preview unless the job says otherwise
 
@@ -59,6 +60,7 @@ class TrainTask:
             raise InvalidRequest("preview_prompt", "is longer than 1000 characters")
         checker, options = TRAINER_OPTIONS[trainer]
         checker()(options(params))
+        check_concepts(params, inputs)
         return params
 
     def run_slice(
@@ -79,7 +81,20 @@ class TrainTask:
             from engine.training.dreambooth import check_can_save
 
             check_can_save(model, path)
-        if kind == "dreambooth" and options.prior_preservation:
+        concepts = concepts_of(params) if kind == "dreambooth" else None
+        if concepts is not None:  # several concepts, each with its own class images
+            items, phase, made, _ = class_items(running, params, concepts, workdir, control)
+            if items is None:
+                saved["class_images"] = made
+                return Slice(saved, phase=phase, progress=0.0)
+            if items:
+                model = running.base_model(params.get("model"))  # the class prompts' LoRA tags are off again
+                class_examples = cached_examples(
+                    workdir / "class.safetensors",
+                    [caption for _, caption in items],
+                    lambda: encode_examples(model, items, options.resolution),
+                )
+        elif kind == "dreambooth" and options.prior_preservation:
             made = _class_images(running, params, options, workdir / "class", control)
             if made < options.class_images:
                 saved["class_images"] = made
@@ -92,7 +107,10 @@ class TrainTask:
                 lambda: _encode_class_images(model, options, workdir / "class"),
             )
         inputs = workdir.parent.parent / "inputs"  # <data_dir>/jobs/work/<job> → <data_dir>/jobs/inputs
-        texts = _captions(kind, options, [item.get("caption", "") for item in params["images"]])
+        if concepts is not None:
+            texts = concept_captions(concepts, options.name, params["images"])
+        else:
+            texts = _captions(kind, options, [item.get("caption", "") for item in params["images"]])
         items = (
             (load_image(inputs, item["file"]), text)
             for item, text in zip(params["images"], texts, strict=True)
@@ -168,6 +186,10 @@ class TrainTask:
             phase = f"step {loop.step}/{total}, loss {loss:.4f}"
             return Slice(saved, phase=phase, progress=loop.step / total)
         install(trainer, loop)
+        if concepts is not None:
+            save_samples(
+                trainer, concepts, running.settings, options.name, loop.step, int(params.get("seed", 0))
+            )
         return Slice(saved, done=True, results=(str(path),), progress=1.0)
 
 
@@ -328,7 +350,7 @@ def hypernetwork_options(params: dict[str, Any]):
 
     loop = lora_options({**params, "learning_rate": params.get("learning_rate", "5e-6")}).loop
     try:
-        dropout = params.get("dropout")
+        dropout = params.get("dropout_structure", params.get("dropout"))  # A1111's name; "dropout" before
         return HypernetworkTraining(
             name=str(params.get("name")),
             loop=loop,

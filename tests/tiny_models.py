@@ -136,6 +136,46 @@ def build_tiny_sdxl(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def build_tiny_sdxl_refiner(path: Path, seed: int = 1) -> Path:
+    """Write a tiny SDXL refiner folder: the second text encoder only, time ids ending in an aesthetic score
+    (`requires_aesthetics_score`), as stabilityai's refiner is saved (StableDiffusionXLImg2ImgPipeline)."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 5 * 8 time ids (size, crop, aesthetic score) + 40 pooled
+        cross_attention_dim=48,  # the second text encoder alone
+        norm_num_groups=8,
+    )
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(),
+        text_encoder=None,
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(48, projection=40)),
+        tokenizer=None,
+        tokenizer_2=_tokenizer(pad_token="!"),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
 def build_tiny_controlnet(path: Path, seed: int = 0, sdxl: bool = False) -> Path:
     """Write a tiny random ControlNet (diffusers folder) for the tiny SD 1.x (or SDXL) UNet above. Its
     conditioning embedding is SD's (8× downsampling): the control image is 8× the latent size."""

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from catalog.records import ImageRecord
-from commands.browse import browse_query
+from commands.browse import browse_query, count_text, position_text
 from core.errors import InvalidRequest
 
 ACTIONS = ("rate", "favourite", "delete", "restore")
@@ -168,7 +168,8 @@ class Curation:
                 for n in range(1, page.pages + 1)
             ][:50]
             pager = f"<nav class=pager>{''.join(links)}</nav>"
-        count = f"<p class=count>{page.total} images in the recycle bin · page {page.page} of {max(1, page.pages)}</p>"
+        where = position_text(page)
+        count = f"<p class=count>{count_text(page)} images in the recycle bin · {where}</p>"
         return "Recycle bin", '<p><a href="/">← back to the gallery</a></p>' + count + listing + pager
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from catalog.paths import exact_file
 from catalog.records import ImageRecord, NegativeMode, SortOrder
-from commands.browse import browse_query
+from commands.browse import browse_query, count_text, has_next, has_previous, position_text
 from community.store import CommunityStore
 from community.web_links import web_secret
 from config import Settings
@@ -32,6 +32,8 @@ from core.files import atomic_write_with
 from engine.image_io import check_image_file
 from jobs.queue import owner_for_cli
 from jobs.results import ResultFiles
+from web.animation import animation_of, player
+from web.animation import serve as serve_animation
 from web.curation import ACTIONS as curation_actions
 from web.curation import Curation, FormRefused
 from web.family import family_strip
@@ -42,7 +44,9 @@ FILTER_KEYS = ("q", "neg", "case", "regex", "rank_min", "rank_max", "unrated", "
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 _TRAVERSAL = re.compile(r"(^|/)(\.|%2e){2}(/|$)|%2f|\\\\", re.IGNORECASE)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'",
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; form-action 'self'"
+    ),
     "Referrer-Policy": "no-referrer",  # the link is the key: never send it to another site
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -86,6 +90,8 @@ class GalleryServer:
             ("image/{id:[0-9]{1,12}}", self.image_page),
             ("thumb/{id:[0-9]{1,12}}.jpg", self.thumbnail),
             ("file/{id:[0-9]{1,12}}", self.file),
+            ("video/{id:[0-9]{1,12}}", self.video),  # an animation's (web/animation.py)
+            ("settings/{id:[0-9]{1,12}}.txt", self.settings_file),
         ]
         prefix = "/" if self.local_guild is not None else "/g/{token:[A-Za-z0-9_.-]{10,120}}/"
         for path, handler in pages:
@@ -175,15 +181,19 @@ class GalleryServer:
                 raise InvalidRequest("q", f"not a valid regular expression: {exc}") from None
         page = await self.catalog.search(query)
         keep = {k: v for k, v in params.items() if k in FILTER_KEYS and v}
-        back = {**keep, "page": page.page} if page.page > 1 else keep  # an image page links back to this one
+        number = "last" if page.page == -1 else page.page  # (-1: the unnumbered last page)
+        back = {**keep, "page": number} if page.page != 1 else keep  # an image page links back to this one
         cards = (
             "\n".join(_card(image, back) for image in page.images) or "<p class=empty>No images match.</p>"
         )
         galleries = await self.catalog.galleries.list(guild)
-        body = _filter_form(options, galleries) + f"<p class=count>{page.total} images · page {page.page} of "
+        body = (
+            _filter_form(options, galleries)
+            + f"<p class=count>{count_text(page)} images · {position_text(page)}"
+        )
         if self.curation is not None:
             body = '<p class=bin-link><a href="/bin">recycle bin</a></p>' + body
-        body += f"{max(1, page.pages)}</p><main class=grid>{cards}</main>" + _pager(page, keep)
+        body += f"</p><main class=grid>{cards}</main>" + _pager(page, keep)
         return _page_response("Salon gallery", body)
 
     async def bin_page(self, request: web.Request) -> web.Response:
@@ -204,6 +214,9 @@ class GalleryServer:
             if not image.deleted
             else ""
         )
+        animation = await animation_of(self.catalog, image) if not image.deleted else None
+        if animation is not None:  # its video, its first frame as the poster (web/animation.py)
+            picture = player(image, animation)
         forms = await self.curation.forms(image) if self.curation is not None else ""
         body = (
             f'<p><a href="{html.escape(back.replace("./", "../", 1))}">← back to the gallery</a></p>'
@@ -244,6 +257,12 @@ class GalleryServer:
         path = _servable(await self._here(image))
         kind = IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
         return web.FileResponse(path, headers={"Content-Type": kind, "Cache-Control": "max-age=86400"})
+
+    async def video(self, request: web.Request) -> web.StreamResponse:
+        return await serve_animation(self, request, settings_file=False)
+
+    async def settings_file(self, request: web.Request) -> web.StreamResponse:
+        return await serve_animation(self, request, settings_file=True)
 
     async def _here(self, image: ImageRecord) -> ImageRecord:
         """The record with a path on this host (its file fetched from the blob store when another host made it)."""
@@ -307,13 +326,13 @@ def _pager(page, keep: dict) -> str:
             return f"<span class=off>{label}</span>"
         return f'<a rel={rel} href="?{html.escape(urlencode({**keep, "page": number}))}">{label}</a>'
 
-    last = max(1, page.pages)
+    later = has_next(page)  # also past a count that stopped at its cap ("10,000+")
     return (
         "<nav class=pager>"
-        + link(1, "« first", "first", page.page > 1)
-        + link(page.page - 1, "‹ previous", "prev", page.page > 1)
-        + link(page.page + 1, "next ›", "next", page.page < last)
-        + link("last", "last »", "last", page.page < last)
+        + link(1, "« first", "first", page.page != 1)
+        + link(page.page - 1, "‹ previous", "prev", has_previous(page))
+        + link(page.page + 1, "next ›", "next", later)
+        + link("last", "last »", "last", later)
         + "</nav>"
     )
 

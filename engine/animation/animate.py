@@ -30,23 +30,26 @@ import numpy as np
 from PIL import Image
 
 from core.errors import InvalidRequest
+from engine.animation.camera3d import Settings3D, check_3d, plan_cameras
 from engine.animation.color_sample import ColorMatch, color_match
+from engine.animation.flow import cadence_frame
 from engine.animation.frame_noise import NOISE_TYPES, Perlin, add_noise, perlin_problem
 from engine.animation.frame_ops import (
     BORDERS,
     COLOR_COHERENCE,
     adjust_contrast,
-    blend,
     match_colors,
     motion_matrix,
     warp,
 )
 from engine.animation.remake import remake_frame as remake_frame  # re-exported: it lived here
 from engine.animation.schedules import ScheduleError, parse_expression, prompt_math, schedule_values
+from engine.animation.video_input import mark_video_frame
+from engine.animation.video_options import VideoOptions, check_video_settings, hybrid_of, video_source
 from engine.infotext import format_infotext, parse_infotext
 from engine.requests import GenerationRequest, Img2ImgRequest, PromptBlend, RunControl
 
-MODES = ("2D", "Interpolation")
+MODES = ("2D", "3D", "Interpolation", "Video Input")
 SEED_BEHAVIORS = ("iter", "fixed", "random", "ladder", "alternate", "schedule")
 SEED_LIMIT = 2**32 - 1
 MAX_FRAMES = 10_000
@@ -68,7 +71,7 @@ NUMERIC_SCHEDULES = (
 
 
 @dataclass(frozen=True)
-class AnimationSettings:
+class AnimationSettings(Settings3D, VideoOptions):  # 3D: camera3d.py; flow, video, hybrid: video_options.py
     """An animation, with Deforum's option names (settings files map onto these) and its defaults."""
 
     prompts: Mapping[str, str] = field(default_factory=lambda: {"0": "a beautiful landscape"})
@@ -172,7 +175,7 @@ def check_settings(settings: AnimationSettings, max_size: int = 2048, max_steps:
     if settings.animation_mode not in MODES:
         raise InvalidRequest(
             "animation_mode",
-            f"{settings.animation_mode!r} is not one of: {', '.join(MODES)} (3D and video input are not built)",
+            f"{settings.animation_mode!r} is not one of: {', '.join(MODES)}",
         )
     if not 1 <= settings.max_frames <= MAX_FRAMES:
         raise InvalidRequest("max_frames", f"{settings.max_frames} is not from 1 to {MAX_FRAMES}")
@@ -203,6 +206,8 @@ def check_settings(settings: AnimationSettings, max_size: int = 2048, max_steps:
         if not isinstance(getattr(settings, option), bool):
             raise InvalidRequest(option, f"{getattr(settings, option)!r} is not true or false")
     _check_noise(settings)
+    check_3d(settings)
+    check_video_settings(settings)
     if not settings.prompts:
         raise InvalidRequest("prompts", 'give at least one prompt, e.g. {"0": "a cat"}')
 
@@ -216,7 +221,7 @@ def _check_noise(settings: AnimationSettings) -> None:
             raise InvalidRequest(option, f"{value!r} is not a whole number from {low} to {high}")
     if not isinstance(settings.perlin_persistence, int | float) or not 0 <= settings.perlin_persistence <= 1:
         raise InvalidRequest("perlin_persistence", f"{settings.perlin_persistence!r} is not from 0 to 1")
-    if settings.animation_mode == "2D" and settings.noise_type == "perlin":
+    if settings.animation_mode != "Interpolation" and settings.noise_type == "perlin":
         problem = perlin_problem(settings.width, settings.height, settings.perlin)
         if problem:
             raise InvalidRequest("noise_type", problem)
@@ -232,7 +237,9 @@ def plan_frames(settings: AnimationSettings, seed: int) -> list[FramePlan]:
     }
     _check_values(values, settings)
     prompts = prompt_keyframes(settings.prompts, n, seed)
-    cadence = settings.diffusion_cadence if settings.animation_mode == "2D" else 1
+    cadence = 1 if settings.animation_mode in ("Interpolation", "Video Input") else settings.diffusion_cadence
+    if settings.animation_mode == "3D":
+        plan_cameras(settings, seed)  # the 3D schedules computed once: bad input fails here
     diffused = [frame % cadence == 0 for frame in range(n)]
     seeds = _frame_seeds(settings, seed, values["seed_schedule"], diffused)
     blends = settings.blend_prompts or settings.animation_mode == "Interpolation"
@@ -411,7 +418,7 @@ class Unit:
 def units(settings: AnimationSettings) -> list[Unit]:
     """The render order: one unit per diffused frame (with the frames before it since the previous one)."""
     n = settings.max_frames
-    if settings.animation_mode == "Interpolation":
+    if settings.animation_mode in ("Interpolation", "Video Input"):
         return [Unit(frame, (frame,)) for frame in range(n)]
     cadence = settings.diffusion_cadence
     keys = list(range(0, n, cadence))
@@ -438,6 +445,8 @@ class AnimationRenderer:
         self.plan = plan_frames(settings, seed)
         self._references: dict[tuple[int, int | None], Image.Image] = {}  # colour samples, made once
         self.units = units(settings)
+        self.video = video_source(settings, engine, folder)  # input frames (video input, hybrid video)
+        self.hybrid = hybrid_of(settings, self.video, seed)
 
     def render_unit(self, index: int, control: RunControl | None = None) -> list[int]:
         """Render unit `index` (earlier units' frames must be on disk); returns the frames written."""
@@ -448,6 +457,10 @@ class AnimationRenderer:
             assert unit.key is not None
             image, text = self._txt2img(self.plan[unit.key], control)
             self._save(unit.key, image, text)
+            return [unit.key]
+        if self.settings.animation_mode == "Video Input":  # each frame made from its input frame
+            image, text = self.diffuse_from(self.video.frame(k := unit.key), np.eye(3), self.plan[k], control)
+            self._save(unit.key, image, mark_video_frame(text, unit.key))
             return [unit.key]
         if unit.key == 0:
             image, text = self._txt2img(self.plan[0], control)
@@ -466,7 +479,8 @@ class AnimationRenderer:
             forward = warp(previous, self._motion(last_key, frame), self.settings.border)
             back = warp(diffused, np.linalg.inv(self._motion(frame, unit.key)), self.settings.border)
             tween = (frame - last_key) / (unit.key - last_key)
-            self._save(frame, blend(forward, back, tween), self._between_text(frame, last_key, unit.key))
+            between = cadence_frame(forward, back, tween, self.settings.optical_flow_cadence)  # flow.py
+            self._save(frame, between, self._between_text(frame, last_key, unit.key))
         self._save(unit.key, diffused, text)
         return list(unit.frames)
 
@@ -475,7 +489,7 @@ class AnimationRenderer:
     ) -> tuple[Image.Image, str]:
         """One 2D step: move, match colours, contrast, noise, img2img at 1 − strength, match colours again."""
         s = self.settings
-        moved = warp(previous, matrix, s.border)
+        moved = self.hybrid.before_diffusion(warp(previous, matrix, s.border), plan.frame)
         diffused = [p.frame for p in self.plan if p.diffused]
         strengths = [p.strength for p in self.plan]
         match = color_match(s.color_coherence, s.legacy_colormatch, diffused, strengths, plan.frame)
@@ -492,7 +506,7 @@ class AnimationRenderer:
             noise_multiplier=plan.noise_multiplier,
         )
         result = self.engine.img2img(request, control).images[0]
-        image = result.image
+        image = self.hybrid.after_generation(result.image, plan.frame)
         if match is not None and match.after:
             image = match_colors(image, reference, s.color_coherence)
         return image, self._frame_text(result.infotext, plan, matrix, match)

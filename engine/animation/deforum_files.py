@@ -3,8 +3,8 @@
 Deforum (sd-webui-deforum) saves every option of a run under its own key names; Salon reads the ones it shares
 (schedules, prompts, seed behaviour, size, steps, sampler, frames, fps, colour coherence and its legacy mode,
 noise type and Perlin options, noise multiplier, border, cadence) and lists the rest as ignored, with a warning
-for each option that changes frames and that Salon does not have (anti-blur, perspective flip, hybrid video,
-optical flow, masks, ControlNet, …).
+for each option that changes frames and that Salon does not have (anti-blur, perspective flip, optical flow redo,
+masks, ControlNet, …); a file using hybrid video with a hybrid option Salon does not build is refused by name.
 
 A key missing from a file is not "Deforum's default": Deforum's loader (settings.py `load_args`) keeps the value
 its interface shows for any key the file leaves out, and its deprecated-settings handler
@@ -22,8 +22,12 @@ from typing import Any
 
 from core.errors import InvalidRequest
 from engine.animation.animate import AnimationSettings
+from engine.animation.camera3d import Settings3D
+from engine.animation.hybrid import NOT_BUILT as HYBRID_NOT_BUILT
 from engine.animation.schedules import schedule_values
+from engine.animation.video_options import VideoOptions
 
+THREE_D_KEYS = tuple(Settings3D.__dataclass_fields__)  # Deforum's 3D keys, Salon's names too
 # Deforum key → Salon field, for the keys that carry over unchanged.
 SHARED_KEYS = {
     "W": "width",
@@ -63,6 +67,8 @@ SHARED_KEYS = {
     "diffusion_cadence": "diffusion_cadence",
     "fps": "fps",
     "salon_blend_prompts": "blend_prompts",  # Salon's own key (Deforum ignores keys it does not know)
+    **{key: key for key in THREE_D_KEYS},  # 3D mode: engine/animation/camera3d.py
+    **{key: key for key in VideoOptions.__dataclass_fields__},  # flow cadence, video input, hybrid video
 }
 _INTEGERS = {
     "width",
@@ -75,13 +81,19 @@ _INTEGERS = {
     "perlin_w",
     "perlin_h",
     "perlin_octaves",
+    "extract_nth_frame",
+    "extract_from_frame",
+    "extract_to_frame",
 }
-_FLOATS = {"fps", "perlin_persistence"}
+_FLOATS = {"fps", "perlin_persistence", "midas_weight"}
 _BOOLEANS = {
     "enable_steps_scheduling",
     "legacy_colormatch",
     "enable_noise_multiplier_scheduling",
     "blend_prompts",
+    "aspect_ratio_use_old_formula",
+    "use_depth_warping",
+    "save_depth_maps",
 }
 # Deforum options (args.py) that change the frames or the video and that Salon does not have, at the value that
 # leaves them off: export writes them, import warns about a file that turns one on.
@@ -101,11 +113,8 @@ OFF: dict[str, Any] = {
     "enable_sampler_scheduling": False,
     "enable_checkpoint_scheduling": False,
     "color_force_grayscale": False,
-    "optical_flow_cadence": "None",
     "optical_flow_redo_generation": "None",
     "diffusion_redo": "0",
-    "hybrid_composite": "None",
-    "hybrid_motion": "None",
     "resume_from_timestring": False,
     "use_looper": False,
     "parseq_manifest": None,
@@ -129,7 +138,7 @@ _OLD_SWITCHES = {
     "optical_flow_redo_generation": "DIS Fine",
     "optical_flow_cadence": "DIS Fine",
 }
-_UNSUPPORTED_MODES = {"3D": "3D (depth-based) animation", "Video Input": "video input"}
+_UNSUPPORTED_MODES: dict[str, str] = {}  # every Deforum animation mode is built
 MAX_SETTINGS_BYTES = 1_000_000
 
 
@@ -161,6 +170,7 @@ def import_deforum(text: str | bytes) -> DeforumImport:
         raise InvalidRequest(
             "animation_mode", f"{_UNSUPPORTED_MODES[mode]} is not built in Salon yet; use 2D or Interpolation"
         )
+    _refuse_hybrid_options(data, values)
     if values.get("color_coherence") in ("Video Input", "Image"):
         warnings.append(f"color_coherence {values['color_coherence']!r} needs a video or image; using LAB")
         values["color_coherence"] = "LAB"
@@ -185,6 +195,15 @@ def import_deforum(text: str | bytes) -> DeforumImport:
     known = {*SHARED_KEYS, "prompts", "animation_prompts", *agreeing}
     ignored = tuple(sorted(k for k in data if k not in known))
     return DeforumImport(AnimationSettings(**values), ignored, tuple(warnings))
+
+
+def _refuse_hybrid_options(data: dict[str, Any], values: dict[str, Any]) -> None:
+    """A file using hybrid video with an option of it Salon does not build is refused, naming the option."""
+    if values.get("hybrid_composite", "None") == "None" and values.get("hybrid_motion", "None") == "None":
+        return
+    for key, off in HYBRID_NOT_BUILT.items():
+        if key in data and not _is_off(data[key], off):
+            raise InvalidRequest(key, f"{data[key]!r} is not built in Salon's hybrid video (only {off!r})")
 
 
 def _convert(field_name: str, value: Any) -> Any:

@@ -21,6 +21,10 @@ def remake_frame(
     reference its infotext names, when colour coherence was on): the same move, colours, noise and img2img."""
     info = parse_infotext(infotext)
     p = info.params
+    if "Animation 3D camera" in p:
+        raise InvalidRequest(
+            "infotext", "a 3D animation frame cannot be remade: its move needs the depth model"
+        )
     if "Animation motion" not in p:
         raise InvalidRequest("infotext", "this is not a diffused animation frame after the first")
     numbers = [float(v) for v in p["Animation motion"].split()]

@@ -17,6 +17,7 @@ import torch
 
 from core.errors import InvalidRequest
 from engine.configs import CLIP_TOKENIZER, SD15_CONFIG, SDXL_CONFIG
+from engine.models.diffusers_file import is_diffusers_file, load_diffusers_file
 from engine.models.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
 from engine.models.registry import ModelEntry
 
@@ -61,6 +62,11 @@ class LoadedModel:
     def inpainting(self) -> bool:
         """True for inpainting checkpoints whose UNet also takes the mask and the masked image (9 channels)."""
         return int(self.unet.config.in_channels) == self.latent_channels * 2 + 1
+
+    @property
+    def aesthetic_score(self) -> bool:
+        """True for an SDXL refiner: its UNet's time ids end in an aesthetic score instead of the target size."""
+        return bool(getattr(self.pipe.config, "requires_aesthetics_score", False))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -109,14 +115,16 @@ def _modules(pipe) -> list[torch.nn.Module]:
     return [m for m in (getattr(pipe, n, None) for n in names) if isinstance(m, torch.nn.Module)]
 
 
-def _pipeline_classes(sdxl: bool):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+def _pipeline_classes(sdxl: bool, img2img: bool = False):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()  # loading progress belongs to Salon's own log, not stderr bars
     transformers_logging.disable_progress_bar()
 
+    if sdxl and img2img:  # an SDXL refiner's folder: no first text encoder, aesthetic score conditioning
+        return StableDiffusionXLImg2ImgPipeline
     return StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
 
 
@@ -147,7 +155,7 @@ def _load_folder(path: Path, dtype: torch.dtype):
     for weights in path.rglob("*.safetensors"):
         check_safetensors(weights)
     sdxl = "XL" in class_name
-    cls = _pipeline_classes(sdxl)
+    cls = _pipeline_classes(sdxl, img2img="Img2Img" in class_name)
     pipe = cls.from_pretrained(
         path, local_files_only=True, use_safetensors=True, dtype=dtype, **_extra_kwargs(sdxl)
     )
@@ -158,6 +166,8 @@ def _load_single_file(path: Path, dtype: torch.dtype):
     from transformers import CLIPTokenizer
 
     header = check_safetensors(path)
+    if is_diffusers_file(header):  # a design without A1111's layout (Dreambooth on the demo model)
+        return load_diffusers_file(path, dtype)
     kind = detect_checkpoint_kind(header)
     sdxl = kind in (CheckpointKind.SDXL, CheckpointKind.SDXL_INPAINT)
     sidecar = path.with_name(path.stem + ".config")

@@ -2,8 +2,9 @@
 A1111 hashes.
 
 Folders follow A1111 (`models/Stable-diffusion`, `models/Lora`, `models/VAE`, `models/hypernetworks`,
-`embeddings`). Names a user types are looked up among scanned entries only, so no user text ever becomes a
-path. Hashes are A1111's: checkpoints "AutoV2" (first 10 hex of the file's sha256), LoRAs the
+`embeddings`; upscalers in `models/ESRGAN`, `RealESRGAN`, `SwinIR`, `DAT`, `HAT`). Names a user types are
+looked up among scanned entries only, so no user text ever becomes a path. Hashes are A1111's: checkpoints
+"AutoV2" (first 10 hex of the file's sha256; upscalers too), LoRAs the
 additional-networks hash (sha256 of a safetensors file's tensor data, after its header; 12 hex), embeddings
 and hypernetworks the file's sha256 (12 hex). They are cached by path, size and mtime in a JSON file.
 
@@ -42,6 +43,7 @@ class ModelKind(StrEnum):
     HYPERNETWORK = "hypernetwork"
     EMBEDDING = "embedding"
     CONTROLNET = "controlnet"
+    UPSCALER = "upscaler"  # ESRGAN, SwinIR, DAT, ... loaded by spandrel (engine/upscaling)
 
 
 # Which files count, per kind. ".pt"/".bin" embeddings and hypernetworks are A1111's legacy formats, read with
@@ -53,7 +55,11 @@ ACCEPTED_SUFFIXES: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.HYPERNETWORK: (".pt", ".safetensors"),
     ModelKind.EMBEDDING: (".pt", ".bin", ".safetensors"),
     ModelKind.CONTROLNET: (".safetensors",),
+    # A1111's upscaler files are mostly `.pth` state dicts: read with torch.load(weights_only=True) only.
+    ModelKind.UPSCALER: (".safetensors", ".pth", ".pt"),
 }
+# A1111's upscaler folders under models/ (the first one is where `salon models` says to put them).
+UPSCALER_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT")
 # What makes a folder one diffusers model rather than a folder of files: a pipeline's index, or (ControlNet)
 # a model's own config.json.
 FOLDER_MARKERS: dict[ModelKind, str] = {
@@ -189,11 +195,14 @@ class ModelRegistry:
         *,
         allow_links_outside: bool = False,
         default_file: Path | None = None,
+        more_folders: dict[ModelKind, tuple[Path, ...]] | None = None,
     ) -> None:
         self.folders = folders
+        self.more_folders = dict(more_folders or {})  # a kind's other folders (upscalers: A1111 has several)
         self.hashes = hash_cache
         self.builtin_checkpoints = tuple(builtin_checkpoints)
-        self.gate = ModelGate(folders.values(), allow_links_outside=allow_links_outside)
+        roots = [*folders.values(), *(path for paths in self.more_folders.values() for path in paths)]
+        self.gate = ModelGate(roots, allow_links_outside=allow_links_outside)
         self.default_file = default_file
         self._entries: dict[ModelKind, list[ModelEntry]] = {}
         self.refused: list[RefusedFile] = []
@@ -209,7 +218,9 @@ class ModelRegistry:
             ModelKind.HYPERNETWORK: settings.hypernetworks_dir,
             ModelKind.EMBEDDING: settings.embeddings_path,
             ModelKind.CONTROLNET: settings.controlnet_dir,
+            ModelKind.UPSCALER: settings.models_path / UPSCALER_FOLDERS[0],
         }
+        upscalers = tuple(settings.models_path / name for name in UPSCALER_FOLDERS[1:])
         from engine.demo import DEMO_MODEL_DIR
 
         return cls(
@@ -218,6 +229,7 @@ class ModelRegistry:
             builtin_checkpoints=[DEMO_MODEL_DIR],
             allow_links_outside=settings.models.allow_links_outside,
             default_file=settings.data_dir / DEFAULT_MODEL_FILE,
+            more_folders={ModelKind.UPSCALER: upscalers},
         )
 
     def refresh(self) -> None:
@@ -226,6 +238,10 @@ class ModelRegistry:
         with self._scanning:
             refused: list[RefusedFile] = []
             entries = {kind: self._scan(kind, folder, refused) for kind, folder in self.folders.items()}
+            for kind, folders in self.more_folders.items():
+                entries[kind] = entries.get(kind, []) + [
+                    e for f in folders for e in self._scan(kind, f, refused)
+                ]
             entries[ModelKind.CHECKPOINT] += self.builtin_entries()
             self._entries, self.refused = entries, refused
             self._remember_default()
@@ -387,7 +403,7 @@ class ModelRegistry:
 
     def _missing(self, kind: ModelKind, name: str) -> str:
         known = self.names(kind)
-        folder = self.folders[kind]
+        folder = self.folders.get(kind, "the model folders")
         if not known:
             return f"no {kind.value} named {name!r}: none installed in {folder}"
         shown = ", ".join(known[:20]) + (", …" if len(known) > 20 else "")
@@ -400,11 +416,12 @@ class ModelRegistry:
         return self.hashes.get_or_compute(entry, method)
 
     def short_hash(self, entry: ModelEntry) -> str:
-        """The hash A1111 writes: 10 hex for checkpoints and VAEs, 12 for LoRAs, embeddings, hypernetworks;
-        ControlNets: A1111's old 8-hex model hash, as sd-webui-controlnet writes it."""
+        """The hash A1111 writes: 10 hex for checkpoints, VAEs and upscalers (AutoV2, as A1111's hash cache keeps
+        any file's), 12 for LoRAs, embeddings, hypernetworks; ControlNets: A1111's old 8-hex model hash, as
+        sd-webui-controlnet writes it."""
         if entry.kind is ModelKind.CONTROLNET:
             return self.hashes.get_or_compute(entry, "legacy")
-        length = 10 if entry.kind in (ModelKind.CHECKPOINT, ModelKind.VAE) else 12
+        length = 10 if entry.kind in (ModelKind.CHECKPOINT, ModelKind.VAE, ModelKind.UPSCALER) else 12
         return self.sha256(entry)[:length]
 
 

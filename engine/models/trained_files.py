@@ -14,6 +14,8 @@ from typing import Any
 from core.errors import InvalidRequest
 
 TRAINERS = ("lora", "embedding", "hypernetwork", "dreambooth")
+# A1111's "Select Layer weights initialization" for a new hypernetwork (engine/prompts/hypernetwork.py).
+HYPERNETWORK_WEIGHT_INITS = ("Normal", "KaimingUniform", "KaimingNormal", "XavierUniform", "XavierNormal")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OWNER_SUFFIX = (
     ".salon.json"  # beside a trained file: who made it, where, from which job (engine/models/registry.py)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core.errors import InvalidRequest, UnsafeModelFile
+from engine.models.trained_files import HYPERNETWORK_WEIGHT_INITS
 
 
 def _activation_classes() -> dict[str, type[torch.nn.Module]]:
@@ -37,7 +38,7 @@ def _activation_classes() -> dict[str, type[torch.nn.Module]]:
 
 
 ACTIVATIONS = _activation_classes()
-WEIGHT_INITS = ("Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal")
+WEIGHT_INITS = HYPERNETWORK_WEIGHT_INITS  # Normal, KaimingUniform, KaimingNormal, XavierUniform, XavierNormal
 MAX_CONTEXT_WIDTH = 16384
 MAX_LAYER_FACTOR = 64.0
 

@@ -41,6 +41,8 @@ def batch_key(request: GenerationRequest) -> Hashable:
         request.eta_noise_seed_delta,
         loras,
         scheduled,
+        # A refiner: its handover is one per request, so such a request batches with no other
+        (request.refiner, request.refiner_switch_at, id(request)) if request.refiner else (),
         # ControlNet units; their control images are not compared: a request with units batches with no other
         (request.controlnet, id(request)) if request.controlnet else (),
     )

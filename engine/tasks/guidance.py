@@ -16,6 +16,10 @@ from engine.models.loading import LoadedModel
 from engine.prompts.conditioning import Conditioning
 from engine.prompts.scheduled_conditioning import PromptPlan
 
+# A1111's `sdxl_refiner_high_aesthetic_score` and `sdxl_refiner_low_aesthetic_score` (diffusers' defaults too).
+REFINER_SCORE = 6.0
+REFINER_NEGATIVE_SCORE = 2.5
+
 
 def unet_text_inputs(
     model: LoadedModel,
@@ -23,8 +27,10 @@ def unet_text_inputs(
     pooled: Sequence[torch.Tensor | None],
     batch: int,
     size: tuple[int, int],
+    aesthetic: Sequence[float] = (),
 ) -> dict[str, object]:
-    """The UNet's keyword arguments for row groups of `batch` rows each, one group per (states, pooled)."""
+    """The UNet's keyword arguments for row groups of `batch` rows each, one group per (states, pooled);
+    `aesthetic`: an SDXL refiner's aesthetic score of each group (its time ids end in it, not in the size)."""
     width, height = size
     rows = (
         torch.cat([s.expand(batch, -1, -1) for s in states])
@@ -35,8 +41,12 @@ def unet_text_inputs(
     if model.sdxl:
         vectors = [p.expand(batch, -1) for p in pooled if p is not None]
         text_embeds = torch.cat(vectors) if len(vectors) > 1 else vectors[0]
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
-        time_ids = time_ids.expand(text_embeds.shape[0], -1)
+        if aesthetic:
+            ids = [[height, width, 0, 0, score] for score in aesthetic for _ in range(batch)]
+            time_ids = torch.tensor(ids, dtype=torch.float32)
+        else:
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+            time_ids = time_ids.expand(text_embeds.shape[0], -1)
         kwargs["added_cond_kwargs"] = {
             "text_embeds": text_embeds.to(model.device, model.dtype),
             "time_ids": time_ids.to(model.device, model.dtype),
@@ -56,12 +66,15 @@ class Guidance:
         batch: int,
         size: tuple[int, int],
         prompt_steps: tuple[int, int | None],
+        always_guided: bool = False,
     ) -> None:
+        """`always_guided`: the negative prompt's rows even at a CFG scale of 1 (DDIM CFG++ steps with them)."""
         self.model, self.plan, self.cfg, self.batch, self.size = model, plan, cfg, batch, size
         self.prompt_steps = prompt_steps
+        self.always_guided = always_guided
         self.weights: tuple[float, ...] = (1.0,) if plan is None else plan.weights
         unguided_ok = plan is None or plan.unguided_ok()
-        self.guided = cfg != 1.0 or not unguided_ok
+        self.guided = always_guided or cfg != 1.0 or not unguided_ok
         self._texts: tuple | None = None
         self._kwargs: dict[str, object] = {}
         if plan is None:
@@ -78,7 +91,12 @@ class Guidance:
         if self.guided:
             states.insert(0, conds[0].uncond)
             pooled.insert(0, conds[0].pooled_uncond)
-        return unet_text_inputs(self.model, states, pooled, self.batch, self.size)
+        scores: list[float] = []
+        if self.model.aesthetic_score:  # A1111's refiner scores: 6 for the prompt, 2.5 for the negative one
+            scores = [REFINER_SCORE] * len(conds)
+            if self.guided:
+                scores.insert(0, REFINER_NEGATIVE_SCORE)
+        return unet_text_inputs(self.model, states, pooled, self.batch, self.size, scores)
 
     def at(self, step: int) -> dict[str, object]:
         """The UNet's text keyword arguments at sampler step `step` (0-based)."""

@@ -39,6 +39,11 @@ _FUNCTIONS: dict[str, tuple[Callable, bool, bool]] = {
     "restart": (kv.sample_restart, True, False),
 }
 K_FUNCTIONS = frozenset(_FUNCTIONS)
+# The loops that take an eta (A1111's `Eta`, setting eta_ancestral; 1 unless a request says otherwise).
+_ETA_FUNCTIONS = frozenset(
+    ("euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde")
+    + ("dpmpp_2m_sde_heun", "dpmpp_3m_sde")
+)
 # A1111's `discard_next_to_last_sigma` samplers: one more step is planned and the next-to-last sigma dropped.
 _DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "dpmpp_3m_sde"})
 
@@ -116,6 +121,8 @@ def run_k_sampler(
         if schedule.function == "dpm_fast":
             kwargs["n"] = len(sigmas) - 1
         return function(denoiser, latents, low, high, eta=eta, **kwargs)
+    if schedule.function in _ETA_FUNCTIONS:  # A1111 passes its eta to every function that takes one
+        kwargs["eta"] = eta
     return function(denoiser, latents, sigmas, **kwargs)
 
 

@@ -64,11 +64,16 @@ class SamplerSpec:
     # The k-diffusion loop of this sampler (engine.tasks.ksampling), which runs it with any Schedule type;
     # a sampler without a diffusers class ("") always runs it.
     k_function: str = ""
+    # An A1111 timestep sampler no diffusers class runs (engine.tasks.timestep_samplers): over A1111's own
+    # timesteps, whatever the Schedule type says (A1111's timestep samplers ignore it too).
+    timestep_function: str = ""
 
     @property
     def schedules(self) -> tuple[str, ...]:
         """Schedule types this sampler accepts: all of them with a k-diffusion loop, else those its diffusers
-        class takes."""
+        class takes (a timestep sampler: the automatic one)."""
+        if self.timestep_function:
+            return (AUTOMATIC, UNIFORM)
         if self.k_function:
             return SCHEDULE_TYPES
         return tuple(
@@ -117,15 +122,36 @@ _BUILTIN = (
     SamplerSpec(
         "DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, k_diffusion=False, sigma_schedules=False
     ),
+    SamplerSpec("DDIM CFG++", "", k_diffusion=False, sigma_schedules=False, timestep_function="ddim_cfgpp"),
     SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, k_diffusion=False, sigma_schedules=False),
     SamplerSpec("UniPC", "UniPCMultistepScheduler", k_diffusion=False),
     SamplerSpec("LCM", "LCMScheduler", k_diffusion=False, sigma_schedules=False),
 )
-# A1111's eta, where Salon's schedulers take one: sampler → (the infotext key A1111 writes, its default). A1111
-# writes the key only when the eta differs from the default.
-ETA_SAMPLERS: Mapping[str, tuple[str, float]] = MappingProxyType({"DDIM": ("Eta DDIM", 0.0)})
-# Samplers whose step noise A1111 seeds with seed + ENSD (its `uses_ensd`), when their eta is not 0; Euler a
-# and DPM2 a always use eta 1 here.
+# A1111's eta: sampler → (the infotext key A1111 writes, its default): `Eta DDIM` (setting eta_ddim) for its
+# timestep samplers, `Eta` (setting eta_ancestral) for the k-diffusion samplers whose function takes an eta.
+# A1111 writes the key only when the eta differs from the default.
+_ANCESTRAL_ETA = ("Eta", 1.0)
+ETA_SAMPLERS: Mapping[str, tuple[str, float]] = MappingProxyType(
+    {
+        "DDIM": ("Eta DDIM", 0.0),
+        "DDIM CFG++": ("Eta DDIM", 0.0),
+        **dict.fromkeys(
+            (
+                "Euler a",
+                "DPM2 a",
+                "DPM++ 2S a",
+                "DPM++ SDE",
+                "DPM++ 2M SDE",
+                "DPM++ 2M SDE Heun",
+                "DPM++ 3M SDE",
+                "DPM fast",
+                "DPM adaptive",
+            ),
+            _ANCESTRAL_ETA,
+        ),
+    }
+)
+# Samplers whose step noise A1111 seeds with seed + ENSD (its `uses_ensd`), when their eta is not 0.
 ENSD_SAMPLERS = frozenset({"Euler a", "DPM2 a", "DDIM", "DPM++ 2S a", "DPM fast", "DPM adaptive"})
 
 
@@ -134,6 +160,14 @@ def effective_eta(sampler: str, eta: float | None) -> float:
     if sampler in ETA_SAMPLERS:
         return ETA_SAMPLERS[sampler][1] if eta is None else eta
     return 1.0
+
+
+def needs_k_eta(spec: SamplerSpec, eta: float | None) -> bool:
+    """Whether an eta other than the sampler's default runs its k-diffusion loop (its diffusers scheduler
+    takes no eta)."""
+    if not spec.k_function or spec.name not in ETA_SAMPLERS or eta is None:
+        return False
+    return eta != ETA_SAMPLERS[spec.name][1]
 
 
 def uses_ensd(sampler: str, eta: float | None, delta: int) -> bool:

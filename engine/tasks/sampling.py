@@ -9,9 +9,9 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -28,8 +28,9 @@ from engine.tasks.guidance import Guidance
 from engine.tasks.ksampling import KSchedule, expected_steps, run_k_sampler
 from engine.tasks.noise import initial_noise, make_generators
 from engine.tasks.preview import latents_to_preview
-from engine.tasks.samplers import SamplerSpec, build_scheduler, effective_eta, uses_ensd
+from engine.tasks.samplers import SamplerSpec, build_scheduler, effective_eta, needs_k_eta, uses_ensd
 from engine.tasks.sigma_schedules import ModelSigmas
+from engine.tasks.timestep_samplers import CFGPP_SCALE, CfgppDdim
 
 
 class ResidualSource(Protocol):
@@ -51,6 +52,20 @@ class ResidualSource(Protocol):
         ...
 
 
+@dataclass
+class Handover:
+    """A refiner taking over the denoising (engine.tasks.refiner): its `Prepared` (model and conditioning),
+    from the first model call whose timestep t has (999 − t) / 1000 ≥ `switch_at`, as A1111 switches;
+    `switched` records that it did (A1111 writes its infotext keys only then)."""
+
+    prep: Prepared
+    switch_at: float
+    switched: bool = False
+
+    def due(self, timestep: float) -> bool:
+        return (999 - round(timestep)) / 1000 >= self.switch_at
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What a task needs after the request has been resolved: the model, the sampler and the conditioning."""
@@ -69,6 +84,10 @@ class Prepared:
     controlnet: ResidualSource | None = None
     # The hires pass's own sampler, CFG scale or prompt (engine.tasks.hires); None: this one's.
     hires: Prepared | None = None
+    # A model upscaler for the hires pass (engine.upscaling.hires): (decoded image, size) → upscaled image.
+    pixel_upscaler: Callable[[Image.Image, tuple[int, int]], Image.Image] | None = None
+    # A refiner finishing this pass (engine.tasks.refiner); None: this model denoises to the end.
+    refiner: Handover | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -106,8 +125,14 @@ def seeded_noise(
 
 def new_scheduler(prep: Prepared, steps: int, seeds: Sequence[int]):
     """A fresh scheduler for one loop, with its timesteps set (schedulers keep per-run state); a `KSchedule`
-    where the sampler runs as a k-diffusion loop with this schedule."""
-    if prep.spec.runs_k_loop(prep.schedule):
+    where the sampler runs as a k-diffusion loop with this schedule (or an eta its diffusers class lacks);
+    DDIM CFG++'s own (engine.tasks.timestep_samplers)."""
+    base = prep.model.pipe.scheduler
+    if prep.spec.timestep_function:
+        scheduler = CfgppDdim(base.alphas_cumprod, base.config.get("prediction_type", "epsilon"))
+        scheduler.set_timesteps(steps)
+        return scheduler
+    if prep.spec.runs_k_loop(prep.schedule) or needs_k_eta(prep.spec, prep.params.eta):
         sigmas = ModelSigmas.of_scheduler(prep.model.pipe.scheduler)
         return KSchedule(prep.spec.k_function, prep.schedule, steps, sigmas, prep.model.sdxl, seeds)
     scheduler = build_scheduler(prep.spec, prep.schedule, prep.model.pipe.scheduler.config, list(seeds))
@@ -145,8 +170,10 @@ def denoise(
     schedule, and the hires pass after the first one's); by default the length of `timesteps`."""
     model = prep.model
     steps = prompt_steps or (len(timesteps), None)
+    cfgpp = getattr(scheduler, "cfgpp", False)  # DDIM CFG++: the CFG scale ÷ 12.5, the uncond prediction kept
+    cfg = prep.params.cfg_scale * (CFGPP_SCALE if cfgpp else 1.0)
     guidance = Guidance(
-        model, prep.conditioning, prep.plan, prep.params.cfg_scale, latents.shape[0], size, steps
+        model, prep.conditioning, prep.plan, cfg, latents.shape[0], size, steps, always_guided=cfgpp
     )
     groups = guidance.groups
     if isinstance(scheduler, KSchedule):
@@ -161,13 +188,19 @@ def denoise(
     for i, t in enumerate(timesteps):
         if control.cancelled():
             raise JobCancelled(f"cancelled at step {i} of {total} ({phase})")
+        if prep.refiner is not None and prep.refiner.due(float(t)):
+            prep, guidance = handed_over(prep, guidance)
+            model, cache = prep.model, StepCache(prep.step_cache) if prep.step_cache > 1 else None
         model_in = torch.cat([latents] * groups) if groups > 1 else latents
         model_in = scheduler.scale_model_input(model_in, t)
         if extra_channels is not None:
             model_in = torch.cat([model_in, extra_channels.repeat(groups, 1, 1, 1)], dim=1)
         sample, text = model_in.to(model.dtype), guidance.at(i)
         text = {**text, **_control_residuals(prep, guidance, sample, t, i, total)}
-        eps = guidance.combine(unet_prediction(model, sample, t, text, cache))
+        prediction = unet_prediction(model, sample, t, text, cache)
+        eps = guidance.combine(prediction)
+        if cfgpp:
+            step_kwargs["uncond"] = prediction.chunk(groups)[0]
         with warnings.catch_warnings():
             # torchsde's Brownian tree warns about float rounding of its interval ends (harmless, every step).
             warnings.filterwarnings("ignore", message="Should have ta>=t0", category=UserWarning)
@@ -176,6 +209,24 @@ def denoise(
             latents = _put_back_original(scheduler, keep, latents, timesteps, i)
         _report(control, prep, phase, i, total, first_index, latents)
     return latents
+
+
+def handed_over(prep: Prepared, guidance: Guidance) -> tuple[Prepared, Guidance]:
+    """The refiner's Prepared and guidance, taking over from `prep` (marked as switched)."""
+    assert prep.refiner is not None
+    prep.refiner.switched = True
+    refiner = prep.refiner.prep
+    g = guidance
+    return refiner, Guidance(
+        refiner.model,
+        refiner.conditioning,
+        refiner.plan,
+        g.cfg,
+        g.batch,
+        g.size,
+        g.prompt_steps,
+        always_guided=g.always_guided,
+    )
 
 
 class _KRun:
@@ -198,6 +249,11 @@ class _KRun:
         if self.extra_channels is not None:
             model_in = torch.cat([model_in, self.extra_channels.repeat(groups, 1, 1, 1)], dim=1)
         t = self.schedule.model.sigma_to_t(torch.tensor(s)).to(model.device)
+        if self.prep.refiner is not None and self.prep.refiner.due(self._timestep(s)):
+            self.prep, self.guidance = handed_over(self.prep, self.guidance)
+            self.cache = StepCache(self.prep.step_cache) if self.prep.step_cache > 1 else None
+            model = self.prep.model
+            self.v_prediction = model.pipe.scheduler.config.get("prediction_type") == "v_prediction"
         # A1111 counts prompt-schedule steps in model calls (its CFGDenoiser.step), as the loop above does.
         step = min(self.calls, self.total - 1)
         sample, text = model_in.to(model.dtype), self.guidance.at(self.calls)
@@ -211,6 +267,10 @@ class _KRun:
         if self.keep is not None:
             denoised = self.keep.init_latents * self.keep.keep + denoised * (1.0 - self.keep.keep)
         return denoised
+
+    def _timestep(self, sigma: float) -> int:
+        """The training step nearest to a noise level (A1111's refiner switch reads it so)."""
+        return int(torch.argmin((self.schedule.model.sigmas - sigma).abs()))
 
     def __call__(self, latents, timesteps, generators, phase: str, first_index: int) -> torch.Tensor:
         sigmas = self.schedule.run_sigmas(timesteps)

@@ -71,6 +71,9 @@ def _hires_pass(
     if hires.upscaler in (HiresUpscaler.LATENT, HiresUpscaler.LATENT_NEAREST):
         mode = "bilinear" if hires.upscaler is HiresUpscaler.LATENT else "nearest"
         upscaled = torch.nn.functional.interpolate(latents, size=shape[1:], mode=mode)
+    elif prep.pixel_upscaler is not None:  # a model upscaler (engine.upscaling.hires), on decoded pixels
+        images = [prep.pixel_upscaler(img, (width, height)) for img in decode_latents(prep.model, latents)]
+        upscaled = encode_images(prep.model, images)
     else:
         resample = (
             Image.Resampling.LANCZOS if hires.upscaler is HiresUpscaler.LANCZOS else Image.Resampling.NEAREST

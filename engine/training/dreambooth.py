@@ -30,9 +30,9 @@ from engine.training.loop import (
     LoopOptions,
     LoopState,
     NoiseObjective,
-    caption_states,
+    caption_encoding,
     check_loop_options,
-    prompt_states,
+    prompt_encodings,
     render_preview,
     train_slice,
 )
@@ -88,55 +88,78 @@ def instance_captions(prompt: str, name: str, filewords: Sequence[str]) -> list[
 
 
 class DreamboothTrainer:
-    """Float32 copies of the UNet (and text encoder) that learn every weight; the loaded model is not touched.
-    `class_examples` are the prior-preservation images (encoded, with the class prompt as their caption)."""
+    """Float32 copies of the UNet (and text encoders) that learn every weight; the loaded model is not touched.
+    SDXL: both text encoders (their states side by side, the second one's pooled vector), as generation does.
+    `class_examples` are the prior-preservation images (encoded, with their class prompt as their caption)."""
 
     def __init__(
         self, model: LoadedModel, options: DreamboothOptions, class_examples: Sequence[Example] = ()
     ) -> None:
-        if model.sdxl:
-            raise InvalidRequest("model", "Dreambooth works on SD 1.x models so far, not SDXL")
         self.model = model
         self.options = options
         self.class_examples = list(class_examples)
         pipe = model.pipe
         self.unet = _trainable_copy(model.unet)
-        self.text_encoder = (
-            _trainable_copy(pipe.text_encoder) if options.train_text_encoder else pipe.text_encoder
-        )
+        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if model.sdxl else [])
+        if options.train_text_encoder:
+            encoders = [_trainable_copy(encoder) for encoder in encoders]
+        self.text_encoders = encoders
+        self.text_encoder = encoders[0]
         self.parameters = {f"unet.{n}": p for n, p in self.unet.named_parameters()}
         if options.train_text_encoder:
-            self.parameters.update({f"te.{n}": p for n, p in self.text_encoder.named_parameters()})
-        self.slot = EncoderSlot(
-            "clip_l", pipe.tokenizer, self.text_encoder, pipe.tokenizer.pad_token_id, False
-        )
+            for index, encoder in enumerate(encoders):
+                prefix = "te." if index == 0 else f"te{index + 1}."
+                self.parameters.update({prefix + n: p for n, p in encoder.named_parameters()})
+        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if model.sdxl else [])
+        self.slots = [
+            EncoderSlot(key, tokenizer, encoder, tokenizer.pad_token_id, model.sdxl)
+            for key, tokenizer, encoder in zip(("clip_l", "clip_g"), tokenizers, encoders, strict=False)
+        ]
+        self.slot = self.slots[0]
         self.chunker = PromptChunker(pipe.tokenizer, {})
-        self._states: dict[str, torch.Tensor] = {}
+        self._encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cross-attention states of the captions and SDXL's pooled vectors (None for SD 1.x); cached when
+        the text encoders do not learn."""
+        if self.options.train_text_encoder:
+            pairs = [caption_encoding(self.slots, self.chunker, c, grad=True) for c in captions]
+        else:
+            for caption in captions:
+                if caption not in self._encoded:
+                    self._encoded[caption] = caption_encoding(self.slots, self.chunker, caption)
+            pairs = [self._encoded[c] for c in captions]
+        pooled = torch.cat([p[1] for p in pairs]) if pairs[0][1] is not None else None
+        return torch.cat([p[0] for p in pairs]), pooled
 
     def states(self, captions: Sequence[str]) -> torch.Tensor:
-        """Cross-attention states of the captions (cached when the text encoder does not learn)."""
-        if self.options.train_text_encoder:
-            return torch.cat([caption_states(self.slot, self.chunker, c, grad=True) for c in captions])
-        for caption in captions:
-            if caption not in self._states:
-                self._states[caption] = caption_states(self.slot, self.chunker, caption)
-        return torch.cat([self._states[c] for c in captions])
+        """Cross-attention states of the captions."""
+        return self.encode(captions)[0]
 
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
         """The instance loss, plus the prior loss on as many class images (drawn with the objective's seeded
         generator, so a resumed run draws the same ones) times `prior_loss_weight`; both halves go through
         the UNet as one batch."""
         if not self.class_examples:
-            return objective.loss(self.unet, batch, self.states([e.caption for e in batch]))
+            states, pooled = self.encode([e.caption for e in batch])
+            return objective.loss(self.unet, batch, states, pooled=pooled)
         picks = torch.randint(len(self.class_examples), (len(batch),), generator=objective.generator)
         both = [*batch, *(self.class_examples[int(i)] for i in picks)]
-        losses = objective.loss(self.unet, both, self.states([e.caption for e in both]), per_example=True)
+        states, pooled = self.encode([e.caption for e in both])
+        losses = objective.loss(self.unet, both, states, per_example=True, pooled=pooled)
         return losses[: len(batch)].mean() + self.options.prior_loss_weight * losses[len(batch) :].mean()
 
-    def preview(self, prompt: str, seed: int, steps: int):
-        """An image of `prompt` with the networks as they are now."""
-        states, negative = prompt_states(self.slot, self.chunker, prompt)
-        return render_preview(self.model, self.unet, states, negative, seed, steps, self.options.resolution)
+    def preview(self, prompt: str, seed: int, steps: int, negative: str = "", guidance: float | None = None):
+        """An image of `prompt` with the networks as they are now (a concept's sample: its negative prompt
+        and guidance scale)."""
+        (states, pooled), (negative_states, negative_pooled) = prompt_encodings(
+            self.slots, self.chunker, prompt, negative
+        )
+        pair = (pooled, negative_pooled) if pooled is not None else None
+        size = self.options.resolution
+        return render_preview(
+            self.model, self.unet, states, negative_states, seed, steps, size, pair, guidance
+        )
 
     def save(self, path: Path, state: LoopState, images: int) -> Path:
         return save_checkpoint(self, path, state, images)
@@ -187,20 +210,28 @@ def checkpoint_path(folder: Path, name: str, base: LoadedModel, save_format: str
     return folder / (f"{name}.safetensors" if save_format == "safetensors" else name)
 
 
-def check_can_save(model: LoadedModel, path: Path) -> None:
-    """Refuse before training when the result could not be written in the asked form: a single file needs
-    A1111's layout, which some designs (the demo model's text-conditioned UNet) do not have."""
-    if path.suffix != ".safetensors":
-        return
+def has_a1111_layout(model: LoadedModel) -> bool:
+    """Whether A1111's single-file layout can hold this model's design (the demo model's text-conditioned
+    UNet, for one, has weights A1111 has no name for)."""
     from engine.models.ldm_conversion import diffusers_to_ldm
 
+    pipe = model.pipe
+    second = _Names(pipe.text_encoder_2) if model.sdxl else None
     try:  # renames only, no copies; the names of loaded LoRA layers left out
-        diffusers_to_ldm(_Names(model.unet), model.vae, _Names(model.pipe.text_encoder))
-    except InvalidRequest as exc:
-        raise InvalidRequest(
-            "save_format",
-            f"{model.name} has no single-file layout ({exc.message}); use save_format diffusers",
-        ) from None
+        diffusers_to_ldm(_Names(model.unet), model.vae, _Names(pipe.text_encoder), second)
+    except InvalidRequest:
+        return False
+    return True
+
+
+def check_can_save(model: LoadedModel, path: Path) -> None:
+    """Refuse before training when the result could not be written in the asked form: a single file of a
+    design without A1111's layout is written in diffusers' names and needs the base model's configs."""
+    if path.suffix != ".safetensors" or has_a1111_layout(model) or _base_configs(model.entry) is not None:
+        return
+    raise InvalidRequest(
+        "save_format", f"{model.name} has no single-file layout and no configs to go with one; use diffusers"
+    )
 
 
 class _Names:
@@ -222,13 +253,12 @@ def save_checkpoint(trainer: DreamboothTrainer, path: Path, state: LoopState, im
     """The new checkpoint in the base model's dtype, written so that readers never see half of it: a single
     A1111 `.safetensors` (with the base's `.config` sidecar when it had one) or a diffusers folder."""
     model, options = trainer.model, trainer.options
-    parts = {
-        **model.pipe.components,
-        "unet": _in_dtype(trainer.unet, model.dtype),
-        "text_encoder": _in_dtype(trainer.text_encoder, model.dtype)
-        if options.train_text_encoder
-        else plain_copy(trainer.text_encoder),
+    names = ("text_encoder", "text_encoder_2")
+    encoders = {
+        name: _in_dtype(encoder, model.dtype) if options.train_text_encoder else plain_copy(encoder)
+        for name, encoder in zip(names, trainer.text_encoders, strict=False)
     }
+    parts = {**model.pipe.components, "unet": _in_dtype(trainer.unet, model.dtype), **encoders}
     about = {
         "name": options.name,
         "base_model": model.name,
@@ -241,9 +271,14 @@ def save_checkpoint(trainer: DreamboothTrainer, path: Path, state: LoopState, im
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
+        from engine.models.diffusers_file import save_diffusers_file
         from engine.models.ldm_conversion import save_single_file
 
-        save_single_file(parts, path, metadata={"salon_dreambooth": json.dumps(about)})
+        metadata = {"salon_dreambooth": json.dumps(about)}
+        if has_a1111_layout(model):
+            save_single_file(parts, path, metadata=metadata)
+        else:  # diffusers' names in one file, its configs beside it (engine/models/diffusers_file.py)
+            save_diffusers_file(parts, path, metadata)
         configs = _base_configs(model.entry)
         if configs is not None:
             replace_folder(
@@ -252,7 +287,7 @@ def save_checkpoint(trainer: DreamboothTrainer, path: Path, state: LoopState, im
         return path
 
     def write(folder: Path) -> None:
-        pipe = type(model.pipe)(**{**parts, "requires_safety_checker": False})
+        pipe = type(model.pipe)(**{**parts, **({} if model.sdxl else {"requires_safety_checker": False})})
         pipe.save_pretrained(folder, safe_serialization=True)
         (folder / "salon_dreambooth.json").write_text(json.dumps(about, indent=1))
 

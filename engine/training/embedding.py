@@ -27,9 +27,9 @@ from engine.training.loop import (
     LoopOptions,
     LoopState,
     NoiseObjective,
-    caption_states,
+    caption_encoding,
     check_loop_options,
-    prompt_states,
+    prompt_encodings,
     render_preview,
     train_slice,
 )
@@ -74,23 +74,35 @@ def captions(template: str, name: str, filewords: Sequence[str]) -> list[str]:
 
 
 class EmbeddingTrainer:
-    """Trainable vectors spliced into the prompt wherever the name appears, through the model's own encoder."""
+    """Trainable vectors spliced into the prompt wherever the name appears, through the model's own encoder;
+    SDXL: one set per text encoder (`clip_l` 768 wide, `clip_g` 1280), both learning, as A1111 loads them."""
 
     def __init__(self, model: LoadedModel, options: EmbeddingOptions) -> None:
-        if model.sdxl:
-            raise InvalidRequest("model", "embedding training works on SD 1.x models so far, not SDXL")
         pipe = model.pipe
         self.model = model
         self.options = options
-        encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
+        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if model.sdxl else [])
+        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if model.sdxl else [])
         model.unet.requires_grad_(False)  # only the vectors learn; gradients still flow through both models
-        encoder.requires_grad_(False)
-        self.vectors = torch.nn.Parameter(self._initial_vectors(encoder, tokenizer))
+        for encoder in encoders:
+            encoder.requires_grad_(False)
+        keys = ("clip_l", "clip_g")[: len(encoders)]
+        self.vector_sets = {
+            key: torch.nn.Parameter(self._initial_vectors(encoder, tokenizer))
+            for key, encoder, tokenizer in zip(keys, encoders, tokenizers, strict=True)
+        }
+        self.vectors = self.vector_sets["clip_l"]
         self.parameters = {"vectors": self.vectors}
+        if model.sdxl:
+            self.parameters["vectors_g"] = self.vector_sets["clip_g"]
         entry = ModelEntry(ModelKind.EMBEDDING, options.name, Path(f"{options.name}.pt"), 0, 0)
-        self.embedding = Embedding(options.name, {"clip_l": self.vectors}, entry)
-        self.slot = EncoderSlot("clip_l", tokenizer, encoder, tokenizer.pad_token_id, False)
-        self.chunker = PromptChunker(tokenizer, {options.name: self.embedding})
+        self.embedding = Embedding(options.name, dict(self.vector_sets), entry)
+        self.slots = [
+            EncoderSlot(key, tokenizer, encoder, tokenizer.pad_token_id, model.sdxl)
+            for key, tokenizer, encoder in zip(keys, tokenizers, encoders, strict=True)
+        ]
+        self.slot = self.slots[0]
+        self.chunker = PromptChunker(pipe.tokenizer, {options.name: self.embedding})
 
     def _initial_vectors(self, encoder, tokenizer) -> torch.Tensor:
         """A1111's start: the initialization text's token vectors, repeated to fill the vectors."""
@@ -100,15 +112,22 @@ class EmbeddingTrainer:
         table = encoder.get_input_embeddings().weight.detach().float().cpu()
         return torch.stack([table[ids[i % len(ids)]] for i in range(self.options.vectors)]).clone()
 
+    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The captions' cross-attention states with the vectors as they are (and SDXL's pooled vectors)."""
+        pairs = [caption_encoding(self.slots, self.chunker, caption, grad=True) for caption in captions]
+        pooled = torch.cat([p[1] for p in pairs]) if pairs[0][1] is not None else None
+        return torch.cat([p[0] for p in pairs]), pooled
+
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
-        states = torch.cat([caption_states(self.slot, self.chunker, e.caption, grad=True) for e in batch])
-        return objective.loss(self.model.unet, batch, states)
+        states, pooled = self.encode([e.caption for e in batch])
+        return objective.loss(self.model.unet, batch, states, pooled=pooled)
 
     def preview(self, prompt: str, seed: int, steps: int):
         """An image of `prompt` with the vectors as they are now (the name in the prompt uses them)."""
-        states, negative = prompt_states(self.slot, self.chunker, prompt)
+        (states, pooled), (negative, negative_pooled) = prompt_encodings(self.slots, self.chunker, prompt)
+        pair = (pooled, negative_pooled) if pooled is not None else None
         return render_preview(
-            self.model, self.model.unet, states, negative, seed, steps, self.options.resolution
+            self.model, self.model.unet, states, negative, seed, steps, self.options.resolution, pair
         )
 
     def save(self, path: Path, state: LoopState, images: int) -> Path:
@@ -121,8 +140,16 @@ train_embedding_slice = partial(train_slice, EmbeddingTrainer)
 
 def save_embedding(trainer: EmbeddingTrainer, path: Path, state: LoopState) -> Path:
     """A1111's embedding file: `.pt` with string_to_token/string_to_param, name, step and the checkpoint it
-    was trained on, or `.safetensors` with `emb_params` (written atomically)."""
+    was trained on, or `.safetensors` with `emb_params`; SDXL: `clip_l` and `clip_g` (written atomically)."""
     vectors = trainer.vectors.detach().float().cpu().contiguous()
+    if trainer.model.sdxl:  # A1111 and kohya: exactly the two tensors, `clip_l` and `clip_g`
+        both = {key: v.detach().float().cpu().contiguous() for key, v in trainer.vector_sets.items()}
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            metadata = {"name": trainer.options.name, "step": str(state.step)}
+            return atomic_write_with(path, lambda temp: save_file(both, str(temp), metadata=metadata))
+        return atomic_write_with(path, lambda temp: write_a1111_pt(both, temp))
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 

@@ -26,9 +26,9 @@ from engine.training.loop import (
     LoopOptions,
     LoopState,
     NoiseObjective,
-    caption_states,
+    caption_encoding,
     check_loop_options,
-    prompt_states,
+    prompt_encodings,
     render_preview,
     train_slice,
 )
@@ -59,10 +59,13 @@ def check_hypernetwork_options(options: HypernetworkTraining) -> None:
         or any(not 0 < s <= 8 for s in structure)
     ):
         raise InvalidRequest("layer_structure", f"{structure} must start and end with 1, e.g. 1, 2, 1")
-    if options.dropout is not None and (
-        len(options.dropout) != len(structure) or any(not 0 <= d < 1 for d in options.dropout)
-    ):
-        raise InvalidRequest("dropout", f"give one dropout from 0 to <1 per layer ({len(structure)} values)")
+    dropout = options.dropout
+    if dropout is not None and (len(dropout) != len(structure) or any(not 0 <= d < 1 for d in dropout)):
+        raise InvalidRequest(
+            "dropout_structure", f"give one dropout from 0 to <1 per layer ({len(structure)} values)"
+        )
+    if dropout is not None and (dropout[0] != 0 or dropout[-1] != 0):
+        raise InvalidRequest("dropout_structure", "must start and end with 0 (A1111), e.g. 0, 0.3, 0")
     if options.resolution % 8 or not 64 <= options.resolution <= 2048:
         raise InvalidRequest("resolution", f"{options.resolution} is not a multiple of 8 from 64 to 2048")
     if options.activation != "linear" and options.activation not in ACTIVATIONS:
@@ -86,8 +89,6 @@ class HypernetworkTrainer:
     """A new hypernetwork for the model's widths, trained through the frozen text encoder and UNet."""
 
     def __init__(self, model: LoadedModel, options: HypernetworkTraining) -> None:
-        if model.sdxl:
-            raise InvalidRequest("model", "hypernetwork training works on SD 1.x models so far, not SDXL")
         self.model = model
         self.options = options
         model.unet.requires_grad_(False)
@@ -110,29 +111,40 @@ class HypernetworkTrainer:
         self.parameters = {f"p{i}": p for i, p in enumerate(self.hypernetwork.parameters())}
         for parameter in self.parameters.values():
             parameter.requires_grad_(True)
-        pipe = model.pipe
-        self.slot = EncoderSlot(
-            "clip_l", pipe.tokenizer, pipe.text_encoder, pipe.tokenizer.pad_token_id, False
-        )
+        pipe = model.pipe  # SDXL: both text encoders, as generation uses them (the widths include 2048)
+        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if model.sdxl else [])
+        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if model.sdxl else [])
+        self.slots = [
+            EncoderSlot(key, tokenizer, encoder, tokenizer.pad_token_id, model.sdxl)
+            for key, tokenizer, encoder in zip(("clip_l", "clip_g"), tokenizers, encoders, strict=False)
+        ]
+        self.slot = self.slots[0]
         self.chunker = PromptChunker(pipe.tokenizer, {})
-        self._states: dict[str, torch.Tensor] = {}
+        self._encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The captions' cross-attention states (cached: the text encoders do not learn) and SDXL's pooled."""
+        for caption in captions:
+            if caption not in self._encoded:
+                self._encoded[caption] = caption_encoding(self.slots, self.chunker, caption)
+        pairs = [self._encoded[caption] for caption in captions]
+        pooled = torch.cat([p[1] for p in pairs]) if pairs[0][1] is not None else None
+        return torch.cat([p[0] for p in pairs]), pooled
 
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
-        for example in batch:
-            if example.caption not in self._states:
-                self._states[example.caption] = caption_states(self.slot, self.chunker, example.caption)
-        states = torch.cat([self._states[example.caption] for example in batch])
+        states, pooled = self.encode([example.caption for example in batch])
         with applied_hypernetworks(self.model.unet, [(self.hypernetwork, 1.0)]):
-            return objective.loss(self.model.unet, batch, states)
+            return objective.loss(self.model.unet, batch, states, pooled=pooled)
 
     def preview(self, prompt: str, seed: int, steps: int):
         """An image of `prompt` with the hypernetwork as it is now, at strength 1 (inference mode)."""
-        states, negative = prompt_states(self.slot, self.chunker, prompt)
+        (states, pooled), (negative, negative_pooled) = prompt_encodings(self.slots, self.chunker, prompt)
+        pair = (pooled, negative_pooled) if pooled is not None else None
         self.hypernetwork.eval()
         try:
             with applied_hypernetworks(self.model.unet, [(self.hypernetwork, 1.0)]):
                 return render_preview(
-                    self.model, self.model.unet, states, negative, seed, steps, self.options.resolution
+                    self.model, self.model.unet, states, negative, seed, steps, self.options.resolution, pair
                 )
         finally:
             self.hypernetwork.train()

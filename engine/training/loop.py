@@ -484,15 +484,15 @@ def train_slice(
 
 
 @torch.no_grad()
-def prompt_states(slot, chunker, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The states of a preview prompt and of an empty negative prompt, through a trainer's encoder path."""
-    return caption_states(slot, chunker, prompt), caption_states(slot, chunker, "")
+def prompt_states(slot, chunker, prompt: str, negative: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """The states of a preview prompt and of its negative prompt (empty), through a trainer's encoder path."""
+    return caption_states(slot, chunker, prompt), caption_states(slot, chunker, negative)
 
 
 @torch.no_grad()
-def prompt_encodings(slots: Sequence, chunker, prompt: str):
-    """(states, pooled) of a preview prompt and of an empty negative prompt, through every encoder."""
-    return caption_encoding(slots, chunker, prompt), caption_encoding(slots, chunker, "")
+def prompt_encodings(slots: Sequence, chunker, prompt: str, negative: str = ""):
+    """(states, pooled) of a preview prompt and of its negative prompt (empty), through every encoder."""
+    return caption_encoding(slots, chunker, prompt), caption_encoding(slots, chunker, negative)
 
 
 @torch.no_grad()
@@ -505,9 +505,11 @@ def render_preview(
     steps: int,
     size: int,
     pooled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    guidance: float | None = None,
 ) -> Image.Image:
     """An image of what a run has learned so far: the model's own pipeline and scheduler with `unet` and the
-    given cross-attention states (the trainer's encoder path), seeded on the CPU; the loaded model is untouched."""
+    given cross-attention states (the trainer's encoder path), seeded on the CPU; the loaded model is untouched.
+    `guidance`: the CFG scale (default: the pipeline's 7.5)."""
     pipe = model.pipe
     extra = {} if model.sdxl else {"requires_safety_checker": False}
     preview_pipe = type(pipe)(**{**pipe.components, "unet": unet, **extra})
@@ -526,6 +528,7 @@ def render_preview(
             prompt_embeds=states.to(model.device, dtype),
             negative_prompt_embeds=negative.to(model.device, dtype),
             **pooled_kwargs,
+            **({} if guidance is None else {"guidance_scale": guidance}),
             num_inference_steps=steps,
             width=size,
             height=size,

@@ -34,6 +34,18 @@ def test_vae_seed_resize_and_ddim_eta_are_passed_on():
     assert _options(override_settings={"sd_vae": "Automatic"}).vae == "Automatic"
 
 
+def test_ancestral_eta_and_the_refiner_are_passed_on():
+    options = _options(sampler_name="Euler a", eta=0.4, refiner_checkpoint="sd_xl_refiner_1.0 [7440042bbd]")
+    assert (options.eta, options.refiner, options.refiner_switch_at) == (
+        0.4,
+        "sd_xl_refiner_1.0 [7440042bbd]",
+        None,
+    )
+    assert _options(refiner_checkpoint="refiner", refiner_switch_at=0.6).refiner_switch_at == 0.6
+    for none in (None, "", "None"):  # A1111's API: no refiner, whatever the server's default
+        assert _options(refiner_checkpoint=none, refiner_switch_at=0.5).refiner == "None"
+
+
 def test_a_vae_that_is_not_a_name_is_refused():
     with pytest.raises(Unsupported) as refused:
         _options(override_settings={"sd_vae": 3})

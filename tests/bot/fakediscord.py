@@ -60,6 +60,7 @@ __all__ = [
 API = "/api/v10"
 DISCORD_EPOCH_MS = 1420070400000
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+LISTEN_BACKLOG = 4096  # pending connections the REST server queues (the kernel caps it at somaxconn)
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 COMPONENTS_V2 = 1 << 15
@@ -2306,7 +2307,9 @@ class FakeDiscord(_Users):
         self.port = sock.getsockname()[1]
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        # Discord accepts any number of connections at once: a short listen backlog (aiohttp's default 128)
+        # would drop the SYNs of a burst of interactions' callbacks and delay them by TCP's 1 s retry.
+        await web.SockSite(self._runner, sock, backlog=LISTEN_BACKLOG).start()
 
     async def stop(self) -> None:
         """Close gateway connections and the server."""

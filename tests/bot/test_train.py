@@ -92,6 +92,7 @@ async def test_train_refuses_missing_images_and_bad_options(salon):
         ({"kind": "hypernetwork", "name": "ok", "layer_structure": "1, x, 1"}, "**layer_structure**"),
         ({"kind": "hypernetwork", "name": "ok", "layer_structure": "2, 1"}, "**layer_structure**"),
         ({"kind": "embedding", "name": "ok", "template": "no name here"}, "**template**"),
+        ({"kind": "hypernetwork", "name": "ok", "dropout_structure": "0.2, 0, 0"}, "**dropout_structure**"),
     ):
         refused = await salon.fake.slash(
             ANN, CHANNEL, "train", {"kind": "lora", **options}, attachments=attachments
@@ -145,12 +146,17 @@ async def test_train_on_the_servers_images_that_a_query_finds(salon):
 async def test_train_a_hypernetwork(salon):
     attachments = {"images": ("a.png", _png(1), "image/png")}
     options = {"kind": "hypernetwork", "name": "hnet", "steps": 3, "resolution": 64, "activation": "relu"}
+    options |= {"weight_init": "XavierUniform", "dropout_structure": "0, 0.25, 0"}
     started = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)
     await salon.fake.wait_for(lambda: started.original is not None and "✅" in started.original.content, 120)
     assert "`<hypernet:hnet:1>`" in started.original.content
     path = salon.settings.hypernetworks_dir / "hnet.pt"
     try:
-        assert path.is_file()
+        import torch
+
+        data = torch.load(path, weights_only=True)
+        assert data["weight_initialization"] == "XavierUniform" and data["dropout_structure"] == [0, 0.25, 0]
+        assert data["use_dropout"] is True
     finally:
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
@@ -207,4 +213,50 @@ async def test_a_cancelled_training_says_which_saved_result_stays(salon):
     finally:
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".salon.json").unlink(missing_ok=True)
+        salon.engine.registry.refresh()
+
+
+async def test_train_dreambooth_concepts_from_a_json_list_and_a_zip(salon):
+    import json
+    import shutil
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for folder, seeds in (("stars", (1, 2)), ("more/stars", (3,))):
+            for seed in seeds:
+                archive.writestr(f"{folder}/{seed}.png", _png(seed))
+    concepts = [
+        {
+            "instance_data_dir": "stars",
+            "instance_prompt": "zka",
+            "save_sample_prompt": "zka",
+            "save_infer_steps": 2,
+        },
+        {"instance_data_dir": "./more/stars/", "instance_prompt": "zkb", "wobble": True},
+    ]
+    attachments = {
+        "images": ("shapes.zip", buffer.getvalue(), "application/zip"),
+        "image2": ("concepts.json", json.dumps(concepts).encode(), "application/json"),
+    }
+    options = {"kind": "dreambooth", "name": "dbcon", "steps": 2, "resolution": 64}
+    refused = await salon.fake.slash(
+        ANN, CHANNEL, "train", {**options, "kind": "lora"}, attachments=attachments
+    )
+    assert "**concepts**" in await _refusal(refused)
+    started = await salon.fake.slash(ANN, CHANNEL, "train", options, attachments=attachments)
+    await salon.fake.wait_for(lambda: started.original is not None and "✅" in started.original.content, 180)
+    shown = [edit.payload.get("content") or "" for edit in started.original.edits]
+    assert any("note: concepts[1]: unknown key 'wobble' ignored" in content for content in shown), shown
+    folder = salon.settings.checkpoints_dir / "dbcon"
+    try:
+        assert (folder / "model_index.json").is_file()
+        job = (await salon.services.queue.store.recent())[0]
+        assert [item["concept"] for item in job.request["images"]] == [0, 0, 1]
+        samples = salon.engine.settings.data_dir / "training" / "dbcon"  # the worker's data folder
+        assert sorted(p.name for p in samples.iterdir()) == ["dbcon-c0-00002-0.png"]  # concept 1: no sample
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        (salon.settings.checkpoints_dir / "dbcon.salon.json").unlink(missing_ok=True)
+        shutil.rmtree(salon.engine.settings.data_dir / "training" / "dbcon", ignore_errors=True)
         salon.engine.registry.refresh()

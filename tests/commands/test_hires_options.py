@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from commands.generation import GenerationOptions
-from commands.hires_options import hires_extras, parse_hires_resize
+from commands.hires_options import hires_extras, hires_suggestions, parse_hires_resize, parse_hires_text
 from core.errors import InvalidRequest
 from engine.requests import HiresFix, HiresUpscaler
 
@@ -41,3 +41,46 @@ def test_resize_alone_turns_the_hires_fix_on_and_extras_alone_are_refused():
     assert hires_extras(GenerationOptions("a cat"), None) is None
     with pytest.raises(InvalidRequest, match="hires_cfg_scale: applies to the hires pass"):
         hires_extras(GenerationOptions("a cat", hires_cfg_scale=3.0), None)
+
+
+def test_one_hires_text_is_the_whole_hires_fix():
+    assert parse_hires_text("2") == {"hires_scale": 2.0}
+    fields = parse_hires_text("scale=1.5, denoise=0.4,upscaler=Latent (nearest),prompt=a cat, sitting,cfg=5")
+    assert fields == {
+        "hires_scale": 1.5,
+        "hires_denoising_strength": 0.4,
+        "hires_upscaler": "Latent (nearest)",
+        "hires_prompt": "a cat, sitting",
+        "hires_cfg_scale": 5.0,
+    }
+    assert parse_hires_text("denoise=0.3")["hires_scale"] == 2.0  # A1111's default "Upscale by"
+    assert "hires_scale" not in parse_hires_text("resize=1024x0")
+    request = hires_extras(
+        GenerationOptions("a cat", **parse_hires_text("steps=4,resize=128x0,sampler=Euler")), None
+    )
+    assert request is not None and (request.steps, request.resize_width, request.sampler) == (4, 128, "Euler")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("scale=2,sharpness=3", "'sharpness=3' is not KEY=VALUE with a key of scale, denoise"),
+        ("scale=x", "scale='x' is not a number"),
+        ("steps=2.5", "steps='2.5' is not a whole number"),
+        ("scale=2,scale=3", "scale is given twice"),
+        ("big", "'big' is not KEY=VALUE"),
+    ],
+)
+def test_a_bad_hires_item_is_named(text, message):
+    with pytest.raises(InvalidRequest, match=message) as refused:
+        parse_hires_text(text)
+    assert refused.value.option == "hires"
+
+
+def test_suggestions_offer_the_keys_not_given():
+    assert hires_suggestions("")[:2] == ["scale=", "denoise="]
+    assert hires_suggestions("scale=2,de") == ["scale=2,de", "scale=2,denoise="]
+    assert "scale=2,prompt=" in hires_suggestions("scale=2") and "scale=2,scale=" not in hires_suggestions(
+        "scale=2"
+    )
+    assert hires_suggestions("prompt=a cat, sit") == ["prompt=a cat, sit"]

@@ -95,9 +95,9 @@ def test_a_file_is_read_as_deforums_loader_reads_it():
     assert (
         settings.color_coherence == "HSV" and settings.legacy_colormatch is False and settings.perlin_w == 4
     )
+    assert settings.hybrid_composite == "Normal"  # Salon builds it (engine/animation/hybrid.py)
     assert old.warnings == (
         "Salon does not have Deforum's enable_perspective_flip True; it is ignored",
-        "Salon does not have Deforum's hybrid_composite 'Normal'; it is ignored",
         "Salon does not have Deforum's anti-blur (unsharp mask) (amount_schedule '0: (0.1)'); it is ignored",
         "Salon does not have Deforum's CLIP skip (clipskip_schedule '0: (2)'); it is ignored",
     )  # the ancestral eta schedule is not switched on: Deforum does not use it either

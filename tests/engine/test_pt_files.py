@@ -71,7 +71,7 @@ def _trainer(vectors: torch.Tensor) -> SimpleNamespace:
     return SimpleNamespace(
         vectors=torch.nn.Parameter(vectors),
         options=SimpleNamespace(name="gstr"),
-        model=SimpleNamespace(hash="0123456789", name="salon-demo-shapes"),
+        model=SimpleNamespace(hash="0123456789", name="salon-demo-shapes", sdxl=False),
     )
 
 

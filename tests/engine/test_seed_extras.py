@@ -103,7 +103,9 @@ def test_bad_seed_extras_are_refused_naming_the_option(fields, option):
 
 
 def test_a1111_eta_of_other_samplers_becomes_a_note():
-    text = "a cat\nSteps: 20, Sampler: Euler a, Seed: 1, Size: 64x64, Eta: 0.7, ENSD: 31337"
+    text = "a cat\nSteps: 20, Sampler: Euler, Seed: 1, Size: 64x64, Eta: 0.7, ENSD: 31337"
     repeated, notes = from_infotext(text, set())
     assert repeated.eta is None and repeated.eta_noise_seed_delta == 31337
     assert any("Eta" in note for note in notes)
+    ancestral, notes = from_infotext(text.replace("Euler,", "Euler a,"), set())  # Euler a takes A1111's Eta
+    assert ancestral.eta == 0.7 and notes == []

@@ -222,6 +222,8 @@ async def test_every_scheduled_upkeep_job_works_with_both_text_indexes(tmp_path,
             catalog=catalog,
             community=SimpleNamespace(schedules=_no_schedules),
             schedule_lock=None,  # SQLite: this process runs the schedule
+            # SQLite: no files shared between hosts
+            queue=SimpleNamespace(results=SimpleNamespace(blobs=None)),
         )
         scheduler = Scheduler(SimpleNamespace(services=services, extensions_found=[]))
         await scheduler.start()

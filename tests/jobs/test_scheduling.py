@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from jobs.records import JobKind, JobRecord, JobStatus
+from jobs.records import JobKind, JobRecord
 from jobs.scheduling import FairScheduler, job_images
+from tests.jobs.fair_queues import record
 
 _ids = iter(range(1, 10_000))
 
 
 def job(owner: str, model: str = "m", key: str = "", images: int = 1) -> JobRecord:
-    return JobRecord(
-        id=next(_ids),
-        kind=JobKind.IMAGINE,
-        owner=owner,
-        guild=None,
-        channel=None,
-        request={"params": {"batch_size": images, "batch_count": 1}},
-        status=JobStatus.QUEUED,
-        phase="",
-        progress=0.0,
-        created_at=0.0,
-        started_at=None,
-        finished_at=None,
-        error=None,
-        results=(),
-        idempotency_key=None,
-        attempts=0,
-        batch_key=key,
-        model=model,
-    )
+    return record(next(_ids), owner, JobKind.IMAGINE, key, images, False, 0, model)
 
 
 def drain(

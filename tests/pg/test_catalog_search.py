@@ -5,8 +5,8 @@ s, digits and underscores; models, samplers, seeds, LoRAs, ratings, favourites, 
 images, equal dates) is built in SQLite with its FTS5 words index, copied into PostgreSQL by
 `catalog.pg_copy.copy_catalog`, and then each query drawn by Hypothesis (keyword expressions with fields and
 wildcards, regexes, case-sensitive substrings, negative modes, rank, favourites, model, author, gallery,
-filename, sort orders, directions, pages and page sizes, the recycle bin) must give both the same page and
-total, and the same matching ids, or the same refusal.
+filename, sort orders, directions, pages and page sizes, the recycle bin, counts capped or exact) must give
+both the same page and total, and the same matching ids, or the same refusal.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from catalog.catalog import Catalog
 from catalog.pg_catalog import PgCatalog
 from catalog.pg_copy import copy_catalog
-from catalog.records import BrowseQuery, NegativeMode, RankFilter, SortOrder
+from catalog.records import COUNT_CAP, BrowseQuery, NegativeMode, RankFilter, SortOrder
 from core.errors import InvalidRequest
 from tests.pg.catalogs import open_pg_catalog
 
@@ -171,6 +171,7 @@ def queries(draw) -> BrowseQuery:
         deleted=draw(st.booleans()) and draw(st.booleans()),
         include_nsfw=draw(st.booleans()),
         random_seed=draw(st.integers(0, 5)),
+        count_cap=draw(st.sampled_from([COUNT_CAP, COUNT_CAP, None, 1, 4, 20])),  # counts that stop early
     )
 
 

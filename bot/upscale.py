@@ -1,0 +1,72 @@
+"""`/upscale`: the Extras tab's upscale with a model upscaler (models/ESRGAN, RealESRGAN, SwinIR, DAT, HAT), of
+an attached image or of one of this server's catalog images (which becomes the result's parent), as a queue
+job. The upscaler defaults to the server's `default_upscaler` setting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.choices import complete_upscaler
+from bot.client import Salon
+from bot.interact import Place, place_of
+from bot.submit import acknowledge, follow_new_job, submit_long_job
+from commands.upscaling import UpscaleInput, input_from_bytes, input_from_record, upscale_job
+from core.errors import InvalidRequest
+from engine.upscaling.extras import DEFAULT_SCALE
+
+
+class UpscaleCog(commands.Cog):
+    def __init__(self, bot: Salon) -> None:
+        self.bot = bot
+
+    @app_commands.command(
+        name="upscale", description="Upscale an image with a model upscaler (A1111's Extras)"
+    )
+    @app_commands.describe(
+        image="the image to upscale",
+        image_id="or the id of one of this server's images (/browse shows ids)",
+        upscaler="the model upscaler (default: the server's default_upscaler)",
+        scale="upscale by this factor, 1 to 8 (the model runs, then the picture is resized)",
+    )
+    @app_commands.autocomplete(upscaler=complete_upscaler)
+    async def upscale(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment | None = None,
+        image_id: int | None = None,
+        upscaler: str | None = None,
+        scale: float = DEFAULT_SCALE,
+    ) -> None:
+        place = await place_of(interaction)
+        if (image is None) == (image_id is None):
+            raise InvalidRequest("image", "attach an image or give an image_id, one of the two")
+        upscaler = upscaler or place.community.default_upscaler
+        if not upscaler:
+            raise InvalidRequest("upscaler", "name an upscaler (this server sets no default_upscaler)")
+        await acknowledge(interaction)
+        source = await (self._attached(place, image) if image is not None else self._catalog(place, image_id))
+        settings = self.bot.services.settings
+        job = await asyncio.to_thread(upscale_job, settings, source, upscaler, scale)
+        record = await submit_long_job(
+            self.bot, interaction, place, job, {"spoiler": False, **(job.meta or {})}
+        )
+        await follow_new_job(self.bot, interaction, place, record)
+
+    async def _attached(self, place: Place, image: discord.Attachment) -> UpscaleInput:
+        if image.size > place.limits.max_upload_bytes:
+            raise InvalidRequest(
+                "image", f"{image.filename} is larger than {place.limits.max_upload_bytes:,} bytes"
+            )
+        data = await image.read()
+        return await asyncio.to_thread(input_from_bytes, data, image.filename, place.limits)
+
+    async def _catalog(self, place: Place, image_id: int | None) -> UpscaleInput:
+        record = await self.bot.services.catalog.get(place.guild, int(image_id or 0))
+        if record is None or record.deleted or (record.nsfw and not place.age_restricted):
+            raise InvalidRequest("image_id", f"no image {image_id} on this server")
+        local = await self.bot.services.queue.results.local_images([record])
+        return await asyncio.to_thread(input_from_record, local[0], place.limits)
