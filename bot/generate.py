@@ -43,6 +43,14 @@ from jobs.records import JobRecord
 log = logging.getLogger(__name__)
 
 
+async def complete_refiner(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """/imagine's refiner: "None" (no refiner, whatever the server's default), then the checkpoints."""
+    return [
+        app_commands.Choice(name="None", value="None"),
+        *(await complete_model(interaction, current))[:24],
+    ]
+
+
 async def complete_hires(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """/imagine's hires text: what was typed, then each key not yet given."""
     return [app_commands.Choice(name=text or "2", value=text or "2") for text in hires_suggestions(current)]
@@ -92,9 +100,10 @@ class GenerateCog(commands.Cog):
         control_module="the control image's preprocessor (none: use it as it is)",
         control_image="the ControlNet's control image",
         control_image_id="or a catalog image id (from /browse) as the control image",
+        refiner="a refiner checkpoint (SDXL), switched to at the server's switch point; None: no refiner",
     )
     @autocomplete_generation
-    @app_commands.autocomplete(hires=complete_hires)
+    @app_commands.autocomplete(hires=complete_hires, refiner=complete_refiner)
     @app_commands.choices(control_module=[app_commands.Choice(name=m, value=m) for m in PREPROCESSORS])
     async def imagine(
         self,
@@ -123,6 +132,7 @@ class GenerateCog(commands.Cog):
         control_module: str = "none",
         control_image: discord.Attachment | None = None,
         control_image_id: int | None = None,
+        refiner: str | None = None,
     ) -> None:
         options = dict(locals())
         for name in (
@@ -326,6 +336,7 @@ class GenerateCog(commands.Cog):
             embedding=options.get("embedding"),
             vae=options.get("vae"),
             controlnet=options.get("controlnet_units", ()),
+            refiner=options.get("refiner"),
             **given,
             **(parse_hires_text(options["hires"]) if options.get("hires") else {}),
         )
