@@ -1,9 +1,14 @@
 """A Dreambooth concepts list (the Dreambooth extension's JSON, read by `engine.training.concepts`) turned into
 a training job's inputs: each concept's instance images and its class images found in its folders, read from
-the disk (the CLI: folders relative to the JSON file) or from a zip's folders (`/train`)."""
+the disk (the CLI: folders relative to the JSON file) or from a zip's folders (`/train`).
+
+As the extension does, the class images a concept still lacks are generated into its `class_data_dir` when the
+list came from the disk (`class_folder`, the absolute folder, written by jobs/training_concepts.py); from a
+zip they stay in the job's work folder: a member cannot write to the server's disk."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,6 +31,7 @@ class ConceptImages:
     concept: Concept
     instance: list[tuple[Image.Image, str]]
     class_images: list[Image.Image]
+    class_folder: str = ""  # where the generated class images go (absolute); "": the job's work folder
 
 
 def gather_concepts(concepts: list[Concept], read_folder: FolderReader) -> list[ConceptImages]:
@@ -58,8 +64,11 @@ def concepts_from_folder(
         raise InvalidRequest("concepts", f"cannot read {file}: {exc.strerror or exc}") from None
     concepts, notes = read_concepts(text)
 
+    def resolve(folder: str) -> Path:
+        return (file.parent / Path(folder).expanduser()).resolve()
+
     def read(folder: str) -> list[tuple[Image.Image, str]] | None:
-        path = (file.parent / Path(folder).expanduser()).resolve()
+        path = resolve(folder)
         if not path.is_dir() or not any(path.iterdir()):
             return None
         try:
@@ -69,7 +78,31 @@ def concepts_from_folder(
                 return None
             raise
 
-    return gather_concepts(concepts, read), notes
+    gathered = gather_concepts(concepts, read)
+    for index, item in enumerate(gathered):
+        missing = item.concept.num_class_images_per - len(item.class_images)
+        if item.concept.prior_preservation and missing > 0 and item.concept.class_data_dir.strip():
+            folder = resolve(item.concept.class_data_dir)
+            if _can_write(folder):
+                gathered[index] = ConceptImages(item.concept, item.instance, item.class_images, str(folder))
+                notes.append(
+                    f"concepts[{index}]: {missing} generated class image(s) will be written into {folder}"
+                )
+            else:
+                notes.append(
+                    f"concepts[{index}].class_data_dir: {folder} is not writable; "
+                    "its generated class images stay in the job's work folder"
+                )
+    return gathered, notes
+
+
+def _can_write(folder: Path) -> bool:
+    """Whether `folder` can take new files: it is a writable folder, or its nearest existing parent is."""
+    while not folder.exists():
+        if folder.parent == folder:
+            return False
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 def concepts_from_zip(
@@ -97,7 +130,15 @@ def concepts_from_zip(
                 return None
             raise
 
-    return gather_concepts(concepts, read), notes
+    gathered = gather_concepts(concepts, read)
+    for index, item in enumerate(gathered):
+        if item.concept.prior_preservation and item.concept.class_data_dir.strip():
+            if item.concept.num_class_images_per > len(item.class_images):
+                notes.append(
+                    f"concepts[{index}].class_data_dir: generated class images stay in the job's work folder "
+                    "(a concepts list from Discord cannot write to the server's disk)"
+                )
+    return gathered, notes
 
 
 def concept_params(concepts: list[ConceptImages], inputs: Path) -> dict:
@@ -109,5 +150,7 @@ def concept_params(concepts: list[ConceptImages], inputs: Path) -> dict:
             for image, caption in item.instance
         ]
         class_files = [store_image(image, inputs) for image in item.class_images]
-        specs.append({**item.concept.to_json(), "class_files": class_files})
+        specs.append(
+            {**item.concept.to_json(), "class_files": class_files, "class_folder": item.class_folder}
+        )
     return {"images": images, "concepts": specs}

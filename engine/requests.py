@@ -305,3 +305,4 @@ class GenerationResult:
     model_name: str
     model_hash: str
     elapsed_s: float
+    notes: tuple[str, ...] = ()  # what the run left out and why (a LoRA that does not fit the refiner)

@@ -68,7 +68,7 @@ from engine.tasks.batching import batch_key
 from engine.tasks.hires import hires_prepared
 from engine.tasks.img2img import run_img2img
 from engine.tasks.inpaint import run_inpaint
-from engine.tasks.refiner import refiner_infotext, refiner_modules, with_refiner
+from engine.tasks.refiner import refiner_infotext, refiner_loras, refiner_modules, with_refiner
 from engine.tasks.samplers import BUILTIN_SAMPLERS, ETA_SAMPLERS, SamplerTable, uses_ensd
 from engine.tasks.sampling import Prepared, tiling
 from engine.tasks.txt2img import run_txt2img
@@ -292,21 +292,20 @@ class Engine:
             ]
             if first.hires is not None:  # the hires pass's own sampler, CFG or prompts (engine.tasks.hires)
                 preps = [self._with_hires(model, prep) for prep in preps]
+            notes: list[str] = []
             if first.refiner is not None:  # A1111's refiner finishes the last pass (engine.tasks.refiner)
-                refiner = self._load_refiner(model, first)
-                preps = with_refiner(preps, refiner, self._prompt_conditioning, self._plan)
+                refiner, notes = self._load_refiner(model, first, loras)
+                preps, more = with_refiner(preps, refiner, self._prompt_conditioning, self._plan)
+                notes += more
             infos = [self._infotext_params(prep, loras, extra) for prep in preps]
             with applied_hypernetworks(model.unet, hypernetworks), _eager_while(model, hypernetworks, first):
                 images = self._run_slots(preps, controls, run_batch, infos)
             elapsed = time.perf_counter() - started
-        log.info(
-            "%6.2fs → %d image(s) for %d request(s) with %s",
-            elapsed,
-            sum(map(len, images)),
-            len(requests),
-            model.name,
-        )
-        return [GenerationResult(tuple(found), model.name, model.hash, elapsed) for found in images]
+        count = sum(map(len, images))
+        log.info("%6.2fs → %d image(s) for %d request(s) with %s", elapsed, count, len(requests), model.name)
+        for note in notes:
+            log.warning("%s", note)
+        return [GenerationResult(tuple(f), model.name, model.hash, elapsed, tuple(notes)) for f in images]
 
     def _run_slots(
         self,
@@ -338,16 +337,18 @@ class Engine:
                     )
         return results
 
-    def _load_refiner(self, base: LoadedModel, p: GenerationRequest) -> LoadedModel | None:
-        """The request's refiner, loaded without LoRAs; None when it is the base model (A1111 skips it)."""
+    def _load_refiner(
+        self, base: LoadedModel, p: GenerationRequest, loras: list[LoraUse]
+    ) -> tuple[LoadedModel | None, list[str]]:
+        """The request's refiner with the request's VAE file and the LoRAs that fit it, and notes on those that
+        do not (engine.tasks.refiner); None when it is the base model (A1111 skips it)."""
         assert p.refiner is not None
         if self._find(ModelKind.CHECKPOINT, p.refiner) == base.entry:
-            return None
+            return None, []
         refiner = self.load(p.refiner)
         assert self._loras is not None
-        self._loras.activate([])
-        self._vaes.apply(refiner, None)
-        return refiner
+        self._vaes.apply(refiner, self._vae(p.vae))
+        return refiner, refiner_loras(self._loras, loras, refiner)
 
     def _max_batch(self, preps: list[Prepared]) -> int:
         """Images per denoising batch: the engine's cap, or a request's own batch size if that is larger."""

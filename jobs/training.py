@@ -26,7 +26,14 @@ from engine.models.trained_files import (
 from engine.requests import StepProgress
 from jobs.long import Slice, SliceControl
 from jobs.records import JobKind, JobRecord
-from jobs.training_concepts import check_concepts, class_items, concept_captions, concepts_of, save_samples
+from jobs.training_concepts import (
+    check_concepts,
+    class_items,
+    concept_captions,
+    concepts_of,
+    save_samples,
+    with_concepts,
+)
 
 PREVIEW_STEPS = 20  # denoising steps of a training preview unless the job says otherwise
 
@@ -83,16 +90,20 @@ class TrainTask:
             check_can_save(model, path)
         concepts = concepts_of(params) if kind == "dreambooth" else None
         if concepts is not None:  # several concepts, each with its own class images
-            items, phase, made, _ = class_items(running, params, concepts, workdir, control)
+            items, phase, made, _, notes = class_items(running, params, concepts, workdir, control)
             if items is None:
                 saved["class_images"] = made
                 return Slice(saved, phase=phase, progress=0.0)
+            saved.update({"class_notes": notes} if notes else {})  # where the generated class images went
             if items:
                 model = running.base_model(params.get("model"))  # the class prompts' LoRA tags are off again
-                class_examples = cached_examples(
-                    workdir / "class.safetensors",
-                    [caption for _, caption in items],
-                    lambda: encode_examples(model, items, options.resolution),
+                class_examples = with_concepts(  # each concept's prior term from its own class images
+                    cached_examples(
+                        workdir / "class.safetensors",
+                        [caption for _, caption, _ in items],
+                        lambda: encode_examples(model, [item[:2] for item in items], options.resolution),
+                    ),
+                    [concept for *_, concept in items],
                 )
         elif kind == "dreambooth" and options.prior_preservation:
             made = _class_images(running, params, options, workdir / "class", control)
@@ -122,6 +133,8 @@ class TrainTask:
                 model, items, options.resolution, params.get("crop", True), bool(params.get("alpha_weight"))
             ),
         )
+        if concepts is not None:
+            examples = with_concepts(examples, [item["concept"] for item in params["images"]])
         total = options.loop.steps
         save_every, preview_every = int(params.get("save_every", 0)), int(params.get("preview_every", 0))
         preview_prompt = str(params.get("preview_prompt") or texts[0])

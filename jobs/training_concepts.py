@@ -1,9 +1,13 @@
 """Dreambooth concepts in a training job (`params["concepts"]`, made by commands/training_concepts.py): their
 check, each instance image's prompt from its concept, each concept's class images (the stored ones, the
-missing ones generated in the job's work folder, resumable), and each concept's samples after training."""
+missing ones generated in the job's work folder, resumable, then copied into the concept's `class_data_dir` when
+the list came from the disk, as the extension writes them there), and each concept's samples after training."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,8 @@ from engine.models.trained_files import preview_folder
 from engine.requests import StepProgress
 from engine.training.concepts import Concept, concept_from_dict
 
+JOB_KEYS = ("class_files", "class_folder")  # what commands/training_concepts.py adds to a concept's fields
+
 
 def concepts_of(params: dict[str, Any]) -> list[Concept] | None:
     """The job's concepts (None for a one-concept job made from the plain options)."""
@@ -20,7 +26,7 @@ def concepts_of(params: dict[str, Any]) -> list[Concept] | None:
     if specs is None:
         return None
     return [
-        concept_from_dict({k: v for k, v in spec.items() if k != "class_files"}, f"concepts[{i}]")[0]
+        concept_from_dict({k: v for k, v in spec.items() if k not in JOB_KEYS}, f"concepts[{i}]")[0]
         for i, spec in enumerate(specs)
     ]
 
@@ -42,10 +48,24 @@ def check_concepts(params: dict[str, Any], inputs: Path) -> None:
         for file in files:
             if not isinstance(file, str) or "/" in file or "\\" in file or not (inputs / file).is_file():
                 raise InvalidRequest(f"concepts[{index}].class_data_dir", f"stored image {file!r} is missing")
+        folder = spec.get("class_folder", "")
+        if not isinstance(folder, str) or (folder and not Path(folder).is_absolute()):
+            raise InvalidRequest(f"concepts[{index}].class_data_dir", f"{folder!r} is not an absolute folder")
     for item in params["images"]:
         concept = item.get("concept")
         if not isinstance(concept, int) or isinstance(concept, bool) or not 0 <= concept < len(specs):
             raise InvalidRequest("images", f"a training image names concept {concept!r}, not one of the list")
+
+
+def with_concepts(examples: list, concepts: list[int]) -> list:
+    """Encoded examples marked with their concepts' indices, so that the trainer pairs each instance example
+    with its own concept's class images (engine.training.dreambooth.DreamboothTrainer.prior_pairs)."""
+    from engine.training.dreambooth import ConceptExample
+
+    return [
+        ConceptExample(example.latents, example.caption, example.weight, concept)
+        for example, concept in zip(examples, concepts, strict=True)
+    ]
 
 
 def concept_captions(concepts: list[Concept], name: str, images: list[dict]) -> list[str]:
@@ -55,29 +75,85 @@ def concept_captions(concepts: list[Concept], name: str, images: list[dict]) -> 
 
 def class_items(
     running, params: dict[str, Any], concepts: list[Concept], workdir: Path, control
-) -> tuple[list[tuple[Any, str]] | None, str, int, int]:
-    """(class images with their class prompts, or None while some are still to be made; the phase; made;
-    wanted). A concept's images found in its class_data_dir come first; the rest are generated, one PNG each
-    in `workdir/class/<concept>`, so a resumed job only makes the missing ones."""
+) -> tuple[list[tuple[Any, str, int]] | None, str, int, int, list[str]]:
+    """(class images with their class prompts and concepts, or None while some are still to be made; the phase;
+    made; wanted; notes). A concept's images found in its class_data_dir come first; the rest are generated,
+    one PNG each in `workdir/class/<concept>`, so a resumed job only makes the missing ones; once all are made,
+    they are copied into the concept's `class_folder` when it has one (`publish_class_images`)."""
     from jobs.codec import load_image
 
     inputs = workdir.parent.parent / "inputs"
-    items, made, wanted = [], 0, 0
+    items, made, wanted, notes = [], 0, 0, []
     for index, concept in enumerate(concepts):
         if not concept.prior_preservation:
             continue
-        stored = params["concepts"][index].get("class_files", [])
+        spec = params["concepts"][index]
+        stored = spec.get("class_files", [])
         for file in stored:
-            items.append((load_image(inputs, file), concept.class_prompt))
+            items.append((load_image(inputs, file), concept.class_prompt, index))
         missing = concept.num_class_images_per - len(stored)
         wanted += concept.num_class_images_per
         folder = workdir / "class" / str(index)
         count = generate_class_images(running, params, concept, missing, folder, control)
         made += len(stored) + count
+        target = spec.get("class_folder", "")
         if count < missing:
-            return None, f"class images {made}/{wanted} ({concept.class_prompt})", made, wanted
-        items += [(_png(folder / f"{i:04d}.png"), concept.class_prompt) for i in range(missing)]
-    return items, "", made, wanted
+            into = f" for {target}" if target else ""
+            return None, f"class images {made}/{wanted} ({concept.class_prompt}){into}", made, wanted, notes
+        generated = [folder / f"{i:04d}.png" for i in range(missing)]
+        items += [(_png(file), concept.class_prompt, index) for file in generated]
+        if target and generated:
+            note = publish_class_images(generated, concept.class_prompt, Path(target), folder, index)
+            notes.append(note)
+            if control.run.on_step is not None:  # in the job's progress: where the class images went
+                control.run.on_step(StepProgress(note, missing, missing, 0))
+    return items, "", made, wanted, notes
+
+
+def publish_class_images(files: list[Path], prompt: str, target: Path, workfolder: Path, index: int) -> str:
+    """Copy generated class images into the concept's class_data_dir as the extension names them (the image's
+    SHA-1, its prompt in a `.txt` beside it): each file written whole, never over an existing one, once per
+    job (a marker in the work folder). Returns the note for the job's output."""
+    marker = workfolder / "published"
+    if marker.is_file():
+        return marker.read_text()
+    written = 0
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            data = file.read_bytes()
+            stem = hashlib.sha1(_png(file).tobytes()).hexdigest()
+            if (target / f"{stem}.png").exists():
+                continue
+            write_new(target / f"{stem}.txt", prompt.encode())
+            written += write_new(target / f"{stem}.png", data)
+    except OSError as exc:
+        note = (
+            f"concepts[{index}]: class images kept in the job's work folder; cannot write into {target}: "
+            f"{exc.strerror or exc}"
+        )
+    else:
+        note = f"concepts[{index}]: {written} generated class image(s) written into {target}"
+    marker.write_text(note)
+    return note
+
+
+def write_new(path: Path, data: bytes) -> bool:
+    """Write `path` whole (a temp file linked into place) unless it exists; False when it did."""
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(name, 0o644)
+        try:
+            os.link(name, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(name)
 
 
 def _png(path: Path):

@@ -55,7 +55,7 @@ def _checked_lora(use: LoraUse) -> dict[str, torch.Tensor]:
 def _load_adapter(pipe, use: LoraUse, state_dict: dict[str, torch.Tensor], name: str) -> None:
     try:
         pipe.load_lora_weights(dict(state_dict), adapter_name=name)  # a copy: the converter pops keys
-    except (ValueError, KeyError, RuntimeError) as exc:
+    except (ValueError, KeyError, RuntimeError, AttributeError) as exc:  # AttributeError: a part it lacks
         raise InvalidRequest("lora", f"{use.entry.name} does not fit this model: {exc}") from exc
 
 

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from engine.requests import Img2ImgRequest, ResizeMode, RunControl
+from engine.tasks.refiner import decoding_model
 from engine.tasks.resize import resize_image
 from engine.tasks.sampling import (
     KeepOriginal,
@@ -97,7 +98,7 @@ def run_img2img(
         first_index=first_index,
         size=(p.width, p.height),
     )
-    return decode_latents(prep.model, latents)
+    return decode_latents(decoding_model(prep), latents)  # the refiner's VAE once it took over
 
 
 def _init_latents(prep: Prepared, request: Img2ImgRequest) -> torch.Tensor:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from engine.requests import InpaintArea, InpaintRequest, MaskedContent, ResizeMode, RunControl
 from engine.tasks.img2img import img2img_latents
+from engine.tasks.refiner import decoding_model
 from engine.tasks.resize import (
     binary_latent_mask,
     blur_mask,
@@ -116,7 +117,7 @@ def run_inpaint(
         extra_channels=extra,
     )
     # 4. Decode and paste over the original through the blurred mask.
-    return [_paste_back(canvas, image) for image in decode_latents(model, latents)]
+    return [_paste_back(canvas, image) for image in decode_latents(decoding_model(prep), latents)]
 
 
 def _inpainting_channels(

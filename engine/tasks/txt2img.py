@@ -9,6 +9,7 @@ from PIL import Image
 
 from engine.requests import HiresUpscaler, RunControl, hires_plan
 from engine.tasks.img2img import img2img_latents
+from engine.tasks.refiner import decoding_model
 from engine.tasks.sampling import (
     Prepared,
     decode_latents,
@@ -49,8 +50,8 @@ def run_txt2img(
     if p.hires is not None:
         first_pass = len(scheduler.timesteps)
         latents = _hires_pass(prep, latents, seeds, variation_seeds, control, first_index, first_pass)
-    # 4. Decode.
-    return decode_latents(prep.model, latents)
+    # 4. Decode (with the refiner's VAE once a refiner took over, as A1111).
+    return decode_latents(decoding_model(prep), latents)
 
 
 def _hires_pass(

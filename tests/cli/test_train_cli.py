@@ -92,6 +92,14 @@ def test_dreambooth_concepts_list_trains_every_concept_with_its_class_images_and
     captured = capsys.readouterr()
     assert "concepts[0]: unknown key 'sparkle' ignored" in captured.err
     assert "concepts[0].instance_token is not used by Salon" in captured.err
+    class_folder = tmp_path / "data-in" / "class-shapes"
+    assert f"concepts[0]: 1 generated class image(s) will be written into {class_folder}" in captured.err
+    generated = [p for p in class_folder.glob("*.png") if p.name != "square 0.png"]
+    assert len(generated) == 1 and len(generated[0].stem) == 40  # named by its SHA-1, as the extension does
+    assert generated[0].with_suffix(".txt").read_text() == "a shape"
+    assert sorted(p.name for p in class_folder.iterdir()) == sorted(
+        ["square 0.png", generated[0].name, generated[0].stem + ".txt"]
+    )  # nothing else: no temp file left behind
     assert "trained dreambooth 'dbc' on 4 images" in captured.out
     assert (tmp_path / "data" / "models" / "Stable-diffusion" / "dbc" / "model_index.json").is_file()
     samples = sorted(p.name for p in (tmp_path / "data" / "training" / "dbc").iterdir())
@@ -105,6 +113,7 @@ def test_dreambooth_concepts_list_trains_every_concept_with_its_class_images_and
         (0, "star"), (0, "star"), (1, "circle"), (1, "circle")
     ]  # fmt: skip
     assert len(request["concepts"][0]["class_files"]) == 1 and request["concepts"][1]["class_files"] == []
+    assert request["concepts"][0]["class_folder"] == str(class_folder)
 
     del concepts[1]["instance_data_dir"]
     file.write_text(json.dumps(concepts))

@@ -1,6 +1,6 @@
 """A1111's refiner on tiny random SDXL models: the base hands its latents over at "switch at", the refiner
-(second text encoder only, aesthetic score conditioning) finishes; the infotext keys as A1111 writes them,
-read back; the refusals."""
+(second text encoder only, aesthetic score conditioning, the prompt's LoRAs that fit it) finishes and its VAE
+decodes; the infotext keys as A1111 writes them, read back; the refusals."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_the_refiner_finishes_as_a_manual_two_stage_run(refiner_engine):
     common = dict(phase="txt2img", first_index=0, size=(p.width, p.height))
     from engine.requests import RunControl
 
-    modules = [base_prep.model.unet, base_prep.model.vae, refiner_prep.model.unet]
+    modules = [base_prep.model.unet, base_prep.model.vae, refiner_prep.model.unet, refiner_prep.model.vae]
     with batch_invariant(modules, base_prep.model.device):  # as the engine runs a batch on the CPU
         latents = noise * scheduler.init_noise_sigma
         latents = denoise(
@@ -82,8 +82,10 @@ def test_the_refiner_finishes_as_a_manual_two_stage_run(refiner_engine):
         latents = denoise(
             refiner_prep, latents, scheduler, timesteps[split:], generators, RunControl(), **common
         )
-        by_hand = decode_latents(base_prep.model, latents)[0]
+        by_hand = decode_latents(refiner_prep.model, latents)[0]  # A1111 decodes with the refiner's VAE
+        with_base_vae = decode_latents(base_prep.model, latents)[0]
     assert np.array_equal(pixels(made.image), pixels(by_hand))
+    assert not np.array_equal(pixels(made.image), pixels(with_base_vae))  # the two VAEs' weights differ
 
 
 def _prepared(engine, name, p):
@@ -137,3 +139,79 @@ def test_refusals_name_the_refiner(refiner_engine):
     # The base model named as its own refiner: A1111 does not switch, and writes nothing.
     same = refiner_engine.txt2img(_xl(refiner="base-xl", refiner_switch_at=0.5)).images[0]
     assert "Refiner" not in same.infotext
+
+
+def _write_lora(path, unet, attention: tuple[str, ...], seed: int = 0) -> None:
+    """A kohya LoRA over the UNet's attention projections of the kinds in `attention` ("attn1", "attn2")."""
+    from safetensors.torch import save_file
+
+    from engine.prompts.lora import kohya_key
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, module in unet.named_modules():
+        if (
+            isinstance(module, torch.nn.Linear)
+            and any(f".{a}." in name for a in attention)
+            and ".lora_" not in name
+        ):
+            key = kohya_key("lora_unet_", name.removesuffix(".base_layer"))
+            tensors[f"{key}.lora_down.weight"] = torch.randn(4, module.in_features, generator=generator) * 0.5
+            tensors[f"{key}.lora_up.weight"] = torch.randn(module.out_features, 4, generator=generator) * 0.5
+            tensors[f"{key}.alpha"] = torch.tensor(4.0)
+    save_file(tensors, str(path))
+
+
+@pytest.fixture(scope="module")
+def refiner_loras(refiner_engine):
+    """`refiner_style`: built on the refiner's UNet (self-attention only, which the base's shapes fit too);
+    `base_style`: built on the base's UNet with its cross-attention (80 wide; the refiner's is 48)."""
+    engine = refiner_engine
+    folder = engine.settings.lora_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_lora(folder / "refiner_style.safetensors", engine.load("refiner-xl").unet, ("attn1",))
+    _write_lora(folder / "base_style.safetensors", engine.load("base-xl").unet, ("attn1", "attn2"), seed=1)
+    engine.registry.refresh()
+    return folder
+
+
+def test_the_prompts_lora_is_applied_to_the_refiner(refiner_engine, refiner_loras):
+    # Switching at 0 the refiner makes every model call: what changes the image is the LoRA on the refiner.
+    plain = refiner_engine.txt2img(_xl(refiner="refiner-xl", refiner_switch_at=0.0))
+    styled = refiner_engine.txt2img(
+        _xl(prompt="a red circle <lora:refiner_style:1>", refiner="refiner-xl", refiner_switch_at=0.0)
+    )
+    assert styled.notes == ()
+    assert not np.array_equal(pixels(plain.images[0].image), pixels(styled.images[0].image))
+    assert "Lora hashes: " in styled.images[0].infotext
+    again = refiner_engine.txt2img(_xl(refiner="refiner-xl", refiner_switch_at=0.0))  # no LoRA left on it
+    assert np.array_equal(pixels(plain.images[0].image), pixels(again.images[0].image))
+
+
+def test_a_lora_that_does_not_fit_the_refiner_is_skipped_there_with_a_note(refiner_engine, refiner_loras):
+    plain = refiner_engine.txt2img(_xl(refiner="refiner-xl", refiner_switch_at=0.0)).images[0]
+    skipped = refiner_engine.txt2img(
+        _xl(prompt="a red circle <lora:base_style:1>", refiner="refiner-xl", refiner_switch_at=0.0)
+    )
+    assert skipped.notes == ("LoRA base_style does not fit the refiner refiner-xl: skipped there",)
+    assert np.array_equal(pixels(plain.image), pixels(skipped.images[0].image))
+
+
+def test_an_embedding_the_refiner_cannot_use_gets_a_note(refiner_engine):
+    # An SDXL embedding (clip_l and clip_g vectors) fits the base's two text encoders, not the refiner's one.
+    from safetensors.torch import save_file
+
+    folder = refiner_engine.settings.embeddings_path
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(2)
+    vectors = {
+        "clip_l": torch.randn(1, 32, generator=generator),
+        "clip_g": torch.randn(1, 48, generator=generator),
+    }
+    save_file(vectors, str(folder / "pairword.safetensors"))
+    refiner_engine.registry.refresh()
+    result = refiner_engine.txt2img(
+        _xl(prompt="a pairword circle", refiner="refiner-xl", refiner_switch_at=0.5)
+    )
+    assert parse_infotext(result.images[0].infotext).params["TI hashes"].startswith("pairword: ")
+    assert result.notes == ("embedding pairword does not fit the refiner refiner-xl: not used there",)
