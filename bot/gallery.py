@@ -15,6 +15,7 @@ from discord.ext import commands
 from bot import render
 from bot.browser import open_browse
 from bot.client import Salon
+from bot.images import image_bytes
 from bot.interact import NotAllowed, place_of
 from catalog.galleries import Threshold
 from core.errors import InvalidRequest
@@ -69,7 +70,7 @@ class GalleryPoster:
         content = f"🖼️ image #{image.id} by <@{image.author}> · {rank} · ⭐ {stars}{link}\n" + render.clip(
             image.prompt.replace("\n", " "), 1500
         )
-        data = await render.read_file(image.path)
+        data = await image_bytes(self.bot, image)  # fetched when made on another host
         limit = self.bot.services.settings.discord.attachment_limit_bytes
         files = (
             [discord.File(io.BytesIO(data), filename=image.filename)] if data and len(data) <= limit else []

@@ -20,6 +20,7 @@ from bot.choices import (
     upscaler_names,
 )
 from bot.client import Salon
+from bot.images import image_bytes
 from bot.interact import Place, place_of, refusing
 from bot.submit import acknowledge, start_job
 from catalog.records import Relation
@@ -356,7 +357,7 @@ class GenerateCog(commands.Cog):
         record = await self.bot.services.catalog.get(place.guild, image_id or 0)
         if record is None or record.deleted or (record.nsfw and not place.age_restricted):
             raise InvalidRequest(f"{option}_id", f"there is no image {image_id} in this server")
-        data = await render.read_file(record.path)
+        data = await image_bytes(self.bot, record)  # fetched when made on another host
         if data is None:
             raise InvalidRequest(f"{option}_id", f"the file of image {image_id} is gone")
         return load_input_image(data, place.limits, option), record.id

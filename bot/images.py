@@ -27,6 +27,13 @@ async def show_info(interaction: discord.Interaction, images: list[ImageRecord])
     )
 
 
+async def image_bytes(bot: Salon, image: ImageRecord) -> bytes | None:
+    """An image's file, fetched to this host first when a worker on another host made it (jobs/results.py);
+    None when no host can supply it."""
+    [local] = await bot.services.queue.results.local_images([image])
+    return await render.read_file(local.path)
+
+
 def may_delete(place: Place, author: str) -> None:
     if place.user != author and not place.moderator:
         raise NotAllowed(

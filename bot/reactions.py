@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.client import Salon
+from bot.images import image_bytes
 from bot.interact import is_moderator
 from core.errors import InvalidRequest
 
@@ -152,7 +153,7 @@ class ReactionsCog(commands.Cog):
         limit = self.bot.services.settings.discord.attachment_limit_bytes
         for image in images[:10]:
             text = render.infotext_block(image)
-            data = await render.read_file(image.path)
+            data = await image_bytes(self.bot, image)  # fetched when made on another host
             files = (
                 [discord.File(io.BytesIO(data), filename=image.filename)]
                 if data and len(data) <= limit

@@ -26,6 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot import render
 from bot.client import Salon
+from bot.images import image_bytes
 from bot.services import ScheduleLock
 from core.errors import InvalidRequest
 from jobs.blob_retention import drop_old_blobs
@@ -211,7 +212,7 @@ class Scheduler:
             prompt = render.clip(image.prompt.replace("\n", " "), 120)
             rank = f"★ {image.rank_mean:.1f} ({image.rank_count})"
             lines.append(f"{place}. #{image.id} by <@{image.author}> · {rank}{link}\n   {prompt}")
-            data = await render.read_file(image.path)
+            data = await image_bytes(self.bot, image)  # fetched when made on another host
             if data and len(data) <= limit // 10:
                 files.append(discord.File(io.BytesIO(data), filename=f"{place}-{image.filename}"))
         if not images:

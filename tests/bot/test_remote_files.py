@@ -86,3 +86,12 @@ async def test_the_purge_upkeep_drops_blobs_no_image_needs_and_their_copies_here
     os.utime(blobs.root / key, (old, old))
     await salon.bot.schedule.upkeep("purge")
     assert not await blobs.has(key) and not fetched.exists()
+
+
+async def test_a_catalog_image_made_on_another_host_is_fetched_as_an_img2img_input(salon, tmp_path):
+    record, fetched = await _made_on_another_host(salon, tmp_path)
+    asked = await salon.fake.slash(ANN, CHANNEL, "img2img", {"prompt": "a red square", "image_id": record.id})
+    await asked.wait_done()
+    assert fetched.is_file()  # fetched into this host's data folder, not refused as gone
+    [job] = await salon.services.queue.store.recent()
+    assert job.kind.value == "img2img"
