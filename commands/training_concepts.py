@@ -71,12 +71,7 @@ def concepts_from_folder(
         path = resolve(folder)
         if not path.is_dir() or not any(path.iterdir()):
             return None
-        try:
-            return images_from_folder(path, settings)
-        except InvalidRequest as exc:
-            if "no images found" in exc.message:
-                return None
-            raise
+        return _images_or_none(lambda: images_from_folder(path, settings))
 
     gathered = gather_concepts(concepts, read)
     for index, item in enumerate(gathered):
@@ -94,6 +89,16 @@ def concepts_from_folder(
                     "its generated class images stay in the job's work folder"
                 )
     return gathered, notes
+
+
+def _images_or_none(load: Callable[[], list]) -> list | None:
+    """A concept folder's images, or None when it holds no image (its class images are then generated)."""
+    try:
+        return load()
+    except InvalidRequest as exc:
+        if "no images found" in exc.message:
+            return None
+        raise
 
 
 def _can_write(folder: Path) -> bool:
@@ -123,12 +128,7 @@ def concepts_from_zip(
         ]
         if not inside:
             return None
-        try:
-            return images_from_files(inside, settings)
-        except InvalidRequest as exc:
-            if "no images found" in exc.message:
-                return None
-            raise
+        return _images_or_none(lambda: images_from_files(inside, settings))
 
     gathered = gather_concepts(concepts, read)
     for index, item in enumerate(gathered):
