@@ -1,10 +1,14 @@
-"""A1111's Extras tab over HTTP: `POST /sdapi/v1/extra-single-image` as an `upscale` queue job of the caller
-(jobs/upscaling.py), and the model upscalers in `GET /sdapi/v1/upscalers`.
+"""A1111's Extras tab over HTTP: `POST /sdapi/v1/extra-single-image` and `POST /sdapi/v1/extra-batch-images`
+as an `upscale` queue job of the caller (jobs/upscaling.py), and the model upscalers in `GET
+/sdapi/v1/upscalers`.
 
-The body has A1111's fields (`ExtrasSingleImageRequest`, modules/api/models.py); Salon honours "Scale by"
-(`resize_mode` 0, `upscaling_resize`) with one model upscaler (`upscaler_1`) and refuses by name what it does
-not do yet (`resize_mode` 1, a second upscaler, face restoration). The answer is A1111's: `html_info` (the
-postprocessing text) and `image` (base64 PNG, with A1111's `postprocessing` and `extras` text chunks).
+The bodies have A1111's fields (`ExtrasSingleImageRequest`, `ExtrasBatchImagesRequest` with its `imageList`
+of `{data, name}`, modules/api/models.py); Salon honours "Scale by" (`resize_mode` 0, `upscaling_resize`) and
+"Scale to" (`resize_mode` 1, `upscaling_resize_w`/`_h`, `upscaling_crop`) with a model upscaler (`upscaler_1`)
+and a second one blended in (`upscaler_2`, `extras_upscaler_2_visibility`), then the face restorers
+(`gfpgan_visibility`, `codeformer_visibility`, `codeformer_weight`: commands/faces.py). The answer is
+A1111's: `html_info` (the postprocessing text) and `image` or `images` (base64 PNGs, with A1111's
+`postprocessing` and `extras` text chunks).
 """
 
 from __future__ import annotations
@@ -19,17 +23,25 @@ from pydantic import BaseModel
 from api.auth import Caller
 from api.schemas import _Body
 from api.translate import Unsupported, base64_bytes, encode_file
-from commands.upscaling import input_from_bytes, upscale_job
+from commands.faces import with_faces
+from commands.upscaling import batch_upscale_job, input_from_bytes, upscale_job
 from core.errors import InvalidRequest
 from engine.models.registry import ModelKind, ModelRegistry
 from jobs.records import JobStatus
+from jobs.upscaling import MAX_BATCH_IMAGES
 
 _SCALE_IN_NAME = re.compile(r"(\d)[xX]|[xX](\d)")  # "4x-UltraSharp", "RealESRGAN_x2": as A1111's UI reads it
-_FIELD = {"upscaler": "upscaler_1", "scale": "upscaling_resize"}
+_FIELD = {
+    "upscaler": "upscaler_1",
+    "scale": "upscaling_resize",
+    "to": "upscaling_resize_w",
+    "upscaler_2_visibility": "extras_upscaler_2_visibility",
+    "images": "imageList",
+}
 
 
-class ExtrasSingleImageBody(_Body):
-    """A1111's `ExtrasSingleImageRequest` (its fields and defaults)."""
+class ExtrasBaseBody(_Body):
+    """A1111's `ExtrasBaseRequest` (its fields and defaults)."""
 
     resize_mode: int = 0
     show_extras_results: bool = True
@@ -44,12 +56,35 @@ class ExtrasSingleImageBody(_Body):
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = 0
     upscale_first: bool = False
+
+
+class ExtrasSingleImageBody(ExtrasBaseBody):
+    """A1111's `ExtrasSingleImageRequest`."""
+
     image: str = ""
+
+
+class FileData(BaseModel):
+    """One picture of a batch: base64 data and its file name."""
+
+    data: str
+    name: str
+
+
+class ExtrasBatchImagesBody(ExtrasBaseBody):
+    """A1111's `ExtrasBatchImagesRequest`."""
+
+    imageList: list[FileData]  # noqa: N815 (A1111's field name)
 
 
 class ExtrasSingleImageResponse(BaseModel):
     html_info: str
     image: str | None = None
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str]
 
 
 def model_upscalers(registry: ModelRegistry) -> list[dict[str, Any]]:
@@ -70,18 +105,31 @@ def model_upscalers(registry: ModelRegistry) -> list[dict[str, Any]]:
     return items
 
 
-def _refuse_what_salon_does_not_do(body: ExtrasSingleImageBody) -> None:
-    if body.resize_mode != 0:
-        raise Unsupported("resize_mode", "only 0 (scale by upscaling_resize) is supported")
-    for name in ("gfpgan_visibility", "codeformer_visibility"):
-        if getattr(body, name):
-            raise Unsupported(name, "face restoration is not built yet; send 0")
-    if body.upscaler_2 not in ("", "None") and body.extras_upscaler_2_visibility > 0:
-        raise Unsupported("upscaler_2", "a second upscaler is not supported; send None")
+def _refuse_what_salon_does_not_do(body: ExtrasBaseBody) -> None:
+    if body.resize_mode not in (0, 1):
+        raise Unsupported("resize_mode", "0 (scale by upscaling_resize) or 1 (scale to upscaling_resize_w/h)")
     if body.upscaler_1 in ("", "None"):
         raise Unsupported("upscaler_1", "name a model upscaler (GET /sdapi/v1/upscalers lists them)")
-    if not body.image:
-        raise Unsupported("image", "send the image as base64")
+
+
+def _plan(body: ExtrasBaseBody) -> dict[str, Any]:
+    """The job's plan options from A1111's fields (a second upscaler at visibility 0 does not run, as in
+    A1111)."""
+    visible = body.upscaler_2 not in ("", "None") and body.extras_upscaler_2_visibility > 0
+    return {
+        "to": (body.upscaling_resize_w, body.upscaling_resize_h) if body.resize_mode == 1 else None,
+        "crop": body.upscaling_crop,
+        "upscaler_2": body.upscaler_2 if visible else None,
+        "upscaler_2_visibility": body.extras_upscaler_2_visibility if visible else 0.0,
+    }
+
+
+def _field(error: InvalidRequest) -> InvalidRequest:
+    """The error naming A1111's field (`images[2]` → `imageList[2]`)."""
+    option = error.option
+    if option.startswith("images["):
+        option = "imageList" + option.removeprefix("images")
+    return InvalidRequest(_FIELD.get(option, option), error.message)
 
 
 def add_extras_routes(app: FastAPI, service) -> None:
@@ -91,14 +139,17 @@ def add_extras_routes(app: FastAPI, service) -> None:
     @app.post("/sdapi/v1/extra-single-image", response_model=ExtrasSingleImageResponse)
     async def extra_single_image(body: ExtrasSingleImageBody, who: Caller):
         _refuse_what_salon_does_not_do(body)
+        if not body.image:
+            raise Unsupported("image", "send the image as base64")
         source = input_from_bytes(
             base64_bytes(body.image, settings.limits, "image"), "extras", settings.limits
         )
         try:
-            job = upscale_job(settings, source, body.upscaler_1, body.upscaling_resize)
+            job = upscale_job(settings, source, body.upscaler_1, body.upscaling_resize, **_plan(body))
+            job = with_faces(job, body.gfpgan_visibility, body.codeformer_visibility, body.codeformer_weight)
             record = await service.run_long(job, who)
         except InvalidRequest as error:
-            raise InvalidRequest(_FIELD.get(error.option, error.option), error.message) from None
+            raise _field(error) from None
         if record.status is not JobStatus.DONE:
             raise RuntimeError(f"job {record.id} {record.status.value}: {record.error or ''}")
         path = await service.queue.results.local(record.results[0])
@@ -108,4 +159,38 @@ def add_extras_routes(app: FastAPI, service) -> None:
         return {
             "html_info": f"<p>{html.escape(text)}</p>",
             "image": encode_file(path) if body.show_extras_results else None,
+        }
+
+    @app.post("/sdapi/v1/extra-batch-images", response_model=ExtrasBatchImagesResponse)
+    async def extra_batch_images(body: ExtrasBatchImagesBody, who: Caller):
+        _refuse_what_salon_does_not_do(body)
+        if not body.imageList:
+            raise Unsupported("imageList", "send one or more images")
+        if len(body.imageList) > MAX_BATCH_IMAGES:
+            raise Unsupported(
+                "imageList", f"{len(body.imageList)} images; at most {MAX_BATCH_IMAGES} in one batch"
+            )
+        sources = []
+        for index, item in enumerate(body.imageList):
+            field = f"imageList[{index}]"
+            try:
+                data = base64_bytes(item.data, settings.limits, field)
+                sources.append(input_from_bytes(data, item.name or f"image-{index}", settings.limits, field))
+            except InvalidRequest as error:
+                raise InvalidRequest(error.option, f"{item.name}: {error.message}") from None
+        try:
+            job = batch_upscale_job(settings, sources, body.upscaler_1, body.upscaling_resize, **_plan(body))
+            job = with_faces(job, body.gfpgan_visibility, body.codeformer_visibility, body.codeformer_weight)
+            record = await service.run_long(job, who)
+        except InvalidRequest as error:
+            raise _field(error) from None
+        if record.status is not JobStatus.DONE:
+            raise RuntimeError(f"job {record.id} {record.status.value}: {record.error or ''}")
+        from engine.upscaling.extras import read_postprocessing
+
+        paths = [await service.queue.results.local(result) for result in record.results]
+        text = read_postprocessing(paths[-1]) or ""
+        return {
+            "html_info": f"<p>{html.escape(text)}</p>",
+            "images": [encode_file(path) for path in paths] if body.show_extras_results else [],
         }

@@ -68,12 +68,13 @@ FIELD_OF_OPTION = {
     "seed_resize_from_h": "seed_resize_from_h",
     "refiner": "refiner_checkpoint",
     "refiner_switch_at": "refiner_switch_at",
+    "face_restorer": "restore_faces",
+    "code_former_weight": "override_settings.code_former_weight",
 }
 
 # Fields Salon has no equivalent for, with the values that mean "not used" (A1111's defaults, and what the
 # `webuiapi` client sends by default).
 NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "restore_faces": (None, False),
     "s_min_uncond": (None, 0.0),
     "s_churn": (None, 0.0),
     "s_tmax": (None, 0.0, float("inf")),
@@ -93,7 +94,13 @@ IMG2IMG_NEUTRAL: dict[str, tuple[Any, ...]] = {
     "latent_mask": (None, ""),
     "image_cfg_scale": (None, 1.5),  # only instruct-pix2pix models use it; A1111 ignores it for others
 }
-WRITABLE_OVERRIDES = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae")
+WRITABLE_OVERRIDES = (
+    "sd_model_checkpoint",
+    "CLIP_stop_at_last_layers",
+    "sd_vae",
+    "face_restoration_model",
+    "code_former_weight",
+)
 
 
 class Unsupported(InvalidRequest):
@@ -111,8 +118,6 @@ def _refuse_unless_neutral(body: GenerationBody, table: Mapping[str, tuple[Any, 
 
 def check_supported(body: GenerationBody) -> None:
     """Refuse, naming the field, everything Salon would otherwise have to ignore."""
-    if body.restore_faces:
-        raise Unsupported("restore_faces", "face restoration is not available in Salon yet")
     _refuse_unless_neutral(body, NEUTRAL)
     if body.script_name:
         raise Unsupported(
@@ -214,6 +219,7 @@ def generation_options(
         variation_strength=body.subseed_strength,
         **hires,
         **_seed_extras(body, overrides.get("sd_vae")),
+        **_face_restoration(body, overrides),
         controlnet=script_units(body.alwayson_scripts, _decoder(settings)),
     )
 
@@ -223,6 +229,22 @@ def _decoder(settings: Settings):
         return decode_image(data, settings.limits, field)
 
     return decode
+
+
+def _face_restoration(body: GenerationBody, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A1111's `restore_faces`, with the restorer and CodeFormer weight of `override_settings`
+    (`face_restoration_model`, `code_former_weight`; else the server's settings)."""
+    if not body.restore_faces:
+        return {}
+    name = overrides.get("face_restoration_model")
+    if name is not None and not isinstance(name, str):
+        raise Unsupported(
+            "override_settings.face_restoration_model", "send CodeFormer, GFPGAN or a file's name"
+        )
+    weight = overrides.get("code_former_weight")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)):
+        raise Unsupported("override_settings.code_former_weight", "send a number from 0 to 1")
+    return {"restore_faces": True, "face_restorer": name or None, "code_former_weight": weight}
 
 
 def _seed_extras(body: GenerationBody, vae: str | None) -> dict[str, Any]:
@@ -365,8 +387,8 @@ def info_of(request, body: GenerationBody, infotexts: list[str], created_at: flo
         "cfg_scale": p.cfg_scale,
         "steps": p.steps,
         "batch_size": p.batch_size,
-        "restore_faces": False,
-        "face_restoration_model": None,
+        "restore_faces": p.face_restorer is not None,
+        "face_restoration_model": p.face_restorer,
         "sd_model_name": first.params.get("Model", p.model) if first else p.model,
         "sd_model_hash": first.params.get("Model hash") if first else None,
         "sd_vae_name": first.vae if first else None,

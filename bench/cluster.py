@@ -1,14 +1,20 @@
 """Scale-out figures (issue 21), printed side by side in one run:
-`python bench/cluster.py [--quick] [--only queue|catalog|bot] [--database-url URL] [--catalog-rows N]`.
+`python bench/cluster.py [--quick] [--only queue|catalog|bot] [--database-url URL] [--catalog-rows N]
+[--before] [--queued N] [--bot-hosts all|shared|niced|pinned|none]`.
 
 1. Queue (bench/cluster_queue.py): claims per second and p99 claim latency with 10,000 queued jobs and 1, 8,
    32 worker processes on PostgreSQL, against the SQLite queue with 1 worker; the fairness of a light user's
    job behind a heavy user's 1,000; jobs claimed twice (must be 0). The workers run a stand-in engine that
-   sleeps a fixed time per image: none of these figures is image throughput.
+   sleeps a fixed time per image: none of these figures is image throughput. `--before`: each claim figure
+   also as before (the whole queue ranked at each claim, jobs/fair_heads.py `WHOLE_QUEUE`), side by side.
+   Then the rows of `jobs` one claim reads (EXPLAIN ANALYZE, bench/cluster_reads.py) with N and 10 N queued.
 2. Catalog (bench/cluster_catalog.py): bench/catalog.py's query mix at N rows on SQLite FTS5, Whoosh and the
    PostgreSQL catalog, p50/p95 of the whole mix.
 3. Bot (bench/cluster_bot.py): acknowledgement p99 of 200 concurrent interactions, the bot on the PostgreSQL
-   queue with `--no-worker`, while stand-in workers are busy; baseline: an idle queue.
+   queue with `--no-worker`, while stand-in workers are busy; baseline: an idle queue, measured the same way.
+   The workers' other hosts are emulated three ways (`--bot-hosts`): not at all (the same cores), the workers
+   at nice 19, and CPU affinity (the bot and the fake Discord on one core, PostgreSQL and the workers on the
+   other: bench/cluster_bot.py `Hosts`); each row says which.
 
 Without `--database-url`, a throwaway PostgreSQL server is started (tests/postgres.py: initdb as an
 unprivileged user, 127.0.0.1) and removed at the end. No asserts: the figures are printed in one table.
@@ -111,12 +117,16 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
         )
         rows.append(("machine", "date", datetime.datetime.now().isoformat(timespec="seconds"), ""))
         if "queue" in args.only:
+            from bench import cluster_reads
             from bench.cluster_queue import measure
 
+            jobs = args.queued or size["jobs"]
             figures = measure(
-                url, size["workers"], size["jobs"], size["heavy"], sleep_ms, size["window_s"], _say
+                url, size["workers"], jobs, size["heavy"], sleep_ms, size["window_s"], _say, args.before
             )
             rows += [("queue", what, figure, note) for what, figure, note in figures.rows]
+            reads = cluster_reads.measure(url, [jobs, 10 * jobs], say=_say)
+            rows += [("queue", what, figure, note) for what, figure, note in cluster_reads.rows(reads)]
         if "catalog" in args.only:
             from bench.cluster_catalog import measure as measure_catalog
 
@@ -127,19 +137,27 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
                 rows.append(("catalog", f"{count:,} rows, whole mix, {backend.name}", backend.figure(),
                              f"{ingest}{backend.note if backend.times else ''}".strip("; ")))  # fmt: skip
         if "bot" in args.only:
-            from bench.cluster_bot import measure as measure_bot
-            from bench.cluster_bot import summary
+            from bench import cluster_bot
             from bench.cluster_queue import label
 
             n = size["interactions"]
-            idle, busy, niced = measure_bot(url, n, size["bot_workers"], size["jobs"], sleep_ms, _say)
-            rows.append(
-                ("bot", f"ack of {n} concurrent interactions, idle queue (baseline)", summary(idle), "")
+            ways = {"all": cluster_bot.WAYS, "none": (cluster_bot.SHARED,)}.get(
+                args.bot_hosts, (args.bot_hosts,)
             )
-            rows.append(("bot", f"ack of {n} concurrent interactions, {size['bot_workers']} workers busy",
-                         summary(busy), f"{label(sleep_ms)}; goal p99 < 1000 ms"))  # fmt: skip
-            rows.append(("bot", f"ack of {n} concurrent interactions, {size['bot_workers']} workers busy, "
-                         "niced", summary(niced), "the workers' processes at nice 19: as on other hosts"))  # fmt: skip
+            found = cluster_bot.measure(url, n, size["bot_workers"], size["jobs"], sleep_ms, _say, ways)
+            for (way, busy), acks in found.items():
+                how = cluster_bot.describe(way, busy, size["bot_workers"], size["jobs"])
+                what = f"ack of {n} concurrent interactions, {how}"
+                note = f"{label(sleep_ms)}; goal p99 < 1000 ms" if busy else ""
+                rows.append(("bot", what, cluster_bot.summary(acks), note))
+            rows.append(
+                (
+                    "bot",
+                    "load average (1, 5, 15 min) at the end",
+                    ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+                    "",
+                )
+            )
     return rows
 
 
@@ -149,6 +167,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=SECTIONS, action="append", help="this part only (may repeat)")
     parser.add_argument("--database-url", help="an existing PostgreSQL database (its jobs table is emptied)")
     parser.add_argument("--catalog-rows", type=int, help="rows in the catalog part (default 100,000)")
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="also measure each claim figure as before (the whole queue ranked at each claim), side by side",
+    )
+    parser.add_argument(
+        "--bot-hosts",
+        choices=("all", "shared", "niced", "pinned", "none"),
+        default="all",
+        help="how the bot part emulates workers on other hosts: shared cores, workers niced, processes "
+        "pinned to separate cores; all (default) or none (shared only)",
+    )
+    parser.add_argument("--queued", type=int, help="jobs queued in the claim figures (default 10,000)")
     parser.add_argument("--sleep-ms", type=int, default=50, help="the stand-in engine's time per image")
     parser.add_argument(
         "--catalog-backends",
@@ -162,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     args.only = args.only or list(SECTIONS)
     if args.catalog_rows is not None and args.catalog_rows < 1:
         parser.error("--catalog-rows: give a positive number of rows")
+    if args.queued is not None and args.queued < 1:
+        parser.error("--queued: give a positive number of jobs")
     if args.sleep_ms < 0:
         parser.error("--sleep-ms: give 0 or more milliseconds")
     rows = run(args)

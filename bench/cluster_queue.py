@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import sqlite3
 import tempfile
 import time
@@ -248,15 +249,25 @@ class QueueFigures:
     claims: int = 0
 
 
-def claim_loop(url: str | None, folder: Path, jobs: int, workers: int, sleep_ms: int, window_s: float) -> Run:
-    """`workers` workers on a queue of `jobs` queued jobs (100 people) for `window_s` seconds."""
+WHOLE_QUEUE_ENV = "SALON_RANK_WHOLE_QUEUE"  # jobs/fair_heads.py `WHOLE_QUEUE`: the workers rank as before
+
+
+def claim_loop(url: str | None, folder: Path, jobs: int, workers: int, sleep_ms: int, window_s: float,
+               whole_queue: bool = False) -> Run:  # fmt: skip
+    """`workers` workers on a queue of `jobs` queued jobs (100 people) for `window_s` seconds; with
+    `whole_queue`, their claims rank the whole queue (before jobs/fair_heads.py)."""
     asyncio.run(create_schema(url, folder / "data"))
     if url:
         fill_postgres(url, jobs, owners=100)
     else:
         fill_sqlite(_settings(None, folder / "data").queue_db, jobs, owners=100)
     pool = Workers(url, folder, workers, sleep_ms)
-    pool.start()
+    if whole_queue:  # the worker processes (spawned) read it as they import the queue
+        os.environ[WHOLE_QUEUE_ENV] = "1"
+    try:
+        pool.start()
+    finally:
+        os.environ.pop(WHOLE_QUEUE_ENV, None)
     time.sleep(window_s)
     run = pool.stop()
     if url:
@@ -323,19 +334,32 @@ async def _light_jobs(url: str, folder: Path, count: int, deadline_s: float) -> 
 
 
 def measure(url: str, worker_counts: list[int], jobs: int, heavy_jobs: int, sleep_ms: int, window_s: float,
-            say=print) -> QueueFigures:  # fmt: skip
+            say=print, before: bool = False) -> QueueFigures:  # fmt: skip
+    """The queue's figures; with `before`, each claim figure also with the whole queue ranked at each claim
+    (as before jobs/fair_heads.py), measured right before it, side by side."""
     figures = QueueFigures(sleep_ms, jobs)
     tag = label(sleep_ms)
+    ways = (
+        [(True, " — before: whole queue ranked"), (False, " — now: person by person")]
+        if before
+        else [(False, "")]
+    )
     with tempfile.TemporaryDirectory(prefix="salon-cluster-") as tmp:
-        say(f"queue: SQLite, 1 worker, {jobs:,} queued, {window_s:.0f} s …")
-        base = claim_loop(None, Path(tmp) / "sqlite", jobs, 1, sleep_ms, window_s)
-        figures.rows.append(_claim_row("SQLite queue, 1 worker (baseline)", base, None, tag))
+        base = None
+        for whole, how in ways:
+            say(f"queue: SQLite, 1 worker, {jobs:,} queued, {window_s:.0f} s{how} …")
+            run = claim_loop(None, Path(tmp) / f"sqlite-{whole}", jobs, 1, sleep_ms, window_s, whole)
+            figures.rows.append(_claim_row(f"SQLite queue, 1 worker{how or ' (baseline)'}", run, None, tag))
+            base = run if not whole else base  # the figures' baseline: SQLite now
         for count in worker_counts:
-            say(f"queue: PostgreSQL, {_workers(count)}, {jobs:,} queued, {window_s:.0f} s …")
-            run = claim_loop(url, Path(tmp) / f"pg-{count}", jobs, count, sleep_ms, window_s)
-            figures.rows.append(_claim_row(f"PostgreSQL queue, {_workers(count)}", run, base, tag))
-            figures.twice += run.twice
-            figures.claims += len(run.claimed)
+            for whole, how in ways:
+                say(f"queue: PostgreSQL, {_workers(count)}, {jobs:,} queued, {window_s:.0f} s{how} …")
+                run = claim_loop(
+                    url, Path(tmp) / f"pg-{count}-{whole}", jobs, count, sleep_ms, window_s, whole
+                )
+                figures.rows.append(_claim_row(f"PostgreSQL queue, {_workers(count)}{how}", run, base, tag))
+                figures.twice += run.twice
+                figures.claims += len(run.claimed)
         workers = worker_counts[min(1, len(worker_counts) - 1)]
         say(f"queue: fairness, a heavy user's {heavy_jobs:,} jobs, {workers} workers …")
         waits, run = fairness(url, Path(tmp) / "fair", heavy_jobs, workers, sleep_ms, light_jobs=10)
@@ -360,6 +384,6 @@ def _workers(count: int) -> str:
 def _claim_row(what: str, run: Run, base: Run | None, tag: str) -> tuple[str, str, str]:
     p99 = percentile(run.latencies, 0.99) * 1000
     figure = f"{run.claims_per_s:,.1f} claims/s, p99 claim {p99:,.0f} ms"
-    ratio = "" if base is None else f"{run.claims_per_s / base.claims_per_s:.2f}× baseline claims/s; "
+    ratio = "" if base is None else f"{run.claims_per_s / base.claims_per_s:.2f}× SQLite's claims/s; "
     lost = f"{run.lost:,} picks found every choice held by other workers; " if run.lost else ""
     return what, figure, f"{ratio}{lost}{len(run.latencies):,} claims in {run.window_s:.0f} s; {tag}"

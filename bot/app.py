@@ -81,6 +81,7 @@ class SalonBot(commands.AutoShardedBot):
         from bot.browser import browse_items
         from bot.gallery import GalleryCog
         from bot.generate import GenerateCog, generate_items
+        from bot.merge import MergeCog
         from bot.reactions import ReactionsCog
         from bot.results import result_items
         from bot.train import TrainCog
@@ -97,6 +98,7 @@ class SalonBot(commands.AutoShardedBot):
             GalleryCog(self),
             XyzCog(self),
             UpscaleCog(self),
+            MergeCog(self),
         )
         for cog in cogs:
             await self.add_cog(cog)

@@ -19,6 +19,7 @@ import discord
 from bot import plots, render
 from bot.client import Salon
 from bot.links import ResultLinks
+from bot.merged import merged_content
 from bot.upscaled import upscaled_content, upscaled_files
 from catalog.records import ImageRecord
 from jobs.records import JobEvent, JobKind, JobRecord, JobStatus
@@ -205,6 +206,8 @@ class JobFollower:
         elif record.status is JobStatus.DONE and record.kind is JobKind.UPSCALE:  # the Extras tab's upscale
             files, note = await asyncio.to_thread(upscaled_files, record, self.reply.upload_limit)
             await self.reply.show(upscaled_content(record, user, note), files, view=None)
+        elif record.status is JobStatus.DONE and record.kind is JobKind.MERGE:  # the checkpoint merger
+            await self.reply.show(await merged_content(services.registry, record, user), view=None)
         elif record.status is JobStatus.DONE and record.kind.long:
             await self.reply.show(render.trained_content(record, user), view=None)
         elif record.status is JobStatus.DONE:

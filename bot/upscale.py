@@ -1,6 +1,7 @@
 """`/upscale`: the Extras tab's upscale with a model upscaler (models/ESRGAN, RealESRGAN, SwinIR, DAT, HAT), of
 an attached image or of one of this server's catalog images (which becomes the result's parent), as a queue
-job. The upscaler defaults to the server's `default_upscaler` setting."""
+job: "Scale by" (`scale`) or "Scale to" (`size`, `crop`), and a second upscaler blended in. The upscaler
+defaults to the server's `default_upscaler` setting."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bot.choices import complete_upscaler
 from bot.client import Salon
 from bot.interact import Place, place_of
 from bot.submit import acknowledge, follow_new_job, submit_long_job
-from commands.upscaling import UpscaleInput, input_from_bytes, input_from_record, upscale_job
+from commands.upscaling import UpscaleInput, input_from_bytes, input_from_record, parse_size, upscale_job
 from core.errors import InvalidRequest
 from engine.upscaling.extras import DEFAULT_SCALE
 
@@ -31,8 +32,12 @@ class UpscaleCog(commands.Cog):
         image_id="or the id of one of this server's images (/browse shows ids)",
         upscaler="the model upscaler (default: the server's default_upscaler)",
         scale="upscale by this factor, 1 to 8 (the model runs, then the picture is resized)",
+        size="or upscale to cover this size, WIDTHxHEIGHT (e.g. 1920x1080)",
+        crop="with size: keep the centre at exactly that size",
+        upscaler_2="a second upscaler, blended in",
+        upscaler_2_visibility="how much of the second upscaler's result shows, 0 to 1 (default 0.5)",
     )
-    @app_commands.autocomplete(upscaler=complete_upscaler)
+    @app_commands.autocomplete(upscaler=complete_upscaler, upscaler_2=complete_upscaler)
     async def upscale(
         self,
         interaction: discord.Interaction,
@@ -40,6 +45,10 @@ class UpscaleCog(commands.Cog):
         image_id: int | None = None,
         upscaler: str | None = None,
         scale: float = DEFAULT_SCALE,
+        size: str | None = None,
+        crop: bool = False,
+        upscaler_2: str | None = None,
+        upscaler_2_visibility: app_commands.Range[float, 0.0, 1.0] = 0.5,
     ) -> None:
         place = await place_of(interaction)
         if (image is None) == (image_id is None):
@@ -47,13 +56,27 @@ class UpscaleCog(commands.Cog):
         upscaler = upscaler or place.community.default_upscaler
         if not upscaler:
             raise InvalidRequest("upscaler", "name an upscaler (this server sets no default_upscaler)")
+        to = parse_size(size, "size")
+        if crop and to is None:
+            raise InvalidRequest("crop", "crops to a size: give size too, e.g. 1920x1080")
+        more = {
+            "to": to,
+            "crop": crop,
+            "upscaler_2": upscaler_2,
+            "upscaler_2_visibility": upscaler_2_visibility if upscaler_2 else 0.0,
+        }
         await acknowledge(interaction)
         source = await (self._attached(place, image) if image is not None else self._catalog(place, image_id))
         settings = self.bot.services.settings
-        job = await asyncio.to_thread(upscale_job, settings, source, upscaler, scale)
-        record = await submit_long_job(
-            self.bot, interaction, place, job, {"spoiler": False, **(job.meta or {})}
-        )
+        job = await asyncio.to_thread(upscale_job, settings, source, upscaler, scale, **more)
+        try:
+            record = await submit_long_job(
+                self.bot, interaction, place, job, {"spoiler": False, **(job.meta or {})}
+            )
+        except InvalidRequest as error:  # the queue's check names the plan's `to`: this command's `size`
+            if error.option != "to":
+                raise
+            raise InvalidRequest("size", error.message) from None
         await follow_new_job(self.bot, interaction, place, record)
 
     async def _attached(self, place: Place, image: discord.Attachment) -> UpscaleInput:

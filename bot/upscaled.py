@@ -1,5 +1,5 @@
 """What a finished upscale job (kind `upscale`, the Extras tab) posts: the PNG when it fits the upload limit,
-and a line naming the upscaler, the scale and the size."""
+and a line naming the upscaler(s) and the scale or the size asked for."""
 
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ def upscaled_files(job: JobRecord, limit: int) -> tuple[list[Upload], str]:
 def upscaled_content(job: JobRecord, user_id: str, note: str) -> str:
     """The announcement of a finished upscale."""
     params = job.request
+    to = params.get("to")
+    how = f"to {to[0]}x{to[1]}" if to else f"×{float(params.get('scale', 0)):g}"
+    if to and params.get("crop"):
+        how += " (cropped)"
+    second = f" + {params['upscaler_2']}" if params.get("upscaler_2") else ""
     text = (
-        f"✅ **upscaled ×{float(params.get('scale', 0)):g} with {params.get('upscaler', '?')}** · <@{user_id}>"
+        f"✅ **upscaled {how} with {params.get('upscaler', '?')}{second}** · <@{user_id}>"
         f" (job {job.id}, kept in the gallery)"
     )
     return clip(text + (f"\nℹ️ {note}" if note else ""), 2000)

@@ -13,10 +13,21 @@ from bot.interact import place_of
 from bot.submit import follow_new_job, submit_long_job
 from commands.generation import GenerationOptions, generation_request_for
 from commands.options import img2img_request, load_input_image, output_size_for
-from commands.xyz import xyz_job
+from commands.xyz import axis_completions, xyz_job
 from core.errors import InvalidRequest
+from engine.models.registry import ModelKind
 
 AXIS_HELP = "AXIS=VALUES, e.g. Seed=1-3, Steps=10-20 [3], CFG Scale=5,7.5, Prompt S/R=cat,dog"
+
+
+async def complete_axis(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """The axes' names, then a Hires upscaler axis's values (built-in and installed model upscalers)."""
+    upscalers = interaction.client.services.registry.names(ModelKind.UPSCALER)  # type: ignore[attr-defined]
+    return [
+        app_commands.Choice(name=text, value=text)
+        for text in axis_completions(current, upscalers)
+        if len(text) <= 100
+    ]
 
 
 class XyzCog(commands.Cog):
@@ -41,6 +52,7 @@ class XyzCog(commands.Cog):
         image="img2img plot: every cell starts from this image (its size unless width/height)",
         denoising_strength="the img2img denoising strength of cells the Denoising axis does not set (0.75)",
     )
+    @app_commands.autocomplete(x=complete_axis, y=complete_axis, z=complete_axis)
     async def xyz(
         self,
         interaction: discord.Interaction,

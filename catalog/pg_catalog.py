@@ -95,6 +95,15 @@ class PgCatalog:
             cursor = await connection.execute(sql, args)
             return await cursor.fetchall() if cursor.description else []
 
+    async def batches(self, sql: str, args: Sequence[Any], size: int) -> AsyncIterator[list[dict]]:
+        """The rows of one statement, `size` at a time, from a server-side cursor: read only as far as the
+        caller goes on (close the iterator when done: `contextlib.aclosing`)."""
+        async with self._pool.connection() as connection, connection.transaction():
+            async with connection.cursor(name="salon_batches") as cursor:
+                await cursor.execute(sql, args)
+                while rows := await cursor.fetchmany(size):
+                    yield rows
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
         """A connection inside one transaction (committed when the block ends without an exception)."""
@@ -255,7 +264,7 @@ class PgCatalog:
 
     async def search(self, browse: BrowseQuery) -> Page:
         """One page of the guild's images matching every filter of the query (catalog/pg_search.py)."""
-        ids, number, pages, total, exact = await pg_search.page(self.fetch, browse)
+        ids, number, pages, total, exact = await pg_search.page(self.fetch, browse, self.batches)
         return Page(tuple(await self.records(ids)), number, pages, total, exact)
 
     async def matching_ids(self, browse: BrowseQuery) -> list[int]:
@@ -387,8 +396,11 @@ class PgCatalog:
             after = rows[-1]["id"]
 
     async def optimize_index(self) -> None:
-        """Merge the GIN index's pending entries and refresh the planner's statistics (scheduled)."""
-        await self.fetch("SELECT gin_clean_pending_list('images_words'::regclass)")
+        """Merge the GIN indexes' pending entries (every lookup reads all of them: the words' and the
+        trigrams', whose lookups decide the exact searches' time) and refresh the planner's statistics
+        (scheduled)."""
+        for index in ("images_words", "images_text_trigrams"):
+            await self.fetch("SELECT gin_clean_pending_list(%s::regclass)", (index,))
         await self.fetch("ANALYZE images")
 
     def index_postings(self) -> set[tuple[str, str, int]]:

@@ -8,16 +8,20 @@ results of the SQLite planner (catalog/search.py) for every filter.
   needs as SQLite's trigram prefilter, catalog/prefilter.py), then each candidate is checked in Python by the
   very functions SQLite calls (`keywords.sql_keyword`, `patterns.sql_regexp`: RE2, within the search's time
   budget, refused with the same message when it runs out). The filename filter is checked the same way.
-  With a capped count (records.BrowseQuery.count_limit) the candidates are read in the page's sort order
-  and checked in growing batches until `count_limit()` match (`_walked`), not all of them.
+  With a capped count (records.BrowseQuery.count_limit) not every candidate is checked (`_walked`): the
+  count reads them in the table's order from one cursor until `count_limit()` match, then the page walks
+  the sort index in windows with the trigram condition as a filter; where either cannot, the candidates
+  are listed in the page's order and checked in growing batches.
 - Sorting: NULLs sort lowest and text compares byte by byte, as in SQLite; the random order is the same
   per-id draw as SQLite's, computed here over the matching ids.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from catalog import patterns, pg_words
 from catalog.keywords import And, Node, Not, Or, Term, check_patterns, encode, parse_keywords, sql_keyword
@@ -27,6 +31,7 @@ from catalog.records import BrowseQuery, NegativeMode, SortOrder, capped_total, 
 from core.errors import InvalidRequest
 
 Fetch = Callable[[str, tuple], Awaitable[list[dict]]]
+Stream = Callable[[str, tuple, int], AsyncIterator[list[dict]]]  # (statement, arguments, rows per batch)
 SORT_COLUMNS = {
     SortOrder.DATE: "created",
     SortOrder.RANK: "rank_mean",
@@ -38,17 +43,25 @@ SORT_COLUMNS = {
 SCOPED = "words @@ %s::tsquery"  # a words-only keyword: its tsquery holds the guild and state too
 CHECK_CHUNK = 5000  # candidates read at a time for the exact check
 FIRST_BATCH, LAST_BATCH = 64, 4096  # candidates checked at a time by a capped exact search (doubling)
+ASCII_RUN = re.compile("[A-Za-z0-9]{3,}")  # the parts of a needed text looked up by trigrams (`_pieces`)
+BY_RUNS = True  # a needed text is looked up by its runs of letters and digits (False: as a whole)
+UNINDEXED = f"({SEARCHED_TEXT} || '')"  # the searched text, as a condition no index answers
+COUNT_APART = True  # an exact search counts in the table's order and walks the sort index for its page
+WALK_FIRST, WALK_ROWS = 2048, 32768  # the sort index's rows walked in the first window, and at most
 
 
 @patterns.time_bounded
-async def page(fetch: Fetch, browse: BrowseQuery) -> tuple[list[int], int, int, int, bool]:
+async def page(
+    fetch: Fetch, browse: BrowseQuery, stream: Stream | None = None
+) -> tuple[list[int], int, int, int, bool]:
     """(the page's ids, its number, the number of pages, the number of matches, whether that number is
-    exact: see `records.Page`) for the query (SPEC §4)."""
+    exact: see `records.Page`) for the query (SPEC §4). `stream` reads a statement's rows a batch at a time
+    from one cursor (`PgCatalog.batches`), for exact searches (`_walked`)."""
     most = browse.count_limit()  # count up to the cap only: a page needs its rows and "is there more"
     walk = most is not None and browse.sort is not SortOrder.RANDOM
     where, args, counted, check = await _filters(fetch, browse, walk)
     if check is not None:
-        return await _walked(fetch, browse, where, args, check, most)
+        return await _walked(fetch, browse, where, args, check, most, stream)
     sql = f"SELECT count(*) AS total FROM images WHERE {counted[0]}"
     if most is not None:
         sql = f"SELECT count(*) AS total FROM (SELECT 1 FROM images WHERE {counted[0]} LIMIT {most}) AS found"
@@ -93,14 +106,55 @@ def _order(sort: SortOrder, descending: bool) -> str:
     return f"{SORT_COLUMNS[sort]} {direction}, id {'DESC' if descending else 'ASC'}"
 
 
-async def _walked(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, check, most: int):
-    """An exact search's page: its candidates (`where`) in the page's order, checked in batches until `most`
-    match; the same matches, in the same order, as checking every candidate and sorting them. With a trigram
-    prefilter the candidates' ids are listed once (the prefilter is the costly part); without one, the
-    guild's sort index is read a batch at a time."""
-    (columns, passes), prefiltered = check
+async def _walked(
+    fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, check, most: int, stream: Stream | None = None
+):
+    """An exact search's page: the same matches, in the same order, as checking every candidate and sorting
+    them, but reading only what the page and its capped count (`most`) need.
+
+    With a trigram prefilter and a `stream` (`COUNT_APART`): the count first, from the candidates in the
+    table's own order (`_counted`: one trigram lookup, rows fetched only until `most` pass); fewer than `most`
+    means every match is known, and only those are sorted. Otherwise the page's matches come from walking
+    the sort index a window at a time with the trigram condition as a filter (`_windows`), or, when they
+    are sparse there, from the candidates listed in the page's order (`_listed`, also the way without a
+    stream). Without a prefilter the guild's sort index is read a batch at a time."""
+    (columns, passes), needed = check
     last = browse.page == -1  # the last page: walk from the end
-    order = _order(browse.sort, browse.descending != last)
+    candidates = f"{where} AND ({needed})" if needed else where
+    if needed and stream is not None and COUNT_APART:
+        kept = await _counted(stream, candidates, args, columns, passes, most)
+        if len(kept) < most:  # every candidate was read: these are all the matches
+            sql = (
+                f"SELECT id FROM images WHERE id = ANY(%s) ORDER BY {_order(browse.sort, browse.descending)}"
+            )
+            return _sliced(browse, [row["id"] for row in await fetch(sql, (kept,))], len(kept), most, False)
+        need = browse.page_size if last else browse.page * browse.page_size
+        found = await _windows(fetch, browse, where, args, needed, columns, passes, need)
+        if found is None:
+            found = await _listed(fetch, browse, candidates, args, columns, passes, need, True)
+        return _sliced(browse, found, most, most, last)
+    target = max(most, browse.page_size) if last else most  # the last page needs its page_size matches
+    found = await _listed(fetch, browse, candidates, args, columns, passes, target, bool(needed))
+    return _sliced(browse, found, len(found), most, last)
+
+
+def _sliced(browse: BrowseQuery, found: list[int], counted: int, most: int, backwards: bool):
+    """The page of `found` (the matches in the page's order, or from the end when `backwards`), `counted`
+    matches having been counted up to `most`."""
+    total, exact = capped_total(min(counted, most), most)
+    if backwards:  # every match (then numbered from the start), or the last page's (read backwards)
+        found = found[::-1] if exact else found[: browse.page_size][::-1]
+    number, pages = _numbered(browse, total, exact)
+    offset = max(0, (number - 1) * browse.page_size)
+    return found[offset : offset + browse.page_size], number, pages, total, exact
+
+
+async def _listed(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, columns, passes, target: int,
+                  prefiltered: bool) -> list[int]:  # fmt: skip
+    """The candidates (`where`) in the page's order (from the end for the last page), checked in growing
+    batches until `target` pass. With a prefilter their ids are listed once (the trigram lookup is the costly
+    part); without one, the guild's sort index is read a batch at a time."""
+    order = _order(browse.sort, browse.descending != (browse.page == -1))
     listed = None
     if prefiltered:
         listed = [
@@ -108,7 +162,7 @@ async def _walked(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, ch
         ]
     found: list[int] = []
     start, size = 0, FIRST_BATCH
-    while len(found) < most:
+    while len(found) < target:
         if listed is not None:
             batch = listed[start : start + size]
         else:
@@ -121,12 +175,44 @@ async def _walked(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, ch
         kept = {row["id"] for row in rows if passes(row)}
         found += [image_id for image_id in batch if image_id in kept]
         start, size = start + len(batch), min(2 * size, LAST_BATCH)
-    total, exact = capped_total(min(len(found), most), most)
-    if last:  # every match (then numbered from the start), or the last page's (read backwards)
-        found = found[::-1] if exact else found[: browse.page_size][::-1]
-    number, pages = _numbered(browse, total, exact)
-    offset = max(0, (number - 1) * browse.page_size)
-    return found[offset : offset + browse.page_size], number, pages, total, exact
+    return found
+
+
+async def _counted(stream: Stream, where: str, args: tuple, columns, passes, most: int) -> list[int]:
+    """The ids of the candidates (`where`) that pass, read from one cursor in the table's own order until
+    `most` pass: the trigram lookup runs once, and rows are read only as far as needed. (The materialized
+    subquery is planned for all its rows, so the lookup is a bitmap scan, never a walk of the table.)"""
+    selected = ", ".join(["id", *columns])
+    sql = f"WITH candidates AS MATERIALIZED (SELECT {selected} FROM images WHERE {where}) SELECT * FROM candidates"
+    kept: list[int] = []
+    async with contextlib.aclosing(stream(sql, args, min(max(most, FIRST_BATCH), LAST_BATCH))) as batches:
+        async for rows in batches:
+            kept += [row["id"] for row in rows if passes(row)]
+            if len(kept) >= most:
+                break
+    return kept
+
+
+async def _windows(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, needed: str, columns, passes,
+                   need: int) -> list[int] | None:  # fmt: skip
+    """The first `need` matches in the page's order (from the end for the last page), found by walking the
+    guild's sort index a window of rows at a time (doubling, `WALK_FIRST` first) with the trigram condition
+    as a filter on each window; None when `WALK_ROWS` rows hold fewer (the matches are sparse there)."""
+    order = _order(browse.sort, browse.descending != (browse.page == -1))
+    inner = sorted({"id", SORT_COLUMNS[browse.sort], "prompt", "negative_prompt", "params", *columns})
+    sql = (
+        f"SELECT {', '.join(inner)} FROM (SELECT {', '.join(inner)} FROM images WHERE {where} ORDER BY {order} "
+        f"LIMIT %s OFFSET %s) AS walked WHERE {needed} ORDER BY {order}"
+    )
+    found: list[int] = []
+    start, size = 0, WALK_FIRST
+    while start < WALK_ROWS:
+        found += [row["id"] for row in await fetch(sql, (*args, size, start)) if passes(row)]
+        if len(found) >= need:
+            return found
+        start += size
+        size = min(2 * size, WALK_ROWS - start)
+    return None
 
 
 @patterns.time_bounded
@@ -139,7 +225,7 @@ async def matching_ids(fetch: Fetch, browse: BrowseQuery) -> list[int]:
 async def _filters(fetch: Fetch, browse: BrowseQuery, walk: bool = False):
     """The WHERE clause of the query and its arguments, and the same for counting: when the words' tsquery
     holds the scope, without the guild and state conditions, so the GIN index alone can count. With `walk`,
-    an exact keyword's check is left out of the clause (which keeps its candidates) and returned apart
+    an exact keyword's check and its trigram condition are left out of the clause and returned apart
     (`_walked`); otherwise that fourth value is None."""
     if browse.page_size < 1 or browse.page_size > 100:
         raise InvalidRequest("page_size", f"{browse.page_size} is not from 1 to 100")
@@ -214,8 +300,8 @@ async def _checked(fetch: Fetch, where: str, args: tuple, columns: list[str], ch
 
 async def _keyword(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, walk: bool = False):
     """The keyword's condition and its arguments: the words' tsquery, or the ids an exact check kept; with
-    `walk` (exact searches), the trigram candidates' condition (empty without one) and the check apart:
-    ((columns read, the check of one row), whether there is a prefilter). Otherwise the check is None."""
+    `walk` (exact searches), no condition and the check apart: ((columns read, the check of one row), the
+    trigram candidates' condition, None without one). Otherwise the check is None."""
     if browse.regex:
         node: Node = Term(browse.keyword)  # the whole keyword is one regular expression, as in A1111
         check_patterns(node, browse.case_sensitive)
@@ -252,7 +338,7 @@ async def _keyword(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, w
 
         read = sorted({*columns, "negative_prompt", "model", "sampler", "networks", "seed"})
     if walk:
-        return f"({needed})" if needed else "", [], ((read, check), bool(needed))
+        return "", [], ((read, check), needed)
     candidates = f"{where} AND ({needed})" if needed else where
     return "id = ANY(%s)", [await _checked(fetch, candidates, args, read, check)], None
 
@@ -268,15 +354,37 @@ def _like_escaped(char: str) -> str:
 
 
 def _exact_case(text: str) -> str:
-    """Rows holding `text` exactly."""
-    return f"{SEARCHED_TEXT} LIKE {_literal('%' + ''.join(map(_like_escaped, text)) + '%')}"
+    """Rows holding `text` exactly (a superset: see `_pieces`)."""
+    return _pieces(text, lambda piece, on: f"{on} LIKE {_literal(_like_pattern(piece, str))}")
 
 
 def _any_case(text: str) -> str:
-    """Rows holding `text` in any case as RE2 folds it: ASCII letters by ILIKE, and any character in place of
-    those whose case partners are not ASCII (k: K, s: ſ) and of every non-ASCII one."""
-    pattern = "".join("_" if c in "kKsS" or not c.isascii() else _like_escaped(c) for c in text)
-    return f"{SEARCHED_TEXT} ILIKE {_literal('%' + pattern + '%')}"
+    """Rows holding `text` in any case as RE2 folds it (a superset: see `_pieces`): ASCII letters by ILIKE,
+    and any character in place of those whose case partners are not ASCII (k: K, s: ſ) and of every
+    non-ASCII one."""
+    return _pieces(text, lambda piece, on: f"{on} ILIKE {_literal(_like_pattern(piece, _folded))}")
+
+
+def _folded(char: str) -> str:
+    return "_" if char in "kKsS" or not char.isascii() else char
+
+
+def _like_pattern(text: str, each: Callable[[str], str]) -> str:
+    return "%" + "".join(_like_escaped(c) if each(c) == c else each(c) for c in text) + "%"
+
+
+def _pieces(text: str, holding: Callable[[str, str], str]) -> str:
+    """Rows holding `text` (`holding(text, the searched text's SQL)`), looked up in the trigram index by its
+    runs of 3 or more ASCII letters and digits (every row holding `text` holds them), `text` itself then
+    checked on the rows found, out of the index's sight (`UNINDEXED`). pg_trgm thus looks up the runs'
+    inner trigrams only, not those at the edges of words (`  d`, ` dr`, `ed ` for "red dragon"), which are
+    in most rows: reading their long lists made the lookup 3× as costly (8,201 index pages against 2,713,
+    the same candidates). Without such runs, `text` is looked up as a whole."""
+    runs = ASCII_RUN.findall(text) if BY_RUNS else []
+    if not runs or runs == [text]:
+        return holding(text, SEARCHED_TEXT)
+    looked_up = " AND ".join(f"({holding(run, SEARCHED_TEXT)})" for run in runs)
+    return f"{looked_up} AND ({holding(text, UNINDEXED)})"
 
 
 # ----- words --------------------------------------------------------------------------------------------------

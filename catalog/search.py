@@ -127,8 +127,9 @@ async def _walked(store: Store, browse: BrowseQuery, where: str, args: tuple, ch
     sql = f"SELECT id FROM images WHERE {where} ORDER BY {_order(browse.sort, browse.descending != last)}"
     passing = f"SELECT id FROM images WHERE id IN (SELECT value FROM json_each(?)) AND {clause}"
     size = FIRST_BATCH
+    target = max(most, browse.page_size) if last else most  # the last page holds its page_size matches
     async with store.db.execute(sql, args) as candidates:
-        while len(found) < most:
+        while len(found) < target:
             batch = [row[0] for row in await candidates.fetchmany(size)]
             if not batch:
                 break

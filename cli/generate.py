@@ -38,6 +38,8 @@ _TYPED_FIELDS = {
     "eta": "eta",
     "refiner": "refiner",
     "refiner_switch_at": "refiner_switch_at",
+    "restore_faces": "restore_faces",
+    "face_restorer": "face_restorer",
 }
 # What GenerationOptions needs where neither the command line nor a PNG says (the others default to None).
 _FIXED_DEFAULTS = {
@@ -155,6 +157,8 @@ def _png_options(path, settings: Settings, registry) -> dict:
         "refiner": request.refiner or "None",  # none written: no refiner, not the server's default
         "refiner_switch_at": request.refiner_switch_at,
         "controlnet": request.controlnet,  # without control images: --control-image gives them again
+        "restore_faces": request.face_restorer is not None,  # A1111's `Face restoration: NAME`
+        "face_restorer": request.face_restorer,
     }
 
 

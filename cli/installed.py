@@ -15,6 +15,7 @@ def models(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
     from engine.models.registry import ModelKind, ModelRegistry
+    from engine.models.sd2_family import checkpoint_family
 
     registry = ModelRegistry.from_settings(settings)
     table = Table("kind", "name", "hash", "size", "modified", "path")
@@ -22,7 +23,7 @@ def models(args: argparse.Namespace, settings: Settings) -> int:
         for entry in registry.entries(kind):
             modified = dt.datetime.fromtimestamp(entry.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
             cells = (
-                kind.value,
+                f"{kind.value}\n{checkpoint_family(entry)}" if kind is ModelKind.CHECKPOINT else kind.value,
                 entry.name,
                 registry.short_hash(entry),
                 _human_size(entry.size),

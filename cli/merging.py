@@ -37,43 +37,33 @@ def merge_parser(sub) -> None:
 
 def merge(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
-    from dataclasses import asdict
 
     from app.oneshot import model_registry
-    from commands.generation import LongJob
-    from engine.models.merging import MergeOptions, check_options, output_path
-    from engine.models.registry import ModelKind
-    from jobs.records import JobKind, JobStatus
+    from commands.merging import merge_job, merged_checkpoint
+    from engine.models.merging import MergeOptions
+    from jobs.records import JobStatus
 
-    options = check_options(
-        MergeOptions(
-            mode=args.mode,
-            primary=args.a,
-            secondary=args.b,
-            tertiary=args.c,
-            multiplier=args.multiplier,
-            name=args.name,
-            vae=args.vae,
-            fp16=args.fp16,
-            discard=args.discard,
-        )
+    options = MergeOptions(
+        mode=args.mode,
+        primary=args.a,
+        secondary=args.b,
+        tertiary=args.c,
+        multiplier=args.multiplier,
+        name=args.name,
+        vae=args.vae,
+        fp16=args.fp16,
+        discard=args.discard,
     )
     registry = model_registry(settings)
-    for name in (options.primary, options.secondary, options.tertiary):
-        if name:
-            registry.find_fresh(ModelKind.CHECKPOINT, name)  # a name that is missing or refused fails now
-    if options.vae:
-        registry.find(ModelKind.VAE, options.vae)
-    output_path(registry, options.name)
-    record = asyncio.run(submit_and_follow(settings, LongJob(JobKind.MERGE, asdict(options))))
+    job = merge_job(registry, options)  # a model that is missing or refused, or a name taken, fails now
+    record = asyncio.run(submit_and_follow(settings, job))
     if record.status is not JobStatus.DONE:
         err_console.print(f"job {record.id} {record.status.value}: {record.error or ''}", markup=False)
         return EXIT_JOB_FAILED
-    registry.refresh()
-    entry = registry.find(ModelKind.CHECKPOINT, options.name)
+    name, short_hash = merged_checkpoint(registry, options.name)
     console.print(record.results[0], markup=False, soft_wrap=True)
     console.print(
-        f"merged {options.name} [{registry.short_hash(entry)}] ({options.mode}, M={options.multiplier:g}); "
+        f"merged {name} [{short_hash}] ({options.mode}, M={options.multiplier:g}); "
         f"choose it with --model {options.name}",
         markup=False,
         soft_wrap=True,

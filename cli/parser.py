@@ -84,6 +84,19 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
         "None: no refiner (default: the server's default_refiner)",
     )
     parser.add_argument(
+        "--restore-faces",
+        action="store_true",
+        default=None,
+        help="A1111's Restore faces: each image's faces restored (the face_restoration_model setting, "
+        "default CodeFormer; needs models/GFPGAN or models/Codeformer files and the face detector)",
+    )
+    parser.add_argument(
+        "--face-restorer",
+        default=None,
+        metavar="NAME",
+        help="restore faces with this one: CodeFormer, GFPGAN, or a models/GFPGAN|Codeformer file's name",
+    )
+    parser.add_argument(
         "--refiner-switch-at",
         type=float,
         default=None,

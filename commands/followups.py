@@ -144,6 +144,7 @@ def from_infotext(
         controlnet=units_from_infotext(info.params),
         **_seed_extras_of(info, known_vaes, notes),
         **_refiner_of(info, known_models, notes),
+        face_restorer=info.params.get("Face restoration") or None,  # A1111's restorer name, run again
     )
     if request.controlnet:
         notes.append(

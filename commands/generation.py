@@ -22,6 +22,7 @@ from community.settings import CommunitySettings
 from config import Limits, Settings
 from core.errors import InvalidRequest, ModelNotFound
 from engine.controlnet.unit_text import parse_unit
+from engine.faces.naming import DEFAULT_CODEFORMER_WEIGHT, DEFAULT_RESTORER, check_restoration
 from engine.models.registry import ModelKind, ModelRegistry, native_resolution
 from engine.requests import (
     AUTOMATIC,
@@ -32,6 +33,7 @@ from engine.requests import (
     GenerationRequest,
     vae_choice,
 )
+from engine.tasks.flow_rules import with_family_defaults
 from engine.validation import parse_size
 from jobs.codec import AnyRequest
 from jobs.queue import JobQueue
@@ -87,6 +89,11 @@ class GenerationOptions:
     refiner: str | None = None  # A1111's refiner checkpoint; None: the server's default_refiner; "None": none
     refiner_switch_at: float | None = None  # None: the server's default_refiner_switch_at
     controlnet: tuple[ControlNetUnit, ...] = ()  # units with their control images (`controlnet_units`)
+    # A1111's "Restore faces": on with `restore_faces` or a restorer's name; None: the server's
+    # face_restoration_model; the weight None: the server's code_former_weight.
+    restore_faces: bool = False
+    face_restorer: str | None = None
+    code_former_weight: float | None = None
 
 
 def generation_request_for(
@@ -145,6 +152,7 @@ def generation_request_for(
     )
     request = dataclasses.replace(request, **_seed_and_vae(options, settings, registry))
     request = dataclasses.replace(request, **_refiner(options, settings, registry))
+    request = dataclasses.replace(request, **_face_restoration(options, settings, registry))
     request = dataclasses.replace(request, hires=hires_extras(options, request.hires))
     if options.controlnet:  # each unit's model must be installed: refused here, naming it, not in the worker
         units = tuple(
@@ -152,7 +160,20 @@ def generation_request_for(
             for u in options.controlnet
         )
         request = dataclasses.replace(request, controlnet=units)
+    request = with_family_defaults(request, registry.flow_kind(model), options)  # SD 3.5, Flux: their own
     return server.apply(request, limits) if community is not None else request
+
+
+def _face_restoration(options: GenerationOptions, settings: Settings, registry: ModelRegistry) -> dict:
+    """A1111's "Restore faces": the restorer (the option, else the server's face_restoration_model) and the
+    face detector installed, refused here by name when not; the CodeFormer weight."""
+    if not (options.restore_faces or options.face_restorer):
+        return {}
+    name = options.face_restorer or getattr(settings, "face_restoration_model", None) or DEFAULT_RESTORER
+    weight = _first(
+        options.code_former_weight, getattr(settings, "code_former_weight", None), DEFAULT_CODEFORMER_WEIGHT
+    )
+    return {"face_restorer": check_restoration(registry, name, weight), "code_former_weight": float(weight)}
 
 
 def _seed_and_vae(options: GenerationOptions, settings: Settings, registry: ModelRegistry) -> dict[str, Any]:

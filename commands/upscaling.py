@@ -1,9 +1,12 @@
-"""The Extras tab's upscale for any front end: an input picture (a file, an upload or a catalog image) into an
-`upscale` long job (jobs/upscaling.py), which the queue checks once (the upscaler installed, the scale's
-bounds). A catalog image becomes the result's parent, with relation "upscale"."""
+"""The Extras tab's upscale for any front end: an input picture (a file, an upload or a catalog image), or a
+batch of them, into an `upscale` long job (jobs/upscaling.py), which the queue checks once (the upscalers
+installed, the scale's or the target's bounds). "Scale by" or "Scale to" (with "Crop to fit") and a second
+upscaler blended in by its visibility make the job's plan (engine/upscaling/plan.py). A catalog image becomes
+the result's parent, with relation "upscale"."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +18,12 @@ from commands.options import generation_info, load_input_image
 from config import Limits
 from core.errors import InvalidRequest
 from engine.upscaling.extras import DEFAULT_SCALE
+from engine.upscaling.plan import NO_UPSCALER, ExtrasPlan
 from jobs.codec import store_image
 from jobs.records import JobKind
 from jobs.upscaling import inputs_folder, safe_stem
+
+_SIZE = re.compile(r"(\d{1,5})\s*[xX×]\s*(\d{1,5})")
 
 
 @dataclass(frozen=True)
@@ -57,19 +63,64 @@ def parse_scale(text: str | float | None) -> float:
         raise InvalidRequest("scale", f"{text!r} is not a number, e.g. 2 or 4") from None
 
 
-def upscale_job(settings, source: UpscaleInput, upscaler: str | None, scale: float) -> LongJob:
-    """The `upscale` job for `source`: its picture stored with the queue's inputs, its catalog parent (if any)
-    in the job's meta."""
+def parse_size(text: str | None, option: str = "to") -> tuple[int, int] | None:
+    """A "Scale to" size typed as `WIDTHxHEIGHT` (e.g. 1920x1080); None or empty: none. The queue checks
+    its bounds."""
+    if text is None or not text.strip():
+        return None
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise InvalidRequest(option, f"{text!r} is not WIDTHxHEIGHT, e.g. 1920x1080")
+    return int(match.group(1)), int(match.group(2))
+
+
+def extras_plan(
+    upscaler: str | None,
+    scale: float = DEFAULT_SCALE,
+    *,
+    to: tuple[int, int] | None = None,
+    crop: bool = False,
+    upscaler_2: str | None = None,
+    upscaler_2_visibility: float = 0.0,
+) -> ExtrasPlan:
+    """What the Extras tab's upscale does: "Scale by" `scale`, or "Scale to" `to` (with "Crop to fit"), and a
+    second upscaler blended in by its visibility (the queue checks names and bounds)."""
     if not upscaler or not upscaler.strip():
         raise InvalidRequest("upscaler", "name an upscaler (`salon models` lists them)")
-    params = {
-        "upscaler": upscaler.strip(),
-        "scale": scale,
+    second = None if upscaler_2 is None or upscaler_2.strip() in NO_UPSCALER else upscaler_2.strip()
+    if second is not None and not upscaler_2_visibility:
+        raise InvalidRequest(
+            "upscaler_2_visibility", "give the second upscaler a visibility above 0, up to 1"
+        )
+    return ExtrasPlan(upscaler.strip(), scale, to, crop, second, upscaler_2_visibility if second else 0.0)
+
+
+def _stored(settings, source: UpscaleInput) -> dict:
+    return {
         "image": store_image(source.image.convert("RGB"), inputs_folder(settings)),
         "parameters": source.parameters,
         "stem": source.stem,
     }
+
+
+def upscale_job(
+    settings, source: UpscaleInput, upscaler: str | None, scale: float = DEFAULT_SCALE, **more
+) -> LongJob:
+    """The `upscale` job for `source` (`more`: extras_plan's "scale to" and second-upscaler options): its
+    picture stored with the queue's inputs, its catalog parent (if any) in the job's meta."""
+    params = {**extras_plan(upscaler, scale, **more).to_params(), **_stored(settings, source)}
     meta = None
     if source.parent_id is not None:
         meta = {"parent_id": source.parent_id, "relation": Relation.UPSCALE.value}
     return LongJob(JobKind.UPSCALE, params, meta)
+
+
+def batch_upscale_job(
+    settings, sources: list[UpscaleInput], upscaler: str | None, scale: float = DEFAULT_SCALE, **more
+) -> LongJob:
+    """One `upscale` job for several pictures (A1111's "Batch Process"): each stored with the queue's inputs,
+    processed one after the other, each result named after its source."""
+    if not sources:
+        raise InvalidRequest("images", "no picture to upscale")
+    plan = extras_plan(upscaler, scale, **more)
+    return LongJob(JobKind.UPSCALE, {**plan.to_params(), "images": [_stored(settings, s) for s in sources]})

@@ -17,7 +17,7 @@ import dataclasses
 import io
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidRequest, SalonError
-from engine.requests import GenerationRequest, HiresFix, HiresUpscaler, Img2ImgRequest, with_fixed_seeds
+from engine.requests import (
+    GenerationRequest,
+    HiresFix,
+    HiresUpscaler,
+    Img2ImgRequest,
+    hires_upscaler,
+    with_fixed_seeds,
+)
 from engine.seeds import resolve_seed
 from jobs.plots import INIT_IMAGE
 
@@ -131,7 +138,7 @@ def _size(request: GenerationRequest, value: str, _: list[Any]) -> GenerationReq
 
 
 def _upscaler(request: GenerationRequest, value: str, values: list[Any]) -> GenerationRequest:
-    return _hires_field("upscaler")(request, HiresUpscaler(value), values)
+    return _hires_field("upscaler")(request, hires_upscaler(value), values)
 
 
 AXES: tuple[AxisKind, ...] = (
@@ -164,7 +171,7 @@ AXES: tuple[AxisKind, ...] = (
         help="img2img's denoising strength (with an init image), else the hires pass's",
     ),
     AxisKind("Hires upscale", float, _hires_field("scale"), aliases=("hires scale",)),
-    AxisKind("Hires upscaler", str, _upscaler),
+    AxisKind("Hires upscaler", str, _upscaler, help="Latent, Lanczos, … or a model upscaler's name"),
     AxisKind("Eta", float, _field("eta")),
     AxisKind(
         "Refiner checkpoint",
@@ -217,8 +224,9 @@ def format_label(kind: AxisKind, value: Any) -> str:
     return f"{kind.label}: {value}" if kind.with_label else str(value)
 
 
-def parse_axis(option: str, text: str | None) -> Axis:
-    """`Seed=1-3` (also `Seed: 1-3`) into an axis with its values; None or empty: the Nothing axis."""
+def parse_axis(option: str, text: str | None, upscalers: Collection[str] = ()) -> Axis:
+    """`Seed=1-3` (also `Seed: 1-3`) into an axis with its values; None or empty: the Nothing axis.
+    `upscalers`: the installed model upscalers a Hires upscaler axis may name besides the built-in ones."""
     if text is None or not text.strip():
         return Axis(NOTHING, "", (0,))
     name, separator, values_text = text.partition("=")
@@ -229,11 +237,13 @@ def parse_axis(option: str, text: str | None) -> Axis:
     kind = axis_kind(option, name.strip())
     if kind is NOTHING:
         return Axis(NOTHING, "", (0,))
-    return Axis(kind, values_text.strip(), tuple(axis_values(option, kind, values_text)))
+    return Axis(kind, values_text.strip(), tuple(axis_values(option, kind, values_text, upscalers)))
 
 
-def axis_values(option: str, kind: AxisKind, text: str) -> list[Any]:
-    """The values of an axis, ranges expanded and typed; InvalidRequest names the option and the axis."""
+def axis_values(option: str, kind: AxisKind, text: str, upscalers: Collection[str] = ()) -> list[Any]:
+    """The values of an axis, ranges expanded and typed; InvalidRequest names the option and the axis. A
+    Hires upscaler axis takes the built-in upscalers and the model upscalers in `upscalers`, spelled as
+    they are installed."""
     items = split_values(text)
     if not items:
         raise InvalidRequest(option, f"{kind.label}: no values given")
@@ -264,13 +274,46 @@ def axis_values(option: str, kind: AxisKind, text: str) -> list[Any]:
     if not values:
         raise InvalidRequest(option, f"{kind.label}: the range {text.strip()!r} has no values")
     if kind.label == "Hires upscaler":
-        allowed = {member.value.casefold(): member.value for member in HiresUpscaler}
+        allowed = hires_upscaler_names(upscalers)
         bad = [v for v in values if v.casefold() not in allowed]
         if bad:
             choices = ", ".join(allowed.values())
             raise InvalidRequest(option, f"Hires upscaler: {bad[0]!r} is not one of: {choices}")
         values = [allowed[v.casefold()] for v in values]
     return values
+
+
+def hires_upscaler_names(upscalers: Collection[str] = ()) -> dict[str, str]:
+    """What a Hires upscaler axis may take, by its case-folded name: the built-in upscalers, then the model
+    upscalers given (their installed spelling)."""
+    names = {member.value.casefold(): member.value for member in HiresUpscaler}
+    for name in sorted(upscalers, key=str.casefold):
+        names.setdefault(name.casefold(), name)
+    return names
+
+
+def axis_completions(current: str, upscalers: Collection[str] = (), limit: int = 25) -> list[str]:
+    """What a front end may offer while an axis is typed: the axes' labels (`Steps=`) until `=` is typed,
+    then for a Hires upscaler axis the text with its last value completed (built-in and installed model
+    upscalers not listed yet)."""
+    name, separator, values = current.partition("=")
+    if not separator:
+        folded = " ".join(name.split()).casefold()
+        labels = [kind.label for kind in AXES[1:] if kind.label.casefold().startswith(folded)]
+        return [f"{label}=" for label in labels][:limit]
+    kind = _BY_NAME.get(" ".join(name.split()).casefold())
+    if kind is None or kind.label != "Hires upscaler":
+        return [current]
+    done, _, partial = values.rpartition(",")
+    taken = {item.strip().casefold() for item in done.split(",") if item.strip()}
+    head = f"{kind.label}={done}," if done else f"{kind.label}="
+    wanted = partial.strip().casefold()
+    names = [
+        value
+        for folded, value in hires_upscaler_names(upscalers).items()
+        if folded.startswith(wanted) and folded not in taken
+    ]
+    return [head + value for value in names][:limit]
 
 
 def axis_order(axes: Sequence[Axis]) -> tuple[int, int, int]:
@@ -472,9 +515,11 @@ def xyz_job(
     applied): axes typed as `Seed=1-3` for the options x, y and z, at most `limits.max_plot_cells` cells;
     checkpoint names found in `registry`; `init`: an img2img plot's input image and settings."""
     from commands.generation import LongJob
+    from engine.models.registry import ModelKind
     from jobs.records import JobKind
 
-    axes = [parse_axis(option, text) for option, text in (("x", x), ("y", y), ("z", z))]
+    upscalers = registry.names(ModelKind.UPSCALER)
+    axes = [parse_axis(option, text, upscalers) for option, text in (("x", x), ("y", y), ("z", z))]
     base = dataclasses.replace(base, model=registry.checkpoint(base.model).name)
     params = build_plot(
         base,

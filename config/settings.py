@@ -352,6 +352,14 @@ class Settings(BaseSettings):
     default_refiner_switch_at: float = Field(
         0.8, ge=0, le=1, description="the fraction of the steps after which the default refiner takes over"
     )
+    face_restoration_model: str = Field(
+        "CodeFormer",
+        description="A1111's face restorer for Restore faces: CodeFormer, GFPGAN, or a models/GFPGAN or "
+        "models/Codeformer file's name",
+    )
+    code_former_weight: float = Field(
+        0.5, ge=0, le=1, description="CodeFormer's weight, 0 = maximum effect, 1 = minimum (A1111's)"
+    )
     eta_noise_seed_delta: int = Field(
         0, ge=0, le=2**32 - 1, description="A1111's ENSD: ancestral/DDIM step noise seeded by seed + this"
     )

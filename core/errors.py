@@ -83,10 +83,10 @@ class DamagedDatabase(Exception):
 
     def __init__(self, path: Path, detail: str) -> None:
         self.path = Path(path)
-        self.detail = detail
+        self.detail = "; ".join(line.strip() for line in str(detail).splitlines() if line.strip())  # one line
         hint = RESTORE_HINTS.get(self.path.name, "it will be created empty")
         super().__init__(
-            f"{self.path} is not a valid SQLite database ({detail}) — restore a backup or move it away; {hint}"
+            f"{self.path} is not a valid SQLite database ({self.detail}) — restore a backup or move it away; {hint}"
         )
 
 

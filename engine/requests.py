@@ -210,6 +210,10 @@ class GenerationRequest:
     # reaches `refiner_switch_at` (engine.tasks.refiner); None: no refiner.
     refiner: str | None = None
     refiner_switch_at: float = DEFAULT_REFINER_SWITCH_AT
+    # A1111's "Restore faces" (engine/faces): the restorer's name (GFPGAN, CodeFormer or a models/GFPGAN or
+    # models/Codeformer file's stem), run on each decoded image; None: off.
+    face_restorer: str | None = None
+    code_former_weight: float = 0.5  # CodeFormer's fidelity weight (A1111's code_former_weight setting)
 
     @property
     def params(self) -> GenerationRequest:

@@ -19,7 +19,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from importlib.metadata import PackageNotFoundError, version
 
 import torch
 from PIL import Image
@@ -28,9 +27,11 @@ from config import Settings
 from core.errors import InvalidRequest
 from engine.controlnet.files import ControlNetCache
 from engine.controlnet.guide import prepare_guide
+from engine.faces.apply import restore_generated
 from engine.hires_infotext import hires_infotext
 from engine.infotext import format_infotext
-from engine.models.loading import LoadedModel, load_model, resolve_device, resolve_dtype
+from engine.infotext_values import format_number, hashes_value, salon_version
+from engine.models.loading import FLOW_FAMILIES, LoadedModel, load_model, resolve_device, resolve_dtype
 from engine.models.registry import ModelEntry, ModelKind, ModelRegistry, native_resolution
 from engine.models.vae_files import VaeSwitch
 from engine.prompts.conditioning import (
@@ -65,6 +66,7 @@ from engine.speed.fast_path import Buckets, FastPath, configure_compiler, prepar
 from engine.speed.invariance import batch_invariant
 from engine.speed.token_merging import apply_token_merging
 from engine.tasks.batching import batch_key
+from engine.tasks.flow import run_flow
 from engine.tasks.hires import hires_prepared
 from engine.tasks.img2img import run_img2img
 from engine.tasks.inpaint import run_inpaint
@@ -79,27 +81,6 @@ log = logging.getLogger(__name__)
 LORA_KINDS = ("lora", "lyco")
 # A task runs one batch: (prepared request, seeds, variation seeds, control, index of the first image).
 BatchRunner = Callable[[Prepared, Sequence[int], Sequence[int] | None, RunControl, int], list[Image.Image]]
-
-
-def salon_version() -> str:
-    """`salon-X.Y` for the infotext's Version key."""
-    try:
-        major, minor = version("salon").split(".")[:2]
-    except PackageNotFoundError:
-        major, minor = "0", "0"
-    return f"salon-{major}.{minor}"
-
-
-def format_number(value: float) -> str:
-    """A1111 style: 7.0 → "7", 0.75 → "0.75"."""
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def hashes_value(pairs: Sequence[tuple[str, str]]) -> str | None:
-    """`Lora hashes`/`TI hashes` value: "name: hash, other: hash" (":" and "," removed from names as A1111)."""
-    if not pairs:
-        return None
-    return ", ".join(f"{name.replace(':', '').replace(',', '')}: {h}" for name, h in pairs)
 
 
 def native_resolution_size(entry: ModelEntry) -> tuple[int, int]:
@@ -170,7 +151,7 @@ class Engine:
         speed = self.settings.speed
         model = load_model(entry, self.registry.short_hash(entry), self.device, self.dtype)
         model.token_grid = apply_token_merging(model.unet, speed.token_merging_ratio)
-        if self.speed_mode == "off":
+        if self.speed_mode == "off" or model.family in FLOW_FAMILIES:  # SD 3.5 / Flux: eager, own LoRAs
             return model, LoraSet(model.pipe)
         prepare_modules(model.unet, model.vae, model.sdxl, self.device)
         buckets = Buckets.from_settings(speed, native_resolution_size(entry))
@@ -270,6 +251,8 @@ class Engine:
         with self._lock:
             started = time.perf_counter()
             model = self.load(first.model)
+            if model.family in FLOW_FAMILIES:  # SD 3.5 and Flux: diffusers' own pipelines (engine.tasks.flow)
+                return run_flow(self, model, requests, controls, extra, init_image)
             self._vaes.apply(model, self._vae(first.vae))
             networks = extract_extra_networks(first.prompt)[1]
             loras, hypernetworks = self._lora_uses(networks), self._hypernetwork_uses(networks)
@@ -328,6 +311,7 @@ class Engine:
                 variation = [s.variation_seed for s in chunk] if chunk[0].variation_seed is not None else None
                 control = _ChunkControl(chunk, controls)
                 images = run_batch(merged, [s.seed for s in chunk], variation, control, chunk[0].index)
+                images = restore_generated(self.registry, preps, chunk, images, self.device, infos)
                 for slot, image in zip(chunk, images, strict=True):
                     p = preps[slot.request].params
                     info = {**infos[slot.request], **refiner_infotext(preps[slot.request])}
@@ -434,8 +418,10 @@ class Engine:
             tok2 = pipe.tokenizer_2
             slots.append(EncoderSlot("clip_g", tok2, pipe.text_encoder_2, tok2.pad_token_id, True))
         widths = {s.key: int(s.encoder.config.hidden_size) for s in slots}
-        chunker = PromptChunker(slots[0].tokenizer, self.embeddings.for_encoders(widths))
+        usable = self.embeddings.for_encoders(widths)
+        chunker = PromptChunker(slots[0].tokenizer, usable, self.embeddings.misfits)
         zero_negative = model.sdxl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", True))
+        clip_skip = 1 if model.sd2 else clip_skip  # A1111 ignores CLIP skip on SD 2's OpenCLIP (penultimate)
         return encode_prompt_pair(slots, chunker, prompt, negative, clip_skip, zero_negative, min_chunks)
 
     # ----- infotext -----------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 `check_request` is what `JobQueue.submit` (jobs/queue.py) runs on every request, from every front end and
 follow-up, with the limits that apply there (a server's lower ones) and the process's sampler table; front
 ends only parse what a user typed (`commands/options.py`), and the engine trusts what the queue accepted.
-Each error names the option and the allowed values.
+Each error names the option and the allowed values. `check_model_family`, which the queue runs beside it,
+refuses what the checkpoint's family cannot run (SD 3.5 and Flux: engine.tasks.flow_rules).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import re
 from config import Limits
 from core.errors import InvalidRequest
 from engine.controlnet.unit_text import check_units
+from engine.models.flow_files import entry_kind
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_plan
+from engine.tasks.flow_rules import check_flow_request
 from engine.tasks.samplers import ETA_SAMPLERS, SamplerTable
 
 SEED_LIMIT = 2**32 - 1
@@ -80,6 +83,8 @@ def _check_generation(p: GenerationRequest, limits: Limits, samplers: SamplerTab
     _check_seed_extras(p, spec.name, limits)
     if p.refiner is not None:
         _check_range("refiner_switch_at", p.refiner_switch_at, 0, 1)
+    if p.face_restorer is not None:
+        _check_range("code_former_weight", p.code_former_weight, 0, 1)
     if p.hires is not None:
         _check_hires(p, limits, samplers)
     if p.blend is not None:
@@ -165,6 +170,14 @@ def check_request(
     else:
         raise InvalidRequest("request", f"unsupported request type {type(request).__name__}")
     check_units(request.params.controlnet, has_input_image=not isinstance(request, GenerationRequest))
+
+
+def check_model_family(request: GenerationRequest | Img2ImgRequest | InpaintRequest, entry: object) -> None:
+    """What the checkpoint's family cannot run, refused by name before the job runs: SD 3.5 and Flux
+    (engine.tasks.flow_rules); the family is read from the registry entry's folder or header, no weights."""
+    kind = entry_kind(entry)
+    if kind is not None:
+        check_flow_request(request, kind)
 
 
 def _check_img2img(request: Img2ImgRequest, limits: Limits, samplers: SamplerTable) -> None:

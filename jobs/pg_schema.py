@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from core.errors import SalonError
 from core.pg_migrations import Migrations, apply_migrations
+from jobs.fair_heads import index_sql
+from jobs.fair_sql import POSTGRES
 
 MIGRATION_LOCK = 0x5A10_0001  # the advisory lock key of the queue's migrations ("Salon", 1)
 
@@ -97,6 +99,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """
         CREATE INDEX jobs_served ON jobs (owner, started_at);
         """,
+    ),
+    (
+        "the fair order person by person: indexes of the waiting people's lines (jobs/fair_heads.py)",
+        index_sql(POSTGRES),
     ),
 )
 

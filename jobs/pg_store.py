@@ -84,7 +84,12 @@ class PgJobStore:
             min_size=1,
             max_size=4,
             open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row, **_network_timeouts(lease_s)},
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                "options": NO_JIT,
+                **_network_timeouts(lease_s),
+            },
         )
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
@@ -501,6 +506,12 @@ async def _check_limits(connection, owner: str, max_pending_per_user: int, max_q
     cursor = await connection.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
     queued = (await cursor.fetchone())["n"]
     check_queue_limits(pending, max_pending_per_user, queued, max_queued)
+
+
+# The queue's statements are short and read a few index entries each, but the planner's estimates of the
+# per-person statements (jobs/fair_heads.py: correlated counts over recursive CTEs) pass `jit_above_cost`:
+# compiling them took 0.5 s of a 5 ms claim.
+NO_JIT = "-c jit=off"
 
 
 def _network_timeouts(lease_s: float) -> dict[str, int]:

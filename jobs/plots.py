@@ -26,8 +26,10 @@ from typing import Any
 
 from core.errors import InvalidRequest, JobCancelled
 from engine.infotext_files import save_image_with_infotext
+from engine.models.registry import ModelRegistry
 from engine.requests import (
     GenerationRequest,
+    HiresUpscaler,
     Img2ImgRequest,
     ResizeMode,
     RunControl,
@@ -36,6 +38,7 @@ from engine.requests import (
 )
 from engine.tasks.batching import batch_key
 from engine.tasks.samplers import BUILTIN_SAMPLERS, SamplerTable
+from engine.upscaling.naming import with_installed_upscaler
 from engine.validation import check_request
 from jobs.codec import request_from_json, request_to_json
 from jobs.long import Slice, SliceControl
@@ -156,9 +159,14 @@ class PlotTask:
             requests = cell_requests(params)
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise InvalidRequest("cells", f"a cell's request is not readable: {exc}") from None
-        cells = []
-        for request in requests:
+        cells, registry = [], None
+        for index, request in enumerate(requests):
             check_request(request, settings.limits, self.samplers)
+            hires = request.params.hires
+            if hires is not None and not isinstance(hires.upscaler, HiresUpscaler):  # a model upscaler
+                registry = registry or ModelRegistry.from_settings(settings)
+                request = with_installed_upscaler(request, registry)
+                requests[index] = request
             cells.append(_cell_json(request))
         order = params.get("order", list(range(len(cells))))
         if not isinstance(order, list) or sorted(order) != list(range(len(cells))):

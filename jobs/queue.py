@@ -49,7 +49,7 @@ from engine.requests import GenerationRequest, with_fixed_seeds, with_params
 from engine.tasks.batching import batch_key
 from engine.tasks.samplers import SamplerTable
 from engine.upscaling.naming import with_installed_upscaler
-from engine.validation import check_request
+from engine.validation import check_model_family, check_request
 from jobs.blame import PointFile
 from jobs.codec import AnyRequest, request_to_json
 from jobs.diskwait import DiskWait, worker_waiting
@@ -130,6 +130,9 @@ class JobQueue(RunLoop):
         to deliver the result after a restart. `max_pending` lowers the per-person limit (a guild's own
         setting)."""
         check_request(request, limits or self.settings.limits, self.samplers)
+        check_model_family(
+            request, self.registry.checkpoint(request.params.model or self.settings.default_model)
+        )
         request = with_installed_upscaler(request, self.registry)  # a hires fix's model upscaler
         params = request.params
         model = self.registry.checkpoint(params.model or self.settings.default_model).name

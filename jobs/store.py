@@ -16,7 +16,9 @@ import aiosqlite
 
 from core.errors import InvalidRequest
 from core.sqlite import Database, Migration
+from jobs import fair_heads
 from jobs.blame import Point, judge
+from jobs.fair_heads import index_sql
 from jobs.fair_sql import SQLITE, leads, mates, positions
 from jobs.records import JobKind, JobRecord, JobStatus
 from jobs.scheduling import MAX_SKIPS, Choice, FairScheduler, job_images
@@ -72,6 +74,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE jobs ADD COLUMN deaths TEXT NOT NULL DEFAULT '[]';
         """,
     ),
+    (
+        "the fair order person by person: indexes of the waiting people's lines (jobs/fair_heads.py)",
+        index_sql(SQLITE),
+    ),
 )
 
 SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
@@ -79,8 +85,12 @@ SELECT_QUEUED = "SELECT * FROM jobs WHERE status = 'queued' ORDER BY id"
 COUNT_PENDING_OF_OWNER = "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'running')"
 COUNT_QUEUED = "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
 SELECT_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = ?"
-SELECT_LEADS, SELECT_MATES, SELECT_POSITIONS = leads(SQLITE), mates(SQLITE), positions(SQLITE)
-SELECT_LEAD = leads(SQLITE, "ranked.id")  # the sort stays narrow: the lead's row is read by its id
+SELECT_POSITIONS = positions(SQLITE)
+# The fair order person by person (jobs/fair_heads.py; one worker, nothing locked: exact for `depth` ≥
+# `limit`), or the whole queue ranked (jobs/fair_sql.py) when `fair_heads.WHOLE_QUEUE` says so.
+SELECT_LEADS = {False: fair_heads.leads(SQLITE), True: leads(SQLITE)}
+SELECT_LEAD = {False: fair_heads.leads(SQLITE, "ranked.id"), True: leads(SQLITE, "ranked.id")}  # narrow sort
+SELECT_MATES = {False: fair_heads.mates(SQLITE), True: mates(SQLITE)}
 INSERT_JOB = """
     INSERT INTO jobs (kind, owner, guild, channel, request, status, created_at, idempotency_key, batch_key, model,
                       meta)
@@ -142,8 +152,10 @@ class JobStore:
             "loaded": loaded_model,
             "max_skips": MAX_SKIPS,
             "limit": limit,
+            "depth": limit,
         }
-        async with self._db.execute(SELECT_LEADS, args) as cursor:
+        whole = fair_heads.WHOLE_QUEUE
+        async with self._db.execute(SELECT_LEADS[whole], _without_depth(args, whole)) as cursor:
             return [(_record(row), row["passes_over"]) for row in await cursor.fetchall()]
 
     async def pick(
@@ -151,8 +163,9 @@ class JobStore:
     ) -> tuple[list[JobRecord], str | None]:
         """The next batch in the fair order, computed by SQLite (jobs/fair_sql.py; mates taken greedily within
         `max_images` by `Choice.batch`), and whom it passes over. Claims nothing and changes nothing."""
-        args = {**_turns(scheduler), "loaded": loaded_model, "max_skips": MAX_SKIPS, "limit": 1}
-        async with self._db.execute(SELECT_LEAD, args) as cursor:
+        args = {**_turns(scheduler), "loaded": loaded_model, "max_skips": MAX_SKIPS, "limit": 1, "depth": 1}
+        whole = fair_heads.WHOLE_QUEUE
+        async with self._db.execute(SELECT_LEAD[whole], _without_depth(args, whole)) as cursor:
             first = await cursor.fetchone()
         lead = await self.get(first["id"]) if first else None
         if lead is None:
@@ -162,7 +175,7 @@ class JobStore:
         if lead.batch_key and not lead.solo:
             args = {**_turns(scheduler), "key": lead.batch_key, "lead": lead.id, "held": "[]"}
             args["room"] = max_images - job_images(lead)
-            async with self._db.execute(SELECT_MATES, args) as cursor:
+            async with self._db.execute(SELECT_MATES[whole], args) as cursor:
                 ids = [row[0] for row in await cursor.fetchall()]
             if ids:
                 sql = f"SELECT * FROM jobs WHERE id IN ({', '.join('?' * len(ids))})"
@@ -392,6 +405,11 @@ class JobStore:
                     )
                     failed.append(row["id"])
         return requeued, failed
+
+
+def _without_depth(args: dict[str, Any], whole: bool) -> dict[str, Any]:
+    """The whole-queue statements take no `depth` (SQLite refuses a named parameter it does not use)."""
+    return {name: value for name, value in args.items() if name != "depth"} if whole else args
 
 
 def _turns(scheduler: FairScheduler) -> dict[str, str]:

@@ -18,6 +18,7 @@ from core.errors import InvalidRequest
 from core.files import atomic_write_with
 from engine.models.model_files import (
     SD1_TEXT_PREFIX,
+    SD2_TEXT_PREFIX,
     SDXL_CLIP_L_PREFIX,
     SDXL_OPENCLIP_PREFIX,
     UNET_PREFIX,
@@ -279,14 +280,25 @@ def convert_openclip_text(text_encoder: Any, prefix: str = SDXL_OPENCLIP_PREFIX)
 def diffusers_to_ldm(
     unet: Any, vae: Any, text_encoder: Any, text_encoder_2: Any = None
 ) -> dict[str, torch.Tensor]:
-    """One A1111/ldm single-file state dict from diffusers components (SDXL with `text_encoder_2`)."""
+    """One A1111/ldm single-file state dict from diffusers components (SDXL with `text_encoder_2`; SD 2.x's
+    OpenCLIP text encoder in OpenCLIP layout under `cond_stage_model.model.`, as SDXL's second)."""
     state = {**convert_unet(unet), **convert_vae(vae)}
-    if text_encoder_2 is None:
+    if text_encoder_2 is None and _is_openclip(text_encoder):
+        state.update(convert_openclip_text(text_encoder, SD2_TEXT_PREFIX))
+    elif text_encoder_2 is None:
         state.update(convert_clip_text(text_encoder, SD1_TEXT_PREFIX))
     else:
         state.update(convert_clip_text(text_encoder, SDXL_CLIP_L_PREFIX))
         state.update(convert_openclip_text(text_encoder_2))
     return state
+
+
+def _is_openclip(text_encoder: Any) -> bool:
+    """SD 2.x's text encoder (OpenCLIP-H as a CLIPTextModel: GELU, 1024 wide)."""
+    from engine.models.sd2_family import is_openclip_text_config
+
+    config = text_encoder.config
+    return is_openclip_text_config({"hidden_size": config.hidden_size, "hidden_act": config.hidden_act})
 
 
 def _components(pipe_or_components: Any) -> Mapping[str, Any]:

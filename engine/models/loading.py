@@ -1,8 +1,9 @@
-"""Loading checkpoints: diffusers folders and A1111 single-file `.safetensors`, SD 1.x and SDXL, offline.
+"""Loading checkpoints: diffusers folders and A1111 single-file `.safetensors` (SD 1.x, 2.x, SDXL), offline.
 
 Every weight file passes the safetensors gate (`engine.models.model_files`) before diffusers sees it. Single files
 are converted with the configs shipped in `engine/configs` (or a `<name>.config/` diffusers folder beside the
-file, for architectures other than the published SD 1.5 and SDXL), and the CLIP tokenizer shipped beside them.
+file, for architectures other than the published SD 1.5, SD 2.1 and SDXL), and the CLIP tokenizer shipped beside
+them. An SD 2.x file's v-prediction or epsilon is decided as A1111 decides (`engine.models.sd2_loading`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from core.errors import InvalidRequest
-from engine.configs import CLIP_TOKENIZER, SD15_CONFIG, SDXL_CONFIG
+from engine.configs import CLIP_TOKENIZER, SD2_CONFIG, SD2_V_CONFIG, SD15_CONFIG, SDXL_CONFIG
 from engine.models.diffusers_file import is_diffusers_file, load_diffusers_file
-from engine.models.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
+from engine.models.flow_files import FLOW_FAMILIES, flow_kind
+from engine.models.flow_loading import load_flow_model
+from engine.models.model_files import SD2_KINDS, CheckpointKind, check_safetensors, detect_checkpoint_kind
 from engine.models.registry import ModelEntry
+from engine.models.sd2_family import V_PREDICTION, is_openclip_text_config, known_prediction
 
 if TYPE_CHECKING:
     from engine.speed.fast_path import FastPath
@@ -41,10 +45,14 @@ class LoadedModel:
     dtype: torch.dtype
     fast: FastPath | None = None  # set by the engine in the speed modes "max" and "balanced"
     token_grid: LatentGrid | None = None  # set when token merging is on (engine.speed.token_merging)
+    family: str = ""  # "sd1", "sdxl" (from `sdxl` when not given), "sd3" or "flux" (engine.models.flow_files)
+
+    def __post_init__(self) -> None:
+        self.family = self.family or ("sdxl" if self.sdxl else "sd1")
 
     @property
-    def unet(self):
-        return self.pipe.unet
+    def unet(self):  # the denoiser: SD 3.5's and Flux's is a transformer
+        return self.pipe.transformer if self.family in FLOW_FAMILIES else self.pipe.unet
 
     @property
     def vae(self):
@@ -62,6 +70,15 @@ class LoadedModel:
     def inpainting(self) -> bool:
         """True for inpainting checkpoints whose UNet also takes the mask and the masked image (9 channels)."""
         return int(self.unet.config.in_channels) == self.latent_channels * 2 + 1
+
+    @property
+    def sd2(self) -> bool:
+        """True for SD 2.x: one OpenCLIP-H text encoder (A1111 ignores CLIP skip on it: always penultimate)."""
+        encoder = getattr(self.pipe, "text_encoder", None)
+        if self.sdxl or encoder is None:
+            return False
+        config = encoder.config
+        return is_openclip_text_config({"hidden_size": config.hidden_size, "hidden_act": config.hidden_act})
 
     @property
     def aesthetic_score(self) -> bool:
@@ -89,6 +106,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def load_model(entry: ModelEntry, model_hash: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """Load `entry` onto `device` in `dtype`, ready for inference (eval mode, no gradients)."""
+    kind = flow_kind(entry.path, entry.is_diffusers_folder)
+    if kind is not None:  # SD 3.5 and Flux: diffusers' own pipelines (engine.models.flow_loading)
+        return LoadedModel(
+            entry.name, model_hash, entry, *load_flow_model(entry, device, dtype), family=kind.family
+        )
     if entry.is_diffusers_folder:
         pipe, sdxl = _load_folder(entry.path, dtype)
     else:
@@ -99,15 +121,10 @@ def load_model(entry: ModelEntry, model_hash: str, device: torch.device, dtype: 
     if sdxl and getattr(pipe.vae.config, "force_upcast", False):
         pipe.vae.to(torch.float32)  # SDXL's VAE overflows in float16
     pipe.set_progress_bar_config(disable=True)
-    log.info(
-        "loaded model %s [%s] (%s) on %s as %s",
-        entry.name,
-        model_hash,
-        "SDXL" if sdxl else "SD1",
-        device,
-        dtype,
-    )
-    return LoadedModel(entry.name, model_hash, entry, pipe, sdxl, device, dtype)
+    loaded = LoadedModel(entry.name, model_hash, entry, pipe, sdxl, device, dtype)
+    family = "SDXL" if sdxl else ("SD2" if loaded.sd2 else "SD1")
+    log.info("loaded model %s [%s] (%s) on %s as %s", entry.name, model_hash, family, device, dtype)
+    return loaded
 
 
 def _modules(pipe) -> list[torch.nn.Module]:
@@ -147,6 +164,9 @@ def _extra_kwargs(sdxl: bool) -> dict[str, object]:
 def _load_folder(path: Path, dtype: torch.dtype):
     index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     class_name = str(index.get("_class_name", ""))
+    if "Depth2Img" in class_name:
+        message = f"{path.name}: the Stable Diffusion 2 depth model ({class_name}) is not supported"
+        raise InvalidRequest("model", message)
     if not class_name.startswith("StableDiffusion") or "3" in class_name or "Upscale" in class_name:
         raise InvalidRequest(
             "model",
@@ -170,15 +190,32 @@ def _load_single_file(path: Path, dtype: torch.dtype):
         return load_diffusers_file(path, dtype)
     kind = detect_checkpoint_kind(header)
     sdxl = kind in (CheckpointKind.SDXL, CheckpointKind.SDXL_INPAINT)
+    sd2 = kind in SD2_KINDS
     sidecar = path.with_name(path.stem + ".config")
-    config = sidecar if (sidecar / "model_index.json").is_file() else (SDXL_CONFIG if sdxl else SD15_CONFIG)
-    kwargs: dict[str, object] = {"tokenizer": CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)}
+    config = sidecar if (sidecar / "model_index.json").is_file() else _shipped_config(kind, path)
+    # OpenCLIP pads with token 0, "!" in CLIP's vocabulary (SDXL's second encoder and SD 2.x's one)
+    kwargs: dict[str, object] = {
+        "tokenizer": CLIPTokenizer.from_pretrained(CLIP_TOKENIZER, **({"pad_token": "!"} if sd2 else {}))
+    }
     if sdxl:
         kwargs["tokenizer_2"] = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER, pad_token="!")
-    if kind in (CheckpointKind.SD1_INPAINT, CheckpointKind.SDXL_INPAINT):
+    if kind in (CheckpointKind.SD1_INPAINT, CheckpointKind.SDXL_INPAINT, CheckpointKind.SD2_INPAINT):
         kwargs["num_in_channels"] = 9
     cls = _pipeline_classes(sdxl)
     pipe = cls.from_single_file(
         str(path), config=str(config), local_files_only=True, dtype=dtype, **kwargs, **_extra_kwargs(sdxl)
     )
+    if sd2:
+        from engine.models.sd2_loading import apply_prediction, decide_prediction
+
+        apply_prediction(pipe, decide_prediction(pipe, path, inpainting=kind is CheckpointKind.SD2_INPAINT))
     return pipe, sdxl
+
+
+def _shipped_config(kind: CheckpointKind, path: Path) -> Path:
+    """The configs shipped for a single file's family (SD 2.x: the 768-v one when its yaml or memo says v)."""
+    if kind in (CheckpointKind.SDXL, CheckpointKind.SDXL_INPAINT):
+        return SDXL_CONFIG
+    if kind is CheckpointKind.SD2:
+        return SD2_V_CONFIG if known_prediction(path) == V_PREDICTION else SD2_CONFIG
+    return SD2_CONFIG if kind is CheckpointKind.SD2_INPAINT else SD15_CONFIG

@@ -69,6 +69,8 @@ class MergeInput:
 
     @property
     def family(self) -> str:
+        if self.kind in (CheckpointKind.SD2, CheckpointKind.SD2_INPAINT):
+            return "SD 2.x"
         return "SDXL" if self.sdxl else "SD 1.x"
 
     @property
@@ -109,6 +111,8 @@ def _folder_input(entry: ModelEntry) -> MergeInput:
     inpainting = model.inpainting
     if model.sdxl:
         kind = CheckpointKind.SDXL_INPAINT if inpainting else CheckpointKind.SDXL
+    elif model.sd2:
+        kind = CheckpointKind.SD2_INPAINT if inpainting else CheckpointKind.SD2
     else:
         kind = CheckpointKind.SD1_INPAINT if inpainting else CheckpointKind.SD1
     specs = {key: spec_of(value) for key, value in state.items()}

@@ -135,7 +135,7 @@ class _Plan:
 
 
 def _family_check(a: MergeInput, other: MergeInput, label: str) -> None:
-    if a.sdxl != other.sdxl:
+    if a.family != other.family:
         raise InvalidRequest(
             "models",
             f"A ({a.entry.name}) is {a.family} but {label} ({other.entry.name}) is {other.family}: "

@@ -225,9 +225,16 @@ class CheckpointKind(StrEnum):
     SD1_INPAINT = "sd1-inpaint"
     SDXL = "sdxl"
     SDXL_INPAINT = "sdxl-inpaint"
+    SD2 = "sd2"
+    SD2_INPAINT = "sd2-inpaint"
 
 
-SUPPORTED_CHECKPOINTS = "supported: SD 1.x and SDXL base single-file checkpoints (normal or inpainting)"
+SD2_KINDS = (CheckpointKind.SD2, CheckpointKind.SD2_INPAINT)
+
+
+SUPPORTED_CHECKPOINTS = (
+    "supported: SD 1.x, SD 2.x and SDXL base single-file checkpoints (normal or inpainting)"
+)
 UNET_PREFIX = "model.diffusion_model."
 UNET_CONV_IN = UNET_PREFIX + "input_blocks.0.0.weight"
 SD1_TEXT_PREFIX = "cond_stage_model.transformer."
@@ -235,6 +242,8 @@ SD2_TEXT_PREFIX = "cond_stage_model.model."
 SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
 SDXL_REFINER_PREFIX = "conditioner.embedders.0.model."
+SD2_DEPTH_PREFIX = "depth_model."  # SD 2 depth2img's MiDaS
+SD2_UNCLIP_PREFIX = "embedder.model."  # SD 2.1 unCLIP's image encoder
 VAE_PREFIX = "first_stage_model."
 _VAE_ONLY_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 _LORA_MARKERS = (".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.", ".hada_w1_a", ".lokr_w1")
@@ -246,13 +255,15 @@ def detect_checkpoint_kind(header: Mapping[str, Any]) -> CheckpointKind:
     _refuse_foreign_layouts(names, header)
     if any(n.startswith(SDXL_OPENCLIP_PREFIX) for n in names) and UNET_CONV_IN in header:
         return CheckpointKind.SDXL_INPAINT if _unet_in_channels(header) == 9 else CheckpointKind.SDXL
+    if any(n.startswith(SD2_TEXT_PREFIX) for n in names) and UNET_CONV_IN in header:
+        return CheckpointKind.SD2_INPAINT if _unet_in_channels(header) == 9 else CheckpointKind.SD2
     if any(n.startswith(SD1_TEXT_PREFIX) for n in names) and UNET_CONV_IN in header:
         return CheckpointKind.SD1_INPAINT if _unet_in_channels(header) == 9 else CheckpointKind.SD1
     raise InvalidRequest("model", f"unknown checkpoint layout{_layout_hint(names)}; {SUPPORTED_CHECKPOINTS}")
 
 
 def _refuse_foreign_layouts(names: list[str], header: Mapping[str, Any]) -> None:
-    """Refuse LoRAs, SD 2.x, SDXL refiner, SD3, Flux and UNets with unexpected input channels, by name."""
+    """Refuse LoRAs, SD 2 depth/x4 upscaler/unCLIP, SDXL refiner, SD3, Flux and other UNets, by name."""
     refusal = _foreign_layout(names, header)
     if refusal:
         raise InvalidRequest("model", f"{refusal}; {SUPPORTED_CHECKPOINTS}")
@@ -273,14 +284,22 @@ def _foreign_layout(names: list[str], header: Mapping[str, Any]) -> str | None:
     if any(n.startswith(SDXL_REFINER_PREFIX) for n in names):
         return "the SDXL refiner cannot be loaded as a checkpoint"
     if any(n.startswith(SD2_TEXT_PREFIX) for n in names):
-        return f"Stable Diffusion 2.x checkpoints are not supported{_sd2_width(header)}"
+        return _sd2_variant(names, header)
+    if any(n.startswith(SD2_UNCLIP_PREFIX) for n in names):
+        return "Stable Diffusion 2.1 unCLIP checkpoints are not supported"
     return None
 
 
-def _sd2_width(header: Mapping[str, Any]) -> str:
-    """' (1024-wide OpenCLIP text encoder)' when the SD 2.x token embedding says so."""
-    shape = _shape(header.get(SD2_TEXT_PREFIX + "token_embedding.weight"))
-    return f" ({shape[-1]}-wide OpenCLIP text encoder)" if shape else ""
+def _sd2_variant(names: list[str], header: Mapping[str, Any]) -> str | None:
+    """The SD 2.x variants that are not text-to-image models, named (depth2img, the x4 upscaler, unCLIP)."""
+    channels = _unet_in_channels(header)
+    if channels == 5 or any(n.startswith(SD2_DEPTH_PREFIX) for n in names):
+        return "the Stable Diffusion 2 depth model (depth2img, 5 input channels) is not supported"
+    if channels == 7:
+        return "the Stable Diffusion x4 upscaler (7 input channels) is not supported; use a models/ESRGAN upscaler"
+    if any(n.startswith(SD2_UNCLIP_PREFIX) for n in names):
+        return "Stable Diffusion 2.1 unCLIP checkpoints are not supported"
+    return None
 
 
 def _layout_hint(names: list[str]) -> str:

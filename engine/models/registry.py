@@ -2,9 +2,10 @@
 A1111 hashes.
 
 Folders follow A1111 (`models/Stable-diffusion`, `models/Lora`, `models/VAE`, `models/hypernetworks`,
-`embeddings`; upscalers in `models/ESRGAN`, `RealESRGAN`, `SwinIR`, `DAT`, `HAT`). Names a user types are
+`embeddings`; upscalers in `models/ESRGAN`, `RealESRGAN`, `SwinIR`, `DAT`, `HAT`; face restorers and the face
+detector in `models/GFPGAN`, `Codeformer`). Names a user types are
 looked up among scanned entries only, so no user text ever becomes a path. Hashes are A1111's: checkpoints
-"AutoV2" (first 10 hex of the file's sha256; upscalers too), LoRAs the
+"AutoV2" (first 10 hex of the file's sha256; upscalers and face models too), LoRAs the
 additional-networks hash (sha256 of a safetensors file's tensor data, after its header; 12 hex), embeddings
 and hypernetworks the file's sha256 (12 hex). They are cached by path, size and mtime in a JSON file.
 
@@ -44,6 +45,8 @@ class ModelKind(StrEnum):
     EMBEDDING = "embedding"
     CONTROLNET = "controlnet"
     UPSCALER = "upscaler"  # ESRGAN, SwinIR, DAT, ... loaded by spandrel (engine/upscaling)
+    FACE_RESTORER = "face restorer"  # GFPGAN, CodeFormer, RestoreFormer, loaded by spandrel (engine/faces)
+    FACE_DETECTOR = "face detector"  # facexlib's detection_Resnet50_Final, beside them (engine/faces)
 
 
 # Which files count, per kind. ".pt"/".bin" embeddings and hypernetworks are A1111's legacy formats, read with
@@ -57,9 +60,15 @@ ACCEPTED_SUFFIXES: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.CONTROLNET: (".safetensors",),
     # A1111's upscaler files are mostly `.pth` state dicts: read with torch.load(weights_only=True) only.
     ModelKind.UPSCALER: (".safetensors", ".pth", ".pt"),
+    ModelKind.FACE_RESTORER: (".safetensors", ".pth", ".pt"),
+    ModelKind.FACE_DETECTOR: (".safetensors", ".pth"),
 }
 # A1111's upscaler folders under models/ (the first one is where `salon models` says to put them).
 UPSCALER_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT")
+# A1111's face restorer folders; facexlib keeps its helper files in them (`detection_*`: the face detector,
+# `parsing_*`: the parsing model, not used), so a file's name says which kind it is (`kind_of_face_file`).
+FACE_FOLDERS = ("GFPGAN", "Codeformer")
+FACE_HELPER_PREFIXES = {"detection_": ModelKind.FACE_DETECTOR, "parsing_": None}
 # What makes a folder one diffusers model rather than a folder of files: a pipeline's index, or (ControlNet)
 # a model's own config.json.
 FOLDER_MARKERS: dict[ModelKind, str] = {
@@ -221,6 +230,9 @@ class ModelRegistry:
             ModelKind.UPSCALER: settings.models_path / UPSCALER_FOLDERS[0],
         }
         upscalers = tuple(settings.models_path / name for name in UPSCALER_FOLDERS[1:])
+        for kind in (ModelKind.FACE_RESTORER, ModelKind.FACE_DETECTOR):
+            folders[kind] = settings.models_path / FACE_FOLDERS[0]
+        faces = tuple(settings.models_path / name for name in FACE_FOLDERS[1:])
         from engine.demo import DEMO_MODEL_DIR
 
         return cls(
@@ -229,7 +241,11 @@ class ModelRegistry:
             builtin_checkpoints=[DEMO_MODEL_DIR],
             allow_links_outside=settings.models.allow_links_outside,
             default_file=settings.data_dir / DEFAULT_MODEL_FILE,
-            more_folders={ModelKind.UPSCALER: upscalers},
+            more_folders={
+                ModelKind.UPSCALER: upscalers,
+                ModelKind.FACE_RESTORER: faces,
+                ModelKind.FACE_DETECTOR: faces,
+            },
         )
 
     def refresh(self) -> None:
@@ -280,6 +296,8 @@ class ModelRegistry:
 
     def _file_entry(self, kind: ModelKind, path: Path, refused: list[RefusedFile]) -> ModelEntry | None:
         suffix = path.suffix.lower()
+        if kind in (ModelKind.FACE_RESTORER, ModelKind.FACE_DETECTOR) and kind_of_face_file(path) is not kind:
+            return None
         if suffix in ACCEPTED_SUFFIXES[kind]:
             reason = self.gate.file_refusal(path)  # before any hash: the header decides, not the name
             if reason is not None:
@@ -345,6 +363,12 @@ class ModelRegistry:
             return self.find_fresh(ModelKind.CHECKPOINT, name)
         self.refresh()
         return self.default_checkpoint()
+
+    def flow_kind(self, name: str | None):
+        """The SD 3.5 / Flux family of a checkpoint (None: another family), from its folder or header."""
+        from engine.models.flow_files import entry_kind
+
+        return entry_kind(self.checkpoint(name))
 
     def native_size(self, name: str | None) -> tuple[int, int]:
         """The default image size for a checkpoint (None: the default one): the square it was trained at.
@@ -421,13 +445,36 @@ class ModelRegistry:
         sd-webui-controlnet writes it."""
         if entry.kind is ModelKind.CONTROLNET:
             return self.hashes.get_or_compute(entry, "legacy")
-        length = 10 if entry.kind in (ModelKind.CHECKPOINT, ModelKind.VAE, ModelKind.UPSCALER) else 12
+        length = 10 if entry.kind in AUTOV2_KINDS else 12
         return self.sha256(entry)[:length]
 
 
+AUTOV2_KINDS = (
+    ModelKind.CHECKPOINT,
+    ModelKind.VAE,
+    ModelKind.UPSCALER,
+    ModelKind.FACE_RESTORER,
+    ModelKind.FACE_DETECTOR,
+)
+
+
+def kind_of_face_file(path: Path) -> ModelKind | None:
+    """What a file in models/GFPGAN or models/Codeformer is: a face detector (`detection_…`), nothing Salon
+    uses (`parsing_…`) or a face restorer."""
+    for prefix, kind in FACE_HELPER_PREFIXES.items():
+        if path.name.startswith(prefix):
+            return kind
+    return ModelKind.FACE_RESTORER
+
+
 def native_resolution(entry: ModelEntry) -> int:
-    """The side length a checkpoint was trained at, read from its configs or header (SD 1.x 512, SDXL 1024)."""
+    """The side length a checkpoint was trained at, read from its configs or header (SD 1.x 512, SDXL 1024,
+    SD 2.x 768 for v-prediction, 512 for epsilon: `engine.models.sd2_family`)."""
     folder = entry.path if entry.is_diffusers_folder else entry.path.with_name(entry.path.stem + ".config")
+    from engine.models.flow_files import FLOW_SIDE, flow_kind
+
+    if flow_kind(entry.path, entry.is_diffusers_folder) is not None:  # SD 3.5 and Flux (flow_files)
+        return FLOW_SIDE
     if (folder / "unet" / "config.json").is_file():
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
@@ -435,6 +482,11 @@ def native_resolution(entry: ModelEntry) -> int:
     from engine.models.model_files import CheckpointKind, check_safetensors, detect_checkpoint_kind
 
     kind = detect_checkpoint_kind(check_safetensors(entry.path))
+    if kind in (CheckpointKind.SD2, CheckpointKind.SD2_INPAINT):
+        from engine.models.sd2_family import known_prediction, sd2_side
+
+        inpainting = kind is CheckpointKind.SD2_INPAINT
+        return sd2_side(None if inpainting else known_prediction(entry.path), inpainting)
     return 1024 if kind in (CheckpointKind.SDXL, CheckpointKind.SDXL_INPAINT) else 512
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from core.errors import InvalidRequest
 from engine.prompts.embeddings import Embedding
 from engine.prompts.prompt_syntax import is_break, parse_prompt_attention
 
@@ -58,10 +59,18 @@ class Conditioning:
 class PromptChunker:
     """Turns prompt text into A1111 chunks with one tokenizer and a set of known embeddings."""
 
-    def __init__(self, tokenizer, embeddings: dict[str, Embedding]) -> None:
+    def __init__(
+        self, tokenizer, embeddings: dict[str, Embedding], misfits: dict[str, str] | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.comma_id = tokenizer.convert_tokens_to_ids(",</w>")
         self._lookup = self._embedding_lookup(embeddings)
+        # embeddings of another family a prompt may not name (EmbeddingLibrary.misfits): name → refusal
+        misfits = misfits or {}
+        names = self._token_ids(list(misfits)) if misfits else []
+        self._misfits = {
+            tuple(ids): reason for ids, reason in zip(names, misfits.values(), strict=True) if ids
+        }
 
     def _embedding_lookup(
         self, embeddings: dict[str, Embedding]
@@ -93,6 +102,7 @@ class PromptChunker:
             while position < len(tokens):
                 found = self._embedding_at(tokens, position)
                 if found is None:
+                    self._refuse_misfit(tokens, position)
                     builder.add_token(tokens[position], weight)
                     position += 1
                 else:
@@ -100,6 +110,11 @@ class PromptChunker:
                     builder.add_embedding(embedding, weight)
                     position += len(ids)
         return builder.finish()
+
+    def _refuse_misfit(self, tokens: list[int], position: int) -> None:
+        for ids, reason in self._misfits.items():
+            if tuple(tokens[position : position + len(ids)]) == ids:
+                raise InvalidRequest("prompt", reason)
 
     def _embedding_at(self, tokens: list[int], position: int) -> tuple[list[int], Embedding] | None:
         for ids, embedding in self._lookup.get(tokens[position], ()):

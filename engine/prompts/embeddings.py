@@ -3,7 +3,9 @@
 Readers accept A1111 `.pt` (`string_to_param`), `.safetensors` (`emb_params` or one tensor), diffusers
 concept files (`{token: tensor}`) and SDXL files with `clip_l`/`clip_g` vectors. `.pt`/`.bin` files are
 read with `torch.load(weights_only=True)` and never unpickled otherwise. Like A1111, every embedding whose
-width fits the loaded model is available; others are skipped (and listed as such).
+width fits the loaded model is available; others are skipped (and listed as such). A one-encoder embedding
+of another width on a one-encoder model (SD 1.x's 768 on SD 2.x's 1024, or the reverse) is also a `misfit`:
+a prompt that names it is refused by name, rather than reading its name as words.
 """
 
 from __future__ import annotations
@@ -70,11 +72,12 @@ class EmbeddingLibrary:
         self.registry = registry
         self._cache: dict[tuple[Path, int], dict[str, torch.Tensor]] = {}
         self.skipped: dict[str, str] = {}
+        self.misfits: dict[str, str] = {}  # name → why a prompt naming it is refused (see the docstring)
 
     def for_encoders(self, widths: dict[str, int]) -> dict[str, Embedding]:
         """Embeddings usable with text encoders of these widths ({"clip_l": 768} or with "clip_g": 1280)."""
         usable: dict[str, Embedding] = {}
-        self.skipped = {}
+        self.skipped, self.misfits = {}, {}
         for entry in self.registry.entries(ModelKind.EMBEDDING):
             try:
                 vectors = self._vectors(entry)
@@ -85,6 +88,9 @@ class EmbeddingLibrary:
             matched = _match_encoders(vectors, widths)
             if matched is None:
                 self.skipped[entry.name] = "its vector width does not fit the loaded model"
+                misfit = _other_family(entry.name, vectors, widths)
+                if misfit is not None:
+                    self.misfits[entry.name] = misfit
             else:
                 usable[entry.name] = Embedding(entry.name, matched, entry)
         return usable
@@ -94,6 +100,24 @@ class EmbeddingLibrary:
         if key not in self._cache:
             self._cache[key] = read_embedding_vectors(entry.path)
         return self._cache[key]
+
+
+_FAMILY_OF_WIDTH = {768: "SD 1.x", 1024: "SD 2.x"}
+
+
+def _other_family(name: str, vectors: dict[str, torch.Tensor], widths: dict[str, int]) -> str | None:
+    """Why a one-encoder embedding cannot serve this one-encoder model (another width), or None."""
+    if ANY_ENCODER not in vectors or len(widths) != 1:
+        return None
+    have, want = int(vectors[ANY_ENCODER].shape[1]), next(iter(widths.values()))
+    if have == want:
+        return None
+    family = _FAMILY_OF_WIDTH.get(have, f"a {have}-wide text encoder")
+    model = _FAMILY_OF_WIDTH.get(want, f"{want}-wide")
+    return (
+        f"embedding {name} is for {family} ({have}-wide vectors); this model's text encoder is {model} "
+        f"({want}-wide): use an embedding trained for this model's family"
+    )
 
 
 def _match_encoders(

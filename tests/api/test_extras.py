@@ -45,7 +45,7 @@ async def test_extras_upscale_and_the_upscaler_list(serve, data_dir):
     for extra, field in [
         ({"upscaler_1": "4x-Nope"}, "upscaler_1"),
         ({"upscaling_resize": 20}, "upscaling_resize"),
-        ({"resize_mode": 1}, "resize_mode"),
+        ({"resize_mode": 2}, "resize_mode"),
         ({"gfpgan_visibility": 0.5}, "gfpgan_visibility"),
         ({"upscaler_1": "None"}, "upscaler_1"),
     ]:

@@ -32,6 +32,9 @@ class Registry:
     def checkpoint(self, name):
         raise AssertionError("the size was given; the checkpoint is not looked up")
 
+    def flow_kind(self, name):  # SD 3.5 / Flux defaults (engine.tasks.flow_rules): an SD 1.x checkpoint here
+        return None
+
 
 def _request(options: GenerationOptions, community: CommunitySettings | None = None, size=(64, 64)):
     return generation_request_for(options, SETTINGS, Registry(), Limits(), community, size)  # type: ignore[arg-type]

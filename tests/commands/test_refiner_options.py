@@ -18,6 +18,9 @@ class Registry:
             raise ModelNotFound("model", f"{name!r} is not installed; installed: base, sd_xl_refiner_1.0")
         return SimpleNamespace(name=name)
 
+    def flow_kind(self, name):  # SD 3.5 / Flux defaults (engine.tasks.flow_rules): an SD 1.x checkpoint here
+        return None
+
 
 def _request(settings, **options):
     chosen = GenerationOptions("a lighthouse", **options)

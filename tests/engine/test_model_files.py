@@ -512,6 +512,11 @@ ACCEPTED: list[tuple[str, dict[str, tuple[int, ...]], CheckpointKind]] = [
         {UNET_IN: (4, 9, 3, 3), SDXL_CLIP_L: (7, 4), SDXL_OPENCLIP: (7, 8)},
         CheckpointKind.SDXL_INPAINT,
     ),
+    (
+        "sd2",
+        {UNET_IN: (4, 4, 3, 3), "cond_stage_model.model.token_embedding.weight": (2, 1024)},
+        CheckpointKind.SD2,
+    ),
 ]
 
 
@@ -525,9 +530,9 @@ def test_detects_hand_made_headers(
 
 REFUSED: list[tuple[str, dict[str, tuple[int, ...]], str]] = [
     (
-        "sd2",
-        {UNET_IN: (4, 4, 3, 3), "cond_stage_model.model.token_embedding.weight": (2, 1024)},
-        "2.x.*1024-wide",
+        "sd2-depth",
+        {UNET_IN: (4, 5, 3, 3), "cond_stage_model.model.token_embedding.weight": (2, 1024)},
+        "2 depth model",
     ),
     (
         "sdxl-refiner",
@@ -565,7 +570,7 @@ def test_refuses_unsupported_checkpoints(
     with pytest.raises(InvalidRequest, match=reason) as err:
         detect_checkpoint_kind(check_safetensors(path))
     assert err.value.option == "model"
-    assert "SD 1.x and SDXL" in err.value.message
+    assert "SD 1.x, SD 2.x and SDXL" in err.value.message
 
 
 def test_detects_from_a_loaded_state_dict_too(tmp_path: Path) -> None:

@@ -98,13 +98,19 @@ def test_pickled_checkpoint_is_listed_as_refused_and_a_fake_safetensors_is_refus
 
 
 def test_unsupported_folder_architecture_is_refused(tmp_path):
-    folder = tmp_path / "models" / "Stable-diffusion" / "sd3"
+    folder = tmp_path / "models" / "Stable-diffusion" / "kandinsky"
     folder.mkdir(parents=True)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyV22Pipeline"}))
     engine = Engine(load_settings(None, data_dir=tmp_path))
     with pytest.raises(
-        InvalidRequest, match="model: sd3: StableDiffusion3Pipeline folders are not supported"
+        InvalidRequest, match="model: kandinsky: KandinskyV22Pipeline folders are not supported"
     ):
+        engine.load("kandinsky")
+    # An SD 3.5 folder loads through engine.models.flow_loading, which names what is missing.
+    sd3 = tmp_path / "models" / "Stable-diffusion" / "sd3"
+    sd3.mkdir()
+    (sd3 / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    with pytest.raises(InvalidRequest, match="model: sd3: the T5 tokenizer is missing"):
         engine.load("sd3")
 
 

@@ -31,6 +31,7 @@ async def test_migrations_run_once_and_wal_is_on(tmp_path):
         (2, "long jobs in slices, cancel requests"),
         (3, "front-end details and delivery"),
         (4, "crash blame: solo jobs and where they died"),
+        (5, "the fair order person by person: indexes of the waiting people's lines (jobs/fair_heads.py)"),
     ]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -24,6 +24,8 @@ def test_quick_queue_figures_print_their_table(postgres_url):
         "PostgreSQL queue, 1 worker process",
         "PostgreSQL queue, 4 worker processes",
         "fairness: light user's longest wait",
+        "rows of jobs one claim reads, 1,000 queued, 100 people, person by person",
+        "rows of jobs one claim reads, 10,000 queued, 100 people, whole queue (before)",
     ):
         row = next((line for line in lines if what in line), None)
         assert row is not None, f"no row {what!r} in:\n{result.stdout}"
@@ -36,3 +38,26 @@ def test_quick_queue_figures_print_their_table(postgres_url):
     machine = [line.split()[1] for line in lines if line.startswith("machine")]
     assert machine == ["CPU", "PostgreSQL", "date"]
     assert not any(line.startswith(("catalog", "bot")) for line in lines)  # --only queue
+
+
+def test_separate_hosts_are_emulated_by_pinning_the_server_and_the_bot(postgres_url):
+    """bench/cluster_bot.py `Hosts`: inside `pinned()`, the PostgreSQL server's processes (a backend forked
+    then too) run on the workers' cores and this process on the bot's; everything is unpinned after."""
+    import os
+
+    import psycopg
+
+    from bench.cluster_bot import Hosts, _family
+
+    hosts = Hosts(postgres_url)
+    if len(os.sched_getaffinity(0)) < 2:
+        assert not hosts.possible and "cores" in hosts.why_not
+        return
+    assert hosts.possible, hosts.why_not
+    with hosts.pinned():
+        with psycopg.connect(postgres_url) as db:  # a new backend: forked by the pinned postmaster
+            backend = db.execute("SELECT pg_backend_pid()").fetchone()[0]
+            assert os.sched_getaffinity(backend) == hosts.workers
+        assert all(os.sched_getaffinity(pid) == hosts.workers for pid in _family(hosts.postmaster))
+        assert os.sched_getaffinity(0) == hosts.bot and hosts.bot.isdisjoint(hosts.workers)
+    assert os.sched_getaffinity(0) == hosts.all == os.sched_getaffinity(hosts.postmaster)

@@ -114,3 +114,17 @@ async def test_the_composition_root_opens_the_catalog_on_postgresql(tmp_path, po
     async with open_catalog(settings) as catalog:
         assert await catalog.matching_ids(BrowseQuery("g1", keyword="cat")) == [1]
         assert json.loads((await catalog.fetch("SELECT networks FROM images"))[0]["networks"]) == []
+
+
+async def test_optimizing_merges_both_gin_indexes_pending_entries(tmp_path, postgres_url):
+    """New rows wait in each GIN index's pending list, which every lookup reads in full: the scheduled
+    optimization merges the trigram index's too, not only the words'."""
+    postgres = await open_pg_catalog(postgres_url, tmp_path / "catalog")
+    try:
+        await postgres.bulk_insert([hostile_tests.row(i, f"a red cat {i}", "g1") for i in range(20)])
+        await postgres.optimize_index()
+        for index in ("images_words", "images_text_trigrams"):
+            rows = await postgres.fetch("SELECT gin_clean_pending_list(%s::regclass) AS merged", (index,))
+            assert rows[0]["merged"] == 0, index  # (nothing left to merge)
+    finally:
+        await postgres.close()

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from catalog import pg_search
 from catalog.catalog import Catalog
 from catalog.pg_catalog import PgCatalog
 from catalog.pg_copy import copy_catalog
@@ -212,3 +213,96 @@ def test_word_searches_known_to_be_tricky(both, keyword):
     for guild in GUILDS:
         for negative in NegativeMode:
             compare(both, BrowseQuery(guild, keyword=keyword, negative=negative, page_size=100))
+
+
+# ----- exact searches with a capped count: the count apart, the page by windows of the sort index --------------
+EXACT_CAPPED = [
+    {"keyword": keyword, "regex": regex, "case_sensitive": not regex or sensitive}
+    for keyword, regex, sensitive in [
+        ("cat", False, True), ("red or dog", False, True), ("a and not star", False, True),
+        ("Sampler: E", False, True), ("cat", True, False), ("r[aeiou]d", True, True),
+        ("(dog|star)", True, False), ("kelvin", True, False), ("\\w+", True, True),
+    ]
+]  # fmt: skip
+
+
+def _capped_queries():
+    for options in EXACT_CAPPED:
+        for guild in GUILDS:
+            for cap, page, size, sort, descending in [
+                (1, -1, 25, SortOrder.DATE, True), (4, -1, 100, SortOrder.MODEL, False),
+                (20, 1, 10, SortOrder.SEED, True), (20, 2, 10, SortOrder.RANK, False),
+                (4, 3, 1, SortOrder.DATE, False), (1, 1, 3, SortOrder.CFG, True), (20, -1, 3, SortOrder.STEPS, True),
+            ]:  # fmt: skip
+                yield BrowseQuery(guild, page=page, page_size=size, sort=sort, descending=descending,
+                                  count_cap=cap, **options)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "walk", [(2048, 32768), (1, 10**6), (2, 4)], ids=["windows", "one-row-windows", "too-sparse-listed"]
+)
+def test_capped_exact_searches_give_the_same_pages(both, monkeypatch, walk):
+    """The count read apart and the page walked in windows (down to one row; or given up for the listing
+    after 4 rows) give SQLite's pages, last pages (the last `page_size` matches, also when the cap is below
+    the page size) included."""
+    monkeypatch.setattr(pg_search, "WALK_FIRST", walk[0])
+    monkeypatch.setattr(pg_search, "WALK_ROWS", walk[1])
+    for browse in _capped_queries():
+        compare(both, browse)
+
+
+def test_capped_exact_searches_without_the_count_apart(both, monkeypatch):
+    monkeypatch.setattr(pg_search, "COUNT_APART", False)
+    for browse in _capped_queries():
+        compare(both, browse)
+
+
+def test_the_count_reads_candidates_only_until_the_cap(both):
+    """A regex that every row matches, with a cap of 4: the cursor is left after its first batch (64 rows),
+    and the page is found without listing the candidates."""
+    run, _, postgres, _ = both
+    read: list[int] = []
+    statements: list[str] = []
+    batches, fetch = postgres.batches, postgres.fetch
+
+    async def counting(sql, args, size):
+        async for rows in batches(sql, args, size):
+            read.append(len(rows))
+            yield rows
+
+    async def fetching(sql, args=()):
+        statements.append(sql)
+        return await fetch(sql, args)
+
+    browse = BrowseQuery("g1", keyword="Sampler: ", regex=True, page_size=1, count_cap=4)
+    try:
+        postgres.batches, postgres.fetch = counting, fetching
+        found = run(postgres.search(browse))
+    finally:
+        del postgres.batches, postgres.fetch
+    everything = run(postgres.search(BrowseQuery("g1", keyword="Sampler: ", regex=True, count_cap=None)))
+    assert not found.exact and found.total == 4 and everything.total > 64
+    assert read == [64]
+    assert not any("ORDER BY" in sql and "LIMIT" not in sql for sql in statements), statements
+
+
+def test_a_needed_text_is_looked_up_by_its_runs_and_checked_whole(both):
+    """ "red cat" is looked up in the trigram index as "red" and "cat" (no trigram at a word's edge), and the
+    rows found are still those holding "red cat" (in any ASCII case), checked outside the index."""
+    run, _, postgres, _ = both
+    condition = pg_search._any_case("red cat")
+
+    async def plan_and_count():
+        async with postgres.transaction() as db:
+            await db.execute("SET LOCAL enable_seqscan = off")
+            cursor = await db.execute(f"EXPLAIN SELECT id FROM images WHERE {condition.replace('%%', '%')}")
+            plan = "\n".join(row["QUERY PLAN"] for row in await cursor.fetchall())
+        rows = await postgres.fetch(f"SELECT count(*) AS found FROM images WHERE {condition}")
+        texts = await postgres.fetch("SELECT prompt, negative_prompt, params FROM images")
+        return plan, rows[0]["found"], texts
+
+    plan, found, texts = run(plan_and_count())
+    index_part = plan.split("Index Cond:", 1)[1].split("Filter:", 1)[0]
+    assert "%red%" in index_part and "%cat%" in index_part and "red cat" not in index_part, plan
+    holding = [r for r in texts if "red cat" in "\n".join(r.values()).lower()]
+    assert found == len(holding) > 0

@@ -1,5 +1,7 @@
 """What a claim reads on PostgreSQL (jobs/pg_claims.py): a bounded number of statements and rows, however long
-the queue is, the turns found through the index `jobs_served`; places in line only for the jobs asked for."""
+the queue is (the same rows of `jobs` with 10,000 and 100,000 queued: the waiting people are ranked, not
+their jobs, jobs/fair_heads.py), the turns found through the index `jobs_served`; the whole-queue statement
+as the fall-back when other workers hold every head; places in line only for the jobs asked for."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import json
 import psycopg
 import pytest
 
-from jobs.pg_claims import LOCK_LEAD, claim_next
+from bench.cluster_reads import measure
+from jobs import fair_heads
+from jobs.pg_claims import LOCK_HEAD_LEAD, LOCK_LEAD, claim_next
 from jobs.pg_store import PgJobStore, _record
 from jobs.scheduling import MAX_SKIPS
 
@@ -80,9 +84,38 @@ async def test_a_claim_runs_a_few_statements_and_reads_only_the_batch(store, pos
 async def test_the_turns_come_from_an_index_not_from_every_job_of_a_person(store, postgres_url):
     fill(postgres_url, 5000, 40)
     with psycopg.connect(postgres_url, autocommit=True) as db:
-        args = {"loaded": "m", "max_skips": MAX_SKIPS, "limit": 1}
-        plan = json.dumps(db.execute("EXPLAIN (FORMAT JSON) " + LOCK_LEAD, args).fetchone()[0])
-    assert '"Index Name": "jobs_served"' in plan
+        args = {"loaded": "m", "max_skips": MAX_SKIPS, "limit": 1, "depth": fair_heads.DEPTH}
+        for statement in (LOCK_HEAD_LEAD, LOCK_LEAD):
+            plan = json.dumps(db.execute("EXPLAIN (FORMAT JSON) " + statement, args).fetchone()[0])
+            assert '"Index Name": "jobs_served"' in plan
+
+
+async def test_a_claim_reads_as_many_rows_with_100000_queued_as_with_10000(store, postgres_url):
+    small, large = measure(postgres_url, [10_000, 100_000], people=100, say=lambda line: None)
+    now = "person by person"
+    assert (small.lead[now], small.mates[now]) == (large.lead[now], large.mates[now])
+    assert small.lead[now] <= 12 * 100 and small.mates[now] <= 10 * 100  # a few index entries per person
+    # Before: every queued job, twice (its place in line, then its row).
+    assert large.lead["whole queue"] >= 2 * 100_000 and large.mates["whole queue"] >= 2 * 100_000 - 1
+
+
+async def test_when_other_workers_hold_every_head_the_claim_ranks_the_whole_queue(store, postgres_url):
+    fill(postgres_url, 30, 3)  # 10 jobs each of 3 people: rounds 1 … 10
+    args = {"loaded": "m", "max_skips": MAX_SKIPS, "limit": 1}
+    with psycopg.connect(postgres_url) as other:  # another worker's claims under way: each head locked
+        held = other.execute(
+            "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT %s FOR UPDATE",
+            (3 * fair_heads.DEPTH,),
+        ).fetchall()
+        assert len(held) == 3 * fair_heads.DEPTH
+        with psycopg.connect(postgres_url) as db:
+            expected = db.execute(LOCK_LEAD, args).fetchone()[0]
+            db.rollback()
+            assert db.execute(LOCK_HEAD_LEAD, {**args, "depth": fair_heads.DEPTH}).fetchone() is None
+            db.rollback()
+        async with store._pool.connection() as connection, connection.transaction():
+            rows = await claim_next(connection, _record, "m", 1, HOLDER)
+    assert expected == 3 * fair_heads.DEPTH + 1 and [row["id"] for row in rows] == [expected]
 
 
 async def test_positions_are_computed_only_for_the_jobs_asked_for(store, postgres_url):

@@ -1,0 +1,256 @@
+"""txt2img and img2img on SD 3.5 and Flux through diffusers' own pipelines, with Salon's seeds and LoRAs.
+
+The engine (engine/runner.py) hands a flow-matching model's requests here. Each image's starting noise is
+Salon's (engine.tasks.noise: the image's own CPU generator, variation seeds mixed in), passed to the pipeline as
+`latents=` (Flux's in its packed form), so a seed gives the same image on every path of a device. img2img
+encodes the input itself and gives the pipeline those latents with per-image CPU generators of the seeds.
+The sampler is the flow-matching Euler of the model's scheduler (its shift, and Flux's resolution-dependent
+shift, as the release configures it). Steps report progress and cancel through `callback_on_step_end`.
+
+Prompt emphasis `(word:1.2)` is not applied: the pipelines encode plain text, so weights and BREAK are removed
+from the text and the result says so in a note. `<lora:name:weight>` loads through diffusers'
+`load_lora_weights` (kohya, ai-toolkit, BFL and peft formats it converts), several at once with their weights,
+and is unloaded after the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.errors import InvalidRequest, JobCancelled
+from engine.infotext import format_infotext
+from engine.infotext_values import format_number, hashes_value, salon_version
+from engine.models.flow_files import FLUX, FlowKind, entry_kind
+from engine.models.model_files import load_safetensors
+from engine.prompts.prompt_syntax import extract_extra_networks, is_break, parse_prompt_attention
+from engine.requests import (
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    ResizeMode,
+    RunControl,
+    StepProgress,
+)
+from engine.tasks.flow_rules import FLOW_SAMPLER, FLOW_SCHEDULE, check_flow_request, flow_defaults
+from engine.tasks.noise import initial_noise, make_generators
+from engine.tasks.resize import resize_image
+
+EMPHASIS_NOTE = "prompt emphasis and BREAK are not applied on SD 3.5 / Flux models: the plain text was used"
+
+
+def plain_prompt(prompt: str) -> tuple[str, bool]:
+    """The prompt's text without its tags, emphasis and BREAK, and whether any weight or BREAK was there."""
+    text = extract_extra_networks(prompt)[0]
+    fragments = parse_prompt_attention(text)
+    changed = any(is_break(f) or f[1] != 1.0 for f in fragments)
+    plain = " ".join(f[0].strip() for f in fragments if not is_break(f) and f[0].strip())
+    return plain, changed or plain != text.strip()
+
+
+def run_flow(engine, model, requests: Sequence[GenerationRequest], controls, extra, init_image):
+    """Every image of `requests` (one batch key) on a loaded SD 3.5 / Flux model; `init_image` for img2img,
+    whose strength is the `Denoising strength` the engine put in `extra`."""
+    started = time.perf_counter()
+    kind = entry_kind(model.entry)
+    assert kind is not None, "run_flow is only called for flow-matching models"
+    strength = float(extra["Denoising strength"]) if init_image is not None else None
+    first = requests[0]
+    loras = engine._lora_uses(extract_extra_networks(first.prompt)[1])
+    results = []
+    with _loras_active(model.pipe, loras):
+        lora_info = hashes_value([(u.entry.name, u.short_hash) for u in loras if u.weight != 0])
+        for request, control in zip(requests, controls, strict=True):
+            images, notes = _run_request(
+                model, kind, request, control, extra, init_image, strength, lora_info
+            )
+            results.append(GenerationResult(tuple(images), model.name, model.hash, 0.0, tuple(notes)))
+    elapsed = time.perf_counter() - started
+    return [GenerationResult(r.images, r.model_name, r.model_hash, elapsed, r.notes) for r in results]
+
+
+def _run_request(model, kind, p, control, extra, init_image, strength, lora_info):
+    check_flow_request(p, kind)  # the queue's check again, for callers that bypass it (tests, tools)
+    prompt, emphasis = plain_prompt(p.prompt)
+    negative, negative_emphasis = plain_prompt(p.negative_prompt)
+    defaults = flow_defaults(kind)
+    info: dict[str, str | None] = {
+        "Steps": str(p.steps),
+        "Sampler": FLOW_SAMPLER,
+        "Schedule type": FLOW_SCHEDULE,
+        "CFG scale": format_number(p.cfg_scale),
+        "Distilled CFG Scale": None
+        if defaults.distilled_cfg_scale is None
+        else format_number(defaults.distilled_cfg_scale),
+        "Size": f"{p.width}x{p.height}",
+        "Model hash": model.hash,
+        "Model": model.name,
+        "RNG": "CPU",
+        **extra,
+        "Lora hashes": lora_info,
+        "Version": salon_version(),
+    }
+    images: list[GeneratedImage] = []
+    count = p.batch_size * p.batch_count
+    for start in range(0, count, p.batch_size):
+        seeds = [p.seed + i for i in range(start, start + p.batch_size)]
+        variation = (
+            [p.variation_seed + i for i in range(start, start + p.batch_size)]
+            if p.variation_strength
+            else None
+        )
+        batch = _run_batch(
+            model, kind, p, prompt, negative, seeds, variation, control, start, init_image, strength
+        )
+        for offset, image in enumerate(batch):
+            params = {**info, "Seed": str(seeds[offset])}
+            if variation is not None:
+                params["Variation seed"] = str(variation[offset])
+                params["Variation seed strength"] = format_number(p.variation_strength)
+            text = format_infotext(p.prompt, p.negative_prompt, params)
+            images.append(
+                GeneratedImage(image, seeds[offset], variation and variation[offset], text, start + offset)
+            )
+    notes = [EMPHASIS_NOTE] if emphasis or negative_emphasis else []
+    return images, notes
+
+
+def _run_batch(
+    model, kind, p, prompt, negative, seeds, variation, control, first_index, init_image, strength
+):
+    pipe = model.pipe
+    generators = make_generators(seeds)
+    kwargs = _guidance(kind, p, negative, len(seeds))
+    if init_image is None:
+        kwargs["latents"] = _latents(model, kind, p, generators, variation)
+        run = pipe
+    else:
+        if strength == 0:  # nothing changes: the resized input, as Salon's other img2img path returns it
+            return [_fitted(init_image, p) for _ in seeds]
+        from engine.models.flow_loading import img2img_pipeline
+
+        run = img2img_pipeline(pipe, kind.family)
+        run.set_progress_bar_config(disable=True)
+        kwargs.update(
+            image=_encode(model, init_image, p, len(seeds)), strength=strength, generator=generators
+        )
+    total = p.steps if strength is None else p.steps - int(max(p.steps - p.steps * strength, 0))
+    phase = "txt2img" if init_image is None else "img2img"
+    callback = _StepCallback(model, kind, p, control, phase, total, first_index)
+    with torch.inference_mode():
+        result = run(
+            prompt=[prompt] * len(seeds),
+            num_inference_steps=p.steps,
+            height=p.height,
+            width=p.width,
+            callback_on_step_end=callback,
+            output_type="pil",
+            **kwargs,
+        )
+    return list(result.images)
+
+
+def _guidance(kind: FlowKind, p: GenerationRequest, negative: str, count: int) -> dict[str, object]:
+    """SD3: CFG with the negative prompt. Flux: the distilled guidance (dev) as `guidance_scale`, and true
+    CFG with the negative prompt only when the CFG scale is above 1 (Forge's rule)."""
+    if kind.family != FLUX:
+        return {"guidance_scale": p.cfg_scale, "negative_prompt": [negative] * count}
+    distilled = flow_defaults(kind).distilled_cfg_scale
+    kwargs: dict[str, object] = {"guidance_scale": distilled if distilled is not None else 0.0}
+    if p.cfg_scale > 1:
+        kwargs.update(true_cfg_scale=p.cfg_scale, negative_prompt=[negative or " "] * count)
+    return kwargs
+
+
+def _latent_size(model, p: GenerationRequest) -> tuple[int, int]:
+    factor = model.pipe.vae_scale_factor
+    return p.height // factor, p.width // factor
+
+
+def _latents(model, kind: FlowKind, p, generators, variation) -> torch.Tensor:
+    """Salon's noise for each image (its own seed's generator), in the pipeline's layout."""
+    h, w = _latent_size(model, p)
+    channels = model.latent_channels
+    if kind.family == FLUX:  # Flux packs 2×2 patches: the latent sides are even
+        h, w = 2 * (h // 2), 2 * (w // 2)
+    noise = initial_noise((channels, h, w), generators, variation, p.variation_strength)
+    if kind.family == FLUX:
+        noise = model.pipe._pack_latents(noise, noise.shape[0], channels, h, w)
+    return noise.to(model.device, model.dtype)
+
+
+def _encode(model, image: Image.Image, p: GenerationRequest, count: int) -> torch.Tensor:
+    """The input image fitted to the size, through the VAE (its mean), shifted and scaled as the model's."""
+    vae = model.vae
+    pixels = model.pipe.image_processor.preprocess(_fitted(image, p))
+    pixels = pixels.to(model.device, vae.dtype)
+    with torch.inference_mode():
+        latents = vae.encode(pixels).latent_dist.mode()
+    shift = getattr(vae.config, "shift_factor", 0.0) or 0.0
+    latents = (latents - shift) * vae.config.scaling_factor
+    return latents.repeat(count, 1, 1, 1).to(model.dtype)
+
+
+def _fitted(image: Image.Image, p: GenerationRequest) -> Image.Image:
+    """The input at the request's size (A1111's "Just resize", the one mode these families take)."""
+    return resize_image(ResizeMode.JUST_RESIZE, image.convert("RGB"), p.width, p.height)
+
+
+class _StepCallback:
+    """diffusers' `callback_on_step_end`: cancel between steps, report each step with a cheap preview."""
+
+    def __init__(self, model, kind, p, control: RunControl, phase: str, total: int, first_index: int) -> None:
+        self.model, self.kind, self.p, self.control = model, kind, p, control
+        self.phase, self.total, self.first_index = phase, total, first_index
+        self.step = 0
+
+    def __call__(self, pipe, i, t, tensors):
+        if self.control.cancelled():
+            raise JobCancelled(f"cancelled at step {self.step} of {self.total} ({self.phase})")
+        self.step += 1
+        if self.control.on_step is not None:
+            latents = tensors["latents"].detach()
+            preview = lambda position=0: self._preview(latents, position)  # noqa: E731 - rendered on demand
+            self.control.on_step(StepProgress(self.phase, self.step, self.total, self.first_index, preview))
+        return {}
+
+    def _preview(self, latents: torch.Tensor, position: int) -> Image.Image:
+        """The first three latent channels, each stretched to its range: a rough look, no VAE decode."""
+        if self.kind.family == FLUX:
+            factor = self.model.pipe.vae_scale_factor
+            latents = self.model.pipe._unpack_latents(latents, self.p.height, self.p.width, factor)
+        rgb = latents[position, :3].float().cpu()
+        low = rgb.amin(dim=(1, 2), keepdim=True)
+        high = rgb.amax(dim=(1, 2), keepdim=True)
+        pixels = ((rgb - low) / (high - low).clamp_min(1e-6) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+
+
+@contextlib.contextmanager
+def _loras_active(pipe, uses) -> Iterator[None]:
+    """The prompt's LoRAs loaded as diffusers adapters with their weights for one job, then unloaded."""
+    active = [u for u in uses if u.weight != 0]
+    if not active:
+        yield
+        return
+    names = []
+    try:
+        for number, use in enumerate(active):
+            name = f"salon_{number}"
+            try:
+                pipe.load_lora_weights(load_safetensors(use.entry.path), adapter_name=name)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise InvalidRequest(
+                    "prompt", f"<lora:{use.entry.name}> does not fit this model ({type(exc).__name__}: {exc})"
+                ) from exc
+            names.append(name)
+        pipe.set_adapters(names, [u.weight for u in active])
+        yield
+    finally:
+        if names:
+            pipe.unload_lora_weights()
