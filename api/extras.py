@@ -108,8 +108,13 @@ def model_upscalers(registry: ModelRegistry) -> list[dict[str, Any]]:
 def _refuse_what_salon_does_not_do(body: ExtrasBaseBody) -> None:
     if body.resize_mode not in (0, 1):
         raise Unsupported("resize_mode", "0 (scale by upscaling_resize) or 1 (scale to upscaling_resize_w/h)")
-    if body.upscaler_1 in ("", "None"):
-        raise Unsupported("upscaler_1", "name a model upscaler (GET /sdapi/v1/upscalers lists them)")
+    faces = body.gfpgan_visibility > 0 or body.codeformer_visibility > 0  # A1111: face restoration alone
+    if body.upscaler_1 in ("", "None") and not faces:
+        raise Unsupported(
+            "upscaler_1",
+            "name a model upscaler (GET /sdapi/v1/upscalers lists them), or restore faces alone "
+            "(gfpgan_visibility, codeformer_visibility)",
+        )
 
 
 def _plan(body: ExtrasBaseBody) -> dict[str, Any]:
@@ -132,6 +137,20 @@ def _field(error: InvalidRequest) -> InvalidRequest:
     return InvalidRequest(_FIELD.get(option, option), error.message)
 
 
+async def _finished(service, make_job, body, who):
+    """The record of the job `make_job()` builds, with the body's face restoration, run to its end; a bad value
+    is refused naming the body's field."""
+    try:
+        job = make_job()
+        job = with_faces(job, body.gfpgan_visibility, body.codeformer_visibility, body.codeformer_weight)
+        record = await service.run_long(job, who)
+    except InvalidRequest as error:
+        raise _field(error) from None
+    if record.status is not JobStatus.DONE:
+        raise RuntimeError(f"job {record.id} {record.status.value}: {record.error or ''}")
+    return record
+
+
 def add_extras_routes(app: FastAPI, service) -> None:
     """`POST /sdapi/v1/extra-single-image` (service: api.service.ApiService)."""
     settings = service.settings
@@ -144,14 +163,12 @@ def add_extras_routes(app: FastAPI, service) -> None:
         source = input_from_bytes(
             base64_bytes(body.image, settings.limits, "image"), "extras", settings.limits
         )
-        try:
-            job = upscale_job(settings, source, body.upscaler_1, body.upscaling_resize, **_plan(body))
-            job = with_faces(job, body.gfpgan_visibility, body.codeformer_visibility, body.codeformer_weight)
-            record = await service.run_long(job, who)
-        except InvalidRequest as error:
-            raise _field(error) from None
-        if record.status is not JobStatus.DONE:
-            raise RuntimeError(f"job {record.id} {record.status.value}: {record.error or ''}")
+        record = await _finished(
+            service,
+            lambda: upscale_job(settings, source, body.upscaler_1, body.upscaling_resize, **_plan(body)),
+            body,
+            who,
+        )
         path = await service.queue.results.local(record.results[0])
         from engine.upscaling.extras import read_postprocessing
 
@@ -178,14 +195,14 @@ def add_extras_routes(app: FastAPI, service) -> None:
                 sources.append(input_from_bytes(data, item.name or f"image-{index}", settings.limits, field))
             except InvalidRequest as error:
                 raise InvalidRequest(error.option, f"{item.name}: {error.message}") from None
-        try:
-            job = batch_upscale_job(settings, sources, body.upscaler_1, body.upscaling_resize, **_plan(body))
-            job = with_faces(job, body.gfpgan_visibility, body.codeformer_visibility, body.codeformer_weight)
-            record = await service.run_long(job, who)
-        except InvalidRequest as error:
-            raise _field(error) from None
-        if record.status is not JobStatus.DONE:
-            raise RuntimeError(f"job {record.id} {record.status.value}: {record.error or ''}")
+        record = await _finished(
+            service,
+            lambda: batch_upscale_job(
+                settings, sources, body.upscaler_1, body.upscaling_resize, **_plan(body)
+            ),
+            body,
+            who,
+        )
         from engine.upscaling.extras import read_postprocessing
 
         paths = [await service.queue.results.local(result) for result in record.results]

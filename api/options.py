@@ -1,9 +1,11 @@
 """`/sdapi/v1/options`: A1111's settings as each caller sees them.
 
 A1111 keeps one set of options for the whole server; Salon serves many people from one queue, so the
-options a client sets are its own (kept in memory for its user name while the API runs): the checkpoint and
-the CLIP skip its next requests use when they name none. Every other key A1111 returns is answered with the
-value that describes what Salon does, read-only: setting it to another value is a 422 naming the key.
+options a client sets are its own (kept in memory for its user name while the API runs): the checkpoint, the
+CLIP skip, the face restorer and CodeFormer's weight its next requests use when they name none (the last two
+default to the server's `face_restoration_model` and `code_former_weight`). Every other key A1111 returns is
+answered with the value that describes what Salon does, read-only: setting it to another value is a 422
+naming the key. `face_restorers` is A1111's `GET /sdapi/v1/face-restorers`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from typing import Any
 
 from api.translate import Unsupported, model_title
 from config import Settings
-from core.errors import ModelNotFound
-from engine.models.registry import ModelRegistry
+from core.errors import ModelNotFound, ModelRefused
+from engine.faces.naming import FAMILIES, family
+from engine.models.registry import ModelKind, ModelRegistry
 
-WRITABLE = ("sd_model_checkpoint", "CLIP_stop_at_last_layers")
+WRITABLE = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "face_restoration_model", "code_former_weight")
 
 # A1111's options whose values Salon follows and cannot change (a representative part of A1111's
 # `shared.opts`, v1.10); keys a client reads to learn how the server saves and previews.
@@ -37,7 +40,6 @@ READ_ONLY: dict[str, Any] = {
     "save_to_dirs": True,
     "upscaler_for_img2img": None,
     "face_restoration": False,
-    "face_restoration_model": None,
     "sd_vae": "Automatic",
     "sd_vae_as_default": True,
     "sd_checkpoint_cache": 0,
@@ -90,6 +92,10 @@ class CallerOptions:
             "sd_model_checkpoint": title,
             "sd_checkpoint_hash": self.registry.sha256(entry),
             "CLIP_stop_at_last_layers": mine.get("CLIP_stop_at_last_layers", 1),
+            "face_restoration_model": mine.get(
+                "face_restoration_model", self.settings.face_restoration_model
+            ),
+            "code_former_weight": mine.get("code_former_weight", self.settings.code_former_weight),
         }
 
     def write(self, caller: str, values: dict[str, Any]) -> None:
@@ -107,9 +113,35 @@ class CallerOptions:
                 if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
                     raise Unsupported(key, f"{value!r} is not a whole number from 1 to 12")
                 mine[key] = value
+            elif key == "face_restoration_model":
+                mine[key] = self._restorer(value)
+            elif key == "code_former_weight":
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                    raise Unsupported(key, f"{value!r} is not a number from 0 to 1")
+                mine[key] = float(value)
             elif key in READ_ONLY:
                 if value != READ_ONLY[key] and not (key == "sd_vae" and value in ("Automatic", "None")):
                     raise Unsupported(key, f"read-only in Salon (it is {READ_ONLY[key]!r})")
             else:
                 raise Unsupported(key, "not an option Salon knows")
         self._by_caller[caller] = mine
+
+    def _restorer(self, value: Any) -> str:
+        """A1111's restorer name (CodeFormer, GFPGAN: whether installed or not, as A1111 lists both) or an
+        installed restorer file's stem, as it will be written."""
+        key = "face_restoration_model"
+        if not isinstance(value, str) or not value.strip():
+            raise Unsupported(key, "send CodeFormer, GFPGAN or a face restorer file's name")
+        known = family(value)
+        if known is not None:
+            return known
+        try:
+            return self.registry.find_fresh(ModelKind.FACE_RESTORER, value.strip()).name
+        except (ModelNotFound, ModelRefused) as error:
+            raise Unsupported(key, f"{error.message} (or CodeFormer, GFPGAN)") from None
+
+
+def face_restorers() -> list[dict[str, Any]]:
+    """A1111's `/sdapi/v1/face-restorers`: its two restorers, CodeFormer then GFPGAN (the order A1111 sets
+    them up), each with its folder as `cmd_dir` (relative to the data folder: no server path is shown)."""
+    return [{"name": name, "cmd_dir": f"models/{FAMILIES[name][0]}"} for name in ("CodeFormer", "GFPGAN")]

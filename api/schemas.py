@@ -54,6 +54,8 @@ class GenerationBody(_Body):
     override_settings_restore_afterwards: bool = True
     refiner_checkpoint: str | None = None
     refiner_switch_at: float | None = None
+    distilled_cfg_scale: float | None = None  # Forge's: Flux dev's distilled guidance
+    shift: float | None = None  # SD 3.5 / Flux: the schedule's shift (Salon's; Forge writes `Shift`)
     disable_extra_networks: bool = False
     firstpass_image: str | None = None
     comments: dict[str, Any] | None = None

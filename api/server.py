@@ -23,6 +23,7 @@ from api import listing
 from api.auth import Caller, caller
 from api.extras import add_extras_routes, model_upscalers
 from api.guard import BodyGuard
+from api.options import face_restorers as face_restorer_list
 from api.schemas import (
     EmbeddingsResponse,
     HypernetworkItem,
@@ -184,7 +185,7 @@ def create_app(service: ApiService, host: str = "127.0.0.1", port: int = 7860) -
 
     @route("face-restorers")
     async def face_restorers() -> list[dict[str, Any]]:
-        return []
+        return face_restorer_list()
 
     for path in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):
 

@@ -219,7 +219,8 @@ def generation_options(
         variation_strength=body.subseed_strength,
         **hires,
         **_seed_extras(body, overrides.get("sd_vae")),
-        **_face_restoration(body, overrides),
+        **_face_restoration(body, {**defaults, **overrides}),  # the caller's options, then the body's
+        **_flow_fields(body),
         controlnet=script_units(body.alwayson_scripts, _decoder(settings)),
     )
 
@@ -245,6 +246,19 @@ def _face_restoration(body: GenerationBody, overrides: Mapping[str, Any]) -> dic
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float)):
         raise Unsupported("override_settings.code_former_weight", "send a number from 0 to 1")
     return {"restore_faces": True, "face_restorer": name or None, "code_former_weight": weight}
+
+
+FORGE_DISTILLED_CFG = 3.5  # Forge's default, which its clients send for every model
+
+
+def _flow_fields(body: GenerationBody) -> dict[str, Any]:
+    """Forge's `distilled_cfg_scale` (its default 3.5, sent for any model, is Flux dev's own: none given) and
+    `shift`, for SD 3.5 / Flux; the queue refuses them by name on other models."""
+    distilled = body.distilled_cfg_scale
+    return {
+        "distilled_cfg_scale": None if distilled == FORGE_DISTILLED_CFG else distilled,
+        "shift": body.shift,
+    }
 
 
 def _seed_extras(body: GenerationBody, vae: str | None) -> dict[str, Any]:

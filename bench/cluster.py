@@ -7,7 +7,8 @@
    job behind a heavy user's 1,000; jobs claimed twice (must be 0). The workers run a stand-in engine that
    sleeps a fixed time per image: none of these figures is image throughput. `--before`: each claim figure
    also as before (the whole queue ranked at each claim, jobs/fair_heads.py `WHOLE_QUEUE`), side by side.
-   Then the rows of `jobs` one claim reads (EXPLAIN ANALYZE, bench/cluster_reads.py) with N and 10 N queued.
+   Then the rows of `jobs` one claim reads, and one followed job's place in line (jobs/fair_places.py), each
+   before and after (EXPLAIN ANALYZE, bench/cluster_reads.py) with N and 10 N queued.
 2. Catalog (bench/cluster_catalog.py): bench/catalog.py's query mix at N rows on SQLite FTS5, Whoosh and the
    PostgreSQL catalog, p50/p95 of the whole mix.
 3. Bot (bench/cluster_bot.py): acknowledgement p99 of 200 concurrent interactions, the bot on the PostgreSQL

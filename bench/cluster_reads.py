@@ -1,7 +1,8 @@
 """What one claim reads on PostgreSQL, by the plan (bench/cluster.py's queue part, tests/pg/test_claim_reads.py):
 rows of `jobs` read by the statement that picks the lead and by the one that finds its batch mates, with the
 queue ranked person by person (jobs/fair_heads.py) and ranked in full (jobs/fair_sql.py: before), at several
-queue lengths with the same people waiting.
+queue lengths with the same people waiting; and those read for a followed job's place in line, from its
+round (jobs/fair_places.py) and by ranking the whole queue (before).
 
 "Rows read" is what `EXPLAIN (ANALYZE, FORMAT JSON)` says each scan of `jobs` returned, plus what its filter
 removed, times its loops: the rows the statement touched, whatever they cost in time on a busy machine.
@@ -62,6 +63,8 @@ class Reads:
     lead: dict[str, int]  # "person by person" / "whole queue" → rows read
     mates: dict[str, int]
     lead_ms: dict[str, float]
+    place: dict[str, int]  # rows read for one followed job's place in line (round 3 of its owner's line)
+    place_ms: dict[str, float]
 
 
 def measure(url: str, sizes: list[int], people: int = 100, say=print) -> list[Reads]:
@@ -74,9 +77,9 @@ def measure(url: str, sizes: list[int], people: int = 100, say=print) -> list[Re
     }
     found = []
     for count in sizes:
-        say(f"queue: rows one claim reads, {count:,} queued of {people} people …")
+        say(f"queue: rows one claim and one place in line read, {count:,} queued of {people} people …")
         fill(url, count, people)
-        reads = Reads(count, people, {}, {}, {})
+        reads = Reads(count, people, {}, {}, {}, {}, {})
         with psycopg.connect(url, autocommit=True, options=NO_JIT) as db:
             lead_id = db.execute("SELECT min(id) FROM jobs WHERE status = 'queued'").fetchone()[0]
             for name, (lead, extra, mates) in statements.items():
@@ -86,8 +89,38 @@ def measure(url: str, sizes: list[int], people: int = 100, say=print) -> list[Re
                     started = time.perf_counter()
                     db.execute(lead, {**LEAD_ARGS, **extra}).fetchall()
                     reads.lead_ms[name] = (time.perf_counter() - started) * 1000
+            followed = lead_id + 2 * people  # the first person's third job: round 3, place 2 * people + 1
+            reads.place, reads.place_ms = place_reads(db, followed)
         found.append(reads)
     return found
+
+
+def place_reads(db, job_id: int) -> tuple[dict[str, int], dict[str, float]]:
+    """Rows of `jobs` read for one job's place in line, and the time its statements take, from its round
+    (jobs/fair_places.py: the round's statement, then the places') and by ranking the whole queue
+    (jobs/fair_sql.py `positions`: before)."""
+    from jobs import pg_store
+
+    ids = {"ids": [job_id]}
+    ((_, line_round),) = db.execute(pg_store.ROUNDS, ids).fetchall()
+    statements = {
+        "person by person": [
+            (pg_store.ROUNDS, ids),
+            (pg_store.PLACES, {**ids, "rounds": json.dumps({str(job_id): line_round}), "round": line_round}),
+        ],
+        "whole queue": [(pg_store.POSITIONS, ids)],
+    }
+    reads, took = {}, {}
+    for name, steps in statements.items():
+        reads[name] = sum(rows_read(db, sql, args) for sql, args in steps)
+        times = []
+        for _ in range(3):  # the best of three: a busy machine's noise aside
+            started = time.perf_counter()
+            for sql, args in steps:
+                db.execute(sql, args).fetchall()
+            times.append((time.perf_counter() - started) * 1000)
+        took[name] = min(times)
+    return reads, took
 
 
 def rows(found: list[Reads]) -> list[tuple[str, str, str]]:
@@ -100,5 +133,13 @@ def rows(found: list[Reads]) -> list[tuple[str, str, str]]:
                 f"rows of jobs one claim reads, {reads.queued:,} queued, {reads.people} people, {name}{before}",
                 f"lead {reads.lead[name]:,}, mates {reads.mates[name]:,}",
                 f"EXPLAIN ANALYZE; the lead's statement alone {reads.lead_ms[name]:,.1f} ms",
+            ))  # fmt: skip
+        for name in ("whole queue", "person by person"):
+            before = " (before)" if name == "whole queue" else ""
+            out.append((
+                f"rows of jobs one place in line reads, {reads.queued:,} queued, {reads.people} people, "
+                f"{name}{before}",
+                f"{reads.place[name]:,}",
+                f"a round-3 job; EXPLAIN ANALYZE; its statements alone {reads.place_ms[name]:,.1f} ms (best of 3)",
             ))  # fmt: skip
     return out

@@ -35,32 +35,29 @@ from engine.runner import Engine  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed, sharp focus"
 # The published architectures (diffusers configs of stabilityai/stable-diffusion-3.5-large, black-forest-labs/
-# FLUX.1-dev, google/t5-v1_1-xxl, CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text towers) and toy ones for --tiny.
+# FLUX.1-dev, google/t5-v1_1-xxl, CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text towers) and toy ones for --tiny:
+# what both share (`FIXED`), then their sizes. The transformers' pooled width is the text towers' (`build`).
+FIXED = {
+    "sd3": dict(patch_size=2, in_channels=16, out_channels=16),
+    "flux": dict(patch_size=1, in_channels=64, guidance_embeds=True),
+}
 FULL = {
     "sd3": dict(
         sample_size=128,
-        patch_size=2,
-        in_channels=16,
-        out_channels=16,
         num_layers=38,
         attention_head_dim=64,
         num_attention_heads=38,
         joint_attention_dim=4096,
         caption_projection_dim=2432,
-        pooled_projection_dim=2048,
         pos_embed_max_size=192,
         qk_norm="rms_norm",
     ),
     "flux": dict(
-        patch_size=1,
-        in_channels=64,
         num_layers=19,
         num_single_layers=38,
         attention_head_dim=128,
         num_attention_heads=24,
         joint_attention_dim=4096,
-        pooled_projection_dim=768,
-        guidance_embeds=True,
         axes_dims_rope=(16, 56, 56),
     ),
     "t5": dict(
@@ -73,27 +70,19 @@ FULL = {
 TINY = {
     "sd3": dict(
         sample_size=16,
-        patch_size=2,
-        in_channels=16,
-        out_channels=16,
         num_layers=2,
         attention_head_dim=8,
         num_attention_heads=2,
         joint_attention_dim=32,
         caption_projection_dim=16,
-        pooled_projection_dim=32,
         pos_embed_max_size=32,
     ),
     "flux": dict(
-        patch_size=1,
-        in_channels=64,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
         num_attention_heads=2,
         joint_attention_dim=32,
-        pooled_projection_dim=16,
-        guidance_embeds=True,
         axes_dims_rope=(4, 4, 8),
     ),
     "t5": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
@@ -173,7 +162,9 @@ def build(family: str, folder: Path, sizes: dict, device: torch.device, dtype: t
             tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
             if family == "sd3":
                 sd3_pooled = sizes["clip_l"]["hidden_size"] + sizes["clip_g"]["hidden_size"]
-                transformer = SD3Transformer2DModel(**{**sizes["sd3"], "pooled_projection_dim": sd3_pooled})
+                transformer = SD3Transformer2DModel(
+                    **FIXED["sd3"], **sizes["sd3"], pooled_projection_dim=sd3_pooled
+                )
                 pipe = StableDiffusion3Pipeline(
                     transformer=transformer,
                     scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
@@ -187,7 +178,7 @@ def build(family: str, folder: Path, sizes: dict, device: torch.device, dtype: t
                 )
             else:
                 transformer = FluxTransformer2DModel(
-                    **{**sizes["flux"], "pooled_projection_dim": sizes["clip_l"]["hidden_size"]}
+                    **FIXED["flux"], **sizes["flux"], pooled_projection_dim=sizes["clip_l"]["hidden_size"]
                 )
                 scheduler = FlowMatchEulerDiscreteScheduler(
                     shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15

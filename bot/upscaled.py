@@ -1,5 +1,5 @@
 """What a finished upscale job (kind `upscale`, the Extras tab) posts: the PNG when it fits the upload limit,
-and a line naming the upscaler(s) and the scale or the size asked for."""
+and a line naming the upscaler(s) and the scale or the size asked for, and the face restorers that ran."""
 
 from __future__ import annotations
 
@@ -27,8 +27,11 @@ def upscaled_content(job: JobRecord, user_id: str, note: str) -> str:
     if to and params.get("crop"):
         how += " (cropped)"
     second = f" + {params['upscaler_2']}" if params.get("upscaler_2") else ""
-    text = (
-        f"✅ **upscaled {how} with {params.get('upscaler', '?')}{second}** · <@{user_id}>"
-        f" (job {job.id}, kept in the gallery)"
-    )
+    faces = " and ".join(n for n in ("GFPGAN", "CodeFormer") if params.get(f"{n.lower()}_visibility"))
+    if params.get("upscaler", "?"):
+        done = f"upscaled {how} with {params.get('upscaler', '?')}{second}"
+        done += f", faces with {faces}" if faces else ""
+    else:  # A1111's upscaler None: the faces restored alone
+        done = f"faces restored with {faces}"
+    text = f"✅ **{done}** · <@{user_id}> (job {job.id}, kept in the gallery)"
     return clip(text + (f"\nℹ️ {note}" if note else ""), 2000)

@@ -15,7 +15,6 @@ from pathlib import Path
 from catalog import derived, importing
 from catalog.records import ImageRecord, NewImage
 from catalog.store import Store
-from core.errors import InvalidImage
 
 CHUNK = 2000  # rows added in one transaction, followed by one index commit
 
@@ -30,18 +29,7 @@ async def add_many(
     raises InvalidImage, or, given a `skipped` list, is left out and listed there as "path: reason"."""
     records: list[ImageRecord] = []
     for start in range(0, len(images), chunk):
-        described = await asyncio.get_running_loop().run_in_executor(
-            None, importing.describe_files, images[start : start + chunk], store.paths, max_pixels
-        )
-        part, rows = [], []
-        for image, row in zip(images[start : start + chunk], described, strict=True):
-            if isinstance(row, InvalidImage):
-                if skipped is None:
-                    raise InvalidImage(row.option, f"{image.path}: {row.message}")
-                skipped.append(f"{image.path}: {row.message}")
-            else:
-                part.append(image)
-                rows.append(row)
+        part, rows = await importing.accepted(images[start : start + chunk], store.paths, max_pixels, skipped)
         async with store.transaction() as db:
             ids = []
             for image, row in zip(part, rows, strict=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from catalog.store import Store
 from core.errors import InvalidRequest
@@ -55,18 +56,98 @@ def check_gallery_name(name: str) -> str:
     return name
 
 
-class Galleries:
+class GalleryRules:
+    """What both catalogs' galleries share (`Galleries` here, PgGalleries in catalog/pg_galleries.py): the rules
+    (a new gallery's name, who may curate one, which images it may hold) and the statements both databases
+    spell alike but for the placeholder (`_mark`). `records` is the catalog's store (`get(guild, image_id)`,
+    `transaction()`); each subclass reads its galleries (`get(guild, name)`)."""
+
+    _mark = "?"
+
+    def __init__(self, records: Any) -> None:
+        self._records = records
+
+    async def get(self, guild: str, name: str) -> Gallery | None:
+        raise NotImplementedError
+
+    async def _new_name(self, guild: str, name: str) -> str:
+        """The name of a new gallery, checked, refused when the guild has one of that name."""
+        name = check_gallery_name(name)
+        if await self.get(guild, name) is not None:
+            raise InvalidRequest("name", f"a gallery named {name!r} already exists here")
+        return name
+
+    async def _curated(self, guild: str, name: str, user: str, moderator: bool) -> Gallery:
+        gallery = await self.get(guild, name)
+        if gallery is None:
+            raise InvalidRequest("name", f"there is no gallery named {name!r} here; /gallery list shows them")
+        if gallery.owner != user and not moderator:
+            raise InvalidRequest(
+                "name", f"{gallery.name!r} is curated by its creator <@{gallery.owner}> and moderators"
+            )
+        return gallery
+
+    async def _adding(
+        self, guild: str, name: str, image_ids: list[int], user: str, moderator: bool
+    ) -> Gallery:
+        """The gallery `user` may add these images to, each an image of the guild not deleted."""
+        gallery = await self._curated(guild, name, user, moderator)
+        for image_id in image_ids:
+            record = await self._records.get(guild, image_id)
+            if record is None or record.deleted:
+                raise InvalidRequest("image_id", f"there is no image #{image_id} in this server")
+        return gallery
+
+    async def remove(
+        self, guild: str, name: str, image_ids: list[int], user: str, moderator: bool = False
+    ) -> int:
+        gallery = await self._curated(guild, name, user, moderator)
+        removed = 0
+        async with self._records.transaction() as db:
+            for image_id in image_ids:
+                cursor = await db.execute(
+                    f"DELETE FROM gallery_images WHERE gallery_id = {self._mark} AND image_id = {self._mark}",
+                    (gallery.id, image_id),
+                )
+                removed += cursor.rowcount
+        return removed
+
+    async def delete(self, guild: str, name: str, user: str, moderator: bool = False) -> None:
+        gallery = await self._curated(guild, name, user, moderator)
+        await self._run(f"DELETE FROM galleries WHERE id = {self._mark}", (gallery.id,))
+
+    async def record_post(self, guild: str, image_id: int, channel: str, message: str) -> None:
+        mark = self._mark
+        await self._run(
+            f"UPDATE gallery_posts SET channel = {mark}, message = {mark} "
+            f"WHERE guild = {mark} AND image_id = {mark}",
+            (channel, message, guild, image_id),
+        )
+
+    async def release_post(self, guild: str, image_id: int) -> None:
+        """Forget a reservation whose post could not be made (so a later rating tries again)."""
+        await self._run(
+            f"DELETE FROM gallery_posts WHERE guild = {self._mark} AND image_id = {self._mark} "
+            "AND message IS NULL",
+            (guild, image_id),
+        )
+
+    async def _run(self, sql: str, args: tuple) -> None:
+        async with self._records.transaction() as db:
+            await db.execute(sql, args)
+
+
+class Galleries(GalleryRules):
     """The gallery tables of one catalog (`catalog.galleries`)."""
 
     def __init__(self, store: Store) -> None:
+        super().__init__(store)
         self._store = store
         self._db = store.db
 
     # ----- collections -------------------------------------------------------------------------------------
     async def create(self, guild: str, name: str, owner: str) -> Gallery:
-        name = check_gallery_name(name)
-        if await self.get(guild, name) is not None:
-            raise InvalidRequest("name", f"a gallery named {name!r} already exists here")
+        name = await self._new_name(guild, name)
         async with self._store.transaction() as db:
             cursor = await db.execute(
                 "INSERT INTO galleries (guild, name, owner, created) VALUES (?, ?, ?, ?)",
@@ -92,25 +173,11 @@ class Galleries:
         async with self._db.execute(sql, args) as cursor:
             return [Gallery(*row) for row in await cursor.fetchall()]
 
-    async def _curated(self, guild: str, name: str, user: str, moderator: bool) -> Gallery:
-        gallery = await self.get(guild, name)
-        if gallery is None:
-            raise InvalidRequest("name", f"there is no gallery named {name!r} here; /gallery list shows them")
-        if gallery.owner != user and not moderator:
-            raise InvalidRequest(
-                "name", f"{gallery.name!r} is curated by its creator <@{gallery.owner}> and moderators"
-            )
-        return gallery
-
     async def add(
         self, guild: str, name: str, image_ids: list[int], user: str, moderator: bool = False
     ) -> int:
         """Add this guild's images to a gallery (its creator or a moderator); returns how many were new."""
-        gallery = await self._curated(guild, name, user, moderator)
-        for image_id in image_ids:
-            record = await self._store.get(guild, image_id)
-            if record is None or record.deleted:
-                raise InvalidRequest("image_id", f"there is no image #{image_id} in this server")
+        gallery = await self._adding(guild, name, image_ids, user, moderator)
         added = 0
         async with self._store.transaction() as db:
             async with db.execute(
@@ -124,24 +191,6 @@ class Galleries:
                 )
                 added += cursor.rowcount
         return added
-
-    async def remove(
-        self, guild: str, name: str, image_ids: list[int], user: str, moderator: bool = False
-    ) -> int:
-        gallery = await self._curated(guild, name, user, moderator)
-        async with self._store.transaction() as db:
-            removed = 0
-            for image_id in image_ids:
-                cursor = await db.execute(
-                    "DELETE FROM gallery_images WHERE gallery_id = ? AND image_id = ?", (gallery.id, image_id)
-                )
-                removed += cursor.rowcount
-        return removed
-
-    async def delete(self, guild: str, name: str, user: str, moderator: bool = False) -> None:
-        gallery = await self._curated(guild, name, user, moderator)
-        async with self._store.transaction() as db:
-            await db.execute("DELETE FROM galleries WHERE id = ?", (gallery.id,))
 
     # ----- the gallery channel -------------------------------------------------------------------------------
     async def stars(self, image_id: int) -> int:
@@ -158,21 +207,6 @@ class Galleries:
                 (guild, image_id, time.time()),
             )
             return cursor.rowcount == 1
-
-    async def record_post(self, guild: str, image_id: int, channel: str, message: str) -> None:
-        async with self._store.transaction() as db:
-            await db.execute(
-                "UPDATE gallery_posts SET channel = ?, message = ? WHERE guild = ? AND image_id = ?",
-                (channel, message, guild, image_id),
-            )
-
-    async def release_post(self, guild: str, image_id: int) -> None:
-        """Forget a reservation whose post could not be made (so a later rating tries again)."""
-        async with self._store.transaction() as db:
-            await db.execute(
-                "DELETE FROM gallery_posts WHERE guild = ? AND image_id = ? AND message IS NULL",
-                (guild, image_id),
-            )
 
     async def post_of(self, guild: str, image_id: int) -> GalleryPost | None:
         async with self._db.execute(

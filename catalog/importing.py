@@ -9,6 +9,7 @@ pixels are hashed in bands, so a file costs its decoded size once, never twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import warnings
@@ -92,6 +93,26 @@ def describe_files(images: Sequence[NewImage], form: PathForm, max_pixels: int) 
         except OSError as error:
             rows.append(InvalidImage("image", reason(error)))
     return rows
+
+
+async def accepted(
+    images: Sequence[NewImage], form: PathForm, max_pixels: int, skipped: list[str] | None
+) -> tuple[list[NewImage], list[dict]]:
+    """The images whose files pass (`describe_files`, in a worker thread) and their rows; a refused one raises
+    InvalidImage, or, given a `skipped` list, is left out and listed there as "path: reason"."""
+    described = await asyncio.get_running_loop().run_in_executor(
+        None, describe_files, images, form, max_pixels
+    )
+    kept, rows = [], []
+    for image, row in zip(images, described, strict=True):
+        if isinstance(row, InvalidImage):
+            if skipped is None:
+                raise InvalidImage(row.option, f"{image.path}: {row.message}")
+            skipped.append(f"{image.path}: {row.message}")
+        else:
+            kept.append(image)
+            rows.append(row)
+    return kept, rows
 
 
 def _row(image: NewImage, form: PathForm, max_pixels: int) -> dict:

@@ -25,7 +25,7 @@ from catalog.pg_galleries import PgGalleries
 from catalog.pg_schema import migrate
 from catalog.records import BrowseQuery, ImageRecord, NewImage, Page
 from catalog.schema import record_of
-from core.errors import InvalidImage, SalonError
+from core.errors import SalonError
 
 CONNECT_TIMEOUT_S = 30.0
 CHUNK = 2000  # rows added in one transaction
@@ -152,18 +152,7 @@ class PgCatalog:
         limit = max_pixels or self.max_pixels
         records: list[ImageRecord] = []
         for start in range(0, len(images), chunk):
-            part = images[start : start + chunk]
-            described = await asyncio.get_running_loop().run_in_executor(
-                None, importing.describe_files, part, self.paths, limit
-            )
-            rows = []
-            for image, row in zip(part, described, strict=True):
-                if isinstance(row, InvalidImage):
-                    if skipped is None:
-                        raise InvalidImage(row.option, f"{image.path}: {row.message}")
-                    skipped.append(f"{image.path}: {row.message}")
-                else:
-                    rows.append(row)
+            _, rows = await importing.accepted(images[start : start + chunk], self.paths, limit, skipped)
             records += await self.records(await self._insert(rows))
         return records
 

@@ -5,40 +5,24 @@ kept on the row, as catalog/ratings.py does), and the recycle bin (rows marked d
 
 from __future__ import annotations
 
-import shutil
+import functools
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from catalog import pg_words
+from catalog import pg_words, ratings, recycle_bin
 from catalog.records import ImageRecord
-from core.errors import InvalidRequest
 
 PgCatalog = Any  # catalog/pg_catalog.py (not imported: it imports this module)
 
 
 async def rate(catalog: PgCatalog, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:
-    """Set, change (score 1–5) or remove (None) one user's rating; the mean and count follow, in one
-    transaction (the mean is SQLite's AVG: the sum over the count, in double precision)."""
-    if score is not None and (not isinstance(score, int) or not 1 <= score <= 5):
-        raise InvalidRequest("score", f"{score!r} is not a whole number from 1 to 5")
-    await catalog.existing(guild, image_id)
-    async with catalog.transaction() as db:
-        if score is None:
-            await db.execute('DELETE FROM ratings WHERE image_id = %s AND "user" = %s', (image_id, user))
-        else:
-            await db.execute(
-                'INSERT INTO ratings VALUES (%s, %s, %s, %s) ON CONFLICT (image_id, "user") '
-                "DO UPDATE SET score = excluded.score, rated_at = excluded.rated_at",
-                (image_id, user, score, time.time()),
-            )
-        await db.execute(
-            "UPDATE images SET (rank_mean, rank_count) = (SELECT SUM(score)::double precision / COUNT(*), "
-            "COUNT(*) FROM ratings WHERE image_id = %s) WHERE id = %s",
-            (image_id, image_id),
-        )
-    return await catalog.existing(guild, image_id)
+    """Set, change (score 1–5) or remove (None) one user's rating: catalog/ratings.py's `rate`, the mean as
+    SQLite's AVG (the sum over the count, in double precision)."""
+    return await ratings.rate(
+        catalog, guild, image_id, user, score, "%s", "SUM(score)::double precision / COUNT(*)"
+    )
 
 
 async def top_images(
@@ -74,49 +58,31 @@ def _rescoped(guild: str, deleted: bool) -> tuple[str, str]:
 
 
 async def delete(catalog: PgCatalog, guild: str, image_ids: Iterable[int]) -> int:
-    """Move images (rows stay, marked deleted; files into the recycle bin). Returns how many moved."""
-    moved = 0
-    for image_id in image_ids:
-        record = await catalog.existing(guild, image_id)
-        if record.deleted:
-            continue
-        target = catalog.recycle_bin / f"{record.id}-{record.filename}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source = Path(record.path)
-        if source.exists():
-            if await _shared(catalog, record):
-                shutil.copy2(source, target)  # another guild's row still shows this file
-            else:
-                shutil.move(source, target)
+    """Move images (rows stay, marked deleted, their scope token too; files into the recycle bin: catalog/
+    recycle_bin.py `into_bin`). Returns how many moved."""
+
+    async def mark(image_id: int, recycled: str) -> None:
         await catalog.fetch(
             f"UPDATE images SET deleted_at = %s, recycled_path = %s, {_RESCOPED} WHERE id = %s",
-            (time.time(), catalog.paths.stored(target), *_rescoped(guild, True), image_id),
+            (time.time(), recycled, *_rescoped(guild, True), image_id),
         )
-        moved += 1
-    return moved
+
+    shared = functools.partial(_shared, catalog)
+    return await recycle_bin.into_bin(catalog, guild, image_ids, catalog.recycle_bin, shared, mark)
 
 
 async def restore(catalog: PgCatalog, guild: str, image_ids: Iterable[int]) -> int:
-    restored = 0
-    for image_id in image_ids:
-        record = await catalog.existing(guild, image_id)
-        if not record.deleted:
-            continue
+    async def recycled_path(image_id: int) -> str | None:
         rows = await catalog.fetch("SELECT recycled_path FROM images WHERE id = %s", (image_id,))
-        stored = rows[0]["recycled_path"]
-        recycled = Path(catalog.paths.absolute(stored)) if stored else None
-        if recycled is not None and recycled.exists():
-            if Path(record.path).exists():
-                recycled.unlink()  # the file stayed for another row
-            else:
-                Path(record.path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(recycled, record.path)
+        return rows[0]["recycled_path"]
+
+    async def mark(image_id: int) -> None:
         await catalog.fetch(
             f"UPDATE images SET deleted_at = NULL, recycled_path = NULL, {_RESCOPED} WHERE id = %s",
             (*_rescoped(guild, False), image_id),
         )
-        restored += 1
-    return restored
+
+    return await recycle_bin.out_of_bin(catalog, guild, image_ids, recycled_path, mark)
 
 
 async def purge(catalog: PgCatalog, guild: str, image_ids: Iterable[int] | None = None) -> int:
@@ -140,9 +106,7 @@ async def purge_older_than(catalog: PgCatalog, seconds: float) -> int:
         "SELECT guild, id FROM images WHERE deleted_at IS NOT NULL AND deleted_at < %s",
         (time.time() - seconds,),
     )
-    by_guild: dict[str, list[int]] = {}
-    for row in rows:
-        by_guild.setdefault(row["guild"], []).append(row["id"])
+    by_guild = recycle_bin.by_guild((row["guild"], row["id"]) for row in rows)
     return sum([await purge(catalog, guild, ids) for guild, ids in by_guild.items()])
 
 

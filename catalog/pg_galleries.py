@@ -9,24 +9,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from catalog.galleries import Gallery, GalleryPost, check_gallery_name
-from core.errors import InvalidRequest
+from catalog.galleries import Gallery, GalleryPost, GalleryRules
 
 PgCatalog = Any  # catalog/pg_catalog.py (not imported: it imports this module)
 
 
-class PgGalleries:
+class PgGalleries(GalleryRules):
     """The gallery tables of one PostgreSQL catalog (`catalog.galleries`)."""
 
+    _mark = "%s"
+
     def __init__(self, catalog: PgCatalog) -> None:
+        super().__init__(catalog)
         self._catalog = catalog
         self._fetch = catalog.fetch
 
     # ----- collections -------------------------------------------------------------------------------------
     async def create(self, guild: str, name: str, owner: str) -> Gallery:
-        name = check_gallery_name(name)
-        if await self.get(guild, name) is not None:
-            raise InvalidRequest("name", f"a gallery named {name!r} already exists here")
+        name = await self._new_name(guild, name)
         created = time.time()
         rows = await self._fetch(
             "INSERT INTO galleries (guild, name, owner, created) VALUES (%s, %s, %s, %s) RETURNING id",
@@ -56,25 +56,11 @@ class PgGalleries:
             for row in rows
         ]
 
-    async def _curated(self, guild: str, name: str, user: str, moderator: bool) -> Gallery:
-        gallery = await self.get(guild, name)
-        if gallery is None:
-            raise InvalidRequest("name", f"there is no gallery named {name!r} here; /gallery list shows them")
-        if gallery.owner != user and not moderator:
-            raise InvalidRequest(
-                "name", f"{gallery.name!r} is curated by its creator <@{gallery.owner}> and moderators"
-            )
-        return gallery
-
     async def add(
         self, guild: str, name: str, image_ids: list[int], user: str, moderator: bool = False
     ) -> int:
         """Add this guild's images to a gallery (its creator or a moderator); returns how many were new."""
-        gallery = await self._curated(guild, name, user, moderator)
-        for image_id in image_ids:
-            record = await self._catalog.get(guild, image_id)
-            if record is None or record.deleted:
-                raise InvalidRequest("image_id", f"there is no image #{image_id} in this server")
+        gallery = await self._adding(guild, name, image_ids, user, moderator)
         added = 0
         async with self._catalog.transaction() as db:
             await db.execute("SELECT id FROM galleries WHERE id = %s FOR UPDATE", (gallery.id,))
@@ -92,24 +78,6 @@ class PgGalleries:
                 added += cursor.rowcount
         return added
 
-    async def remove(
-        self, guild: str, name: str, image_ids: list[int], user: str, moderator: bool = False
-    ) -> int:
-        gallery = await self._curated(guild, name, user, moderator)
-        removed = 0
-        async with self._catalog.transaction() as db:
-            for image_id in image_ids:
-                cursor = await db.execute(
-                    "DELETE FROM gallery_images WHERE gallery_id = %s AND image_id = %s",
-                    (gallery.id, image_id),
-                )
-                removed += cursor.rowcount
-        return removed
-
-    async def delete(self, guild: str, name: str, user: str, moderator: bool = False) -> None:
-        gallery = await self._curated(guild, name, user, moderator)
-        await self._fetch("DELETE FROM galleries WHERE id = %s", (gallery.id,))
-
     # ----- the gallery channel -------------------------------------------------------------------------------
     async def stars(self, image_id: int) -> int:
         rows = await self._fetch("SELECT COUNT(*) AS stars FROM favourites WHERE image_id = %s", (image_id,))
@@ -123,19 +91,6 @@ class PgGalleries:
             (guild, image_id, time.time()),
         )
         return len(rows) == 1
-
-    async def record_post(self, guild: str, image_id: int, channel: str, message: str) -> None:
-        await self._fetch(
-            "UPDATE gallery_posts SET channel = %s, message = %s WHERE guild = %s AND image_id = %s",
-            (channel, message, guild, image_id),
-        )
-
-    async def release_post(self, guild: str, image_id: int) -> None:
-        """Forget a reservation whose post could not be made (so a later rating tries again)."""
-        await self._fetch(
-            "DELETE FROM gallery_posts WHERE guild = %s AND image_id = %s AND message IS NULL",
-            (guild, image_id),
-        )
 
     async def post_of(self, guild: str, image_id: int) -> GalleryPost | None:
         rows = await self._fetch(

@@ -24,22 +24,22 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from catalog import patterns, pg_words
-from catalog.keywords import And, Node, Not, Or, Term, check_patterns, encode, parse_keywords, sql_keyword
+from catalog.browse_sql import (
+    SORT_COLUMNS,
+    filter_clauses,
+    has_keyword,
+    keyword_tree,
+    order_by,
+    sliced,
+    window,
+)
+from catalog.keywords import And, Node, Not, Or, Term, encode, sql_keyword
 from catalog.pg_schema import SEARCHED_TEXT
 from catalog.prefilter import keyword_match, regex_match
-from catalog.records import BrowseQuery, NegativeMode, SortOrder, capped_total, searched_columns
-from core.errors import InvalidRequest
+from catalog.records import BrowseQuery, SortOrder, capped_total, searched_columns
 
 Fetch = Callable[[str, tuple], Awaitable[list[dict]]]
 Stream = Callable[[str, tuple, int], AsyncIterator[list[dict]]]  # (statement, arguments, rows per batch)
-SORT_COLUMNS = {
-    SortOrder.DATE: "created",
-    SortOrder.RANK: "rank_mean",
-    SortOrder.SEED: "seed",
-    SortOrder.STEPS: "steps",
-    SortOrder.CFG: "cfg",
-    SortOrder.MODEL: "model",
-}
 SCOPED = "words @@ %s::tsquery"  # a words-only keyword: its tsquery holds the guild and state too
 CHECK_CHUNK = 5000  # candidates read at a time for the exact check
 FIRST_BATCH, LAST_BATCH = 64, 4096  # candidates checked at a time by a capped exact search (doubling)
@@ -66,8 +66,7 @@ async def page(
     if most is not None:
         sql = f"SELECT count(*) AS total FROM (SELECT 1 FROM images WHERE {counted[0]} LIMIT {most}) AS found"
     total, exact = capped_total((await fetch(sql, counted[1]))[0]["total"], most)
-    number, pages = _numbered(browse, total, exact)
-    offset, limit = (number - 1) * browse.page_size, browse.page_size
+    number, pages, offset, limit, descending, backwards = window(browse, total, exact)
     if browse.sort is SortOrder.RANDOM:  # SQLite's order: one draw per id from the query's seed
         found = await fetch(f"SELECT id FROM images WHERE {where}", args)
         draws = {
@@ -75,13 +74,6 @@ async def page(
         }
         ordered = sorted(draws, key=draws.__getitem__)
         return ordered[offset : offset + limit], number, pages, total, exact
-    descending = browse.descending
-    backwards = exact and offset > total // 2
-    if number == -1:  # the last page past the cap: the last `limit` matches, read from the end
-        offset, descending, backwards = 0, not descending, True
-    elif backwards:  # a deep page is near the other end: read it from there, then turn it round
-        limit = min(limit, total - offset)
-        offset, descending = total - offset - limit, not descending
     sql = f"SELECT id FROM images WHERE {where} ORDER BY {_order(browse.sort, descending)} LIMIT %s OFFSET %s"
     ids = [row["id"] for row in await fetch(sql, (*args, limit, offset))]
     if backwards:
@@ -89,21 +81,8 @@ async def page(
     return ids, number, pages, total, exact
 
 
-def _numbered(browse: BrowseQuery, total: int, exact: bool) -> tuple[int, int]:
-    """(the page's number, the number of pages) for `total` matches (more when not `exact`: the last page is
-    then -1, unnumbered); a page past the end is refused."""
-    pages = max(1, -(-total // browse.page_size))
-    if browse.page == -1 and not exact:
-        return -1, pages
-    number = pages if browse.page == -1 else browse.page
-    if not 1 <= number <= pages:
-        raise InvalidRequest("page", f"page {browse.page} does not exist; there are {pages} page(s)")
-    return number, pages
-
-
 def _order(sort: SortOrder, descending: bool) -> str:
-    direction = "DESC NULLS LAST" if descending else "ASC NULLS FIRST"
-    return f"{SORT_COLUMNS[sort]} {direction}, id {'DESC' if descending else 'ASC'}"
+    return order_by(sort, descending, nulls=True)
 
 
 async def _walked(
@@ -127,26 +106,15 @@ async def _walked(
             sql = (
                 f"SELECT id FROM images WHERE id = ANY(%s) ORDER BY {_order(browse.sort, browse.descending)}"
             )
-            return _sliced(browse, [row["id"] for row in await fetch(sql, (kept,))], len(kept), most, False)
+            return sliced(browse, [row["id"] for row in await fetch(sql, (kept,))], len(kept), most, False)
         need = browse.page_size if last else browse.page * browse.page_size
         found = await _windows(fetch, browse, where, args, needed, columns, passes, need)
         if found is None:
             found = await _listed(fetch, browse, candidates, args, columns, passes, need, True)
-        return _sliced(browse, found, most, most, last)
+        return sliced(browse, found, most, most, last)
     target = max(most, browse.page_size) if last else most  # the last page needs its page_size matches
     found = await _listed(fetch, browse, candidates, args, columns, passes, target, bool(needed))
-    return _sliced(browse, found, len(found), most, last)
-
-
-def _sliced(browse: BrowseQuery, found: list[int], counted: int, most: int, backwards: bool):
-    """The page of `found` (the matches in the page's order, or from the end when `backwards`), `counted`
-    matches having been counted up to `most`."""
-    total, exact = capped_total(min(counted, most), most)
-    if backwards:  # every match (then numbered from the start), or the last page's (read backwards)
-        found = found[::-1] if exact else found[: browse.page_size][::-1]
-    number, pages = _numbered(browse, total, exact)
-    offset = max(0, (number - 1) * browse.page_size)
-    return found[offset : offset + browse.page_size], number, pages, total, exact
+    return sliced(browse, found, len(found), most, last)
 
 
 async def _listed(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, columns, passes, target: int,
@@ -227,35 +195,7 @@ async def _filters(fetch: Fetch, browse: BrowseQuery, walk: bool = False):
     holds the scope, without the guild and state conditions, so the GIN index alone can count. With `walk`,
     an exact keyword's check and its trigram condition are left out of the clause and returned apart
     (`_walked`); otherwise that fourth value is None."""
-    if browse.page_size < 1 or browse.page_size > 100:
-        raise InvalidRequest("page_size", f"{browse.page_size} is not from 1 to 100")
-    clauses = ["guild = %s", "deleted_at IS NOT NULL" if browse.deleted else "deleted_at IS NULL"]
-    args: list = [browse.guild]
-    if not browse.include_nsfw:
-        clauses.append("nsfw = 0")
-    if browse.negative is NegativeMode.NONE:
-        clauses.append("negative_prompt = ''")
-    if browse.author:
-        clauses.append("author = %s")
-        args.append(browse.author)
-    if browse.model:
-        clauses.append("model = %s")
-        args.append(browse.model)
-    if browse.favourites_of:
-        clauses.append('id IN (SELECT image_id FROM favourites WHERE "user" = %s)')
-        args.append(browse.favourites_of)
-    if browse.gallery is not None:
-        clauses.append("id IN (SELECT image_id FROM gallery_images WHERE gallery_id = %s)")
-        args.append(browse.gallery)
-    rank = browse.rank
-    if rank.kind == "none":
-        clauses.append("rank_count = 0")
-    elif rank.kind == "exact":
-        clauses.append("rank_mean >= %s AND rank_mean < %s")  # (unrated images have no mean)
-        args += [rank.low - 0.5, rank.low + 0.5]
-    elif rank.kind == "range":
-        clauses.append("rank_mean BETWEEN %s AND %s")
-        args += [rank.low, rank.high]
+    clauses, args = filter_clauses(browse, "%s")
     if browse.filename:
         if browse.regex:
             patterns.compiled(browse.filename, browse.case_sensitive, "filename")
@@ -264,7 +204,7 @@ async def _filters(fetch: Fetch, browse: BrowseQuery, walk: bool = False):
         args.append(ids)
     scoped = False
     check = None
-    if browse.keyword if browse.regex else browse.keyword.strip():
+    if has_keyword(browse):
         walk = walk and (browse.regex or browse.case_sensitive)
         clause, more, check = await _keyword(fetch, browse, " AND ".join(clauses), tuple(args), walk)
         if clause:
@@ -302,11 +242,7 @@ async def _keyword(fetch: Fetch, browse: BrowseQuery, where: str, args: tuple, w
     """The keyword's condition and its arguments: the words' tsquery, or the ids an exact check kept; with
     `walk` (exact searches), no condition and the check apart: ((columns read, the check of one row), the
     trigram candidates' condition, None without one). Otherwise the check is None."""
-    if browse.regex:
-        node: Node = Term(browse.keyword)  # the whole keyword is one regular expression, as in A1111
-        check_patterns(node, browse.case_sensitive)
-    else:
-        node = parse_keywords(browse.keyword)
+    node = keyword_tree(browse)
     if not (browse.regex or browse.case_sensitive):
         if pg_words.is_text(node):
             return (

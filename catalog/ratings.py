@@ -1,36 +1,49 @@
 """Ratings and favourites: one user's score (1–5) of an image, its mean and count kept on the row, and the
 images each user keeps.
 
-SQLite alone: the text index holds nothing a rating changes, so a rating never waits for it.
+SQLite alone: the text index holds nothing a rating changes, so a rating never waits for it. `rate` serves the
+PostgreSQL catalog too (catalog/pg_changes.py), in its placeholders and its spelling of the mean.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from catalog.records import ImageRecord
 from catalog.store import Store
 from core.errors import InvalidRequest
 
 
-async def rate(store: Store, guild: str, image_id: int, user: str, score: int | None) -> ImageRecord:
+async def rate(
+    store: Store | Any,
+    guild: str,
+    image_id: int,
+    user: str,
+    score: int | None,
+    mark: str = "?",
+    mean: str = "AVG(score)",
+) -> ImageRecord:
     """Set, change (score 1–5) or remove (None) one user's rating; the mean and count follow, in one
-    transaction."""
+    transaction. `store` is either catalog's (`existing`, `transaction`), `mark` its driver's placeholder and
+    `mean` its spelling of SQLite's AVG."""
     if score is not None and (not isinstance(score, int) or not 1 <= score <= 5):
         raise InvalidRequest("score", f"{score!r} is not a whole number from 1 to 5")
     await store.existing(guild, image_id)
     async with store.transaction() as db:
         if score is None:
-            await db.execute("DELETE FROM ratings WHERE image_id = ? AND user = ?", (image_id, user))
+            await db.execute(
+                f'DELETE FROM ratings WHERE image_id = {mark} AND "user" = {mark}', (image_id, user)
+            )
         else:
             await db.execute(
-                "INSERT INTO ratings VALUES (?, ?, ?, ?) ON CONFLICT (image_id, user) "
+                f'INSERT INTO ratings VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (image_id, "user") '
                 "DO UPDATE SET score = excluded.score, rated_at = excluded.rated_at",
                 (image_id, user, score, time.time()),
             )
         await db.execute(
             "UPDATE images SET (rank_mean, rank_count) = "
-            "(SELECT AVG(score), COUNT(*) FROM ratings WHERE image_id = ?) WHERE id = ?",
+            f"(SELECT {mean}, COUNT(*) FROM ratings WHERE image_id = {mark}) WHERE id = {mark}",
             (image_id, image_id),
         )
     return await store.existing(guild, image_id)

@@ -15,12 +15,12 @@ import json
 import random
 
 from catalog import derived, patterns, words
-from catalog.keywords import Node, Term, check_patterns, encode, parse_keywords
+from catalog.browse_sql import filter_clauses, has_keyword, keyword_tree, order_by, sliced, window
+from catalog.keywords import Node, encode
 from catalog.prefilter import keyword_match, regex_match
-from catalog.records import BrowseQuery, NegativeMode, Page, SortOrder, capped_total, searched_columns
+from catalog.records import BrowseQuery, Page, SortOrder, capped_total, searched_columns
 from catalog.sqlite_words import SqliteWords
 from catalog.store import Store
-from core.errors import InvalidRequest
 
 SMALL_RESULT = 2_000  # a keyword's matches below this are sorted; above, the sort index is walked
 LARGE_RESULT = 100_000  # from this many matches, the walk probes the words index instead of listing them
@@ -30,15 +30,6 @@ WORDS_IN = "id IN (SELECT rowid FROM images_words WHERE images_words MATCH ?)"
 WORDS_EXISTS = "EXISTS (SELECT 1 FROM images_words WHERE images_words MATCH ? AND rowid = images.id)"
 COUNT_WORDS = "SELECT COUNT(*) FROM images_words WHERE images_words MATCH ?"
 COUNT_WORDS_UP_TO = "SELECT COUNT(*) FROM (SELECT 1 FROM images_words WHERE images_words MATCH ? LIMIT ?)"
-
-SORT_COLUMNS = {
-    SortOrder.DATE: "created",
-    SortOrder.RANK: "rank_mean",  # unrated (NULL) sorts lowest; a plain column, so its index gives the order
-    SortOrder.SEED: "seed",
-    SortOrder.STEPS: "steps",
-    SortOrder.CFG: "cfg",
-    SortOrder.MODEL: "model",
-}
 
 
 @derived.recovering
@@ -50,7 +41,7 @@ async def page(store: Store, browse: BrowseQuery) -> Page:
     where, args, count_match, check = await _filters(store, browse, walk)
     if check is not None:
         return await _walked(store, browse, where, args, check, most)
-    keyword = bool(browse.keyword if browse.regex else browse.keyword.strip())  # as `_filters` decides
+    keyword = has_keyword(browse)
     # With a keyword, count from its matches (+guild: not by walking the guild's index past every row).
     counted = where.replace("guild = ?", "+guild = ?", 1) if keyword else where
     if count_match is not None:  # the words index counts the guild's matches by itself
@@ -62,22 +53,14 @@ async def page(store: Store, browse: BrowseQuery) -> Page:
         async with store.db.execute(sql, args) as cursor:
             total = (await cursor.fetchone())[0]
     total, exact = capped_total(total, most)
-    page, pages = _numbered(browse, total, exact)
-    offset, limit = (page - 1) * browse.page_size, browse.page_size
-    descending = browse.descending
-    backwards = exact and browse.sort is not SortOrder.RANDOM and offset > total // 2
-    if page == -1:  # the last page past the cap: the last `limit` matches, read from the end
-        offset, descending, backwards = 0, not descending, True
-    elif backwards:  # a deep page is near the other end: read it from there, then turn it round
-        limit = min(limit, total - offset)
-        offset, descending = total - offset - limit, not descending
+    page, pages, offset, limit, descending, backwards = window(browse, total, exact)
     if browse.sort is SortOrder.RANDOM:
         order = "salon_random(id)"
         await store.db.create_function(
             "salon_random", 1, lambda i: random.Random(browse.random_seed * 1_000_003 + i).random()
         )
     else:
-        order = _order(browse.sort, descending)
+        order = order_by(browse.sort, descending)
     # Few matches: sort them (driven by the keyword's ids); many: walk the sort index and stop early.
     # Only ids are sorted (a sorter holding whole rows, infotexts included, was 4× slower).
     paged = where
@@ -98,23 +81,6 @@ async def page(store: Store, browse: BrowseQuery) -> Page:
     return Page(tuple(await store.records(ids)), page, pages, total, exact)
 
 
-def _numbered(browse: BrowseQuery, total: int, exact: bool = True) -> tuple[int, int]:
-    """(the page's number, the number of pages) for `total` matches (more when not `exact`: the last page is
-    then -1, unnumbered); a page past the end is refused."""
-    pages = max(1, -(-total // browse.page_size))
-    if browse.page == -1 and not exact:
-        return -1, pages
-    page = pages if browse.page == -1 else browse.page
-    if not 1 <= page <= pages:
-        raise InvalidRequest("page", f"page {browse.page} does not exist; there are {pages} page(s)")
-    return page, pages
-
-
-def _order(sort: SortOrder, descending: bool) -> str:
-    direction = "DESC" if descending else "ASC"
-    return f"{SORT_COLUMNS[sort]} {direction}, id {direction}"
-
-
 async def _walked(store: Store, browse: BrowseQuery, where: str, args: tuple, check, most: int) -> Page:
     """An exact search's page: its candidates (`where`) read in the page's order, checked in batches until
     `most` match; the same matches, in the same order, as checking every candidate and sorting them."""
@@ -124,7 +90,7 @@ async def _walked(store: Store, browse: BrowseQuery, where: str, args: tuple, ch
         where = where.replace("guild = ?", "+guild = ?", 1).replace("deleted_at IS", "+deleted_at IS", 1)
     found: list[int] = []
     last = browse.page == -1  # the last page: walk from the end
-    sql = f"SELECT id FROM images WHERE {where} ORDER BY {_order(browse.sort, browse.descending != last)}"
+    sql = f"SELECT id FROM images WHERE {where} ORDER BY {order_by(browse.sort, browse.descending != last)}"
     passing = f"SELECT id FROM images WHERE id IN (SELECT value FROM json_each(?)) AND {clause}"
     size = FIRST_BATCH
     target = max(most, browse.page_size) if last else most  # the last page holds its page_size matches
@@ -137,12 +103,7 @@ async def _walked(store: Store, browse: BrowseQuery, where: str, args: tuple, ch
                 kept = {row[0] for row in await cursor.fetchall()}
             found += [image_id for image_id in batch if image_id in kept]
             size = min(2 * size, LAST_BATCH)
-    total, exact = capped_total(min(len(found), most), most)
-    if last:  # every match (then numbered from the start), or the last page's (read backwards)
-        found = found[::-1] if exact else found[: browse.page_size][::-1]
-    page, pages = _numbered(browse, total, exact)
-    offset = max(0, (page - 1) * browse.page_size)
-    ids = found[offset : offset + browse.page_size]
+    ids, page, pages, total, exact = sliced(browse, found, len(found), most, last)
     return Page(tuple(await store.records(ids)), page, pages, total, exact)
 
 
@@ -177,43 +138,15 @@ async def _filters(
     """The WHERE clause and its arguments, (when the words index alone can count) the keyword tree, and with
     `walk`, an exact keyword's row check (its SQL and arguments) left out of the clause, which then keeps its
     candidates only (see `_walked`)."""
-    if browse.page_size < 1 or browse.page_size > 100:
-        raise InvalidRequest("page_size", f"{browse.page_size} is not from 1 to 100")
-    clauses = ["guild = ?", "deleted_at IS NOT NULL" if browse.deleted else "deleted_at IS NULL"]
-    args: list = [browse.guild]
-    if not browse.include_nsfw:
-        clauses.append("nsfw = 0")
-    if browse.negative is NegativeMode.NONE:
-        clauses.append("negative_prompt = ''")
+    clauses, args = filter_clauses(browse)
     if browse.filename:
         if browse.regex:
             patterns.compiled(browse.filename, browse.case_sensitive, "filename")
         clauses.append("salon_match(filename, ?, ?, ?, ?)")
         args += [browse.filename, browse.case_sensitive, browse.regex, patterns.deadline()]
-    if browse.author:
-        clauses.append("author = ?")
-        args.append(browse.author)
-    if browse.model:
-        clauses.append("model = ?")
-        args.append(browse.model)
-    if browse.favourites_of:
-        clauses.append("id IN (SELECT image_id FROM favourites WHERE user = ?)")
-        args.append(browse.favourites_of)
-    if browse.gallery is not None:
-        clauses.append("id IN (SELECT image_id FROM gallery_images WHERE gallery_id = ?)")
-        args.append(browse.gallery)
-    rank = browse.rank
-    if rank.kind == "none":
-        clauses.append("rank_count = 0")
-    elif rank.kind == "exact":
-        clauses.append("rank_mean >= ? AND rank_mean < ?")  # (unrated images have no mean)
-        args += [rank.low - 0.5, rank.low + 0.5]
-    elif rank.kind == "range":
-        clauses.append("rank_mean BETWEEN ? AND ?")
-        args += [rank.low, rank.high]
     only_words = len(clauses) == 2 and not args[1:]
     count_match = check = None
-    if browse.keyword if browse.regex else browse.keyword.strip():
+    if has_keyword(browse):
         exact = browse.regex or browse.case_sensitive
         clause, more, node, check = await _keyword_clause(store, browse, walk and exact)
         if check is not None:  # (no trigram prefilter: every row of the guild is a candidate)
@@ -237,11 +170,7 @@ async def _keyword_clause(
 ) -> tuple[str, list, Node, tuple[str, list] | None]:
     """The keyword's SQL condition, its arguments, its parsed expression, and (`walk`, exact searches only) the
     row check apart: the condition is then the trigram prefilter's (empty without one)."""
-    if browse.regex:
-        node = Term(browse.keyword)  # the whole keyword is one regular expression, as in A1111
-        check_patterns(node, browse.case_sensitive)
-    else:
-        node = parse_keywords(browse.keyword)
+    node = keyword_tree(browse)
     if browse.regex or browse.case_sensitive:
         # Exact: evaluated row by row on the same texts as `keywords.matches` (a scan of the guild's rows).
         text = " || char(10) || ".join(searched_columns(browse.negative))

@@ -40,6 +40,8 @@ _TYPED_FIELDS = {
     "refiner_switch_at": "refiner_switch_at",
     "restore_faces": "restore_faces",
     "face_restorer": "face_restorer",
+    "distilled_cfg": "distilled_cfg_scale",
+    "shift": "shift",
 }
 # What GenerationOptions needs where neither the command line nor a PNG says (the others default to None).
 _FIXED_DEFAULTS = {
@@ -159,6 +161,8 @@ def _png_options(path, settings: Settings, registry) -> dict:
         "controlnet": request.controlnet,  # without control images: --control-image gives them again
         "restore_faces": request.face_restorer is not None,  # A1111's `Face restoration: NAME`
         "face_restorer": request.face_restorer,
+        "distilled_cfg_scale": request.distilled_cfg_scale,  # SD 3.5 / Flux (`Distilled CFG Scale`, `Shift`)
+        "shift": request.shift,
     }
 
 

@@ -104,6 +104,19 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
         help="when the refiner takes over, 0–1 of the way through the steps (default 0.8)",
     )
     parser.add_argument(
+        "--distilled-cfg",
+        type=float,
+        default=None,
+        metavar="SCALE",
+        help="Flux dev's distilled guidance, 0–30 (Forge's Distilled CFG Scale; default 3.5)",
+    )
+    parser.add_argument(
+        "--shift",
+        type=float,
+        default=None,
+        help="SD 3.5 / Flux: the flow-matching schedule's shift, 0.1–100 (default: the model's own)",
+    )
+    parser.add_argument(
         "--controlnet",
         action="append",
         default=None,

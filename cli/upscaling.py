@@ -1,8 +1,9 @@
-"""`salon upscale`: the Extras tab's upscale with a model upscaler, as a queue job, followed until the PNGs are
-written (and copied to `--output`). "Scale by" (`--scale`) or "Scale to" (`--to WxH`, `--crop`), a second
-upscaler blended in (`--upscaler-2`, `--upscaler-2-visibility`), and A1111's "Batch Process" / "Batch from
-Directory": several files or folders in one job, each result named after its source; a file that is not a
-picture is reported by name and the others go on."""
+"""`salon upscale`: the Extras tab's upscale with a model upscaler (or its face restorers alone), as a queue
+job, followed until the PNGs are written (and copied to `--output`). "Scale by" (`--scale`) or "Scale to"
+(`--to WxH`, `--crop`), a second upscaler blended in (`--upscaler-2`, `--upscaler-2-visibility`), the face
+restorers (`--gfpgan`, `--codeformer`), and A1111's "Batch Process" / "Batch from Directory": several files or
+folders in one job, each result named after its source; a file that is not a picture is reported by name and
+the others go on."""
 
 from __future__ import annotations
 
@@ -25,7 +26,12 @@ def upscale_parser(sub) -> None:
         nargs="+",
         help="an image file or a catalog image's id; several files or folders make one batch job",
     )
-    upscale.add_argument("--upscaler", required=True, help="the upscaler's name (`salon models` lists them)")
+    upscale.add_argument(
+        "--upscaler",
+        default=None,
+        help="the upscaler's name (`salon models` lists them); leave it out to restore faces only (--gfpgan, "
+        "--codeformer) at the picture's size",
+    )
     upscale.add_argument(
         "--scale",
         default=None,
@@ -162,6 +168,18 @@ def upscale(args: argparse.Namespace, settings: Settings) -> int:
     from commands.upscaling import batch_upscale_job, parse_scale, parse_size, upscale_job
     from jobs.records import JobStatus
 
+    if args.upscaler is None:  # the faces restored alone: nothing is resized
+        resizing = {
+            "scale": args.scale,
+            "to": args.to,
+            "crop": args.crop or None,
+            "upscaler_2": args.upscaler_2,
+        }
+        given = next((name for name, value in resizing.items() if value is not None), None)
+        if given is not None:
+            from core.errors import InvalidRequest
+
+            raise InvalidRequest(given, "resizes with an upscaler: name one with --upscaler")
     visibility = args.upscaler_2_visibility
     if visibility is None:
         visibility = 0.5 if args.upscaler_2 else 0.0
@@ -195,7 +213,10 @@ def upscale(args: argparse.Namespace, settings: Settings) -> int:
     if params.get("upscaler_2"):
         how += f" blending {params['upscaler_2']} at {params['upscaler_2_visibility']:g}"
     count = f"{len(paths)} pictures " if batch else ""
-    console.print(
-        f"upscaled {count}{how} with {params['upscaler']} in {elapsed:.2f}s (job {record.id})", markup=False
-    )
+    faces = " and ".join(n for n in ("GFPGAN", "CodeFormer") if params.get(f"{n.lower()}_visibility"))
+    if params.get("upscaler"):
+        done = f"upscaled {count}{how} with {params['upscaler']}" + (f", faces with {faces}" if faces else "")
+    else:
+        done = f"restored the faces of {count or 'the picture '}with {faces}"
+    console.print(f"{done} in {elapsed:.2f}s (job {record.id})", markup=False)
     return 0

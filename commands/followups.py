@@ -145,6 +145,7 @@ def from_infotext(
         **_seed_extras_of(info, known_vaes, notes),
         **_refiner_of(info, known_models, notes),
         face_restorer=info.params.get("Face restoration") or None,  # A1111's restorer name, run again
+        **_flow_of(info.params, model, notes),
     )
     if request.controlnet:
         notes.append(
@@ -152,6 +153,31 @@ def from_infotext(
             "image, give it again"
         )
     return request, notes
+
+
+# SD 3.5 / Flux keys (Forge's) → request fields
+_FLOW_KEYS = {"Distilled CFG Scale": "distilled_cfg_scale", "Shift": "shift"}
+
+
+def _flow_of(params: dict[str, str], model: str | None, notes: list[str]) -> dict:
+    """Forge's `Distilled CFG Scale` and `Shift` as request fields, when the infotext's model is installed
+    here (another model, the default one, may be SD 1.x / SDXL, which takes neither)."""
+    found = {}
+    for key, field in _FLOW_KEYS.items():
+        if key not in params:
+            continue
+        try:
+            value = float(params[key])
+        except ValueError:
+            notes.append(f"{key} {params[key]!r} is not a number; it is left out")
+            continue
+        if model is None:
+            notes.append(
+                f"{key} is left out: it belongs to the infotext's model, which is not installed here"
+            )
+            continue
+        found[field] = value
+    return found
 
 
 def _refiner_of(info, known_models: set[str], notes: list[str]) -> dict:

@@ -94,6 +94,9 @@ class GenerationOptions:
     restore_faces: bool = False
     face_restorer: str | None = None
     code_former_weight: float | None = None
+    # SD 3.5 / Flux: Flux dev's distilled guidance and the schedule's shift; None: the model's own.
+    distilled_cfg_scale: float | None = None
+    shift: float | None = None
 
 
 def generation_request_for(
@@ -154,6 +157,9 @@ def generation_request_for(
     request = dataclasses.replace(request, **_refiner(options, settings, registry))
     request = dataclasses.replace(request, **_face_restoration(options, settings, registry))
     request = dataclasses.replace(request, hires=hires_extras(options, request.hires))
+    request = dataclasses.replace(
+        request, distilled_cfg_scale=options.distilled_cfg_scale, shift=options.shift
+    )
     if options.controlnet:  # each unit's model must be installed: refused here, naming it, not in the worker
         units = tuple(
             dataclasses.replace(u, model=registry.find_fresh(ModelKind.CONTROLNET, u.model).name)

@@ -84,9 +84,10 @@ def extras_plan(
     upscaler_2_visibility: float = 0.0,
 ) -> ExtrasPlan:
     """What the Extras tab's upscale does: "Scale by" `scale`, or "Scale to" `to` (with "Crop to fit"), and a
-    second upscaler blended in by its visibility (the queue checks names and bounds)."""
-    if not upscaler or not upscaler.strip():
-        raise InvalidRequest("upscaler", "name an upscaler (`salon models` lists them)")
+    second upscaler blended in by its visibility (the queue checks names and bounds). No upscaler (None,
+    "None"): no upscale at all, as in A1111 — the job must then restore faces (the queue checks it)."""
+    if upscaler is None or upscaler.strip() in NO_UPSCALER:
+        return ExtrasPlan("", 1.0)
     second = None if upscaler_2 is None or upscaler_2.strip() in NO_UPSCALER else upscaler_2.strip()
     if second is not None and not upscaler_2_visibility:
         raise InvalidRequest(

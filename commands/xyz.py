@@ -173,6 +173,8 @@ AXES: tuple[AxisKind, ...] = (
     AxisKind("Hires upscale", float, _hires_field("scale"), aliases=("hires scale",)),
     AxisKind("Hires upscaler", str, _upscaler, help="Latent, Lanczos, … or a model upscaler's name"),
     AxisKind("Eta", float, _field("eta")),
+    AxisKind("Distilled CFG Scale", float, _field("distilled_cfg_scale"), aliases=("distilled cfg",)),
+    AxisKind("Shift", float, _field("shift")),
     AxisKind(
         "Refiner checkpoint",
         str,

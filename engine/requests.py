@@ -214,6 +214,11 @@ class GenerationRequest:
     # models/Codeformer file's stem), run on each decoded image; None: off.
     face_restorer: str | None = None
     code_former_weight: float = 0.5  # CodeFormer's fidelity weight (A1111's code_former_weight setting)
+    # SD 3.5 and Flux (engine.tasks.flow): Flux dev's distilled guidance (Forge's `Distilled CFG Scale`) and
+    # the flow-matching schedule's shift (`Shift`; on Flux a fixed shift instead of its size-dependent one).
+    # None: the model's own.
+    distilled_cfg_scale: float | None = None
+    shift: float | None = None
 
     @property
     def params(self) -> GenerationRequest:

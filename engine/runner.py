@@ -172,7 +172,13 @@ class Engine:
         with self._lock:
             for name in wanted[: self.settings.speed.max_models]:
                 model = self.load(name)
-                assert model.fast is not None and self._loras is not None
+                if model.fast is None:  # SD 3.5 / Flux run eagerly through diffusers' pipelines
+                    note = f"{model.name}: no fast path to compile for {model.family} models; loaded only"
+                    log.info("%s", note)
+                    if report is not None:
+                        report(note)
+                    continue
+                assert self._loras is not None
                 self._loras.activate([])
                 seconds += model.fast.warm_up(report)
         return seconds

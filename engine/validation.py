@@ -16,7 +16,7 @@ from core.errors import InvalidRequest
 from engine.controlnet.unit_text import check_units
 from engine.models.flow_files import entry_kind
 from engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest, hires_plan
-from engine.tasks.flow_rules import check_flow_request
+from engine.tasks.flow_rules import MAX_DISTILLED_CFG, SHIFT_RANGE, check_flow_options, check_flow_request
 from engine.tasks.samplers import ETA_SAMPLERS, SamplerTable
 
 SEED_LIMIT = 2**32 - 1
@@ -85,6 +85,10 @@ def _check_generation(p: GenerationRequest, limits: Limits, samplers: SamplerTab
         _check_range("refiner_switch_at", p.refiner_switch_at, 0, 1)
     if p.face_restorer is not None:
         _check_range("code_former_weight", p.code_former_weight, 0, 1)
+    if p.distilled_cfg_scale is not None:
+        _check_range("distilled_cfg_scale", p.distilled_cfg_scale, 0, MAX_DISTILLED_CFG)
+    if p.shift is not None:
+        _check_range("shift", p.shift, *SHIFT_RANGE)
     if p.hires is not None:
         _check_hires(p, limits, samplers)
     if p.blend is not None:
@@ -178,6 +182,8 @@ def check_model_family(request: GenerationRequest | Img2ImgRequest | InpaintRequ
     kind = entry_kind(entry)
     if kind is not None:
         check_flow_request(request, kind)
+    else:  # SD 1.x / SDXL: the flow families' own options refused by name
+        check_flow_options(request.params, None, getattr(entry, "name", "this model"))
 
 
 def _check_img2img(request: Img2ImgRequest, limits: Limits, samplers: SamplerTable) -> None:

@@ -16,6 +16,7 @@ jobs each has) and read, per person, only what the pick needs, through indexes o
   key (`jobs_mates`): only the first `room // n` of a size can join, so nothing that could is left out. Each
   one's round is its place in its owner's whole line, counted through `jobs_line` (its owner's jobs before
   it; cheap for the first jobs of a line, which mates are, and at most a per-person limit of rows).
+Places in line are counted the same way, from a job's round (jobs/fair_places.py, through `before`).
 Same parameters and same rows as the whole-queue statements (tests/jobs/test_fair_sql.py,
 tests/pg/test_fair_sql.py compare both with `FairScheduler`), plus `depth` for `leads`.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-from jobs.fair_sql import LONG, POSTGRES, RANK, Dialect
+from jobs.fair_sql import LONG, POSTGRES, RANK, Dialect, lead_rows, leads_over
 
 DEPTH = 4  # a PostgreSQL claim's rounds per person before it falls back to ranking the whole queue
 # Rank the whole queue instead, as before these statements (bench/cluster.py `--before`: the "before" of its
@@ -43,7 +44,7 @@ def _pick(d: Dialect, alias: str, where: str, order: str, limit: str) -> str:
     )
 
 
-def _by(d: Dialect, index: str) -> str:
+def indexed_by(d: Dialect, index: str) -> str:
     """SQLite's planner would walk an index that also holds finished jobs (a long history): name the
     partial one. PostgreSQL's chooses by its statistics."""
     return "" if d is POSTGRES else f"INDEXED BY {index}"
@@ -54,10 +55,10 @@ def people(d: Dialect) -> str:
     pass-overs and oldest queued id)."""
     return f"""
     owners(owner) AS (
-        SELECT (SELECT owner FROM jobs {_by(d, "jobs_queued_by_owner")} WHERE status = 'queued'
+        SELECT (SELECT owner FROM jobs {indexed_by(d, "jobs_queued_by_owner")} WHERE status = 'queued'
                 ORDER BY owner LIMIT 1)
         UNION ALL
-        SELECT (SELECT j.owner FROM jobs j {_by(d, "jobs_queued_by_owner")}
+        SELECT (SELECT j.owner FROM jobs j {indexed_by(d, "jobs_queued_by_owner")}
                 WHERE j.status = 'queued' AND j.owner > owners.owner ORDER BY j.owner LIMIT 1)
         FROM owners WHERE owners.owner IS NOT NULL
     ), people AS MATERIALIZED (
@@ -84,27 +85,12 @@ def ranked(d: Dialect) -> str:
 
 def leads(d: Dialect, columns: str = "jobs.*") -> str:
     """As jobs/fair_sql.py `leads`, over each person's first `depth` jobs (parameter `depth` ≥ `limit`)."""
-    p = d.param.format
-    rows = (
-        "" if columns.startswith("ranked.") else "JOIN jobs ON jobs.id = ranked.id AND jobs.status = 'queued'"
-    )
+    rows = lead_rows(columns)
     if rows and d is POSTGRES:
         # Else the planner may hash `ranked` against a scan of every queued job: an id list it does not
         # know the length of makes it look them up by primary key.
         rows += " AND jobs.id = ANY(ARRAY(SELECT id FROM ranked))"
-    return f"""
-    WITH RECURSIVE {ranked(d)}, first AS MATERIALIZED (
-        SELECT owner, model, skipped FROM ranked ORDER BY {RANK} LIMIT 1
-    ), alternative AS MATERIALIZED (
-        SELECT ranked.id, first.owner AS passes_over FROM ranked, first
-        WHERE CAST({p("loaded")} AS TEXT) IS NOT NULL AND first.model {d.distinct} {p("loaded")}
-          AND first.skipped < {p("max_skips")} AND ranked.line_round = 1 AND ranked.model = {p("loaded")}
-        ORDER BY ranked.served, ranked.line_first LIMIT 1
-    )
-    SELECT {columns}, alternative.passes_over FROM ranked {rows}
-    LEFT JOIN alternative ON alternative.id = ranked.id
-    ORDER BY alternative.passes_over IS NULL, ranked.line_round, ranked.served, ranked.line_first
-    LIMIT {p("limit")}"""
+    return leads_over(d, f"WITH RECURSIVE {ranked(d)}", columns, rows)
 
 
 def mates(d: Dialect) -> str:
@@ -120,15 +106,6 @@ def mates(d: Dialect) -> str:
         f"AND NOT j.solo AND j.id <> {p('lead')} AND {free}"
     )
     line = f"{LONG}, {d.died}, j.id"
-    # Its owner's queued jobs before it in line, as three index ranges of `jobs_line` (a row-value
-    # comparison would not use the index on SQLite).
-    count = f"SELECT count(*) FROM jobs c {_by(d, 'jobs_line')} WHERE c.status = 'queued' AND c.owner = sized.owner"
-    same_long, same_died = f"{LONG} = sized.line_long", f"{d.died} = sized.line_died"
-    before = (
-        f"({count} AND {LONG} < sized.line_long)"
-        f" + ({count} AND {same_long} AND {d.died} < sized.line_died)"
-        f" + ({count} AND {same_long} AND {same_died} AND c.id < sized.id)"
-    )
     return f"""
     WITH RECURSIVE {people(d)}, sizes(n) AS (
         SELECT 1 WHERE 1 <= {p("room")}
@@ -139,12 +116,28 @@ def mates(d: Dialect) -> str:
                {LONG} AS line_long, {d.died} AS line_died
         FROM people CROSS JOIN sizes {_pick(d, "mate", where, line, p("room"))}
     ), placed AS (
-        SELECT sized.*, 1 + {before} AS line_round
+        SELECT sized.*, 1 + {before(d, "sized")} AS line_round
         FROM sized
     ), numbered AS (
         SELECT id, images, {RANK}, row_number() OVER (PARTITION BY images ORDER BY {RANK}) AS nth FROM placed
     )
     SELECT id FROM numbered WHERE nth * images <= {p("room")} ORDER BY {RANK}"""
+
+
+def before(d: Dialect, job: str) -> str:
+    """How many of its owner's queued jobs come before `job` in line (a CTE's row with the columns `id`,
+    `owner`, `line_long` and `line_died`), as three index ranges of `jobs_line` (a row-value comparison
+    would not use the index on SQLite): its round is one more. Cheap for the first jobs of a line."""
+    count = (
+        f"SELECT count(*) FROM jobs c {indexed_by(d, 'jobs_line')} "
+        f"WHERE c.status = 'queued' AND c.owner = {job}.owner"
+    )
+    same_long, same_died = f"{LONG} = {job}.line_long", f"{d.died} = {job}.line_died"
+    return (
+        f"({count} AND {LONG} < {job}.line_long)"
+        f" + ({count} AND {same_long} AND {d.died} < {job}.line_died)"
+        f" + ({count} AND {same_long} AND {same_died} AND c.id < {job}.id)"
+    )
 
 
 def index_sql(d: Dialect) -> str:

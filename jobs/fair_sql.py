@@ -96,12 +96,22 @@ def leads(d: Dialect, columns: str = "jobs.*") -> str:
     that the sort stays narrow) and `passes_over`. Parameters: `loaded` (the worker's loaded model or NULL),
     `max_skips`, `limit`. Columns of `ranked` only (`ranked.id`): the rows of `jobs` are not joined (nothing
     to lock: SQLite's one worker)."""
-    p = d.param.format
-    rows = (
+    return leads_over(d, f"WITH {ranked(d)}", columns, lead_rows(columns))
+
+
+def lead_rows(columns: str) -> str:
+    """The join of `leads` to the rows of `jobs`, none for columns of `ranked` only."""
+    return (
         "" if columns.startswith("ranked.") else "JOIN jobs ON jobs.id = ranked.id AND jobs.status = 'queued'"
     )
+
+
+def leads_over(d: Dialect, ranked_ctes: str, columns: str, rows: str) -> str:
+    """The statement of `leads` after the CTEs `ranked_ctes` (WITH …, ending with `ranked`), joined to `rows`
+    (here and in jobs/fair_heads.py, which ranks each person's first jobs only)."""
+    p = d.param.format
     return f"""
-    WITH {ranked(d)}, first AS MATERIALIZED (
+    {ranked_ctes}, first AS MATERIALIZED (
         SELECT owner, model, skipped FROM ranked ORDER BY {RANK} LIMIT 1
     ), alternative AS MATERIALIZED (
         SELECT ranked.id, first.owner AS passes_over FROM ranked, first
@@ -138,7 +148,8 @@ def mates(d: Dialect) -> str:
 
 def positions(d: Dialect) -> str:
     """The place in line (1 = next, affinity aside: `FairScheduler.positions`) of the queued jobs whose ids
-    are in `ids` (PostgreSQL: an array; SQLite: a JSON array), or of all of them when `ids` is NULL."""
+    are in `ids` (PostgreSQL: an array; SQLite: a JSON array), or of all of them when `ids` is NULL, every
+    queued job ranked: the stores ask it for all of them, jobs/fair_places.py for a few (the reference)."""
     if d is POSTGRES:
         wanted = "CAST(%(ids)s AS BIGINT[]) IS NULL OR id = ANY(%(ids)s)"
     else:

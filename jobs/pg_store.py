@@ -37,7 +37,9 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from jobs import fair_heads
 from jobs.blame import Point, judge
+from jobs.fair_places import FOLLOWED_AT_MOST, places, places_of, rounds
 from jobs.fair_sql import POSTGRES, positions
 from jobs.pg_claims import claim_next
 from jobs.pg_schema import DatabaseUnavailable, migrate
@@ -55,7 +57,8 @@ REQUEUED_SOLO = "the worker died during its batch; queued again to run alone"
 LONG_KINDS = [kind.value for kind in JobKind if kind.long]
 
 
-POSITIONS = positions(POSTGRES)
+POSITIONS = positions(POSTGRES)  # every queued job ranked: all places, or before jobs/fair_places.py
+ROUNDS, PLACES = rounds(POSTGRES), places(POSTGRES)
 
 
 class PgJobStore:
@@ -172,6 +175,16 @@ class PgJobStore:
         of the rows (jobs/fair_sql.py; `scheduler` is for the SQLite store: here the turns are in the rows)."""
         if job_ids is not None and not job_ids:
             return {}
+        few = job_ids is not None and len(job_ids) <= FOLLOWED_AT_MOST
+        if few and not fair_heads.WHOLE_QUEUE:  # from each job's round (jobs/fair_places.py)
+            async with self._pool.connection() as connection, connection.transaction():
+                # One snapshot for the rounds and the places.
+                await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+                async def rows(sql: str, args: dict[str, Any]) -> list[dict]:
+                    return await (await connection.execute(sql, args)).fetchall()
+
+                return await places_of(rows, ROUNDS, PLACES, job_ids, list, {})
         rows = await self._execute(POSITIONS, {"ids": None if job_ids is None else list(job_ids)})
         return {row["id"]: row["place"] for row in rows}
 
@@ -498,13 +511,24 @@ class PgJobStore:
         return rows
 
 
+# As jobs/store.py: the submitter's jobs by index (`jobs_by_owner`), the queue's only up to the limit, in the
+# order of the index of the queued jobs `jobs_queued_by_owner` (else a scan of the table or its primary key
+# might read a long history of finished jobs before them).
+COUNT_PENDING_OF_OWNER = "SELECT COUNT(*) AS n FROM jobs WHERE owner = %s AND status IN ('queued', 'running')"
+COUNT_QUEUED_UPTO = (
+    "SELECT COUNT(*) AS n FROM (SELECT 1 FROM jobs WHERE status = 'queued' "
+    "ORDER BY owner, id LIMIT %s) AS upto"
+)
+
+
 async def _check_limits(connection, owner: str, max_pending_per_user: int, max_queued: int) -> None:
-    cursor = await connection.execute(
-        "SELECT COUNT(*) AS n FROM jobs WHERE owner = %s AND status IN ('queued', 'running')", (owner,)
-    )
+    cursor = await connection.execute(COUNT_PENDING_OF_OWNER, (owner,))
     pending = (await cursor.fetchone())["n"]
-    cursor = await connection.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
+    cursor = await connection.execute(COUNT_QUEUED_UPTO, (max_queued,))
     queued = (await cursor.fetchone())["n"]
+    if queued >= max_queued:  # refused: say how many wait
+        cursor = await connection.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'")
+        queued = (await cursor.fetchone())["n"]
     check_queue_limits(pending, max_pending_per_user, queued, max_queued)
 
 

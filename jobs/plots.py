@@ -24,7 +24,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from core.errors import InvalidRequest, JobCancelled
+from core.errors import InvalidRequest, JobCancelled, ModelNotFound
 from engine.infotext_files import save_image_with_infotext
 from engine.models.registry import ModelRegistry
 from engine.requests import (
@@ -39,7 +39,7 @@ from engine.requests import (
 from engine.tasks.batching import batch_key
 from engine.tasks.samplers import BUILTIN_SAMPLERS, SamplerTable
 from engine.upscaling.naming import with_installed_upscaler
-from engine.validation import check_request
+from engine.validation import check_model_family, check_request
 from jobs.codec import request_from_json, request_to_json
 from jobs.long import Slice, SliceControl
 from jobs.records import JobKind, JobRecord
@@ -160,8 +160,18 @@ class PlotTask:
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise InvalidRequest("cells", f"a cell's request is not readable: {exc}") from None
         cells, registry = [], None
+        entries: dict[str | None, object] = {}  # each cell's checkpoint, for its family's check
         for index, request in enumerate(requests):
             check_request(request, settings.limits, self.samplers)
+            name = request.params.model or settings.default_model
+            if name not in entries:
+                registry = registry or ModelRegistry.from_settings(settings)
+                try:
+                    entries[name] = registry.checkpoint(name)
+                except ModelNotFound:  # a cell's missing checkpoint is named when the cell runs
+                    entries[name] = None
+            if entries[name] is not None:  # SD 3.5 / Flux: what they cannot run, refused by name
+                check_model_family(request, entries[name])
             hires = request.params.hires
             if hires is not None and not isinstance(hires.upscaler, HiresUpscaler):  # a model upscaler
                 registry = registry or ModelRegistry.from_settings(settings)

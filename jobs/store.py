@@ -19,6 +19,7 @@ from core.sqlite import Database, Migration
 from jobs import fair_heads
 from jobs.blame import Point, judge
 from jobs.fair_heads import index_sql
+from jobs.fair_places import FOLLOWED_AT_MOST, places, places_of, rounds
 from jobs.fair_sql import SQLITE, leads, mates, positions
 from jobs.records import JobKind, JobRecord, JobStatus
 from jobs.scheduling import MAX_SKIPS, Choice, FairScheduler, job_images
@@ -82,10 +83,14 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
 SELECT_QUEUED = "SELECT * FROM jobs WHERE status = 'queued' ORDER BY id"
+# A submission's limits: the submitter's queued and running jobs (the index `jobs_by_owner`), then the queue's
+# jobs up to the limit only (`jobs_by_status`): all of them are counted only to say how full a full queue is.
 COUNT_PENDING_OF_OWNER = "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'running')"
+COUNT_QUEUED_UPTO = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' LIMIT ?)"
 COUNT_QUEUED = "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
 SELECT_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = ?"
 SELECT_POSITIONS = positions(SQLITE)
+SELECT_ROUNDS, SELECT_PLACES = rounds(SQLITE), places(SQLITE)
 # The fair order person by person (jobs/fair_heads.py; one worker, nothing locked: exact for `depth` ≥
 # `limit`), or the whole queue ranked (jobs/fair_sql.py) when `fair_heads.WHOLE_QUEUE` says so.
 SELECT_LEADS = {False: fair_heads.leads(SQLITE), True: leads(SQLITE)}
@@ -186,12 +191,21 @@ class JobStore:
 
     async def positions(self, job_ids: Sequence[int] | None, scheduler: FairScheduler) -> dict[int, int]:
         """The places in line (1 = next) of those of `job_ids` that are queued (None: all), in `scheduler`'s
-        turns (jobs/fair_sql.py)."""
+        turns (jobs/fair_sql.py): counted from each job's round (jobs/fair_places.py), or every queued job
+        ranked for None, for more than `FOLLOWED_AT_MOST` or when `fair_heads.WHOLE_QUEUE` says so."""
         if job_ids is not None and not job_ids:
             return {}
+        if job_ids is not None and len(job_ids) <= FOLLOWED_AT_MOST and not fair_heads.WHOLE_QUEUE:
+            return await places_of(
+                self._rows, SELECT_ROUNDS, SELECT_PLACES, job_ids, json.dumps, _turns(scheduler)
+            )
         args = {**_turns(scheduler), "ids": None if job_ids is None else json.dumps(list(job_ids))}
         async with self._db.execute(SELECT_POSITIONS, args) as cursor:
             return {row[0]: row[1] for row in await cursor.fetchall()}
+
+    async def _rows(self, sql: str, args: dict[str, Any]) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, args) as cursor:
+            return list(await cursor.fetchall())
 
     async def has_queued(self, besides: Sequence[int] = ()) -> bool:
         """Whether any job other than `besides` waits."""
@@ -256,8 +270,11 @@ class JobStore:
     async def _check_limits(self, owner: str, max_pending_per_user: int, max_queued: int) -> None:
         async with self._db.execute(COUNT_PENDING_OF_OWNER, (owner,)) as cursor:
             pending = (await cursor.fetchone())[0]
-        async with self._db.execute(COUNT_QUEUED) as cursor:
+        async with self._db.execute(COUNT_QUEUED_UPTO, (max_queued,)) as cursor:
             queued = (await cursor.fetchone())[0]
+        if queued >= max_queued:  # refused: say how many wait
+            async with self._db.execute(COUNT_QUEUED) as cursor:
+                queued = (await cursor.fetchone())[0]
         check_queue_limits(pending, max_pending_per_user, queued, max_queued)
 
     async def transition(

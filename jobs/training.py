@@ -38,6 +38,23 @@ from jobs.training_concepts import (
 PREVIEW_STEPS = 20  # denoising steps of a training preview unless the job says otherwise
 
 
+def _check_base_model(trainer: str, name: str | None, settings: Any) -> None:
+    """The trainers are SD 1.x / SDXL ones: an SD 3.5 or Flux base model is refused by name before the job
+    is queued (a model not installed is left to the run, which names it)."""
+    from core.errors import SalonError
+    from engine.models.registry import ModelRegistry
+
+    try:
+        kind = ModelRegistry.from_settings(settings).flow_kind(name or settings.default_model)
+    except SalonError:
+        return
+    if kind is not None:
+        raise InvalidRequest(
+            "model",
+            f"{trainer} training is not supported on {kind.label} models; train on an SD 1.x or SDXL one",
+        )
+
+
 class TrainTask:
     """The `train` long job kind."""
 
@@ -48,6 +65,7 @@ class TrainTask:
         if trainer not in TRAINERS:
             raise InvalidRequest("kind", f"{trainer!r} is not one of: {', '.join(TRAINERS)}")
         check_name(params.get("name"))
+        _check_base_model(trainer, params.get("model"), settings)
         images = params.get("images")
         if not isinstance(images, list) or not images:
             raise InvalidRequest("images", "there are no training images")

@@ -25,7 +25,7 @@ from core.errors import InvalidRequest
 from engine.faces.extras import faces_params
 from engine.models.registry import ModelKind, ModelRegistry
 from engine.requests import StepProgress
-from engine.upscaling.plan import ExtrasPlan, format_info, plan_from_params, resizer
+from engine.upscaling.plan import NO_UPSCALER, ExtrasPlan, format_info, plan_from_params, resizer
 from jobs.codec import load_image
 from jobs.long import Slice, SliceControl
 from jobs.records import JobKind, JobRecord
@@ -109,19 +109,25 @@ class UpscaleTask:
 
     def check(self, params: dict[str, Any], settings: Any) -> dict[str, Any]:
         plan = plan_from_params(params)
-        if not plan.upscaler:
-            raise InvalidRequest("upscaler", "name an upscaler (salon models lists them)")
         registry = ModelRegistry.from_settings(settings)
-        upscaler = _installed(registry, plan.upscaler, "upscaler")
-        second = _installed(registry, plan.upscaler_2, "upscaler_2") if plan.upscaler_2 else None
-        plan = ExtrasPlan(upscaler, plan.scale, plan.to, plan.crop, second, plan.visibility_2)
+        faces = faces_params(params, registry)
+        if plan.upscaler in NO_UPSCALER:  # A1111's upscaler None: faces restored alone, at the picture's size
+            if not faces:
+                raise InvalidRequest(
+                    "upscaler", "name an upscaler (salon models lists them) or a face restorer's visibility"
+                )
+            plan = ExtrasPlan("", 1.0)
+        else:
+            upscaler = _installed(registry, plan.upscaler, "upscaler")
+            second = _installed(registry, plan.upscaler_2, "upscaler_2") if plan.upscaler_2 else None
+            plan = ExtrasPlan(upscaler, plan.scale, plan.to, plan.crop, second, plan.visibility_2)
         plan.check()
         batch = params.get("images")
         if batch is None:
             item, size = _checked_item(settings, params, "image")
             plan.check(size)
             item["stem"] = safe_stem(item["stem"])
-            return {**plan.to_params(), **faces_params(params, registry), **item}
+            return {**plan.to_params(), **faces, **item}
         if not isinstance(batch, list) or not batch:
             raise InvalidRequest("images", "a batch needs a list of one or more pictures")
         if len(batch) > MAX_BATCH_IMAGES:
@@ -142,7 +148,7 @@ class UpscaleTask:
             )
         for item, stem in zip(items, unique_stems([item["stem"] for item in items]), strict=True):
             item["stem"] = stem
-        return {**plan.to_params(), **faces_params(params, registry), "images": items}
+        return {**plan.to_params(), **faces, "images": items}
 
     def run_slice(
         self, engine, job: JobRecord, state: dict | None, workdir: Path, control: SliceControl

@@ -1,7 +1,11 @@
 """Tiny random-weight face models for the tests: restorers built from spandrel's own architectures (small
 RestoreFormer settings; GFPGAN and CodeFormer at the sizes spandrel's loaders assume), and RetinaFace
 detectors: one of seeded random weights (the state dict pinned against facexlib's own class), and one whose
-heads fire on a single prior of a chosen level, so that exactly one face with chosen landmarks is found."""
+heads fire on a single prior of a chosen level, so that exactly one face with chosen landmarks is found.
+
+The detector's ResNet-50 at A1111's 640 takes seconds a call on a busy CPU: tests that go through the engine
+let the process's face models see pictures at a shorter side of SMALL_SIDE (`detect_small`);
+tests/engine/test_face_detector.py keeps A1111's 640."""
 
 from __future__ import annotations
 
@@ -12,7 +16,18 @@ import torch
 from safetensors.torch import save_file
 
 from engine.faces.restore import FACE_TEMPLATE
-from engine.faces.retinaface import MIN_SIZES, empty_retinaface
+from engine.faces.retinaface import DETECT_SHORT_SIDE, MIN_SIZES, empty_retinaface
+
+SMALL_SIDE = 128  # the detector's view in tests that go through the engine (A1111's is 640)
+
+
+def detect_small(monkeypatch) -> float:
+    """The process's face models (engine.faces.files.FACES) see pictures at a shorter side of SMALL_SIDE for
+    this test; returns the factor a `one_face_detector` side written for A1111's 640 view is multiplied by."""
+    from engine.faces.files import FACES
+
+    monkeypatch.setattr(FACES, "short_side", SMALL_SIDE)
+    return SMALL_SIDE / DETECT_SHORT_SIDE
 
 
 def state_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:

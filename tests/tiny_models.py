@@ -38,9 +38,11 @@ def _tokenizer(pad_token: str | None = None) -> CLIPTokenizer:
     return tok
 
 
-def _text_config(hidden: int, projection: int | None = None) -> CLIPTextConfig:
+def text_config(hidden: int, projection: int | None = None, **changes) -> CLIPTextConfig:
+    """A tiny CLIP text encoder's config, `hidden` wide (with a projection, as SDXL's second encoder), with
+    `changes` (tests/tiny_sd2.py: OpenCLIP's GELU and padding)."""
     extra = {"projection_dim": projection} if projection else {}
-    return CLIPTextConfig(
+    config = dict(
         vocab_size=49408,
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -50,8 +52,51 @@ def _text_config(hidden: int, projection: int | None = None) -> CLIPTextConfig:
         bos_token_id=49406,
         eos_token_id=49407,
         pad_token_id=49407,
-        **extra,
     )
+    return CLIPTextConfig(**{**config, **extra, **changes})
+
+
+def tiny_unet(**changes) -> UNet2DConditionModel:
+    """A tiny UNet: two blocks of 32 and 64 channels over 16×16 latents, with `changes` (block types,
+    attention, conditioning)."""
+    config = dict(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
+    )
+    return UNet2DConditionModel(**{**config, **changes})
+
+
+# SDXL's attention and text_time conditioning, at toy sizes (its UNets' and ControlNets').
+_XL_ATTENTION = dict(
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    transformer_layers_per_block=(1, 2),
+)
+
+
+def _xl_unet(time_and_text: int, cross_attention_dim: int) -> UNet2DConditionModel:
+    """A tiny SDXL UNet (text_time conditioning), `time_and_text` wide time ids plus pooled text."""
+    return tiny_unet(
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_XL_ATTENTION,
+        projection_class_embeddings_input_dim=time_and_text,
+        cross_attention_dim=cross_attention_dim,
+    )
+
+
+def saved(model, path: Path) -> Path:
+    """`model` (a pipeline or a model) saved as a diffusers folder at `path`, replacing what was there."""
+    if path.exists():
+        shutil.rmtree(path)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
 
 
 def _vae() -> AutoencoderKL:
@@ -71,19 +116,14 @@ def _vae() -> AutoencoderKL:
 def build_tiny_sd1(path: Path, seed: int = 0, in_channels: int = 4) -> Path:
     """Write a tiny SD 1.x-architecture diffusers folder at `path` (VAE factor 2, so 64px -> 32 latents)."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=16,
+    unet = tiny_unet(
         in_channels=in_channels,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=8,
-        norm_num_groups=8,
     )
-    text_encoder = CLIPTextModel(_text_config(32))
+    text_encoder = CLIPTextModel(text_config(32))
     pipe = StableDiffusionPipeline(
         vae=_vae(),
         text_encoder=text_encoder,
@@ -94,46 +134,25 @@ def build_tiny_sd1(path: Path, seed: int = 0, in_channels: int = 4) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    if path.exists():
-        shutil.rmtree(path)
-    pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(pipe, path)
 
 
 def build_tiny_sdxl(path: Path, seed: int = 0) -> Path:
     """Write a tiny SDXL-architecture diffusers folder (two text encoders, text_time conditioning)."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=88,  # 6 * 8 time ids + 40 pooled (projected) text
-        cross_attention_dim=80,  # 32 + 48 from the two text encoders
-        norm_num_groups=8,
-    )
+    # Time ids 6 * 8 + 40 pooled (projected) text; 32 + 48 wide text from the two text encoders.
+    unet = _xl_unet(time_and_text=88, cross_attention_dim=80)
     pipe = StableDiffusionXLPipeline(
         vae=_vae(),
-        text_encoder=CLIPTextModel(_text_config(32)),
+        text_encoder=CLIPTextModel(text_config(32)),
         # Widths differ, as in real SDXL (768 vs 1280): diffusers' single-file loader tells them apart by width.
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(48, projection=40)),
+        text_encoder_2=CLIPTextModelWithProjection(text_config(48, projection=40)),
         tokenizer=_tokenizer(),
         tokenizer_2=_tokenizer(pad_token="!"),
         unet=unet,
         scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
     )
-    if path.exists():
-        shutil.rmtree(path)
-    pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(pipe, path)
 
 
 def build_tiny_sdxl_refiner(path: Path, seed: int = 1) -> Path:
@@ -142,27 +161,12 @@ def build_tiny_sdxl_refiner(path: Path, seed: int = 1) -> Path:
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 5 * 8 time ids (size, crop, aesthetic score) + 40 pooled
-        cross_attention_dim=48,  # the second text encoder alone
-        norm_num_groups=8,
-    )
+    # Time ids 5 * 8 (size, crop, aesthetic score) + 40 pooled text; the second text encoder alone (48).
+    unet = _xl_unet(time_and_text=80, cross_attention_dim=48)
     pipe = StableDiffusionXLImg2ImgPipeline(
         vae=_vae(),
         text_encoder=None,
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(48, projection=40)),
+        text_encoder_2=CLIPTextModelWithProjection(text_config(48, projection=40)),
         tokenizer=None,
         tokenizer_2=_tokenizer(pad_token="!"),
         unet=unet,
@@ -170,10 +174,7 @@ def build_tiny_sdxl_refiner(path: Path, seed: int = 1) -> Path:
         requires_aesthetics_score=True,
         force_zeros_for_empty_prompt=False,
     )
-    if path.exists():
-        shutil.rmtree(path)
-    pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(pipe, path)
 
 
 def build_tiny_controlnet(path: Path, seed: int = 0, sdxl: bool = False) -> Path:
@@ -185,11 +186,7 @@ def build_tiny_controlnet(path: Path, seed: int = 0, sdxl: bool = False) -> Path
     extra: dict = (
         dict(
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=8,
-            transformer_layers_per_block=(1, 2),
+            **_XL_ATTENTION,
             projection_class_embeddings_input_dim=88,
             cross_attention_dim=80,
         )
@@ -208,10 +205,7 @@ def build_tiny_controlnet(path: Path, seed: int = 0, sdxl: bool = False) -> Path
         for conv in [*model.controlnet_down_blocks, model.controlnet_mid_block]:
             conv.weight.normal_(0, 0.5)
             conv.bias.normal_(0, 0.1)
-    if path.exists():
-        shutil.rmtree(path)
-    model.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(model, path)
 
 
 def save_ldm_controlnet(folder: Path, file: Path) -> Path:

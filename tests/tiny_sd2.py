@@ -15,24 +15,17 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from engine.models.ldm_conversion import save_single_file
+from tests.tiny_models import SCHEDULER_CONFIG, TOKENIZER_DIR, _vae, saved, text_config, tiny_unet
 
-TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "engine" / "configs" / "clip_tokenizer"
 TEXT_WIDTH = 48  # stands for 1024: distinct from the tiny SD 1 model's 32
 
 
 def _scheduler(prediction_type: str) -> EulerDiscreteScheduler:
-    return EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    return EulerDiscreteScheduler(**{**SCHEDULER_CONFIG, "prediction_type": prediction_type})
 
 
 def tiny_sd2_pipeline(
@@ -40,46 +33,18 @@ def tiny_sd2_pipeline(
 ) -> StableDiffusionPipeline:
     """The tiny SD 2-shaped pipeline in memory (VAE factor 2: 64 px → 32 latents)."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=16,
+    unet = tiny_unet(
         in_channels=in_channels,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
-        norm_num_groups=8,
     )
     with torch.no_grad():
         unet.conv_out.bias.fill_(v_bias)
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=TEXT_WIDTH,
-            intermediate_size=TEXT_WIDTH * 2,
-            num_hidden_layers=3,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            hidden_act="gelu",
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=0,
-        )
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    )
+    text = CLIPTextModel(text_config(TEXT_WIDTH, hidden_act="gelu", pad_token_id=0))
+    vae = _vae()
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, pad_token="!")
     return StableDiffusionPipeline(
         vae=vae,
@@ -95,11 +60,7 @@ def tiny_sd2_pipeline(
 
 def build_tiny_sd2(path: Path, **kwargs) -> Path:
     """Write the tiny SD 2-shaped pipeline as a diffusers folder at `path`."""
-    pipe = tiny_sd2_pipeline(**kwargs)
-    if path.exists():
-        shutil.rmtree(path)
-    pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(tiny_sd2_pipeline(**kwargs), path)
 
 
 def save_tiny_sd2_file(folder: Path, file: Path, *, with_configs: bool = True) -> Path:

@@ -3,8 +3,12 @@
 sd-webui-controlnet's single files (lllyasviel's `control_model.*` layout, or diffusers' layout in one file)
 load through diffusers' `ControlNetModel.from_single_file` with the configs shipped in `engine/configs` (or a
 `<name>.config/` folder with a `config.json` beside the file, for other architectures); diffusers folders
-(`config.json` + weights) load as they are. Every weight file passes the safetensors gate first. A ControlNet
-made for another base model (SDXL for an SD 1.x checkpoint, or an SD 2.x one) is refused before it runs.
+(`config.json` + weights) load as they are. Every weight file passes the safetensors gate first.
+
+Each ControlNet is of a family, as its base model: SDXL (the pooled-text and size embedding), SD 2.x (linear
+projections into its transformers, as SD 2's UNet: sd-webui-controlnet's `cldm_v21.yaml`, 1024-wide cross
+attention) or SD 1.x (convolutions there, 768 wide). One made for another family than the checkpoint's is
+refused by name before it runs.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import torch
 
 from core.errors import InvalidRequest
-from engine.configs import CONTROLNET_SD15_CONFIG, CONTROLNET_SDXL_CONFIG
+from engine.configs import CONTROLNET_SD2_CONFIG, CONTROLNET_SD15_CONFIG, CONTROLNET_SDXL_CONFIG
 from engine.models.model_files import check_safetensors, load_safetensors
 from engine.models.registry import ModelEntry
 
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 OPTION = "controlnet"
 _CONTROL_KEYS = ("zero_convs.", "controlnet_down_blocks.")  # what every ControlNet has, in either layout
 _SDXL_KEYS = ("label_emb.", "add_embedding.")  # SDXL's pooled-text and size embedding
+SD1, SD2, SDXL = "sd1", "sd2", "sdxl"
+FAMILY_NAMES = {SD1: "SD 1.x", SD2: "SD 2.x", SDXL: "SDXL"}
+_CONFIGS = {SD1: CONTROLNET_SD15_CONFIG, SD2: CONTROLNET_SD2_CONFIG, SDXL: CONTROLNET_SDXL_CONFIG}
 
 
 @dataclass
@@ -37,7 +44,11 @@ class LoadedControlNet:
     entry: ModelEntry
     hash: str
     model: Any  # diffusers.ControlNetModel
-    sdxl: bool
+    family: str  # SD1, SD2 or SDXL
+
+    @property
+    def sdxl(self) -> bool:
+        return self.family == SDXL
 
     @property
     def title(self) -> str:
@@ -50,16 +61,32 @@ class LoadedControlNet:
         return 2 ** (len(self.model.config.conditioning_embedding_out_channels) - 1)
 
 
-def header_family(header: Mapping[str, Any], name: str) -> bool:
-    """Whether a single file's safetensors header is an SDXL ControlNet (False: SD 1.x/2.x); refuses files
-    that are no ControlNet (a LoRA, a T2I adapter, a checkpoint put in the wrong folder)."""
+def header_family(header: Mapping[str, Any], name: str) -> str:
+    """The family of a single file's safetensors header: SDXL, SD2 (its transformers' `proj_in` is a linear
+    layer: a 2-D weight) or SD1 (a 1×1 convolution); refuses files that are no ControlNet (a LoRA, a T2I
+    adapter, a checkpoint put in the wrong folder)."""
     keys = [k for k in header if k != "__metadata__"]
     if not any(part in key for key in keys for part in _CONTROL_KEYS):
         raise InvalidRequest(
             OPTION,
             f"{name} is not a ControlNet model (it has no zero_convs / controlnet_down_blocks weights)",
         )
-    return any(part in key for key in keys for part in _SDXL_KEYS)
+    if any(part in key for key in keys for part in _SDXL_KEYS):
+        return SDXL
+    linear = any(key.endswith("proj_in.weight") and len(header[key].get("shape", ())) == 2 for key in keys)
+    return SD2 if linear else SD1
+
+
+def config_family(config: Any) -> str:
+    """The family of a diffusers ControlNet config (as `header_family` decides for a file)."""
+    if config.addition_embed_type == "text_time":
+        return SDXL
+    return SD2 if config.use_linear_projection else SD1
+
+
+def model_family(model: Any) -> str:
+    """The ControlNet family a loaded checkpoint takes (engine.models.loading.LoadedModel)."""
+    return SDXL if model.sdxl else SD2 if model.sd2 else SD1
 
 
 def load_controlnet(
@@ -77,9 +104,9 @@ def load_controlnet(
     else:
         model = _from_single_file(entry, dtype)
     model.to(device).eval().requires_grad_(False)
-    sdxl = model.config.addition_embed_type == "text_time"
-    log.info("loaded ControlNet %s [%s] (%s)", entry.name, model_hash, "SDXL" if sdxl else "SD1")
-    return LoadedControlNet(entry, model_hash, model, sdxl)
+    family = config_family(model.config)
+    log.info("loaded ControlNet %s [%s] (%s)", entry.name, model_hash, FAMILY_NAMES[family])
+    return LoadedControlNet(entry, model_hash, model, family)
 
 
 def _from_single_file(entry: ModelEntry, dtype: torch.dtype):
@@ -88,8 +115,8 @@ def _from_single_file(entry: ModelEntry, dtype: torch.dtype):
     from diffusers import ControlNetModel
     from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
-    sdxl = header_family(check_safetensors(entry.path), entry.name)
-    config = json.loads((_single_file_config(entry.path, sdxl) / "config.json").read_text(encoding="utf-8"))
+    family = header_family(check_safetensors(entry.path), entry.name)
+    config = json.loads((_single_file_config(entry.path, family) / "config.json").read_text(encoding="utf-8"))
     state = load_safetensors(entry.path)
     model = ControlNetModel.from_config(config)
     try:
@@ -106,27 +133,26 @@ def _from_single_file(entry: ModelEntry, dtype: torch.dtype):
         first = str(exc).split("\n\t", 2)[1][:300] if "\n\t" in str(exc) else str(exc)[:300]
         raise InvalidRequest(
             OPTION,
-            f"{entry.name} does not match the {'SDXL' if sdxl else 'SD 1.x'} ControlNet layout "
+            f"{entry.name} does not match the {FAMILY_NAMES[family]} ControlNet layout "
             f"(made for another base model?): {first}",
         ) from None
     return model if dtype == torch.float32 else model.to(dtype=dtype)
 
 
-def _single_file_config(path: Path, sdxl: bool) -> Path:
+def _single_file_config(path: Path, family: str) -> Path:
     sidecar = path.with_name(path.stem + ".config")
     if (sidecar / "config.json").is_file():
         return sidecar
-    return CONTROLNET_SDXL_CONFIG if sdxl else CONTROLNET_SD15_CONFIG
+    return _CONFIGS[family]
 
 
-def check_fits(control: LoadedControlNet, unet: Any, model_name: str, sdxl: bool) -> None:
-    """Refuse a ControlNet made for another base model than the checkpoint's UNet."""
-    if control.sdxl != sdxl:
-        family = "SDXL" if control.sdxl else "SD 1.x"
+def check_fits(control: LoadedControlNet, unet: Any, model_name: str, family: str) -> None:
+    """Refuse a ControlNet made for another base model (`family`: the checkpoint's) than the checkpoint's UNet."""
+    if control.family != family:
         raise InvalidRequest(
             OPTION,
-            f"{control.entry.name} is an {family} ControlNet; the model {model_name} is "
-            f"{'SDXL' if sdxl else 'SD 1.x'}: choose a ControlNet made for it",
+            f"{control.entry.name} is an {FAMILY_NAMES[control.family]} ControlNet; the model {model_name} is "
+            f"{FAMILY_NAMES[family]}: choose a ControlNet made for it",
         )
     ours, theirs = control.model.config, unet.config
     for key in ("cross_attention_dim", "block_out_channels"):

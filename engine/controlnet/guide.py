@@ -4,7 +4,7 @@ Each unit whose guidance window holds the step (start ≤ step / steps ≤ end, 
 runs its ControlNet on the step's input with the step's text rows, and its residuals, scaled, are summed
 over the units into diffusers' `down_block_additional_residuals` / `mid_block_additional_residual`.
 Control modes follow sd-webui-controlnet: "Balanced" scales every residual by the weight; the two others
-scale residual i of n by weight · 0.825^(12 − i) (SD 1.x's 13; SDXL keeps the first 10 of those 13);
+scale residual i of n by weight · 0.825^(12 − i) (SD 1.x's and 2.x's 13; SDXL keeps the first 10 of those 13);
 "ControlNet is more important" also leaves the negative prompt's rows without residuals.
 """
 
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from core.errors import InvalidRequest
-from engine.controlnet.files import ControlNetCache, LoadedControlNet, check_fits
+from engine.controlnet.files import ControlNetCache, LoadedControlNet, check_fits, model_family
 from engine.controlnet.preprocess import fitted
 from engine.controlnet.unit_text import infotext_params, missing_image_message, with_defaults
 from engine.models.loading import LoadedModel
@@ -131,6 +131,6 @@ def prepare_guide(
             raise InvalidRequest("control_image", missing_image_message(number))
         entry = registry.find_fresh(ModelKind.CONTROLNET, unit.model)
         loaded = cache.get(entry, registry.short_hash(entry), model.device, model.dtype)
-        check_fits(loaded, model.unet, model.name, model.sdxl)
+        check_fits(loaded, model.unet, model.name, model_family(model))
         active.append(ActiveUnit(unit, loaded, image))
     return ControlGuide(active)

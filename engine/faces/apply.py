@@ -33,7 +33,7 @@ def restore_generated(
 
         restorer = FACES.restorer(registry, request.face_restorer, str(device))
         detector = FACES.detector(registry, str(device))
-        out[index] = restore_faces(image, restorer, detector, request.code_former_weight)
+        out[index] = restore_faces(image, restorer, detector, request.code_former_weight, FACES.short_side)
         infos[slot.request] = with_face_infotext(infos[slot.request], request.face_restorer)
     return out
 

@@ -73,6 +73,7 @@ def restore_for_extras(
     detector = FACES.detector(registry, device)
     for name, visibility in (("GFPGAN", gfpgan), ("CodeFormer", codeformer)):
         if visibility > 0:
-            restored = restore_faces(image, FACES.restorer(registry, name, device), detector, weight)
+            restorer = FACES.restorer(registry, name, device)
+            restored = restore_faces(image, restorer, detector, weight, FACES.short_side)
             image = with_visibility(image, restored, visibility)
     return image, postprocess_keys(gfpgan, codeformer, weight)

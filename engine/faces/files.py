@@ -19,7 +19,7 @@ import torch
 
 from core.errors import ModelRefused, UnsafeModelFile
 from engine.faces.naming import OPTION, detector_entry, family, restorer_entry
-from engine.faces.retinaface import RetinaFace, detector_state, empty_retinaface
+from engine.faces.retinaface import DETECT_SHORT_SIDE, RetinaFace, detector_state, empty_retinaface
 from engine.models.registry import ModelEntry, ModelRegistry
 from engine.upscaling.files import state_dict_of
 
@@ -89,9 +89,11 @@ def load_detector(entry: ModelEntry) -> RetinaFace:
 
 
 class FaceModels:
-    """The last restorer and the detector loaded, kept while their files are unchanged."""
+    """The last restorer and the detector loaded, kept while their files are unchanged, and the shorter side
+    the detector sees a picture at (`short_side`: A1111's 640; tests make it smaller, for time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, short_side: int = DETECT_SHORT_SIDE) -> None:
+        self.short_side = short_side
         self._lock = threading.Lock()
         self._cached: dict[str, tuple[tuple[object, ...], Any]] = {}
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from engine.faces.files import FaceRestorer
-from engine.faces.retinaface import Face, RetinaFace, detect_faces
+from engine.faces.retinaface import DETECT_SHORT_SIDE, Face, RetinaFace, detect_faces
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,15 @@ def restore_faces(
     restorer: FaceRestorer,
     detector: RetinaFace | Callable[[np.ndarray], list[Face]],
     weight: float = 0.5,
+    short_side: int | None = DETECT_SHORT_SIDE,
 ) -> Image.Image:
-    """Find and restore every face of `image`; with none found, the image itself (and a logged note)."""
+    """Find and restore every face of `image`; with none found, the image itself (and a logged note).
+    `short_side`: the shorter side the RetinaFace `detector` sees the picture at (A1111's 640)."""
     rgb = np.asarray(image.convert("RGB"))
-    found = detector(rgb) if not isinstance(detector, RetinaFace) else detect_faces(detector, rgb)
+    if isinstance(detector, RetinaFace):
+        found = detect_faces(detector, rgb, short_side=short_side)
+    else:
+        found = detector(rgb)
     faces = usable_faces(found)
     if not faces:
         log.info("face restoration (%s): no face found in a %dx%d image", restorer.name, *image.size)

@@ -130,14 +130,15 @@ def remembered_prediction(checkpoint: Path) -> str | None:
     return value if value in (V_PREDICTION, EPSILON) else None
 
 
-def remember_prediction(checkpoint: Path, prediction: str) -> None:
-    """Keep the UNet test's answer beside the checkpoint (in memory too, for a read-only folder)."""
+def remember_prediction(checkpoint: Path, prediction: str, decided_by: str = "unet test") -> None:
+    """Keep the UNet test's answer (or a Dreambooth result's base model's) beside the checkpoint (in memory
+    too, for a read-only folder)."""
     key = _file_key(checkpoint)
     if key is None:
         return
     with _lock:
         _memory[key] = prediction
-    memo = {"size": key[1], "mtime_ns": key[2], "prediction_type": prediction, "decided_by": "unet test"}
+    memo = {"size": key[1], "mtime_ns": key[2], "prediction_type": prediction, "decided_by": decided_by}
     try:
         atomic_write(memo_path(checkpoint), json.dumps(memo))
     except OSError as exc:

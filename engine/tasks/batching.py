@@ -39,6 +39,7 @@ def batch_key(request: GenerationRequest) -> Hashable:
         (request.seed_resize_from_w, request.seed_resize_from_h),
         request.eta,
         request.eta_noise_seed_delta,
+        (request.distilled_cfg_scale, request.shift),  # SD 3.5 / Flux: the guidance and the schedule's shift
         loras,
         scheduled,
         # A refiner: its handover is one per request, so such a request batches with no other

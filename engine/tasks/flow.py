@@ -5,7 +5,10 @@ Salon's (engine.tasks.noise: the image's own CPU generator, variation seeds mixe
 `latents=` (Flux's in its packed form), so a seed gives the same image on every path of a device. img2img
 encodes the input itself and gives the pipeline those latents with per-image CPU generators of the seeds.
 The sampler is the flow-matching Euler of the model's scheduler (its shift, and Flux's resolution-dependent
-shift, as the release configures it). Steps report progress and cancel through `callback_on_step_end`.
+shift, as the release configures it; a request's `shift` replaces them for its job), Flux dev's distilled
+guidance the request's `distilled_cfg_scale` or 3.5. Requests batched together (one batch key) run in shared
+pipeline calls, each image with its own prompt and noise. Steps report progress and cancel through
+`callback_on_step_end`.
 
 Prompt emphasis `(word:1.2)` is not applied: the pipelines encode plain text, so weights and BREAK are removed
 from the text and the result says so in a note. `<lora:name:weight>` loads through diffusers'
@@ -16,8 +19,10 @@ and is unloaded after the job.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,38 +60,87 @@ def plain_prompt(prompt: str) -> tuple[str, bool]:
 
 def run_flow(engine, model, requests: Sequence[GenerationRequest], controls, extra, init_image):
     """Every image of `requests` (one batch key) on a loaded SD 3.5 / Flux model; `init_image` for img2img,
-    whose strength is the `Denoising strength` the engine put in `extra`."""
+    whose strength is the `Denoising strength` the engine put in `extra`. The images of all the requests run
+    together, as many per pipeline call as the engine's batch limit (or a request's batch size) allows, each
+    with its own prompt, seed and starting noise: a seed gives the same image batched or alone."""
     started = time.perf_counter()
     kind = entry_kind(model.entry)
     assert kind is not None, "run_flow is only called for flow-matching models"
     strength = float(extra["Denoising strength"]) if init_image is not None else None
+    for request in requests:
+        check_flow_request(
+            request, kind
+        )  # the queue's check again, for callers that bypass it (tests, tools)
     first = requests[0]
+    texts = [(plain_prompt(r.prompt), plain_prompt(r.negative_prompt)) for r in requests]
     loras = engine._lora_uses(extract_extra_networks(first.prompt)[1])
-    results = []
-    with _loras_active(model.pipe, loras):
+    images: list[list[GeneratedImage]] = [[] for _ in requests]
+    with _loras_active(model.pipe, loras), _shifted(model.pipe, first.shift):
         lora_info = hashes_value([(u.entry.name, u.short_hash) for u in loras if u.weight != 0])
-        for request, control in zip(requests, controls, strict=True):
-            images, notes = _run_request(
-                model, kind, request, control, extra, init_image, strength, lora_info
+        infos = [_info(model, kind, r, extra, lora_info) for r in requests]
+        slots = _slots(requests)
+        size = max(engine.settings.limits.max_batch_size, *(r.batch_size for r in requests))
+        for begin in range(0, len(slots), size):
+            chunk = slots[begin : begin + size]
+            pixels = _run_batch(
+                model,
+                kind,
+                first,
+                [texts[s.request][0][0] for s in chunk],
+                [texts[s.request][1][0] for s in chunk],
+                [s.seed for s in chunk],
+                [s.variation for s in chunk] if first.variation_strength else None,
+                _BatchControl(chunk, controls),
+                init_image,
+                strength,
             )
-            results.append(GenerationResult(tuple(images), model.name, model.hash, 0.0, tuple(notes)))
+            for slot, image in zip(chunk, pixels, strict=True):
+                request = requests[slot.request]
+                text = _image_infotext(request, infos[slot.request], slot)
+                images[slot.request].append(
+                    GeneratedImage(image, slot.seed, slot.variation, text, slot.index)
+                )
     elapsed = time.perf_counter() - started
-    return [GenerationResult(r.images, r.model_name, r.model_hash, elapsed, r.notes) for r in results]
+    return [
+        GenerationResult(
+            tuple(found),
+            model.name,
+            model.hash,
+            elapsed,
+            (EMPHASIS_NOTE,) if text[0][1] or text[1][1] else (),
+        )
+        for found, text in zip(images, texts, strict=True)
+    ]
 
 
-def _run_request(model, kind, p, control, extra, init_image, strength, lora_info):
-    check_flow_request(p, kind)  # the queue's check again, for callers that bypass it (tests, tools)
-    prompt, emphasis = plain_prompt(p.prompt)
-    negative, negative_emphasis = plain_prompt(p.negative_prompt)
-    defaults = flow_defaults(kind)
-    info: dict[str, str | None] = {
+@dataclass(frozen=True)
+class _Slot:
+    """One image to make: its request (position in the batch), its index there, its seeds."""
+
+    request: int
+    index: int
+    seed: int
+    variation: int | None
+
+
+def _slots(requests: Sequence[GenerationRequest]) -> list[_Slot]:
+    return [
+        _Slot(number, i, p.seed + i, p.variation_seed + i if p.variation_strength else None)
+        for number, p in enumerate(requests)
+        for i in range(p.batch_size * p.batch_count)
+    ]
+
+
+def _info(model, kind: FlowKind, p: GenerationRequest, extra, lora_info) -> dict[str, str | None]:
+    """A request's infotext parameters, with Forge's keys for these families; each image adds its seeds."""
+    distilled = distilled_guidance(kind, p)
+    return {
         "Steps": str(p.steps),
         "Sampler": FLOW_SAMPLER,
         "Schedule type": FLOW_SCHEDULE,
         "CFG scale": format_number(p.cfg_scale),
-        "Distilled CFG Scale": None
-        if defaults.distilled_cfg_scale is None
-        else format_number(defaults.distilled_cfg_scale),
+        "Distilled CFG Scale": None if distilled is None else format_number(distilled),
+        "Shift": None if p.shift is None else format_number(p.shift),
         "Size": f"{p.width}x{p.height}",
         "Model hash": model.hash,
         "Model": model.name,
@@ -95,37 +149,49 @@ def _run_request(model, kind, p, control, extra, init_image, strength, lora_info
         "Lora hashes": lora_info,
         "Version": salon_version(),
     }
-    images: list[GeneratedImage] = []
-    count = p.batch_size * p.batch_count
-    for start in range(0, count, p.batch_size):
-        seeds = [p.seed + i for i in range(start, start + p.batch_size)]
-        variation = (
-            [p.variation_seed + i for i in range(start, start + p.batch_size)]
-            if p.variation_strength
-            else None
-        )
-        batch = _run_batch(
-            model, kind, p, prompt, negative, seeds, variation, control, start, init_image, strength
-        )
-        for offset, image in enumerate(batch):
-            params = {**info, "Seed": str(seeds[offset])}
-            if variation is not None:
-                params["Variation seed"] = str(variation[offset])
-                params["Variation seed strength"] = format_number(p.variation_strength)
-            text = format_infotext(p.prompt, p.negative_prompt, params)
-            images.append(
-                GeneratedImage(image, seeds[offset], variation and variation[offset], text, start + offset)
-            )
-    notes = [EMPHASIS_NOTE] if emphasis or negative_emphasis else []
-    return images, notes
 
 
-def _run_batch(
-    model, kind, p, prompt, negative, seeds, variation, control, first_index, init_image, strength
-):
+def _image_infotext(p: GenerationRequest, info: dict[str, str | None], slot: _Slot) -> str:
+    params = {**info, "Seed": str(slot.seed)}
+    if slot.variation is not None:
+        params["Variation seed"] = str(slot.variation)
+        params["Variation seed strength"] = format_number(p.variation_strength)
+    return format_infotext(p.prompt, p.negative_prompt, params)
+
+
+class _BatchControl(RunControl):
+    """The control of one pipeline call: each step reported to every request in it (the preview of its first
+    image there); it stops once all of them are cancelled."""
+
+    def __init__(self, chunk: list[_Slot], controls: Sequence[RunControl]) -> None:
+        super().__init__()
+        self.members: dict[int, tuple[int, int]] = {}  # request → (its first image's position, its index)
+        for position, slot in enumerate(chunk):
+            self.members.setdefault(slot.request, (position, slot.index))
+        self.controls = controls
+        self.on_step = self._fan_out
+
+    def cancelled(self) -> bool:
+        return all(self.controls[r].cancelled() for r in self.members)
+
+    def _fan_out(self, event: StepProgress) -> None:
+        for request, (position, index) in self.members.items():
+            callback = self.controls[request].on_step
+            if callback is not None and event.preview is not None:
+                preview = functools.partial(_preview_from, event.preview, position)
+                callback(StepProgress(event.phase, event.step, event.total, index, preview))
+
+
+def _preview_from(preview, start: int, index: int = 0) -> Image.Image:
+    """A request's image `index` in a shared batch's preview, its first image being at `start`."""
+    return preview(start + index)
+
+
+def _run_batch(model, kind, p, prompts, negatives, seeds, variation, control, init_image, strength):
+    """One pipeline call: an image per seed, each with its own prompt; `p` holds the shared settings."""
     pipe = model.pipe
     generators = make_generators(seeds)
-    kwargs = _guidance(kind, p, negative, len(seeds))
+    kwargs = _guidance(kind, p, negatives)
     if init_image is None:
         kwargs["latents"] = _latents(model, kind, p, generators, variation)
         run = pipe
@@ -141,10 +207,10 @@ def _run_batch(
         )
     total = p.steps if strength is None else p.steps - int(max(p.steps - p.steps * strength, 0))
     phase = "txt2img" if init_image is None else "img2img"
-    callback = _StepCallback(model, kind, p, control, phase, total, first_index)
+    callback = _StepCallback(model, kind, p, control, phase, total)
     with torch.inference_mode():
         result = run(
-            prompt=[prompt] * len(seeds),
+            prompt=list(prompts),
             num_inference_steps=p.steps,
             height=p.height,
             width=p.width,
@@ -155,16 +221,39 @@ def _run_batch(
     return list(result.images)
 
 
-def _guidance(kind: FlowKind, p: GenerationRequest, negative: str, count: int) -> dict[str, object]:
+def _guidance(kind: FlowKind, p: GenerationRequest, negatives: Sequence[str]) -> dict[str, object]:
     """SD3: CFG with the negative prompt. Flux: the distilled guidance (dev) as `guidance_scale`, and true
     CFG with the negative prompt only when the CFG scale is above 1 (Forge's rule)."""
     if kind.family != FLUX:
-        return {"guidance_scale": p.cfg_scale, "negative_prompt": [negative] * count}
-    distilled = flow_defaults(kind).distilled_cfg_scale
+        return {"guidance_scale": p.cfg_scale, "negative_prompt": list(negatives)}
+    distilled = distilled_guidance(kind, p)
     kwargs: dict[str, object] = {"guidance_scale": distilled if distilled is not None else 0.0}
     if p.cfg_scale > 1:
-        kwargs.update(true_cfg_scale=p.cfg_scale, negative_prompt=[negative or " "] * count)
+        kwargs.update(true_cfg_scale=p.cfg_scale, negative_prompt=[n or " " for n in negatives])
     return kwargs
+
+
+def distilled_guidance(kind: FlowKind, p: GenerationRequest) -> float | None:
+    """Flux dev's distilled guidance: the request's, else the variant's default; None: the model has none."""
+    default = flow_defaults(kind).distilled_cfg_scale
+    if default is None:
+        return None
+    return default if p.distilled_cfg_scale is None else p.distilled_cfg_scale
+
+
+@contextlib.contextmanager
+def _shifted(pipe, shift: float | None) -> Iterator[None]:
+    """The request's schedule shift for one job: the model's flow-matching scheduler again with that fixed
+    shift (Flux's resolution-dependent shift off), then the model's own scheduler back."""
+    if shift is None:
+        yield
+        return
+    own = pipe.scheduler
+    pipe.scheduler = type(own).from_config(own.config, shift=shift, use_dynamic_shifting=False)
+    try:
+        yield
+    finally:
+        pipe.scheduler = own
 
 
 def _latent_size(model, p: GenerationRequest) -> tuple[int, int]:
@@ -204,9 +293,9 @@ def _fitted(image: Image.Image, p: GenerationRequest) -> Image.Image:
 class _StepCallback:
     """diffusers' `callback_on_step_end`: cancel between steps, report each step with a cheap preview."""
 
-    def __init__(self, model, kind, p, control: RunControl, phase: str, total: int, first_index: int) -> None:
+    def __init__(self, model, kind, p, control: RunControl, phase: str, total: int) -> None:
         self.model, self.kind, self.p, self.control = model, kind, p, control
-        self.phase, self.total, self.first_index = phase, total, first_index
+        self.phase, self.total = phase, total
         self.step = 0
 
     def __call__(self, pipe, i, t, tensors):
@@ -216,7 +305,7 @@ class _StepCallback:
         if self.control.on_step is not None:
             latents = tensors["latents"].detach()
             preview = lambda position=0: self._preview(latents, position)  # noqa: E731 - rendered on demand
-            self.control.on_step(StepProgress(self.phase, self.step, self.total, self.first_index, preview))
+            self.control.on_step(StepProgress(self.phase, self.step, self.total, 0, preview))
         return {}
 
     def _preview(self, latents: torch.Tensor, position: int) -> Image.Image:

@@ -19,6 +19,8 @@ from engine.requests import AUTOMATIC, GenerationRequest, Img2ImgRequest, Inpain
 
 FLOW_SAMPLER = "Euler"  # the flow-matching Euler sampler (FlowMatchEulerDiscreteScheduler)
 FLOW_SCHEDULE = "Simple"  # its schedule as Forge names it: the model's shifted sigmas
+MAX_DISTILLED_CFG = 30.0  # Forge's `Distilled CFG Scale` slider: 0 to 30
+SHIFT_RANGE = (0.1, 100.0)  # the schedule's shift: sigma' = shift·sigma / (1 + (shift − 1)·sigma)
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,27 @@ def flow_defaults(kind: FlowKind) -> FlowDefaults:
     return DEFAULTS[(kind.family, kind.variant)]
 
 
+def check_flow_options(p: GenerationRequest, kind: FlowKind | None, model: str = "this model") -> None:
+    """The flow families' own options (`distilled_cfg_scale`, `shift`) refused by name where the checkpoint
+    (`kind`; None: SD 1.x / SDXL, named `model`) has no use for them."""
+    if kind is None:
+        for option in ("distilled_cfg_scale", "shift"):
+            if getattr(p, option) is not None:
+                raise InvalidRequest(
+                    option, f"{option} applies to SD 3.5 and Flux models only; {model} is SD 1.x / SDXL"
+                )
+        return
+    if p.distilled_cfg_scale is not None and flow_defaults(kind).distilled_cfg_scale is None:
+        raise InvalidRequest(
+            "distilled_cfg_scale",
+            f"distilled_cfg_scale applies to Flux dev models only; {kind.label} has no distilled guidance",
+        )
+
+
 def check_flow_request(request: GenerationRequest | Img2ImgRequest | InpaintRequest, kind: FlowKind) -> None:
     """Refuse, naming the option, what SD 3.5 / Flux cannot do here (the limits were checked before)."""
     label = kind.label
+    check_flow_options(request.params, kind)
     if isinstance(request, InpaintRequest):
         raise InvalidRequest("inpaint", f"inpainting is not supported on {label} models; use img2img")
     p = request.params

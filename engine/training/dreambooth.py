@@ -25,13 +25,13 @@ import torch
 from core.errors import InvalidRequest
 from core.files import replace_folder
 from engine.models.loading import LoadedModel
-from engine.prompts.conditioning import EncoderSlot, PromptChunker
+from engine.prompts.conditioning import PromptChunker
+from engine.training.captions import Encoding, encode_captions, encoder_slots, text_encoders
 from engine.training.loop import (
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
-    caption_encoding,
     check_loop_options,
     prompt_encodings,
     render_preview,
@@ -116,7 +116,7 @@ class DreamboothTrainer:
             self.class_pools.setdefault(concept_of(example), []).append(example)
         pipe = model.pipe
         self.unet = _trainable_copy(model.unet)
-        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if model.sdxl else [])
+        encoders = text_encoders(model)
         if options.train_text_encoder:
             encoders = [_trainable_copy(encoder) for encoder in encoders]
         self.text_encoders = encoders
@@ -126,27 +126,15 @@ class DreamboothTrainer:
             for index, encoder in enumerate(encoders):
                 prefix = "te." if index == 0 else f"te{index + 1}."
                 self.parameters.update({prefix + n: p for n, p in encoder.named_parameters()})
-        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if model.sdxl else [])
-        self.slots = [
-            EncoderSlot(key, tokenizer, encoder, tokenizer.pad_token_id, model.sdxl)
-            for key, tokenizer, encoder in zip(("clip_l", "clip_g"), tokenizers, encoders, strict=False)
-        ]
+        self.slots = encoder_slots(model, encoders)
         self.slot = self.slots[0]
         self.chunker = PromptChunker(pipe.tokenizer, {})
-        self._encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._encoded: dict[str, Encoding] | None = None if options.train_text_encoder else {}
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Cross-attention states of the captions and SDXL's pooled vectors (None for SD 1.x); cached when
         the text encoders do not learn."""
-        if self.options.train_text_encoder:
-            pairs = [caption_encoding(self.slots, self.chunker, c, grad=True) for c in captions]
-        else:
-            for caption in captions:
-                if caption not in self._encoded:
-                    self._encoded[caption] = caption_encoding(self.slots, self.chunker, caption)
-            pairs = [self._encoded[c] for c in captions]
-        pooled = torch.cat([p[1] for p in pairs]) if pairs[0][1] is not None else None
-        return torch.cat([p[0] for p in pairs]), pooled
+        return encode_captions(self.slots, self.chunker, captions, self._encoded)
 
     def states(self, captions: Sequence[str]) -> torch.Tensor:
         """Cross-attention states of the captions."""
@@ -312,6 +300,10 @@ def save_checkpoint(trainer: DreamboothTrainer, path: Path, state: LoopState, im
             replace_folder(
                 path.with_name(path.stem + ".config"), lambda folder: _copy_configs(configs, folder)
             )
+        if model.sd2 and not model.inpainting:  # the base's v or epsilon, not A1111's test on the new UNet
+            from engine.models.sd2_family import remember_prediction
+
+            remember_prediction(path, model.pipe.scheduler.config.prediction_type, decided_by="base model")
         return path
 
     def write(folder: Path) -> None:

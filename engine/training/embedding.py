@@ -20,14 +20,14 @@ from core.files import atomic_write_with
 from engine.models.loading import LoadedModel
 from engine.models.pt_files import write_a1111_pt
 from engine.models.registry import ModelEntry, ModelKind
-from engine.prompts.conditioning import EncoderSlot, PromptChunker
+from engine.prompts.conditioning import PromptChunker
 from engine.prompts.embeddings import Embedding
+from engine.training.captions import SLOT_KEYS, encode_captions, encoder_slots, text_encoders, text_tokenizers
 from engine.training.loop import (
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
-    caption_encoding,
     check_loop_options,
     prompt_encodings,
     render_preview,
@@ -81,12 +81,11 @@ class EmbeddingTrainer:
         pipe = model.pipe
         self.model = model
         self.options = options
-        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if model.sdxl else [])
-        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if model.sdxl else [])
+        encoders, tokenizers = text_encoders(model), text_tokenizers(model)
         model.unet.requires_grad_(False)  # only the vectors learn; gradients still flow through both models
         for encoder in encoders:
             encoder.requires_grad_(False)
-        keys = ("clip_l", "clip_g")[: len(encoders)]
+        keys = SLOT_KEYS[: len(encoders)]
         self.vector_sets = {
             key: torch.nn.Parameter(self._initial_vectors(encoder, tokenizer))
             for key, encoder, tokenizer in zip(keys, encoders, tokenizers, strict=True)
@@ -97,10 +96,7 @@ class EmbeddingTrainer:
             self.parameters["vectors_g"] = self.vector_sets["clip_g"]
         entry = ModelEntry(ModelKind.EMBEDDING, options.name, Path(f"{options.name}.pt"), 0, 0)
         self.embedding = Embedding(options.name, dict(self.vector_sets), entry)
-        self.slots = [
-            EncoderSlot(key, tokenizer, encoder, tokenizer.pad_token_id, model.sdxl)
-            for key, tokenizer, encoder in zip(keys, tokenizers, encoders, strict=True)
-        ]
+        self.slots = encoder_slots(model)
         self.slot = self.slots[0]
         self.chunker = PromptChunker(pipe.tokenizer, {options.name: self.embedding})
 
@@ -114,9 +110,7 @@ class EmbeddingTrainer:
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The captions' cross-attention states with the vectors as they are (and SDXL's pooled vectors)."""
-        pairs = [caption_encoding(self.slots, self.chunker, caption, grad=True) for caption in captions]
-        pooled = torch.cat([p[1] for p in pairs]) if pairs[0][1] is not None else None
-        return torch.cat([p[0] for p in pairs]), pooled
+        return encode_captions(self.slots, self.chunker, captions)
 
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
         states, pooled = self.encode([e.caption for e in batch])

@@ -17,16 +17,16 @@ import torch
 
 from core.errors import InvalidRequest
 from engine.models.loading import LoadedModel
-from engine.prompts.conditioning import EncoderSlot, PromptChunker
+from engine.prompts.conditioning import PromptChunker
 from engine.prompts.hypernetwork import ACTIVATIONS, WEIGHT_INITS, new_hypernetwork
 from engine.prompts.hypernetwork_attention import applied_hypernetworks
 from engine.prompts.hypernetwork_files import save_hypernetwork
+from engine.training.captions import Encoding, encode_captions, encoder_slots
 from engine.training.loop import (
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
-    caption_encoding,
     check_loop_options,
     prompt_encodings,
     render_preview,
@@ -111,25 +111,15 @@ class HypernetworkTrainer:
         self.parameters = {f"p{i}": p for i, p in enumerate(self.hypernetwork.parameters())}
         for parameter in self.parameters.values():
             parameter.requires_grad_(True)
-        pipe = model.pipe  # SDXL: both text encoders, as generation uses them (the widths include 2048)
-        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if model.sdxl else [])
-        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if model.sdxl else [])
-        self.slots = [
-            EncoderSlot(key, tokenizer, encoder, tokenizer.pad_token_id, model.sdxl)
-            for key, tokenizer, encoder in zip(("clip_l", "clip_g"), tokenizers, encoders, strict=False)
-        ]
+        # SDXL: both text encoders, as generation uses them (the widths include 2048)
+        self.slots = encoder_slots(model)
         self.slot = self.slots[0]
-        self.chunker = PromptChunker(pipe.tokenizer, {})
-        self._encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.chunker = PromptChunker(model.pipe.tokenizer, {})
+        self._encoded: dict[str, Encoding] = {}
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The captions' cross-attention states (cached: the text encoders do not learn) and SDXL's pooled."""
-        for caption in captions:
-            if caption not in self._encoded:
-                self._encoded[caption] = caption_encoding(self.slots, self.chunker, caption)
-        pairs = [self._encoded[caption] for caption in captions]
-        pooled = torch.cat([p[1] for p in pairs]) if pairs[0][1] is not None else None
-        return torch.cat([p[0] for p in pairs]), pooled
+        return encode_captions(self.slots, self.chunker, captions, self._encoded)
 
     def loss(self, objective: NoiseObjective, batch: Sequence[Example]) -> torch.Tensor:
         states, pooled = self.encode([example.caption for example in batch])

@@ -1,4 +1,4 @@
-"""LoRA training (SD 1.x and SDXL): low-rank adapters on the UNet's attention projections (and optionally the
+"""LoRA training (SD 1.x, SD 2.x and SDXL): low-rank adapters on the UNet's attention projections (and optionally the
 text encoders'), learned with peft on copies of the loaded model, saved as a kohya/A1111 `.safetensors` that
 `<lora:name:weight>` loads through the same code as any downloaded LoRA.
 
@@ -22,14 +22,14 @@ from core.errors import InvalidRequest
 from core.files import atomic_write_with
 from engine.models.ldm_conversion import ldm_unet_names
 from engine.models.loading import LoadedModel
-from engine.prompts.conditioning import EncoderSlot, PromptChunker
+from engine.prompts.conditioning import PromptChunker
 from engine.prompts.lora import kohya_key
+from engine.training.captions import Encoding, encode_captions, encoder_slots, text_encoders
 from engine.training.loop import (
     Example,
     LoopOptions,
     LoopState,
     NoiseObjective,
-    caption_encoding,
     check_loop_options,
     prompt_encodings,
     render_preview,
@@ -86,7 +86,7 @@ class LoraTrainer:
         with torch.random.fork_rng(devices=[]):  # the adapters' initial weights follow the run's seed
             torch.manual_seed(options.seed)
             self.unet = inject_adapter_in_model(config, _frozen_copy(model.unet), adapter_name=ADAPTER)
-            encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if model.sdxl else [])
+            encoders = text_encoders(model)
             if options.train_text_encoder:
                 text_config = LoraConfig(
                     r=options.rank,
@@ -103,15 +103,11 @@ class LoraTrainer:
         for root in (self.unet, *self.text_encoders):
             _only_training_adapter(root)
         # SDXL: both encoders, the states side by side and the second one's pooled vector (as the engine does).
-        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if model.sdxl else [])
-        self.slots = [
-            EncoderSlot(key, tokenizer, encoder, tokenizer.pad_token_id, model.sdxl)
-            for key, tokenizer, encoder in zip(("clip_l", "clip_g"), tokenizers, encoders, strict=False)
-        ]
+        self.slots = encoder_slots(model, encoders)
         self.slot = self.slots[0]
         self.chunker = PromptChunker(pipe.tokenizer, {})
         self.parameters = self._trainable()
-        self._encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._encoded: dict[str, Encoding] | None = None if options.train_text_encoder else {}
 
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
         found = {}
@@ -128,16 +124,7 @@ class LoraTrainer:
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Cross-attention states of the captions, and SDXL's pooled vectors (None for SD 1.x); cached when
         the text encoders do not learn."""
-        if self.options.train_text_encoder:
-            pairs = [caption_encoding(self.slots, self.chunker, c, grad=True) for c in captions]
-        else:
-            for caption in captions:
-                if caption not in self._encoded:
-                    self._encoded[caption] = caption_encoding(self.slots, self.chunker, caption)
-            pairs = [self._encoded[c] for c in captions]
-        states = torch.cat([p[0] for p in pairs])
-        pooled = torch.cat([p[1] for p in pairs]) if pairs[0][1] is not None else None
-        return states, pooled
+        return encode_captions(self.slots, self.chunker, captions, self._encoded)
 
     def states(self, captions: Sequence[str]) -> torch.Tensor:
         return self.encode(captions)[0]
@@ -207,6 +194,15 @@ def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
 train_lora_slice = partial(train_slice, LoraTrainer)
 
 
+def base_model_version(model: LoadedModel) -> str:
+    """kohya's `ss_base_model_version`: "sdxl_base_v1-0" for SDXL, else "sd" + "_v1"/"_v2" + "_v" for a
+    v-prediction model (sd-scripts' `get_model_version_str_for_sd1_sd2`): "sd_v1", "sd_v2", "sd_v2_v"."""
+    if model.sdxl:
+        return "sdxl_base_v1-0"
+    v = model.pipe.scheduler.config.get("prediction_type") == "v_prediction"
+    return "sd" + ("_v2" if model.sd2 else "_v1") + ("_v" if v else "")
+
+
 def save_lora(trainer: LoraTrainer, path: Path, state: LoopState, images: int) -> Path:
     """Write the kohya `.safetensors` with sd-scripts' `ss_*` metadata (atomically)."""
 
@@ -220,8 +216,8 @@ def save_lora(trainer: LoraTrainer, path: Path, state: LoopState, images: int) -
         "ss_output_name": options.name,
         "ss_sd_model_name": model.name,
         "ss_new_sd_model_hash": model.hash,
-        "ss_base_model_version": "sdxl_base_v1-0" if model.sdxl else "sd_v1",
-        "ss_v2": "False",
+        "ss_base_model_version": base_model_version(model),
+        "ss_v2": str(model.sd2),
         "ss_resolution": f"({options.resolution}, {options.resolution})",
         "ss_max_train_steps": str(options.loop.steps),
         "ss_steps": str(state.step),

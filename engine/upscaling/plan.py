@@ -53,7 +53,10 @@ class ExtrasPlan:
         return self.upscaler_2 if self.upscaler_2 and self.visibility_2 > 0 else None
 
     def upscale_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The size each upscaler makes from an input of `size` (before any crop)."""
+        """The size each upscaler makes from an input of `size` (before any crop); no upscaler (face
+        restoration alone): `size`."""
+        if not self.upscaler:
+            return size
         if self.to is None:
             return target_size(size, self.scale)
         factor = max(self.to[0] / size[0], self.to[1] / size[1])
@@ -86,8 +89,11 @@ class ExtrasPlan:
         return self
 
     def info(self) -> dict[str, str]:
-        """A1111's postprocessing keys of this upscale, in its order."""
+        """A1111's postprocessing keys of this upscale, in its order (none without an upscaler: A1111's
+        upscale step does nothing when `upscaler_1` is None)."""
         items: dict[str, str] = {}
+        if not self.upscaler:
+            return items
         if self.to is None:
             items["Postprocess upscale by"] = format_number(self.scale)
         else:

@@ -29,8 +29,11 @@ def run_plan(
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Image.Image:
     """`image` upscaled as `plan` says; `load(name)` gives an upscaler (loaded one after the other, so the
-    one-model cache holds each in turn); `on_tile(name, done, total)` after each tile."""
+    one-model cache holds each in turn); `on_tile(name, done, total)` after each tile. A plan without an
+    upscaler (face restoration alone) leaves the picture as it is."""
     image = image.convert("RGB")
+    if not plan.upscaler:
+        return image
     size = plan.upscale_size(image.size)
 
     def one(name: str) -> Image.Image:

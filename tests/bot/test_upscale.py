@@ -3,41 +3,27 @@ server's `default_upscaler`, with tiny random-weight ESRGANs in the session's mo
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from PIL import Image
 
 from catalog.records import Relation
 from tests.bot.conftest import ANN, CHANNEL, GUILD, MOD
-from tests.tiny_upscalers import save_upscaler, tiny_esrgan
+from tests.bot.upscaling import installed, png, shown
+from tests.tiny_upscalers import tiny_esrgan
 
 
 @pytest.fixture
 def upscaler(salon):
-    path = save_upscaler(tiny_esrgan(2, seed=7), salon.settings.models_path / "ESRGAN" / "2x-BotTest.pth")
-    yield path.stem
-    path.unlink(missing_ok=True)
-    salon.engine.registry.refresh()
-
-
-def _png(size=(32, 24)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, "green").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _shown(interaction):
-    return [m for m in (interaction.original, *interaction.followups) if m is not None and not m.deleted]
+    with installed(salon, {"2x-BotTest.pth": tiny_esrgan(2, seed=7)}) as names:
+        yield names[0]
 
 
 async def _announced(salon, interaction):
-    await salon.fake.wait_for(lambda: any("✅" in m.content for m in _shown(interaction)), 60, "the upscale")
-    return next(m for m in _shown(interaction) if "✅" in m.content)
+    await salon.fake.wait_for(lambda: any("✅" in m.content for m in shown(interaction)), 60, "the upscale")
+    return next(m for m in shown(interaction) if "✅" in m.content)
 
 
 async def test_upscale_an_attachment_and_a_catalog_image(salon, upscaler):
-    attachments = {"image": ("in.png", _png(), "image/png")}
+    attachments = {"image": ("in.png", png(), "image/png")}
     started = await salon.fake.slash(
         ANN, CHANNEL, "upscale", {"upscaler": upscaler, "scale": 2.0}, attachments=attachments
     )
@@ -58,8 +44,8 @@ async def test_upscale_an_attachment_and_a_catalog_image(salon, upscaler):
         ANN, CHANNEL, "upscale", {"upscaler": "4x-Nope"}, attachments=attachments
     )
     await refused.wait_done()
-    await salon.fake.wait_for(lambda: _shown(refused) and all(m.ephemeral for m in _shown(refused)), 10)
-    assert f"no upscaler named '4x-Nope'; installed: {upscaler}" in _shown(refused)[-1].content
+    await salon.fake.wait_for(lambda: shown(refused) and all(m.ephemeral for m in shown(refused)), 10)
+    assert f"no upscaler named '4x-Nope'; installed: {upscaler}" in shown(refused)[-1].content
 
 
 async def test_u_buttons_use_the_servers_default_upscaler(salon, upscaler):

@@ -3,49 +3,32 @@ random-weight ESRGANs in the session's models folder; bad values refused naming 
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from PIL import Image
 
 from tests.bot.conftest import ANN, CHANNEL
-from tests.tiny_upscalers import save_upscaler, tiny_esrgan
+from tests.bot.upscaling import installed, png, shown
+from tests.tiny_upscalers import tiny_esrgan
 
 
 @pytest.fixture
 def upscalers(salon):
-    folder = salon.settings.models_path / "ESRGAN"
-    paths = [
-        save_upscaler(tiny_esrgan(2, seed=8), folder / "2x-BotSize.pth"),
-        save_upscaler(tiny_esrgan(4, seed=9), folder / "4x-BotSecond.safetensors"),
-    ]
-    yield [path.stem for path in paths]
-    for path in paths:
-        path.unlink(missing_ok=True)
-    salon.engine.registry.refresh()
-
-
-def _png(size=(32, 24)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, "green").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _shown(interaction):
-    return [m for m in (interaction.original, *interaction.followups) if m is not None and not m.deleted]
+    models = {
+        "2x-BotSize.pth": tiny_esrgan(2, seed=8),
+        "4x-BotSecond.safetensors": tiny_esrgan(4, seed=9),
+    }
+    with installed(salon, models) as names:
+        yield names
 
 
 async def _refusal(salon, interaction) -> str:
     await interaction.wait_done()
-    await salon.fake.wait_for(
-        lambda: _shown(interaction) and all(m.ephemeral for m in _shown(interaction)), 10
-    )
-    return _shown(interaction)[-1].content
+    await salon.fake.wait_for(lambda: shown(interaction) and all(m.ephemeral for m in shown(interaction)), 10)
+    return shown(interaction)[-1].content
 
 
 async def test_upscale_to_a_size_with_crop_and_a_second_upscaler(salon, upscalers):
     first, second = upscalers
-    attachments = {"image": ("in.png", _png(), "image/png")}
+    attachments = {"image": ("in.png", png(), "image/png")}
     options = {
         "upscaler": first,
         "size": "96x96",
@@ -54,8 +37,8 @@ async def test_upscale_to_a_size_with_crop_and_a_second_upscaler(salon, upscaler
         "upscaler_2_visibility": 0.5,
     }
     started = await salon.fake.slash(ANN, CHANNEL, "upscale", options, attachments=attachments)
-    await salon.fake.wait_for(lambda: any("✅" in m.content for m in _shown(started)), 60, "the upscale")
-    message = next(m for m in _shown(started) if "✅" in m.content)
+    await salon.fake.wait_for(lambda: any("✅" in m.content for m in shown(started)), 60, "the upscale")
+    message = next(m for m in shown(started) if "✅" in m.content)
     assert f"upscaled to 96x96 (cropped) with {first} + {second}" in message.content
     [image] = await salon.services.catalog.of_job(int(message.content.split("(job ")[1].split(",")[0]))
     assert (image.width, image.height) == (96, 96)

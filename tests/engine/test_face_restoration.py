@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from core.errors import InvalidRequest, ModelNotFound, ModelRefused
-from engine.faces.files import FaceModels
+from engine.faces.files import FaceModels, FaceRestorer
 from engine.faces.naming import check_restoration, postprocess_keys, restorer_entry
 from engine.faces.restore import FACE_TEMPLATE, align_face, restore_faces, restore_found, with_visibility
 from engine.faces.retinaface import Face
@@ -24,6 +24,8 @@ from engine.infotext import parse_infotext
 from engine.models.registry import HashCache, ModelKind, ModelRegistry, sha256_file
 from tests.engine.helpers import request
 from tests.tiny_faces import (
+    SMALL_SIDE,
+    detect_small,
     gfpgan,
     one_face_detector,
     save_state,
@@ -58,7 +60,8 @@ def _install(models: Path, side: float = 100.0) -> None:
 
 def test_face_folders_list_restorers_and_the_detector_by_kind_with_autov2_hashes(tmp_path):
     _install(tmp_path)
-    save_state(state_of(tiny_codeformer()), tmp_path / "Codeformer" / "codeformer-v0.1.0.pth")
+    # Listing reads names and hashes only: a small state dict stands for CodeFormer's (loaded further down).
+    save_state(state_of(tiny_restoreformer(1)), tmp_path / "Codeformer" / "codeformer-v0.1.0.pth")
     (tmp_path / "Codeformer" / "parsing_parsenet.pth").write_bytes(b"not used")
     registry = _registry(tmp_path)
     assert registry.names(ModelKind.FACE_RESTORER) == ["RestoreFormer", "codeformer-v0.1.0"]
@@ -74,12 +77,26 @@ def test_face_folders_list_restorers_and_the_detector_by_kind_with_autov2_hashes
         check_restoration(registry, "CodeFormer", 1.5)
 
 
-def test_restorers_are_detected_by_spandrel_through_the_gates(tmp_path):
-    save_state(state_of(tiny_restoreformer()), tmp_path / "GFPGAN" / "RestoreFormer.safetensors")
-    save_state(state_of(tiny_codeformer()), tmp_path / "Codeformer" / "codeformer-v0.1.0.pth")
-    save_state(state_of(gfpgan()), tmp_path / "GFPGAN" / "GFPGANv1.4.safetensors")
-    registry, models = _registry(tmp_path), FaceModels()
-    found = {name: models.restorer(registry, name) for name in ("RestoreFormer", "CodeFormer", "GFPGAN")}
+@pytest.fixture(scope="module")
+def restorer_files(tmp_path_factory) -> Path:
+    """models/GFPGAN with RestoreFormer and GFPGANv1.4, models/Codeformer with codeformer-v0.1.0: random
+    weights, written once for the module (GFPGAN alone is 86 M parameters)."""
+    models = tmp_path_factory.mktemp("restorers")
+    save_state(state_of(tiny_restoreformer()), models / "GFPGAN" / "RestoreFormer.safetensors")
+    save_state(state_of(tiny_codeformer()), models / "Codeformer" / "codeformer-v0.1.0.pth")
+    save_state(state_of(gfpgan()), models / "GFPGAN" / "GFPGANv1.4.safetensors")
+    return models
+
+
+@pytest.fixture(scope="module")
+def restorers(restorer_files) -> dict[str, FaceRestorer]:
+    """The three files loaded through FaceModels (spandrel's modules), once for the module."""
+    registry, models = _registry(restorer_files), FaceModels()
+    return {name: models.restorer(registry, name) for name in ("RestoreFormer", "CodeFormer", "GFPGAN")}
+
+
+def test_restorers_are_detected_by_spandrel_through_the_gates(restorers):
+    found = restorers
     assert {n: (r.architecture, r.file) for n, r in found.items()} == {
         "RestoreFormer": ("RestoreFormer", "RestoreFormer"),
         "CodeFormer": ("CodeFormer", "codeformer-v0.1.0"),
@@ -88,6 +105,32 @@ def test_restorers_are_detected_by_spandrel_through_the_gates(tmp_path):
     face = torch.zeros(1, 3, 512, 512)
     out = found["RestoreFormer"].restore(face, 0.5)
     assert out.shape == (1, 3, 512, 512)
+
+
+# GFPGAN and CodeFormer run at 512 only: spandrel builds GFPGAN at its one size (512, channel multiplier 2),
+# and CodeFormer's forward reshapes its latent to 16×16 whatever its state dict says, so only its transformer
+# is made small (tiny_codeformer). Measured on 2 cores under a load of about 5: one forward 6.5 s (GFPGAN) and
+# 15 to 19 s (CodeFormer).
+FACE_BOX = (slice(55, 105), slice(55, 105))  # inside the face of _face_at((80, 80), 100)
+
+
+def test_codeformer_restores_through_the_real_path_and_its_weight_takes_effect(restorers):
+    restorer = restorers["CodeFormer"]
+    picture, face = _picture((160, 160)), _face_at((80.0, 80.0), 100.0)
+    before = np.asarray(picture, np.int16)[FACE_BOX]
+    most = np.asarray(restore_found(picture, restorer, [face], 0.0), np.int16)[FACE_BOX]  # 0: most effect
+    least = np.asarray(restore_found(picture, restorer, [face], 1.0), np.int16)[FACE_BOX]
+    assert np.abs(most - before).mean() > 1 and np.abs(least - before).mean() > 1
+    assert np.abs(most - least).mean() > 1  # the weight reaches the arch's forward (fusion of the encoder)
+
+
+def test_gfpgan_restores_through_the_real_path(restorers):
+    restorer = restorers["GFPGAN"]
+    picture, face = _picture((160, 160)), _face_at((80.0, 80.0), 100.0)
+    out = np.asarray(restore_found(picture, restorer, [face], 0.5), np.int16)
+    before = np.asarray(picture, np.int16)
+    assert np.abs(out[FACE_BOX] - before[FACE_BOX]).mean() > 1
+    assert np.array_equal(out[:20, :20], before[:20, :20])  # far from the face: untouched
 
 
 def test_an_upscaler_given_as_a_restorer_and_a_pickle_with_code_are_refused(tmp_path):
@@ -166,10 +209,11 @@ def test_no_face_found_leaves_the_image_unchanged_with_a_note(tmp_path, caplog):
 
 
 def test_the_detector_file_finds_a_face_and_restoration_runs_end_to_end(tmp_path):
-    _install(tmp_path, side=200.0)
-    registry, models = _registry(tmp_path), FaceModels()
+    _install(tmp_path, side=200.0 * SMALL_SIDE / 640)  # a 62-pixel face, seen at a shorter side of 128
+    registry, models = _registry(tmp_path), FaceModels(short_side=SMALL_SIDE)
     picture = _picture((200, 200))
-    out = restore_faces(picture, models.restorer(registry, "RestoreFormer"), models.detector(registry), 0.5)
+    restorer, detector = models.restorer(registry, "RestoreFormer"), models.detector(registry)
+    out = restore_faces(picture, restorer, detector, 0.5, models.short_side)
     assert out.size == picture.size
     changed = np.abs(np.asarray(out, np.int16) - np.asarray(picture, np.int16)).sum(axis=2) > 0
     assert 0 < changed.mean() < 0.9  # one face's square, not the whole picture
@@ -189,11 +233,11 @@ def test_visibility_blends_with_the_input_and_extras_keys_are_a1111s():
     assert postprocess_keys(0, 0, 0.5) == {}
 
 
-def test_generation_restores_faces_and_writes_a1111s_infotext(engine, settings):
+def test_generation_restores_faces_and_writes_a1111s_infotext(engine, settings, monkeypatch):
     folder = settings.models_path / "GFPGAN"  # the session's models: removed afterwards
     installed = [save_state(state_of(tiny_restoreformer()), folder / "RestoreFormerTest.safetensors")]
     installed.append(folder / DETECTOR)
-    torch.save(one_face_detector(300.0), installed[1])
+    torch.save(one_face_detector(300.0 * detect_small(monkeypatch)), installed[1])
     try:
         plain = engine.txt2img(request()).images[0]
         restored = engine.txt2img(request(face_restorer="RestoreFormerTest")).images[0]

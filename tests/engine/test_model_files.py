@@ -39,9 +39,9 @@ from engine.models.model_files import (
     safetensors_metadata,
 )
 from tests.tiny_models import (
-    _text_config,
     build_tiny_sd1,
     build_tiny_sdxl,
+    text_config,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_sd15_block_layout_matches_the_original_numbering() -> None:
         layers_per_block=2,
         norm_num_groups=8,
     )
-    state = diffusers_to_ldm(unet, vae, CLIPTextModel(_text_config(8)))
+    state = diffusers_to_ldm(unet, vae, CLIPTextModel(text_config(8)))
     for name in (
         "model.diffusion_model.input_blocks.3.0.op.weight",
         "model.diffusion_model.input_blocks.8.1.proj_in.weight",

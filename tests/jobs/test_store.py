@@ -80,6 +80,31 @@ async def test_per_person_and_global_limits_say_what_to_do(store):
     assert len(await store.queued()) == 5
 
 
+def test_the_global_limit_counts_the_queue_only_up_to_the_limit(tmp_path):
+    from jobs.store import COUNT_QUEUED_UPTO
+
+    def steps(queued: int) -> int:  # SQLite's virtual-machine steps for the bounded count, 50 as the limit
+        db = sqlite3.connect(tmp_path / f"{queued}.db")
+        db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, status TEXT NOT NULL)")
+        db.execute("CREATE INDEX jobs_by_status ON jobs (status, id)")
+        db.executemany("INSERT INTO jobs (status) VALUES (?)", [("done",)] * 100 + [("queued",)] * queued)
+        counted = [0]
+        db.set_progress_handler(lambda: counted.__setitem__(0, counted[0] + 1), 1)
+        assert db.execute(COUNT_QUEUED_UPTO, (50,)).fetchone()[0] == 50
+        db.close()
+        return counted[0]
+
+    assert steps(1_000) == steps(20_000)
+
+
+async def test_a_queue_over_its_limit_is_refused_saying_how_many_wait(store):
+    # Over the limit (lowered since, or jobs queued again): the refusal counts them all.
+    for owner in ("ann", "bob", "cy", "dee", "eve", "fay", "gus"):
+        await store.submit(JobKind.IMAGINE, owner, {}, max_pending_per_user=3, max_queued=10)
+    with pytest.raises(QueueLimit, match="queue: the queue is full \\(7 jobs waiting\\)"):
+        await store.submit(JobKind.IMAGINE, "hal", {}, **LIMITS)
+
+
 async def test_transition_never_leaves_a_terminal_state(store):
     job, _ = await store.submit(JobKind.IMAGINE, "ann", {}, **LIMITS)
     [running] = await store.claim([job.id])

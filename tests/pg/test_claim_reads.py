@@ -1,7 +1,9 @@
 """What a claim reads on PostgreSQL (jobs/pg_claims.py): a bounded number of statements and rows, however long
 the queue is (the same rows of `jobs` with 10,000 and 100,000 queued: the waiting people are ranked, not
 their jobs, jobs/fair_heads.py), the turns found through the index `jobs_served`; the whole-queue statement
-as the fall-back when other workers hold every head; places in line only for the jobs asked for."""
+as the fall-back when other workers hold every head; places in line only for the jobs asked for, from their
+rounds (jobs/fair_places.py: as many rows with 10,000 and 100,000 queued); a submission's limits, the
+submitter's jobs and the queue up to its limit."""
 
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ import json
 import psycopg
 import pytest
 
-from bench.cluster_reads import measure
+from bench.cluster_reads import measure, rows_read
 from jobs import fair_heads
 from jobs.pg_claims import LOCK_HEAD_LEAD, LOCK_LEAD, claim_next
-from jobs.pg_store import PgJobStore, _record
+from jobs.pg_store import COUNT_PENDING_OF_OWNER, COUNT_QUEUED_UPTO, PgJobStore, _record
 from jobs.scheduling import MAX_SKIPS
 
 HOLDER = {"worker": "w", "claim": "w/1", "lease": 30.0}
@@ -90,13 +92,19 @@ async def test_the_turns_come_from_an_index_not_from_every_job_of_a_person(store
             assert '"Index Name": "jobs_served"' in plan
 
 
-async def test_a_claim_reads_as_many_rows_with_100000_queued_as_with_10000(store, postgres_url):
+async def test_a_claim_and_a_place_in_line_read_as_many_rows_with_100000_queued_as_with_10000(
+    store, postgres_url
+):
     small, large = measure(postgres_url, [10_000, 100_000], people=100, say=lambda line: None)
     now = "person by person"
     assert (small.lead[now], small.mates[now]) == (large.lead[now], large.mates[now])
     assert small.lead[now] <= 12 * 100 and small.mates[now] <= 10 * 100  # a few index entries per person
     # Before: every queued job, twice (its place in line, then its row).
     assert large.lead["whole queue"] >= 2 * 100_000 and large.mates["whole queue"] >= 2 * 100_000 - 1
+    # A round-3 job's place (jobs/fair_places.py): per person its first three jobs and a probe, and the
+    # job's own round; before, every queued job ranked.
+    assert small.place[now] == large.place[now] <= 8 * 100
+    assert large.place["whole queue"] >= 100_000
 
 
 async def test_when_other_workers_hold_every_head_the_claim_ranks_the_whole_queue(store, postgres_url):
@@ -125,3 +133,15 @@ async def test_positions_are_computed_only_for_the_jobs_asked_for(store, postgre
     some = sorted(everything)[::50]
     assert await store.positions(some) == {job_id: everything[job_id] for job_id in some}
     assert await store.has_queued() and not await store.has_queued(list(everything))
+
+
+async def test_a_submission_reads_its_submitters_jobs_and_the_queue_only_up_to_the_limit(store, postgres_url):
+    fill(postgres_url, 5000, 40)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("UPDATE jobs SET status = 'done' WHERE id <= 2500")  # a history before the queue
+        db.execute("VACUUM ANALYZE jobs")
+        assert rows_read(db, COUNT_QUEUED_UPTO, (200,)) == 200
+        waiting = db.execute("SELECT count(*) FROM jobs WHERE owner = 'u3' AND status = 'queued'").fetchone()[
+            0
+        ]
+        assert rows_read(db, COUNT_PENDING_OF_OWNER, ("u3",)) == waiting

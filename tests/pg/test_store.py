@@ -13,6 +13,7 @@ from jobs.pg_store import PgJobStore
 from jobs.records import JobKind, JobStatus
 from tests.jobs.test_store import (  # noqa: F401  (the same tests, on the `store` fixture below)
     LIMITS,
+    test_a_queue_over_its_limit_is_refused_saying_how_many_wait,
     test_per_person_and_global_limits_say_what_to_do,
     test_same_idempotency_key_gives_the_same_job,
     test_transition_never_leaves_a_terminal_state,
