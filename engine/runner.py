@@ -11,7 +11,6 @@ merged into the weights (engine.prompts.lora.FusedLoras).
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
 import threading
@@ -58,14 +57,13 @@ from engine.requests import (
     InpaintRequest,
     MaskedContent,
     RunControl,
-    StepProgress,
     vae_choice,
     with_fixed_seeds,
 )
 from engine.speed.fast_path import Buckets, FastPath, configure_compiler, prepare_modules, resolve_mode
 from engine.speed.invariance import batch_invariant
 from engine.speed.token_merging import apply_token_merging
-from engine.tasks.batching import batch_key
+from engine.tasks.batching import BatchControl, batch_key
 from engine.tasks.flow import run_flow
 from engine.tasks.hires import hires_prepared
 from engine.tasks.img2img import run_img2img
@@ -315,7 +313,7 @@ class Engine:
             for chunk in _chunks(_slots(preps), preps, self._max_batch(preps)):
                 merged = _merge(shared, [preps[s.request] for s in chunk])
                 variation = [s.variation_seed for s in chunk] if chunk[0].variation_seed is not None else None
-                control = _ChunkControl(chunk, controls)
+                control = BatchControl(chunk, controls)
                 images = run_batch(merged, [s.seed for s in chunk], variation, control, chunk[0].index)
                 images = restore_generated(self.registry, preps, chunk, images, self.device, infos)
                 for slot, image in zip(chunk, images, strict=True):
@@ -564,26 +562,3 @@ def _stack(conds: list[Conditioning]) -> Conditioning:
         torch.cat([c.pooled_cond for c in conds]) if pooled else None,
         torch.cat([c.pooled_uncond for c in conds]) if pooled else None,
     )
-
-
-class _ChunkControl(RunControl):
-    """The control of a batch: steps are reported to each request in it; it stops once all are cancelled."""
-
-    def __init__(self, chunk: list[_Slot], controls: Sequence[RunControl]) -> None:
-        super().__init__()
-        # Each request's first image in the batch: its position there and its index in the request.
-        self.members: dict[int, tuple[int, int]] = {}
-        for position, slot in enumerate(chunk):
-            self.members.setdefault(slot.request, (position, slot.index))
-        self.controls = controls
-        self.on_step = self._fan_out
-
-    def cancelled(self) -> bool:
-        return all(self.controls[r].cancelled() for r in self.members)
-
-    def _fan_out(self, event: StepProgress) -> None:
-        for request, (position, index) in self.members.items():
-            callback = self.controls[request].on_step
-            if callback is not None and event.preview is not None:
-                preview = functools.partial(event.preview, position)
-                callback(StepProgress(event.phase, event.step, event.total, index, preview))

@@ -5,11 +5,18 @@ Pure Python (no torch), so the queue can group waiting jobs before any of them r
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import functools
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol
 
 from engine.prompts.prompt_schedule import needs_plan
 from engine.prompts.prompt_syntax import extract_extra_networks
-from engine.requests import GenerationRequest
+from engine.requests import GenerationRequest, RunControl, StepProgress
+
+
+class BatchMember(Protocol):
+    request: int  # which request of the batch an image belongs to
+    index: int  # its index among that request's images
 
 
 def batch_key(request: GenerationRequest) -> Hashable:
@@ -47,3 +54,30 @@ def batch_key(request: GenerationRequest) -> Hashable:
         # ControlNet units; their control images are not compared: a request with units batches with no other
         (request.controlnet, id(request)) if request.controlnet else (),
     )
+
+
+class BatchControl(RunControl):
+    """The control of a batch: steps are reported to each request in it; it stops once all are cancelled."""
+
+    def __init__(self, chunk: Sequence[BatchMember], controls: Sequence[RunControl]) -> None:
+        super().__init__()
+        # Each request's first image in the batch: its position there and its index in the request.
+        self.members: dict[int, tuple[int, int]] = {}
+        for position, slot in enumerate(chunk):
+            self.members.setdefault(slot.request, (position, slot.index))
+        self.controls = controls
+        self.on_step = self._fan_out
+
+    def cancelled(self) -> bool:
+        return all(self.controls[r].cancelled() for r in self.members)
+
+    def preview(self, preview: Callable, position: int) -> Callable:
+        """A request's preview, its first image being at `position` in the batch's preview."""
+        return functools.partial(preview, position)
+
+    def _fan_out(self, event: StepProgress) -> None:
+        for request, (position, index) in self.members.items():
+            callback = self.controls[request].on_step
+            if callback is not None and event.preview is not None:
+                preview = self.preview(event.preview, position)
+                callback(StepProgress(event.phase, event.step, event.total, index, preview))

@@ -42,6 +42,7 @@ from engine.requests import (
     RunControl,
     StepProgress,
 )
+from engine.tasks.batching import BatchControl
 from engine.tasks.flow_rules import FLOW_SAMPLER, FLOW_SCHEDULE, check_flow_request, flow_defaults
 from engine.tasks.noise import initial_noise, make_generators
 from engine.tasks.resize import resize_image
@@ -159,27 +160,11 @@ def _image_infotext(p: GenerationRequest, info: dict[str, str | None], slot: _Sl
     return format_infotext(p.prompt, p.negative_prompt, params)
 
 
-class _BatchControl(RunControl):
-    """The control of one pipeline call: each step reported to every request in it (the preview of its first
-    image there); it stops once all of them are cancelled."""
+class _BatchControl(BatchControl):
+    """A shared pipeline call's control: its previews hold one image per position (a 1-argument callable)."""
 
-    def __init__(self, chunk: list[_Slot], controls: Sequence[RunControl]) -> None:
-        super().__init__()
-        self.members: dict[int, tuple[int, int]] = {}  # request → (its first image's position, its index)
-        for position, slot in enumerate(chunk):
-            self.members.setdefault(slot.request, (position, slot.index))
-        self.controls = controls
-        self.on_step = self._fan_out
-
-    def cancelled(self) -> bool:
-        return all(self.controls[r].cancelled() for r in self.members)
-
-    def _fan_out(self, event: StepProgress) -> None:
-        for request, (position, index) in self.members.items():
-            callback = self.controls[request].on_step
-            if callback is not None and event.preview is not None:
-                preview = functools.partial(_preview_from, event.preview, position)
-                callback(StepProgress(event.phase, event.step, event.total, index, preview))
+    def preview(self, preview, position: int):
+        return functools.partial(_preview_from, preview, position)
 
 
 def _preview_from(preview, start: int, index: int = 0) -> Image.Image:
