@@ -2,8 +2,9 @@
 
 Builds SD 3.5 large- and Flux dev-shaped models with random weights (the published architectures' sizes, in
 bfloat16, built on the card; nothing is downloaded), saves each as a diffusers folder and prints, on the same
-device: diffusers' own pipeline (the baseline) against Salon's engine per image at batch 1 and 1024×1024, and
-the engine's load time. One model at a time, its folder deleted after, so the disk holds one (Flux ≈ 34 GB).
+device: diffusers' own pipeline (the baseline) against Salon's engine per image at batch 1 and 1024×1024, eager
+and in speed mode "max" (the transformer compiled by inductor for that shape after a timed warm-up), and the
+engine's load time. One model at a time, its folder deleted after, so the disk holds one (Flux ≈ 34 GB).
 Never run by default on a CPU: `--tiny` shrinks both to toy sizes at 64×64, to show the bench works.
 Random weights make noise, not pictures: the figures are speed only.
 """
@@ -231,10 +232,21 @@ def bench(family: str, args, device: torch.device, work: Path) -> dict:
     say(f"\n{label}-shaped, random weights: built and saved in {time.perf_counter() - started:.0f}s")
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    engine = Engine(load_settings(None, data_dir=root, device=device.type, dtype="auto"))
+    # Speed mode "max" compiling this size at batch 1; the same loaded model runs eagerly inside
+    # `fast.eager_while` (two engines would hold two copies: Flux does not fit twice on one card).
+    compiler = "inductor" if device.type == "cuda" else "eager"  # --tiny on a CPU: dynamo's tracing only
+    speed = {
+        "mode": "max",
+        "compiler": compiler,
+        "sizes": [f"{size}x{size}"],
+        "batches": [1],
+        "warmup": False,
+    }
+    engine = Engine(load_settings(None, data_dir=root, device=device.type, dtype="auto", speed=speed))
     started = time.perf_counter()
     model = engine.load(family)
     say(f"  engine load: {time.perf_counter() - started:.1f}s ({model.dtype})")
+    fast = model.fast
     request = GenerationRequest(
         PROMPT,
         model=family,
@@ -246,7 +258,6 @@ def bench(family: str, args, device: torch.device, work: Path) -> dict:
         height=size,
         seed=1,
     )
-    salon = timed(lambda: engine.txt2img(request), device, args.repeats)
     plain_pipe = pipeline_class(family)(**model.pipe.components)
     plain_pipe.set_progress_bar_config(disable=True)
     extra = {"guidance_scale": 3.5} if family == "flux" else {"guidance_scale": cfg}
@@ -255,15 +266,29 @@ def bench(family: str, args, device: torch.device, work: Path) -> dict:
         generator = torch.Generator("cpu").manual_seed(1)
         plain_pipe(PROMPT, height=size, width=size, num_inference_steps=steps, generator=generator, **extra)
 
-    baseline = timed(plain, device, args.repeats)
+    with fast.eager_while("bench: eager baseline"):
+        salon = timed(lambda: engine.txt2img(request), device, args.repeats)
+        baseline = timed(plain, device, args.repeats)
+    warmup = engine.warm_up([family], report=lambda line: say(f"  {line}"))
+    compiled = timed(lambda: engine.txt2img(request), device, args.repeats)
+    ran = dict(fast.calls)
     say(
-        f"  {size}², {steps} steps, batch 1: diffusers {baseline:.2f}s, Salon {salon:.2f}s per image "
-        f"({steps / salon:.2f} it/s)"
+        f"  {size}², {steps} steps, batch 1: diffusers {baseline:.2f}s, Salon eager {salon:.2f}s, "
+        f'Salon "max" ({compiler}) {compiled:.2f}s per image ({steps / compiled:.2f} it/s); '
+        f"warm-up {warmup:.0f}s; transformer calls {ran}"
     )
     if device.type == "cuda":
         say(f"  peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     shutil.rmtree(root, ignore_errors=True)
-    return {"model": label, "diffusers_s": round(baseline, 3), "salon_s": round(salon, 3), "steps": steps}
+    return {
+        "model": label,
+        "diffusers_s": round(baseline, 3),
+        "salon_s": round(salon, 3),
+        "salon_max_s": round(compiled, 3),
+        "compiler": compiler,
+        "warmup_s": round(warmup, 1),
+        "steps": steps,
+    }
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ and whose seeds it has fixed, refusing only what it alone can know (a model or n
 It resolves a request (model, LoRAs, sampler from the process's sampler table, prompt conditioning), runs the
 task module batch by batch, and writes the A1111 infotext of every image. In the
 speed modes "max" and "balanced" each loaded model gets a fast path (engine.speed.fast_path) and its LoRAs are
-merged into the weights (engine.prompts.lora.FusedLoras).
+merged into the weights (engine.prompts.lora.FusedLoras); SD 3.5 / Flux get only their compiled transformer in
+"max" (engine.speed.flow_compile).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from engine.speed.fast_path import Buckets, FastPath, configure_compiler, prepar
 from engine.speed.invariance import batch_invariant
 from engine.speed.token_merging import apply_token_merging
 from engine.tasks.batching import BatchControl, batch_key
-from engine.tasks.flow import run_flow
+from engine.tasks.flow import flow_fast_path, run_flow
 from engine.tasks.hires import hires_prepared
 from engine.tasks.img2img import run_img2img
 from engine.tasks.inpaint import run_inpaint
@@ -149,7 +150,9 @@ class Engine:
         speed = self.settings.speed
         model = load_model(entry, self.registry.short_hash(entry), self.device, self.dtype)
         model.token_grid = apply_token_merging(model.unet, speed.token_merging_ratio)
-        if self.speed_mode == "off" or model.family in FLOW_FAMILIES:  # SD 3.5 / Flux: eager, own LoRAs
+        if self.speed_mode == "off" or model.family in FLOW_FAMILIES:  # SD 3.5 / Flux: own LoRAs, fast path
+            if self.speed_mode == "max" and model.family in FLOW_FAMILIES:
+                model.fast = flow_fast_path(model, speed)
             return model, LoraSet(model.pipe)
         prepare_modules(model.unet, model.vae, model.sdxl, self.device)
         buckets = Buckets.from_settings(speed, native_resolution_size(entry))
@@ -170,14 +173,9 @@ class Engine:
         with self._lock:
             for name in wanted[: self.settings.speed.max_models]:
                 model = self.load(name)
-                if model.fast is None:  # SD 3.5 / Flux run eagerly through diffusers' pipelines
-                    note = f"{model.name}: no fast path to compile for {model.family} models; loaded only"
-                    log.info("%s", note)
-                    if report is not None:
-                        report(note)
-                    continue
-                assert self._loras is not None
-                self._loras.activate([])
+                assert self._loras is not None and model.fast is not None
+                if model.family not in FLOW_FAMILIES:  # flow LoRAs are adapters, unloaded after each job
+                    self._loras.activate([])
                 seconds += model.fast.warm_up(report)
         return seconds
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from config import parse_size
 from core.errors import InvalidRequest, JobCancelled
 from engine.infotext import format_infotext
 from engine.infotext_values import format_number, hashes_value, salon_version
@@ -42,12 +43,22 @@ from engine.requests import (
     RunControl,
     StepProgress,
 )
+from engine.speed.flow_compile import FlowFastPath
 from engine.tasks.batching import BatchControl
 from engine.tasks.flow_rules import FLOW_SAMPLER, FLOW_SCHEDULE, check_flow_request, flow_defaults
 from engine.tasks.noise import initial_noise, make_generators
 from engine.tasks.resize import resize_image
 
 EMPHASIS_NOTE = "prompt emphasis and BREAK are not applied on SD 3.5 / Flux models: the plain text was used"
+
+
+def flow_fast_path(model, speed) -> FlowFastPath:
+    """Speed mode "max" for a loaded SD 3.5 / Flux model: its transformer compiled for the speed sizes (default
+    the family's native square) × batch buckets, warmed with the family's default guidance."""
+    defaults = flow_defaults(entry_kind(model.entry))
+    guidance = defaults.cfg_scale if model.family != FLUX else defaults.distilled_cfg_scale or 0.0
+    sizes = sorted({parse_size(s) for s in speed.sizes} or {(defaults.size, defaults.size)})
+    return FlowFastPath(model.pipe, speed, sizes, {"guidance_scale": guidance})
 
 
 def plain_prompt(prompt: str) -> tuple[str, bool]:
@@ -76,7 +87,9 @@ def run_flow(engine, model, requests: Sequence[GenerationRequest], controls, ext
     texts = [(plain_prompt(r.prompt), plain_prompt(r.negative_prompt)) for r in requests]
     loras = engine._lora_uses(extract_extra_networks(first.prompt)[1])
     images: list[list[GeneratedImage]] = [[] for _ in requests]
-    with _loras_active(model.pipe, loras), _shifted(model.pipe, first.shift):
+    lora_eager = "lora" if model.fast is not None and any(u.weight != 0 for u in loras) else None
+    eager = model.fast.eager_while(lora_eager) if model.fast is not None else contextlib.nullcontext()
+    with eager, _loras_active(model.pipe, loras), _shifted(model.pipe, first.shift):
         lora_info = hashes_value([(u.entry.name, u.short_hash) for u in loras if u.weight != 0])
         infos = [_info(model, kind, r, extra, lora_info) for r in requests]
         slots = _slots(requests)

@@ -187,12 +187,12 @@ def test_training_on_a_flow_model_is_refused_by_name_before_it_is_queued(flow_ro
         TrainTask().check({**params, "model": "tiny-sd3"}, settings)
 
 
-def test_warm_up_in_speed_mode_max_loads_a_flow_model_and_says_it_compiles_nothing(flow_root):
-    settings = load_settings(None, data_dir=flow_root, speed={"mode": "max", "compiler": "eager"})
-    engine = Engine(settings)
+def test_warm_up_in_speed_mode_max_compiles_a_flow_model_s_transformer(flow_root):
+    speed = {"mode": "max", "compiler": "eager", "sizes": ["64x64"], "batches": [1]}
+    engine = Engine(load_settings(None, data_dir=flow_root, speed=speed))
     said: list[str] = []
-    assert engine.warm_up(["tiny-sd3"], said.append) == 0.0
-    assert said == ["tiny-sd3: no fast path to compile for sd3 models; loaded only"]
+    assert engine.warm_up(["tiny-sd3"], said.append) > 0  # more in tests/engine/test_flow_fast.py
+    assert [line.split(" (")[0] for line in said] == ["warm-up 1/1: transformer 64x64 batch 1"]
     made = engine.txt2img(flow_request("tiny-sd3", seed=2)).images[0]
     assert made.image.size == (32, 32)
 
