@@ -67,7 +67,8 @@ def test_a_warmed_shape_runs_compiled_and_gives_the_eager_image(fast_engine, pla
         mine = fast_engine.txt2img(flow_request(model)).images[0]
     theirs = plain_engine.txt2img(flow_request(model)).images[0]
     assert fast.calls["transformer compiled"] == compiled + 2  # both steps through the compiled graph
-    assert graphs() == before and not caplog.records  # no recompile, no fallback
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert graphs() == before and not warnings  # no recompile, no fallback
     assert mine.infotext == theirs.infotext
     assert mean_difference(mine.image, theirs.image) < 0.01
 
