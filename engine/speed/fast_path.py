@@ -47,6 +47,23 @@ def resolve_mode(mode: str, device: torch.device) -> str:
     return mode
 
 
+class EagerWhile:
+    """Compiled code that stays eager while a reason lasts (the modules are changed meanwhile)."""
+
+    _eager_reasons: list[str]
+
+    @contextmanager
+    def eager_while(self, reason: str | None) -> Iterator[None]:
+        """Run eagerly inside the block when `reason` is given (the modules are changed while it lasts)."""
+        if reason:
+            self._eager_reasons.append(reason)
+        try:
+            yield
+        finally:
+            if reason:
+                self._eager_reasons.remove(reason)
+
+
 @dataclass(frozen=True)
 class Buckets:
     """The shapes that are compiled: image sizes (width, height) and batch sizes counted in images."""
@@ -150,7 +167,7 @@ def _decode_call(vae, latents):
     return vae.decode(latents, return_dict=False)[0]
 
 
-class FastPath:
+class FastPath(EagerWhile):
     """One model's fast path: which shapes are compiled and warm, and the calls that use them."""
 
     def __init__(
@@ -196,17 +213,7 @@ class FastPath:
                 kwargs["mode"] = "max-autotune-no-cudagraphs"
         return torch.compile(fn, **kwargs)
 
-    # ----- when to stay eager ------------------------------------------------------------------------------
-    @contextmanager
-    def eager_while(self, reason: str | None) -> Iterator[None]:
-        """Run eagerly inside the block when `reason` is given (the modules are changed while it lasts)."""
-        if reason:
-            self._eager_reasons.append(reason)
-        try:
-            yield
-        finally:
-            if reason:
-                self._eager_reasons.remove(reason)
+    # ----- when to stay eager: EagerWhile.eager_while ---------------------------------------------------------
 
     def _bucket_size(self, tensor: torch.Tensor) -> tuple[int, int] | None:
         """The image size (width, height) of latents whose size is compiled, or None to run eagerly."""

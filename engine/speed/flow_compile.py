@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 
 from config import SpeedSettings
-from engine.speed.fast_path import _check_compiler
+from engine.speed.fast_path import EagerWhile, _check_compiler
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ def describe(key: tuple) -> str:
     return f"{rows} rows × {tokens} latent values/tokens, {text[1] if len(text) == 3 else '?'} text tokens"
 
 
-class FlowFastPath:
+class FlowFastPath(EagerWhile):
     """A flow model's compiled transformer: which call shapes are warm, and the dispatcher that uses them."""
 
     def __init__(self, pipe, speed: SpeedSettings, sizes: list[tuple[int, int]], warm_prompt: dict) -> None:
@@ -94,17 +93,6 @@ class FlowFastPath:
         self.calls: Counter[str] = Counter()  # "transformer compiled", "transformer eager"
         self.warmup_s = 0.0
         self.module.forward = self._dispatch  # nn.Module.__call__ finds the instance attribute first
-
-    @contextmanager
-    def eager_while(self, reason: str | None) -> Iterator[None]:
-        """Run eagerly inside the block when `reason` is given (LoRA adapters change the modules)."""
-        if reason:
-            self._eager_reasons.append(reason)
-        try:
-            yield
-        finally:
-            if reason:
-                self._eager_reasons.remove(reason)
 
     def _dispatch(self, *args, **kwargs):
         key = None if self._eager_reasons else call_key(args, kwargs)
