@@ -2,8 +2,18 @@
 
 Each unit is a dict with sd-webui-controlnet's field names (`image` base64, `module`, `model`, `weight`,
 `resize_mode` by name or 0–2, `processor_res`, `threshold_a`, `threshold_b`, `guidance_start`,
-`guidance_end`, `control_mode` by name or 0–2, `enabled`). A unit without `enabled` counts as enabled; one
-with `enabled: false` is skipped. Fields Salon cannot honour (pixel perfect, masks) are refused by name.
+`guidance_end`, `control_mode` by name or 0–2, `pixel_perfect`, `enabled`). A unit without `enabled` counts as
+enabled; one with `enabled: false` is skipped. Fields Salon cannot honour (masks, extra inputs) are refused by
+name. Pixel perfect sets the processor resolution from the control image (or img2img's input image) and the
+generation size with sd-webui-controlnet's formula (`pixel_perfect_resolution`); the infotext records the
+resolution it gave (its `Pixel Perfect` stays False, so reading it back needs no image).
+
+Also the extension's listing routes: `/controlnet/version`, `/controlnet/model_list` (`"name [hash]"` as its
+titles are, the 8-hex old A1111 hash), `/controlnet/module_list` (with `module_detail`: each preprocessor's
+sliders) and `/controlnet/settings`. Salon has no `/controlnet/detect` (its preprocessors run in the job).
+Shapes and values from Mikubill/sd-webui-controlnet at 56cec5b2 (scripts/api.py,
+internal_controlnet/external_code.py, scripts/supported_preprocessor.py,
+scripts/preprocessor/model_free_preprocessors.py).
 """
 
 from __future__ import annotations
@@ -12,7 +22,8 @@ import dataclasses
 from typing import Any
 
 from core.errors import InvalidRequest
-from engine.controlnet.unit_text import control_mode, resize_mode, with_defaults
+from engine.controlnet.unit_text import MAX_UNITS, PREPROCESSORS, control_mode, resize_mode, with_defaults
+from engine.models.registry import ModelKind, ModelRegistry
 from engine.requests import ControlMode, ControlNetUnit, ControlResize
 
 SCRIPT_NAMES = ("controlnet",)  # the always-on script's key, matched casefolded (A1111 does)
@@ -23,9 +34,92 @@ _REFUSED = {"mask", "mask_image", "effective_region_mask", "advanced_weighting",
 _NUMBERS = ("weight", "guidance_start", "guidance_end", "threshold_a", "threshold_b")
 
 
-def script_units(scripts: dict[str, Any], decode) -> tuple[ControlNetUnit, ...]:
+API_VERSION = 3  # external_code.get_api_version()
+_RESOLUTION = {"name": "Resolution", "value": 512, "min": 64, "max": 2048, "step": 8}
+# The preprocessors Salon has, in the extension's order (none first, then by sorting priority and label,
+# highest first), with their labels and visible sliders as its module_detail gives them.
+MODULES: dict[str, tuple[str, list[dict[str, Any]]]] = {
+    "none": ("none", [_RESOLUTION]),
+    "canny": (
+        "canny",
+        [
+            _RESOLUTION,
+            {"name": "Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1},
+            {"name": "High Threshold", "value": 200, "min": 1, "max": 255, "step": 1},
+        ],
+    ),
+    "invert": ("invert (from white bg & black line)", []),
+    "scribble_xdog": (
+        "scribble_xdog",
+        [_RESOLUTION, {"name": "XDoG Threshold", "value": 32, "min": 1, "max": 64, "step": 0.01}],
+    ),
+}
+assert set(MODULES) == set(PREPROCESSORS), "every preprocessor Salon has is listed with its sliders"
+
+
+def pixel_perfect_resolution(image: tuple[int, int], target: tuple[int, int], resize: ControlResize) -> int:
+    """sd-webui-controlnet's pixel perfect: the control image's short side scaled by the larger of the two
+    factors to the generation size (the smaller for "Resize and Fill"), rounded half to even as numpy
+    rounds; sizes are (width, height)."""
+    (raw_w, raw_h), (target_w, target_h) = image, target
+    k0, k1 = target_h / raw_h, target_w / raw_w
+    factor = min(k0, k1) if resize is ControlResize.RESIZE_AND_FILL else max(k0, k1)
+    return round(factor * min(raw_h, raw_w))
+
+
+def model_list(registry: ModelRegistry, update: bool) -> dict[str, list[str]]:
+    if update:
+        registry.refresh()
+    entries = sorted(registry.entries(ModelKind.CONTROLNET), key=lambda e: e.name)
+    return {"model_list": [f"{e.name} [{registry.short_hash(e)}]" for e in entries]}
+
+
+def module_list(alias_names: bool) -> dict[str, Any]:
+    names = [label if alias_names else name for name, (label, _) in MODULES.items()]
+    detail = {
+        (label if alias_names else name): {"model_free": False, "sliders": sliders}
+        for name, (label, sliders) in MODULES.items()
+    }
+    return {"module_list": names, "module_detail": detail}
+
+
+def add_controlnet_routes(app, service) -> None:
+    """sd-webui-controlnet's listing routes, behind the API's credentials like A1111's."""
+    import asyncio
+
+    from fastapi import Depends
+
+    from api.auth import caller
+
+    def route(path: str):
+        return app.get(f"/controlnet/{path}", dependencies=[Depends(caller)])
+
+    @route("version")
+    async def version() -> dict[str, int]:
+        return {"version": API_VERSION}
+
+    @route("model_list")
+    async def models(update: bool = True) -> dict[str, list[str]]:
+        return await asyncio.to_thread(model_list, service.registry, update)
+
+    @route("module_list")
+    async def modules(alias_names: bool = False) -> dict[str, Any]:
+        return module_list(alias_names)
+
+    @route("settings")
+    async def controlnet_settings() -> dict[str, int]:
+        return {"control_net_unit_count": MAX_UNITS}
+
+
+def script_units(
+    scripts: dict[str, Any],
+    decode,
+    target: tuple[int, int] = (512, 512),
+    input_size: tuple[int, int] | None = None,
+) -> tuple[ControlNetUnit, ...]:
     """The enabled units of a body's `alwayson_scripts` ControlNet entry (none: ()); `decode(data, field)`
-    turns a base64 image into a checked PIL image."""
+    turns a base64 image into a checked PIL image. `target`: the generation's (width, height);
+    `input_size`: img2img's input image's, the control image of a unit without its own (pixel perfect)."""
     key = next((k for k in scripts if k.casefold() in SCRIPT_NAMES), None)
     if key is None:
         return ()
@@ -40,16 +134,14 @@ def script_units(scripts: dict[str, Any], decode) -> tuple[ControlNetUnit, ...]:
             raise InvalidRequest(field, "each unit is an object with sd-webui-controlnet's fields")
         if raw.get("enabled", True) is False:
             continue
-        units.append(_unit(raw, field, decode))
+        units.append(_unit(raw, field, decode, target, input_size))
     return tuple(units)
 
 
-def _unit(raw: dict[str, Any], field: str, decode) -> ControlNetUnit:
+def _unit(raw: dict[str, Any], field: str, decode, target, input_size) -> ControlNetUnit:
     for name in raw:
         if name in _REFUSED and raw[name] not in (None, "", []):
             raise InvalidRequest(f"{field}.{name}", "Salon's ControlNet units take no masks or extra inputs")
-    if raw.get("pixel_perfect"):
-        raise InvalidRequest(f"{field}.pixel_perfect", "not supported: send processor_res instead")
     values: dict[str, Any] = {}
     for name in _NUMBERS:
         if raw.get(name) is not None:
@@ -74,6 +166,14 @@ def _unit(raw: dict[str, Any], field: str, decode) -> ControlNetUnit:
     unit = ControlNetUnit(model=model, module=str(raw.get("module") or "none"), **values)
     if image:
         unit = dataclasses.replace(unit, image=decode(image, f"{field}.image"))
+    if raw.get("pixel_perfect") is True:
+        size = unit.image.size if unit.image is not None else input_size
+        if size is None:
+            raise InvalidRequest(
+                f"{field}.pixel_perfect", "needs the unit's image (txt2img has no input image)"
+            )
+        resolution = pixel_perfect_resolution(size, target, unit.resize_mode)
+        unit = dataclasses.replace(unit, processor_res=min(2048, max(64, resolution)))
     return with_defaults(unit, field)
 
 

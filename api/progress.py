@@ -41,7 +41,9 @@ class ProgressBoard:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._events = self.queue.subscribe(None)
+        # Places in line are not part of A1111's progress: without them, a claim does not make the queue
+        # rank every queued job for this board (jobs/queue.py `_publish_positions`).
+        self._events = self.queue.subscribe(None, positions=False)
         self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from api import listing
 from api.auth import Caller, caller
+from api.controlnet import add_controlnet_routes
 from api.extras import add_extras_routes, model_upscalers
 from api.guard import BodyGuard
 from api.options import face_restorers as face_restorer_list
@@ -197,6 +198,7 @@ def create_app(service: ApiService, host: str = "127.0.0.1", port: int = 7860) -
 
     add_training_routes(app, service)
     add_extras_routes(app, service)
+    add_controlnet_routes(app, service)
     return app
 
 

@@ -170,9 +170,13 @@ def _schedule(value: str | None) -> str | None:
 
 
 def generation_options(
-    body: GenerationBody, settings: Settings, defaults: Mapping[str, Any]
+    body: GenerationBody,
+    settings: Settings,
+    defaults: Mapping[str, Any],
+    input_size: tuple[int, int] | None = None,
 ) -> GenerationOptions:
-    """The front-end-neutral options of a body; `defaults` are the caller's /sdapi/v1/options."""
+    """The front-end-neutral options of a body; `defaults` are the caller's /sdapi/v1/options; `input_size`:
+    img2img's input image's (ControlNet's pixel perfect reads it)."""
     check_supported(body)
     overrides = body.override_settings or {}
     prompt, negative = body.prompt, body.negative_prompt or ""
@@ -221,7 +225,9 @@ def generation_options(
         **_seed_extras(body, overrides.get("sd_vae")),
         **_face_restoration(body, {**defaults, **overrides}),  # the caller's options, then the body's
         **_flow_fields(body),
-        controlnet=script_units(body.alwayson_scripts, _decoder(settings)),
+        controlnet=script_units(
+            body.alwayson_scripts, _decoder(settings), (body.width, body.height), input_size
+        ),
     )
 
 
@@ -322,7 +328,7 @@ def img2img_request_of(
     limits = settings.limits
     image = decode_image(images[0], limits, "init_images")
     params = generation_request_for(
-        generation_options(body, settings, defaults),
+        generation_options(body, settings, defaults, image.size),
         settings,
         registry,
         limits,

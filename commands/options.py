@@ -142,6 +142,37 @@ def generation_info(data: bytes, limits: Limits, option: str = "image") -> str |
         raise InvalidImage(option, f"cannot be read as an image ({type(error).__name__})") from None
 
 
+MAX_CARRIED_TEXT = 1 << 20  # characters of a PNG's other text chunks an Extras result carries, all together
+OWN_TEXTS = ("parameters", "postprocessing", "extras")  # written anew by the Extras result
+
+
+def other_texts(data: bytes) -> dict[str, str]:
+    """A PNG's text chunks (tEXt, zTXt, iTXt before its pixels) other than `OWN_TEXTS`: another program's
+    record (ComfyUI's `prompt` and `workflow`, a `Software` line), which A1111's Extras copies into its
+    result. Together at most MAX_CARRIED_TEXT characters (the later ones are left out); other formats: none.
+    The data was checked by `generation_info` or `load_input_image` first."""
+    import io
+
+    from engine.image_io import sniff_format
+
+    if sniff_format(data) != "PNG":
+        return {}
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            chunks = dict(image.info)
+    except Exception:  # Pillow raises many types on damage: nothing carried
+        return {}
+    carried: dict[str, str] = {}
+    room = MAX_CARRIED_TEXT
+    for key, value in chunks.items():
+        if isinstance(key, str) and isinstance(value, str) and key not in OWN_TEXTS:
+            if len(key) + len(value) > room:
+                continue
+            carried[key] = value
+            room -= len(key) + len(value)
+    return carried
+
+
 def output_size_for(image: Image.Image) -> tuple[int, int]:
     """An input image's size rounded down to multiples of 8 (at least 64): img2img's default output size."""
     return max(64, image.width // 8 * 8), max(64, image.height // 8 * 8)

@@ -7,14 +7,14 @@ the result's parent, with relation "upscale"."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from catalog.records import ImageRecord, Relation
 from commands.generation import LongJob
-from commands.options import generation_info, load_input_image
+from commands.options import generation_info, load_input_image, other_texts
 from config import Limits
 from core.errors import InvalidRequest
 from engine.upscaling.extras import DEFAULT_SCALE
@@ -35,12 +35,14 @@ class UpscaleInput:
     parameters: str | None
     stem: str
     parent_id: int | None = None
+    texts: dict[str, str] = field(default_factory=dict)  # its other PNG text chunks, carried as A1111 does
 
 
 def input_from_bytes(data: bytes, name: str, limits: Limits, option: str = "image") -> UpscaleInput:
     """An uploaded or local file, checked from its header (InvalidImage names `option`)."""
     image = load_input_image(data, limits, option)
-    return UpscaleInput(image, generation_info(data, limits, option), safe_stem(Path(name).stem))
+    parameters = generation_info(data, limits, option)
+    return UpscaleInput(image, parameters, safe_stem(Path(name).stem), texts=other_texts(data))
 
 
 def input_from_record(record: ImageRecord, limits: Limits) -> UpscaleInput:
@@ -50,7 +52,7 @@ def input_from_record(record: ImageRecord, limits: Limits) -> UpscaleInput:
     except OSError:
         raise InvalidRequest("image", f"image {record.id}'s file is missing") from None
     found = input_from_bytes(data, Path(record.path).name, limits)
-    return UpscaleInput(found.image, found.parameters, found.stem, record.id)
+    return UpscaleInput(found.image, found.parameters, found.stem, record.id, found.texts)
 
 
 def parse_scale(text: str | float | None) -> float:
@@ -98,7 +100,7 @@ def extras_plan(
 
 def _stored(settings, source: UpscaleInput) -> dict:
     return {
-        "image": store_image(source.image.convert("RGB"), inputs_folder(settings)),
+        "image": store_image(source.image.convert("RGB"), inputs_folder(settings), source.texts),
         "parameters": source.parameters,
         "stem": source.stem,
     }

@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from core.errors import InvalidRequest
 from core.files import atomic_write
@@ -76,10 +76,14 @@ def _unit_from_json(data: dict[str, Any], inputs: Path) -> ControlNetUnit:
     )
 
 
-def store_image(image: Image.Image, folder: Path) -> str:
-    """Save an input image as PNG under its content hash (atomically) and return the file name."""
+def store_image(image: Image.Image, folder: Path, texts: dict[str, str] | None = None) -> str:
+    """Save an input image as PNG under its content hash (atomically) and return the file name; `texts`
+    (another program's text chunks, kept for the result) are stored in it."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    info = PngImagePlugin.PngInfo()
+    for key, value in (texts or {}).items():
+        info.add_text(key, value)  # iTXt when not Latin-1
+    image.save(buffer, format="PNG", pnginfo=info)
     data = buffer.getvalue()
     name = hashlib.sha256(data).hexdigest() + ".png"
     path = folder / name
@@ -94,6 +98,14 @@ def load_image(folder: Path, name: str) -> Image.Image:
         raise ValueError(f"bad stored image name {name!r}")
     with Image.open(folder / name) as image:
         return image.convert("RGBA" if image.mode in ("RGBA", "LA") else image.mode).copy()
+
+
+def stored_texts(folder: Path, name: str) -> dict[str, str]:
+    """The text chunks `store_image` kept with an input image."""
+    if "/" in name or "\\" in name or not name.endswith(".png"):
+        raise ValueError(f"bad stored image name {name!r}")
+    with Image.open(folder / name, formats=["PNG"]) as image:
+        return {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def request_to_json(request: AnyRequest, inputs: Path) -> tuple[JobKind, dict[str, Any]]:

@@ -4,7 +4,8 @@ slices.
 
 The job's parameters (JSON): the plan (engine/upscaling/plan.py: `upscaler`, `scale` — A1111's "Upscale by" —
 or `to` [width, height] with `crop`, `upscaler_2` and `upscaler_2_visibility`), and the input: `image` (stored
-under the queue's inputs by `jobs.codec.store_image`), `parameters` (its own infotext, kept in the result as
+under the queue's inputs by `jobs.codec.store_image`, with the source's other PNG text chunks, which the
+result carries as A1111's does), `parameters` (its own infotext, kept in the result as
 A1111 keeps it; may be absent) and `stem` (its name, for the result's); a batch has `images`, a list of such
 `{image, parameters, stem}`, instead. The queue checks them once at submit: the upscalers installed (else the
 installed ones are named; A1111's plain resizes `Lanczos` and `Nearest` need no file), the scale within 1..8
@@ -26,7 +27,7 @@ from engine.faces.extras import faces_params
 from engine.models.registry import ModelKind, ModelRegistry
 from engine.requests import StepProgress
 from engine.upscaling.plan import NO_UPSCALER, ExtrasPlan, format_info, plan_from_params, resizer
-from jobs.codec import load_image
+from jobs.codec import load_image, stored_texts
 from jobs.long import Slice, SliceControl
 from jobs.records import JobKind, JobRecord
 
@@ -185,7 +186,8 @@ class UpscaleTask:
             result = run_plan(plan, image, load, on_tile=on_tile, cancelled=control.run.cancelled)
             result, faces = restore_for_extras(result, params, running.registry, str(running.device))
             path = settings.outputs_path / EXTRAS_FOLDER / f"{job.id:05d}-{item['stem']}.png"
-            save_extras_png(result, path, item.get("parameters"), format_info({**plan.info(), **faces}))
+            info = format_info({**plan.info(), **faces})
+            save_extras_png(result, path, item.get("parameters"), info, stored_texts(inputs, item["image"]))
             done += 1
             results.append(str(path))
             if done < len(items) and control.should_yield():

@@ -41,6 +41,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {
         Preprocessor("scribble_xdog", True, (32.0, 1.0, 64.0)),
     )
 }
+# sd-webui-controlnet's labels (its UI names, which its API takes too) of the preprocessors whose name differs
+LABELS = {"invert (from white bg & black line)": "invert"}
 # Preprocessors whose models sd-webui-controlnet downloads; Salon has none of them.
 NEEDS_MODEL = ("depth", "normal", "openpose", "lineart", "softedge", "seg", "mlsd", "hed", "pidinet")
 
@@ -93,7 +95,8 @@ _INFOTEXT_FIELDS = (
 
 def preprocessor(module: str, option: str = OPTION) -> Preprocessor:
     """The preprocessor called `module`, or a refusal naming what there is."""
-    found = PREPROCESSORS.get(module.strip().casefold())
+    key = module.strip().casefold()
+    found = PREPROCESSORS.get(LABELS.get(key, key))
     if found is not None:
         return found
     known = ", ".join(PREPROCESSORS)

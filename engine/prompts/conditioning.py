@@ -229,11 +229,23 @@ def encode_chunks(
         # transformers 5 flattened CLIPTextModel; the projection variant still nests it under text_model.
         final_norm = getattr(slot.encoder, "text_model", slot.encoder).final_layer_norm
         states = final_norm(out.hidden_states[-clip_skip])
-    original_mean = states.float().mean(dim=(1, 2), keepdim=True)
-    weighted = states * weights.unsqueeze(-1).to(states.dtype)
-    weighted = weighted * (original_mean / weighted.float().mean(dim=(1, 2), keepdim=True)).to(states.dtype)
     pooled = getattr(out, "text_embeds", None)
-    return weighted, pooled
+    return emphasized(states, weights), pooled
+
+
+def emphasized(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A1111's "Original" emphasis: states (N, tokens, width) multiplied token by token by `weights` (N,
+    tokens) and each row scaled back to its mean before. A row of weights 1 is returned as it is (A1111
+    computes mean / mean, which is 1, but as a graph its gradient is noise when the mean is near 0 — states
+    through a final LayerNorm without bias average to about 0 — and 0 / 0 is NaN); a weighted row whose new
+    mean is exactly 0 keeps its scale."""
+    weights = weights.to(device=states.device, dtype=states.dtype)
+    original_mean = states.float().mean(dim=(1, 2), keepdim=True)
+    weighted = states * weights.unsqueeze(-1)
+    new_mean = weighted.float().mean(dim=(1, 2), keepdim=True)
+    scaled = ((weights != 1).any(dim=1).reshape(-1, 1, 1)) & (new_mean != 0)
+    ratio = torch.where(scaled, original_mean / torch.where(scaled, new_mean, 1.0), 1.0)
+    return torch.where(scaled, weighted * ratio.to(states.dtype), states)
 
 
 def encode_prompt_pair(

@@ -10,10 +10,11 @@ guidance the request's `distilled_cfg_scale` or 3.5. Requests batched together (
 pipeline calls, each image with its own prompt and noise. Steps report progress and cancel through
 `callback_on_step_end`.
 
-Prompt emphasis `(word:1.2)` is not applied: the pipelines encode plain text, so weights and BREAK are removed
-from the text and the result says so in a note. `<lora:name:weight>` loads through diffusers'
-`load_lora_weights` (kohya, ai-toolkit, BFL and peft formats it converts), several at once with their weights,
-and is unloaded after the job.
+Prompt emphasis `(word:1.2)` is applied as Forge applies it, to the per-token states of T5 (and of SD 3.5's two
+CLIPs) — engine/prompts/flow_emphasis.py; a prompt without weights reaches the pipeline as its plain text.
+BREAK is removed (these pipelines have no 75-token chunks) and the result says so in a note.
+`<lora:name:weight>` loads through diffusers' `load_lora_weights` (kohya, ai-toolkit, BFL and peft formats it
+converts), several at once with their weights, and is unloaded after the job.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from engine.infotext import format_infotext
 from engine.infotext_values import format_number, hashes_value, salon_version
 from engine.models.flow_files import FLUX, FlowKind, entry_kind
 from engine.models.model_files import load_safetensors
-from engine.prompts.prompt_syntax import extract_extra_networks, is_break, parse_prompt_attention
+from engine.prompts.flow_emphasis import (
+    Fragments,
+    flux_embeddings,
+    is_weighted,
+    prompt_fragments,
+    sd3_embeddings,
+)
+from engine.prompts.prompt_syntax import extract_extra_networks
 from engine.requests import (
     GeneratedImage,
     GenerationRequest,
@@ -49,7 +57,7 @@ from engine.tasks.flow_rules import FLOW_SAMPLER, FLOW_SCHEDULE, check_flow_requ
 from engine.tasks.noise import initial_noise, make_generators
 from engine.tasks.resize import resize_image
 
-EMPHASIS_NOTE = "prompt emphasis and BREAK are not applied on SD 3.5 / Flux models: the plain text was used"
+BREAK_NOTE = "BREAK is not applied on SD 3.5 / Flux models (they have no 75-token chunks): it was removed"
 
 
 def flow_fast_path(model, speed) -> FlowFastPath:
@@ -59,15 +67,6 @@ def flow_fast_path(model, speed) -> FlowFastPath:
     guidance = defaults.cfg_scale if model.family != FLUX else defaults.distilled_cfg_scale or 0.0
     sizes = sorted({parse_size(s) for s in speed.sizes} or {(defaults.size, defaults.size)})
     return FlowFastPath(model.pipe, speed, sizes, {"guidance_scale": guidance})
-
-
-def plain_prompt(prompt: str) -> tuple[str, bool]:
-    """The prompt's text without its tags, emphasis and BREAK, and whether any weight or BREAK was there."""
-    text = extract_extra_networks(prompt)[0]
-    fragments = parse_prompt_attention(text)
-    changed = any(is_break(f) or f[1] != 1.0 for f in fragments)
-    plain = " ".join(f[0].strip() for f in fragments if not is_break(f) and f[0].strip())
-    return plain, changed or plain != text.strip()
 
 
 def run_flow(engine, model, requests: Sequence[GenerationRequest], controls, extra, init_image):
@@ -84,7 +83,7 @@ def run_flow(engine, model, requests: Sequence[GenerationRequest], controls, ext
             request, kind
         )  # the queue's check again, for callers that bypass it (tests, tools)
     first = requests[0]
-    texts = [(plain_prompt(r.prompt), plain_prompt(r.negative_prompt)) for r in requests]
+    texts = [(prompt_fragments(r.prompt), prompt_fragments(r.negative_prompt)) for r in requests]
     loras = engine._lora_uses(extract_extra_networks(first.prompt)[1])
     images: list[list[GeneratedImage]] = [[] for _ in requests]
     lora_eager = "lora" if model.fast is not None and any(u.weight != 0 for u in loras) else None
@@ -100,8 +99,8 @@ def run_flow(engine, model, requests: Sequence[GenerationRequest], controls, ext
                 model,
                 kind,
                 first,
-                [texts[s.request][0][0] for s in chunk],
-                [texts[s.request][1][0] for s in chunk],
+                [texts[s.request][0][:2] for s in chunk],
+                [texts[s.request][1][:2] for s in chunk],
                 [s.seed for s in chunk],
                 [s.variation for s in chunk] if first.variation_strength else None,
                 _BatchControl(chunk, controls),
@@ -121,7 +120,7 @@ def run_flow(engine, model, requests: Sequence[GenerationRequest], controls, ext
             model.name,
             model.hash,
             elapsed,
-            (EMPHASIS_NOTE,) if text[0][1] or text[1][1] else (),
+            (BREAK_NOTE,) if text[0][2] or text[1][2] else (),
         )
         for found, text in zip(images, texts, strict=True)
     ]
@@ -186,10 +185,11 @@ def _preview_from(preview, start: int, index: int = 0) -> Image.Image:
 
 
 def _run_batch(model, kind, p, prompts, negatives, seeds, variation, control, init_image, strength):
-    """One pipeline call: an image per seed, each with its own prompt; `p` holds the shared settings."""
+    """One pipeline call: an image per seed, each with its own prompt and negative prompt (plain text and
+    weighted fragments); `p` holds the shared settings."""
     pipe = model.pipe
     generators = make_generators(seeds)
-    kwargs = _guidance(kind, p, negatives)
+    kwargs = _guidance(kind, p, [plain for plain, _ in negatives])
     if init_image is None:
         kwargs["latents"] = _latents(model, kind, p, generators, variation)
         run = pipe
@@ -207,8 +207,8 @@ def _run_batch(model, kind, p, prompts, negatives, seeds, variation, control, in
     phase = "txt2img" if init_image is None else "img2img"
     callback = _StepCallback(model, kind, p, control, phase, total)
     with torch.inference_mode():
+        kwargs.update(_prompts(pipe, kind, prompts, negatives, kwargs))
         result = run(
-            prompt=list(prompts),
             num_inference_steps=p.steps,
             height=p.height,
             width=p.width,
@@ -217,6 +217,26 @@ def _run_batch(model, kind, p, prompts, negatives, seeds, variation, control, in
             **kwargs,
         )
     return list(result.images)
+
+
+def _prompts(pipe, kind: FlowKind, prompts, negatives, guidance: dict) -> dict[str, object]:
+    """The call's prompts: plain texts, or, when a prompt (or a negative one the call uses) has weights,
+    embeddings with the weights applied (engine/prompts/flow_emphasis.py)."""
+    uses_negative = "negative_prompt" in guidance
+    weighted: list[tuple[str, Fragments]] = [*prompts, *(negatives if uses_negative else ())]
+    if not any(is_weighted(fragments) for _, fragments in weighted):
+        return {"prompt": [plain for plain, _ in prompts]}
+    plain, fragments = [t for t, _ in prompts], [f for _, f in prompts]
+    negative_texts = guidance.get("negative_prompt", [])
+    guidance.pop("negative_prompt", None)
+    if kind.family != FLUX:
+        return sd3_embeddings(pipe, plain, fragments, negative_texts, [f for _, f in negatives])
+    embeds, pooled = flux_embeddings(pipe, plain, fragments)
+    found: dict[str, object] = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+    if uses_negative:
+        negative, negative_pooled = flux_embeddings(pipe, negative_texts, [f for _, f in negatives])
+        found.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
+    return found
 
 
 def _guidance(kind: FlowKind, p: GenerationRequest, negatives: Sequence[str]) -> dict[str, object]:

@@ -53,11 +53,22 @@ def postprocess_infotext(scale: float, upscaler: str) -> str:
     return f"Postprocess upscale by: {format_number(scale)}, Postprocess upscaler: {upscaler}"
 
 
-def save_extras_png(image: Image.Image, path: Path, parameters: str | None, postprocessing: str) -> Path:
-    """Write `image` as PNG (atomically) with the input's `parameters` (when it had any) and A1111's
-    `postprocessing` and `extras` chunks."""
+def save_extras_png(
+    image: Image.Image,
+    path: Path,
+    parameters: str | None,
+    postprocessing: str,
+    carried: dict[str, str] | None = None,
+) -> Path:
+    """Write `image` as PNG (atomically) with the input's other text chunks (`carried`), its `parameters`
+    (when it had any) and A1111's `postprocessing` and `extras` chunks, as A1111's Extras keeps them."""
     info = PngImagePlugin.PngInfo()
-    texts = {"parameters": parameters, "postprocessing": postprocessing, "extras": postprocessing}
+    texts = {
+        **(carried or {}),
+        "parameters": parameters,
+        "postprocessing": postprocessing,
+        "extras": postprocessing,
+    }
     for key, text in texts.items():
         if text:
             info.add_text(key, text)  # iTXt when not Latin-1, as A1111

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from api.controlnet import script_units
+from api.controlnet import pixel_perfect_resolution, script_units
 from core.errors import InvalidRequest
 from engine.requests import ControlMode, ControlResize
 
@@ -51,3 +51,31 @@ def test_refusals_name_the_field(unit, field):
     with pytest.raises(InvalidRequest) as refused:
         script_units({"controlnet": {"args": [unit]}}, decode)
     assert refused.value.option == field
+
+
+# Values of sd-webui-controlnet's own `pixel_perfect_resolution` (internal_controlnet/external_code.py at
+# 56cec5b2), run on these sizes: (image w×h, target w×h) → Just Resize, Crop and Resize, Resize and Fill.
+PIXEL_PERFECT = [
+    ((1024, 768), (512, 512), (512, 512, 384)),
+    ((768, 1024), (512, 768), (576, 576, 512)),
+    ((300, 200), (768, 512), (512, 512, 512)),
+    ((640, 480), (1024, 1024), (1024, 1024, 768)),
+    ((1000, 333), (512, 512), (512, 512, 170)),
+    ((4, 2), (5, 1), (2, 2, 1)),  # 2.5 and 3.5: numpy rounds half to even
+    ((4, 2), (7, 1), (4, 4, 1)),
+]
+
+
+@pytest.mark.parametrize(("image", "target", "expected"), PIXEL_PERFECT)
+def test_pixel_perfect_is_sd_webui_controlnets(image, target, expected):
+    modes = (ControlResize.JUST_RESIZE, ControlResize.CROP_AND_RESIZE, ControlResize.RESIZE_AND_FILL)
+    assert tuple(pixel_perfect_resolution(image, target, mode) for mode in modes) == expected
+
+
+def test_pixel_perfect_sets_the_processor_resolution_from_the_image_and_the_size():
+    own = {"model": "cn", "module": "canny", "image": "aGVsbG8=", "pixel_perfect": True, "processor_res": 64}
+    fill = {**own, "resize_mode": "Resize and Fill"}
+    borrowed = {"model": "cn", "module": "canny", "pixel_perfect": True}  # img2img's input image
+    units = script_units({"controlnet": {"args": [own, fill, borrowed]}}, decode, (512, 768), (1024, 768))
+    # the 8×8 control image to 512×768: ×96 (crop) or ×64 (fill); the 1024×768 input: ×1 of 768
+    assert [u.processor_res for u in units] == [768, 512, 768]

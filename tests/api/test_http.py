@@ -231,3 +231,24 @@ async def test_options_refuse_what_salon_cannot_set(api):
     assert await asyncio.to_thread(field_of, {"samples_format": "jpg"}) == "samples_format"
     assert await asyncio.to_thread(field_of, {"not_an_option": 1}) == "not_an_option"
     assert (await asyncio.to_thread(post, api, "options", {"samples_format": "png"})).json() == {}
+
+
+async def test_the_progress_board_never_makes_the_queue_rank_every_job(serve):
+    """/sdapi/v1/progress has no place in line: with only the API's board following every job, a published
+    change of places asks the queue for nobody's place (jobs/fair_places.py is not run for the whole queue)."""
+    api = await serve(run_worker=False)
+    queue = api.service.queue
+    asked: list = []
+    ranks = queue.positions
+
+    async def spy(wanted=None, *args, **kwargs):
+        asked.append(wanted)
+        return await ranks(wanted, *args, **kwargs)
+
+    queue.positions = spy
+    await queue._publish_positions()
+    assert asked == []
+    followed = queue.subscribe(7)  # somebody follows one job: only that one is asked for
+    await queue._publish_positions()
+    queue.unsubscribe(followed)
+    assert asked == [{7}]

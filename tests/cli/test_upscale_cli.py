@@ -85,3 +85,43 @@ def test_hires_fix_takes_a_model_upscaler_by_name(tmp_path, capsys):
     assert main([*args, "--hires", "2", "--hires-upscaler", "Bicubic"]) == 2
     err = capsys.readouterr().err
     assert "hires_upscaler: no upscaler named 'Bicubic'; installed: 2x-Tiny" in err and "Lanczos" in err
+
+
+def test_the_sources_other_text_chunks_are_carried_as_a1111_extras_does(tmp_path, capsys):
+    """A1111's Extras copies the source's PNG text (modules/postprocessing.py passes `image.info` on as
+    `existing_pnginfo`): a ComfyUI picture keeps its `prompt` and `workflow`, one picture or a batch; the
+    carried text is capped (MAX_CARRIED_TEXT), so a picture stuffed with text cannot bloat every result."""
+    from PIL import PngImagePlugin
+
+    from commands.options import MAX_CARRIED_TEXT
+
+    config = tmp_path / "salon.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", '{"3": {"class_type": "KSampler"}}')
+    info.add_text("workflow", '{"nodes": []}', zip=True)
+    info.add_text("Title", "ein Bild – übergroß")  # not Latin-1: iTXt
+    info.add_text("padding", "x" * (MAX_CARRIED_TEXT - 100), zip=True)
+    info.add_text("late", "left out: no room")
+    info.add_text("postprocessing", "an old one")  # written anew
+    source = tmp_path / "comfy.png"
+    Image.new("RGB", (16, 16), "blue").save(source, pnginfo=info)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (16, 16), "green").save(plain)
+
+    base = ["--config", str(config), "upscale", "--upscaler", "Lanczos", "--scale", "2", "--output"]
+    assert main([*base, str(tmp_path / "one"), str(source)]) == 0
+    assert main([*base, str(tmp_path / "batch"), str(source), str(plain)]) == 0
+    capsys.readouterr()
+    results = sorted((tmp_path / "one").glob("*.png")) + sorted((tmp_path / "batch").glob("*.png"))
+    assert len(results) == 3
+    for path in results:
+        with Image.open(path) as result:
+            texts = dict(result.info)
+        assert texts["postprocessing"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+        if "plain" in path.name:
+            assert "prompt" not in texts
+            continue
+        assert texts["prompt"] == '{"3": {"class_type": "KSampler"}}' and texts["workflow"] == '{"nodes": []}'
+        assert texts["Title"] == "ein Bild – übergroß" and len(texts["padding"]) == MAX_CARRIED_TEXT - 100
+        assert "late" not in texts

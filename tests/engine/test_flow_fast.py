@@ -14,7 +14,7 @@ import torch
 from config import load_settings
 from engine.runner import Engine
 from engine.speed.flow_compile import call_key
-from tests.engine.flow_builders import flux_folder, save_lora, sd3_folder
+from tests.engine.flow_builders import save_lora
 from tests.engine.helpers import mean_difference, request
 
 FLOW = dict(sampler="Euler", schedule="Simple", width=64, height=64, steps=2)
@@ -24,15 +24,6 @@ MODELS = {"tiny-sd3": {"cfg_scale": 4.0}, "tiny-flux": {"cfg_scale": 1.0}}  # ea
 def graphs() -> int:
     """Graphs dynamo has compiled in this process so far (a recompile adds one)."""
     return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
-
-
-@pytest.fixture(scope="module")
-def flow_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flow-fast")
-    checkpoints = root / "models" / "Stable-diffusion"
-    sd3_folder(checkpoints / "tiny-sd3")
-    flux_folder(checkpoints / "tiny-flux")
-    return root
 
 
 def settings(root, **speed):

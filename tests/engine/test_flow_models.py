@@ -15,27 +15,11 @@ from engine.infotext import parse_infotext
 from engine.models.flow_files import FlowKind, flow_kind, folder_kind, header_kind
 from engine.requests import HiresFix, Img2ImgRequest, InpaintRequest
 from engine.runner import Engine
-from engine.tasks.flow import plain_prompt
 from engine.tasks.flow_rules import check_flow_request
-from tests.engine.flow_builders import flux_folder, save_lora, save_sai_sd3_file, sd3_folder
+from tests.engine.flow_builders import save_lora, save_sai_sd3_file, sd3_folder
 from tests.engine.helpers import mean_difference, request
 
 FLOW = dict(sampler="Euler", schedule="Simple", width=32, height=32, steps=2, cfg_scale=4.0)
-
-
-@pytest.fixture(scope="module")
-def flow_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flow-data")
-    checkpoints = root / "models" / "Stable-diffusion"
-    sd3_folder(checkpoints / "tiny-sd3")
-    flux_folder(checkpoints / "tiny-flux")
-    flux_folder(checkpoints / "tiny-schnell", guidance=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def flow_engine(flow_root):
-    return Engine(load_settings(None, data_dir=flow_root))
 
 
 def flow_request(model: str, **overrides):
@@ -127,15 +111,6 @@ def test_inpaint_and_img2img_extras_are_refused_by_name():
 def test_the_engine_refuses_before_running(flow_engine):
     with pytest.raises(InvalidRequest, match="hires is not supported on SD 3.5 large"):
         flow_engine.txt2img(flow_request("tiny-sd3", hires=HiresFix(scale=2.0)))
-
-
-def test_emphasis_is_removed_from_the_text_with_a_note(flow_engine):
-    assert plain_prompt("a (red:1.3) cat BREAK on [grass]") == ("a red cat on grass", True)
-    assert plain_prompt("a red cat <lora:x:1>") == ("a red cat", False)
-    weighted = flow_engine.txt2img(flow_request("tiny-sd3", prompt="a (red:1.4) cat", seed=9))
-    plain = flow_engine.txt2img(flow_request("tiny-sd3", prompt="a red cat", seed=9))
-    assert mean_difference(weighted.images[0].image, plain.images[0].image) == 0
-    assert weighted.notes and "emphasis" in weighted.notes[0] and not plain.notes
 
 
 def test_a_folder_without_the_t5_tokenizer_says_what_it_needs(tmp_path):
@@ -253,8 +228,9 @@ def test_the_infotext_repeats_the_image(flow_engine):
 
 def test_salon_models_lists_the_family(flow_root, tmp_path, capsys, monkeypatch):
     from cli.main import main
+    from cli.output import console
 
-    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(console, "width", 250)  # the console was made (and read COLUMNS) at import
     config = tmp_path / "salon.toml"
     config.write_text(f'data_dir = "{flow_root}"\n')
     assert main(["--config", str(config), "models"]) == 0

@@ -17,25 +17,9 @@ from engine.requests import GenerationRequest, HiresFix
 from engine.runner import Engine
 from engine.tasks.flow_rules import check_flow_options
 from engine.validation import check_request
-from tests.engine.flow_builders import flux_folder, sd3_folder
 from tests.engine.helpers import mean_difference, request
 
 FLOW = dict(sampler="Euler", schedule="Simple", width=32, height=32, steps=2, cfg_scale=1.0)
-
-
-@pytest.fixture(scope="module")
-def flow_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flow-options")
-    checkpoints = root / "models" / "Stable-diffusion"
-    sd3_folder(checkpoints / "tiny-sd3")
-    flux_folder(checkpoints / "tiny-flux")
-    flux_folder(checkpoints / "tiny-schnell", guidance=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def flow_engine(flow_root):
-    return Engine(load_settings(None, data_dir=flow_root))
 
 
 def flow_request(model: str, **overrides) -> GenerationRequest:

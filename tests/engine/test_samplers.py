@@ -11,16 +11,6 @@ from engine.tasks.samplers import BUILTIN_SAMPLERS, SAMPLERS, SamplerSpec, Sampl
 from tests.engine.helpers import pixels, request
 
 ALL_PAIRS = [(name, schedule) for name, spec in SAMPLERS.items() for schedule in spec.schedules]
-# Every pair diffusers runs; of the k-diffusion loops (engine.tasks.ksampling) each sampler with its default
-# and one table-only schedule, and Euler with every schedule (the loops themselves are checked against
-# k-diffusion in test_kdiffusion_samplers.py, the tables against A1111 in test_sigma_schedules.py).
-PAIRS = [
-    (name, schedule)
-    for name, schedule in ALL_PAIRS
-    if not SAMPLERS[name].runs_k_loop(schedule)
-    or schedule in (SAMPLERS[name].default_schedule, "Align Your Steps")
-    or name == "Euler"
-]
 NEW_SAMPLERS = {"DPM fast", "DPM adaptive", "DPM++ 2S a", "Restart"}
 SPEC_SAMPLERS = {
     "DPM++ 2M",
@@ -67,7 +57,7 @@ def test_a_new_sampler_is_deterministic_by_seed_and_differs_by_seed(engine, samp
     assert not np.array_equal(pixels(a), pixels(c))
 
 
-@pytest.mark.parametrize(("sampler", "schedule"), PAIRS)
+@pytest.mark.parametrize(("sampler", "schedule"), ALL_PAIRS)  # every pair A1111 offers
 def test_sampler_and_schedule_run_two_steps(engine, sampler, schedule):
     generated = engine.txt2img(request(sampler=sampler, schedule=schedule, steps=2)).images[0]
     values = pixels(generated.image)
