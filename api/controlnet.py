@@ -10,7 +10,8 @@ resolution it gave (its `Pixel Perfect` stays False, so reading it back needs no
 
 Also the extension's listing routes: `/controlnet/version`, `/controlnet/model_list` (`"name [hash]"` as its
 titles are, the 8-hex old A1111 hash), `/controlnet/module_list` (with `module_detail`: each preprocessor's
-sliders) and `/controlnet/settings`. Salon has no `/controlnet/detect` (its preprocessors run in the job).
+sliders) and `/controlnet/settings`, and `/controlnet/detect`: the preprocessors Salon has (all without weights: canny,
+scribble_xdog, invert, none) run on the posted images in the API's process, as a job would run them.
 Shapes and values from Mikubill/sd-webui-controlnet at 56cec5b2 (scripts/api.py,
 internal_controlnet/external_code.py, scripts/supported_preprocessor.py,
 scripts/preprocessor/model_free_preprocessors.py).
@@ -109,6 +110,52 @@ def add_controlnet_routes(app, service) -> None:
     @route("settings")
     async def controlnet_settings() -> dict[str, int]:
         return {"control_net_unit_count": MAX_UNITS}
+
+    @app.post("/controlnet/detect", dependencies=[Depends(caller)])
+    async def detect(body: dict[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(detected_maps, body, service.settings.limits)
+
+
+MAX_DETECT_IMAGES = 8  # images of one /controlnet/detect call
+
+
+def detected_maps(body: dict[str, Any], limits) -> dict[str, Any]:
+    """`/controlnet/detect`: each posted image through one preprocessor, as base64 PNGs (the extension's
+    `{"images": […], "info": "Success"}`); -1 for the resolution or a threshold means the module's default."""
+    import base64
+    import io
+
+    from api.translate import decode_image
+    from engine.controlnet.preprocess import detected_map
+
+    if body.get("controlnet_masks"):
+        raise InvalidRequest("controlnet_masks", "Salon's preprocessors take no masks")
+    images = body.get("controlnet_input_images")
+    if not isinstance(images, list) or not images:
+        raise InvalidRequest("controlnet_input_images", "send at least one base64 image")
+    if len(images) > MAX_DETECT_IMAGES:
+        raise InvalidRequest("controlnet_input_images", f"at most {MAX_DETECT_IMAGES} images per call")
+    values: dict[str, Any] = {}
+    for name in ("processor_res", "threshold_a", "threshold_b"):
+        value = body.get(f"controlnet_{name}", -1)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRequest(f"controlnet_{name}", f"{value!r} is not a number")
+        if value != -1:
+            values[name] = int(value) if name == "processor_res" else float(value)
+    module = body.get("controlnet_module", "none")
+    if not isinstance(module, str):
+        raise InvalidRequest("controlnet_module", "name a module of /controlnet/module_list")
+    # A unit only for its preprocessor's settings (checked as a job's are); no ControlNet model runs.
+    unit = with_defaults(ControlNetUnit(model="(detect)", module=module, **values), "controlnet_module")
+    maps = []
+    for number, data in enumerate(images):
+        field = f"controlnet_input_images.{number}"
+        if not isinstance(data, str):
+            raise InvalidRequest(field, "is not a base64 image")
+        buffer = io.BytesIO()
+        detected_map(unit, decode_image(data, limits, field)).save(buffer, format="PNG")
+        maps.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return {"images": maps, "info": "Success"}
 
 
 def script_units(

@@ -99,3 +99,45 @@ async def test_a_client_picks_a_listed_controlnet_and_pixel_perfect_sets_the_res
     infotext = result.info["infotexts"][0]
     # 96 high to 64: ×2/3; 128 wide to 64: ×1/2 → crop takes ×2/3 of the short side 96 = 64
     assert f'ControlNet 0: "Module: canny, Model: {title}' in infotext and "Processor Res: 64" in infotext
+
+
+async def test_detect_runs_the_preprocessor_on_each_image(serve):
+    """/controlnet/detect as webuiapi-era clients post it: canny's edges at the square's border only, invert
+    exactly 255 − the image, -1 meaning the module's defaults, bad input a 422 naming the field."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    api = await serve(run_worker=False)
+    picture = Image.new("RGB", (96, 64), "white")
+    picture.paste((0, 0, 0), (32, 16, 64, 48))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    def detect(**body):
+        body = {"controlnet_input_images": [encoded], **body}
+        return requests.post(f"{api.url}/controlnet/detect", json=body, timeout=60)
+
+    canny = (await asyncio.to_thread(detect, controlnet_module="canny", controlnet_processor_res=64)).json()
+    assert canny["info"] == "Success" and len(canny["images"]) == 1
+    edges = np.asarray(Image.open(io.BytesIO(base64.b64decode(canny["images"][0]))).convert("L"))
+    assert edges.shape == (64, 96) and edges[28:36, 44:52].max() == 0 and edges[0:8, 0:8].max() == 0
+    assert edges[14:50, 30:66].max() == 255  # the square's outline
+    inverted = (await asyncio.to_thread(detect, controlnet_module="invert")).json()["images"][0]
+    flipped = np.asarray(Image.open(io.BytesIO(base64.b64decode(inverted))).convert("RGB"))
+    assert np.array_equal(flipped, 255 - np.asarray(picture))
+
+    for body, field in (
+        ({"controlnet_module": "depth_midas"}, "controlnet_module"),
+        ({"controlnet_module": "canny", "controlnet_threshold_a": 300}, "controlnet_module"),
+        ({"controlnet_module": "canny", "controlnet_masks": [encoded]}, "controlnet_masks"),
+        (
+            {"controlnet_module": "canny", "controlnet_input_images": ["bm90IGFuIGltYWdl"]},
+            "controlnet_input_images",
+        ),
+    ):
+        refused = await asyncio.to_thread(detect, **body)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][1] == field, body
