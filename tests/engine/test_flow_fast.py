@@ -65,6 +65,17 @@ def test_a_warmed_shape_runs_compiled_and_gives_the_eager_image(fast_engine, pla
 
 
 @pytest.mark.parametrize("model", list(MODELS))
+def test_a_weighted_prompt_runs_through_the_warm_graph(fast_engine, plain_engine, model):
+    """Emphasis changes the text states' values, not their shapes: the compiled graph serves it."""
+    fast = fast_engine.load(model).fast
+    before, compiled = graphs(), fast.calls["transformer compiled"]
+    mine = fast_engine.txt2img(flow_request(model, prompt="a (red:1.5) [circle]")).images[0]
+    theirs = plain_engine.txt2img(flow_request(model, prompt="a (red:1.5) [circle]")).images[0]
+    assert fast.calls["transformer compiled"] == compiled + 2 and graphs() == before
+    assert mean_difference(mine.image, theirs.image) < 0.01
+
+
+@pytest.mark.parametrize("model", list(MODELS))
 def test_other_sizes_and_batches_run_eagerly_without_compiling(fast_engine, plain_engine, model):
     fast = fast_engine.load(model).fast
     before, eager = graphs(), fast.calls["transformer eager"]
