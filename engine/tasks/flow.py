@@ -207,7 +207,7 @@ def _run_batch(model, kind, p, prompts, negatives, seeds, variation, control, in
     phase = "txt2img" if init_image is None else "img2img"
     callback = _StepCallback(model, kind, p, control, phase, total)
     with torch.inference_mode():
-        kwargs.update(_prompts(pipe, kind, prompts, negatives, kwargs))
+        kwargs.update(_prompts(pipe, kind, prompts, negatives, kwargs.pop("negative_prompt", None)))
         result = run(
             num_inference_steps=p.steps,
             height=p.height,
@@ -219,16 +219,19 @@ def _run_batch(model, kind, p, prompts, negatives, seeds, variation, control, in
     return list(result.images)
 
 
-def _prompts(pipe, kind: FlowKind, prompts, negatives, guidance: dict) -> dict[str, object]:
-    """The call's prompts: plain texts, or, when a prompt (or a negative one the call uses) has weights,
-    embeddings with the weights applied (engine/prompts/flow_emphasis.py)."""
-    uses_negative = "negative_prompt" in guidance
+def _prompts(pipe, kind: FlowKind, prompts, negatives, negative_texts: list[str] | None) -> dict[str, object]:
+    """The call's prompt arguments: the plain texts (and `negative_texts`, the negative prompts as the call
+    uses them; None: it uses none), or, when one of them has weights, embeddings with the weights applied
+    (engine/prompts/flow_emphasis.py)."""
+    uses_negative = negative_texts is not None
     weighted: list[tuple[str, Fragments]] = [*prompts, *(negatives if uses_negative else ())]
     if not any(is_weighted(fragments) for _, fragments in weighted):
-        return {"prompt": [plain for plain, _ in prompts]}
+        plain_args: dict[str, object] = {"prompt": [plain for plain, _ in prompts]}
+        if uses_negative:
+            plain_args["negative_prompt"] = negative_texts
+        return plain_args
     plain, fragments = [t for t, _ in prompts], [f for _, f in prompts]
-    negative_texts = guidance.get("negative_prompt", [])
-    guidance.pop("negative_prompt", None)
+    negative_texts = negative_texts or []
     if kind.family != FLUX:
         return sd3_embeddings(pipe, plain, fragments, negative_texts, [f for _, f in negatives])
     embeds, pooled = flux_embeddings(pipe, plain, fragments)
