@@ -4,9 +4,8 @@ Each unit is a dict with sd-webui-controlnet's field names (`image` base64, `mod
 `resize_mode` by name or 0–2, `processor_res`, `threshold_a`, `threshold_b`, `guidance_start`,
 `guidance_end`, `control_mode` by name or 0–2, `pixel_perfect`, `enabled`). A unit without `enabled` counts as
 enabled; one with `enabled: false` is skipped. Fields Salon cannot honour (masks, extra inputs) are refused by
-name. Pixel perfect sets the processor resolution from the control image (or img2img's input image) and the
-generation size with sd-webui-controlnet's formula (`pixel_perfect_resolution`); the infotext records the
-resolution it gave (its `Pixel Perfect` stays False, so reading it back needs no image).
+name. `pixel_perfect` is the unit's: the job sets the processor resolution from the control image (or img2img's
+input image) and the generation size (engine.controlnet.unit_text.pixel_perfect_resolution).
 
 Also the extension's listing routes: `/controlnet/version`, `/controlnet/model_list` (`"name [hash]"` as its
 titles are, the 8-hex old A1111 hash), `/controlnet/module_list` (with `module_detail`: each preprocessor's
@@ -58,16 +57,6 @@ MODULES: dict[str, tuple[str, list[dict[str, Any]]]] = {
 assert set(MODULES) == set(PREPROCESSORS), "every preprocessor Salon has is listed with its sliders"
 
 
-def pixel_perfect_resolution(image: tuple[int, int], target: tuple[int, int], resize: ControlResize) -> int:
-    """sd-webui-controlnet's pixel perfect: the control image's short side scaled by the larger of the two
-    factors to the generation size (the smaller for "Resize and Fill"), rounded half to even as numpy
-    rounds; sizes are (width, height)."""
-    (raw_w, raw_h), (target_w, target_h) = image, target
-    k0, k1 = target_h / raw_h, target_w / raw_w
-    factor = min(k0, k1) if resize is ControlResize.RESIZE_AND_FILL else max(k0, k1)
-    return round(factor * min(raw_h, raw_w))
-
-
 def model_list(registry: ModelRegistry, update: bool) -> dict[str, list[str]]:
     if update:
         registry.refresh()
@@ -84,8 +73,9 @@ def module_list(alias_names: bool) -> dict[str, Any]:
     return {"module_list": names, "module_detail": detail}
 
 
-def add_controlnet_routes(app, service) -> None:
-    """sd-webui-controlnet's listing routes, behind the API's credentials like A1111's."""
+def add_controlnet_routes(app, service, decode_image) -> None:
+    """sd-webui-controlnet's routes, behind the API's credentials like A1111's; `decode_image(data, limits,
+    field)` reads a posted base64 image (api.translate.decode_image)."""
     import asyncio
 
     from fastapi import Depends
@@ -113,19 +103,18 @@ def add_controlnet_routes(app, service) -> None:
 
     @app.post("/controlnet/detect", dependencies=[Depends(caller)])
     async def detect(body: dict[str, Any]) -> dict[str, Any]:
-        return await asyncio.to_thread(detected_maps, body, service.settings.limits)
+        return await asyncio.to_thread(detected_maps, body, service.settings.limits, decode_image)
 
 
 MAX_DETECT_IMAGES = 8  # images of one /controlnet/detect call
 
 
-def detected_maps(body: dict[str, Any], limits) -> dict[str, Any]:
+def detected_maps(body: dict[str, Any], limits, decode_image) -> dict[str, Any]:
     """`/controlnet/detect`: each posted image through one preprocessor, as base64 PNGs (the extension's
     `{"images": […], "info": "Success"}`); -1 for the resolution or a threshold means the module's default."""
     import base64
     import io
 
-    from api.translate import decode_image
     from engine.controlnet.preprocess import detected_map
 
     if body.get("controlnet_masks"):
@@ -158,15 +147,9 @@ def detected_maps(body: dict[str, Any], limits) -> dict[str, Any]:
     return {"images": maps, "info": "Success"}
 
 
-def script_units(
-    scripts: dict[str, Any],
-    decode,
-    target: tuple[int, int] = (512, 512),
-    input_size: tuple[int, int] | None = None,
-) -> tuple[ControlNetUnit, ...]:
+def script_units(scripts: dict[str, Any], decode) -> tuple[ControlNetUnit, ...]:
     """The enabled units of a body's `alwayson_scripts` ControlNet entry (none: ()); `decode(data, field)`
-    turns a base64 image into a checked PIL image. `target`: the generation's (width, height);
-    `input_size`: img2img's input image's, the control image of a unit without its own (pixel perfect)."""
+    turns a base64 image into a checked PIL image."""
     key = next((k for k in scripts if k.casefold() in SCRIPT_NAMES), None)
     if key is None:
         return ()
@@ -181,11 +164,11 @@ def script_units(
             raise InvalidRequest(field, "each unit is an object with sd-webui-controlnet's fields")
         if raw.get("enabled", True) is False:
             continue
-        units.append(_unit(raw, field, decode, target, input_size))
+        units.append(_unit(raw, field, decode))
     return tuple(units)
 
 
-def _unit(raw: dict[str, Any], field: str, decode, target, input_size) -> ControlNetUnit:
+def _unit(raw: dict[str, Any], field: str, decode) -> ControlNetUnit:
     for name in raw:
         if name in _REFUSED and raw[name] not in (None, "", []):
             raise InvalidRequest(f"{field}.{name}", "Salon's ControlNet units take no masks or extra inputs")
@@ -213,15 +196,10 @@ def _unit(raw: dict[str, Any], field: str, decode, target, input_size) -> Contro
     unit = ControlNetUnit(model=model, module=str(raw.get("module") or "none"), **values)
     if image:
         unit = dataclasses.replace(unit, image=decode(image, f"{field}.image"))
-    if raw.get("pixel_perfect") is True:
-        size = unit.image.size if unit.image is not None else input_size
-        if size is None:
-            raise InvalidRequest(
-                f"{field}.pixel_perfect", "needs the unit's image (txt2img has no input image)"
-            )
-        resolution = pixel_perfect_resolution(size, target, unit.resize_mode)
-        unit = dataclasses.replace(unit, processor_res=min(2048, max(64, resolution)))
-    return with_defaults(unit, field)
+    pixel_perfect = raw.get("pixel_perfect", False)
+    if not isinstance(pixel_perfect, bool):
+        raise InvalidRequest(f"{field}.pixel_perfect", f"{pixel_perfect!r} is not true or false")
+    return with_defaults(dataclasses.replace(unit, pixel_perfect=pixel_perfect), field)
 
 
 def _choice(value: object, numbered: list, by_name, field: str):

@@ -46,7 +46,7 @@ from api.schemas import (
     UpscalerItem,
 )
 from api.service import ApiService
-from api.translate import decode_png_info, option_field
+from api.translate import decode_image, decode_png_info, option_field
 from core.errors import InvalidRequest
 
 
@@ -198,7 +198,7 @@ def create_app(service: ApiService, host: str = "127.0.0.1", port: int = 7860) -
 
     add_training_routes(app, service)
     add_extras_routes(app, service)
-    add_controlnet_routes(app, service)
+    add_controlnet_routes(app, service, decode_image)
     return app
 
 

@@ -170,13 +170,9 @@ def _schedule(value: str | None) -> str | None:
 
 
 def generation_options(
-    body: GenerationBody,
-    settings: Settings,
-    defaults: Mapping[str, Any],
-    input_size: tuple[int, int] | None = None,
+    body: GenerationBody, settings: Settings, defaults: Mapping[str, Any]
 ) -> GenerationOptions:
-    """The front-end-neutral options of a body; `defaults` are the caller's /sdapi/v1/options; `input_size`:
-    img2img's input image's (ControlNet's pixel perfect reads it)."""
+    """The front-end-neutral options of a body; `defaults` are the caller's /sdapi/v1/options."""
     check_supported(body)
     overrides = body.override_settings or {}
     prompt, negative = body.prompt, body.negative_prompt or ""
@@ -225,9 +221,7 @@ def generation_options(
         **_seed_extras(body, overrides.get("sd_vae")),
         **_face_restoration(body, {**defaults, **overrides}),  # the caller's options, then the body's
         **_flow_fields(body),
-        controlnet=script_units(
-            body.alwayson_scripts, _decoder(settings), (body.width, body.height), input_size
-        ),
+        controlnet=script_units(body.alwayson_scripts, _decoder(settings)),
     )
 
 
@@ -328,7 +322,7 @@ def img2img_request_of(
     limits = settings.limits
     image = decode_image(images[0], limits, "init_images")
     params = generation_request_for(
-        generation_options(body, settings, defaults, image.size),
+        generation_options(body, settings, defaults),
         settings,
         registry,
         limits,

@@ -174,6 +174,9 @@ class ControlNetUnit:
     processor_res: int = 512
     threshold_a: float | None = None  # the module's first setting (canny: low threshold); None: its default
     threshold_b: float | None = None
+    # sd-webui-controlnet's pixel perfect: the processor resolution from the control image and the size
+    # (engine.controlnet.unit_text.pixel_perfect_resolution), replacing `processor_res` when the job runs
+    pixel_perfect: bool = False
     image: Image.Image | None = field(default=None, compare=False)
 
 

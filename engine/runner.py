@@ -271,7 +271,9 @@ class Engine:
                     self._prompt_conditioning(model, r),
                     step_cache,
                     self._plan(model, r),
-                    prepare_guide(self.registry, self._controlnets, model, r.controlnet, init_image),
+                    prepare_guide(
+                        self.registry, self._controlnets, model, r.controlnet, init_image, (r.width, r.height)
+                    ),
                 )
                 for r in requests
             ]

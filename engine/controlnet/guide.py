@@ -20,7 +20,12 @@ from PIL import Image
 from core.errors import InvalidRequest
 from engine.controlnet.files import ControlNetCache, LoadedControlNet, check_fits, model_family
 from engine.controlnet.preprocess import fitted
-from engine.controlnet.unit_text import infotext_params, missing_image_message, with_defaults
+from engine.controlnet.unit_text import (
+    infotext_params,
+    missing_image_message,
+    with_defaults,
+    with_pixel_perfect,
+)
 from engine.models.loading import LoadedModel
 from engine.models.registry import ModelKind, ModelRegistry
 from engine.requests import ControlMode, ControlNetUnit
@@ -118,9 +123,12 @@ def prepare_guide(
     model: LoadedModel,
     units: Sequence[ControlNetUnit],
     init_image: Image.Image | None,
+    target: tuple[int, int],
 ) -> ControlGuide | None:
     """The guide of a request's units, their ControlNets loaded and checked against the model; None without
-    units. A unit without its own image reads `init_image` (img2img's input)."""
+    units. A unit without its own image reads `init_image` (img2img's input); a pixel-perfect unit's processor
+    resolution comes from its image and `target`, the request's (width, height), as the extension's does
+    (a hires pass reuses it)."""
     if not units:
         return None
     active = []
@@ -129,6 +137,7 @@ def prepare_guide(
         image = unit.image if unit.image is not None else init_image
         if image is None:
             raise InvalidRequest("control_image", missing_image_message(number))
+        unit = with_pixel_perfect(unit, image.size, target)
         entry = registry.find_fresh(ModelKind.CONTROLNET, unit.model)
         loaded = cache.get(entry, registry.short_hash(entry), model.device, model.dtype)
         check_fits(loaded, model.unet, model.name, model_family(model))

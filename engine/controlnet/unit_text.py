@@ -4,7 +4,8 @@
 sd-webui-controlnet writes each enabled unit as `ControlNet 0: "Module: canny, Model: name [hash], Weight: 1.0,
 Resize Mode: Crop and Resize, Processor Res: 512, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0,
 Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced"` (its fields in this order, values as Python's
-`str`). The control image is not in it: repeating such an image needs the control image given again.
+`str`). The control image is not in it: repeating such an image needs the control image given again. With
+pixel perfect, `Processor Res` is the resolution it gave, as the extension writes it.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ _CLI_KEYS = {
     "low": "threshold_a",
     "b": "threshold_b",
     "high": "threshold_b",
+    "pp": "pixel_perfect",
+    "pixel_perfect": "pixel_perfect",
 }
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _INFOTEXT_FIELDS = (
     ("Module", "module"),
     ("Model", "model"),
@@ -88,9 +92,29 @@ _INFOTEXT_FIELDS = (
     ("Threshold B", "threshold_b"),
     ("Guidance Start", "guidance_start"),
     ("Guidance End", "guidance_end"),
-    ("Pixel Perfect", None),
+    ("Pixel Perfect", "pixel_perfect"),
     ("Control Mode", "control_mode"),
 )
+
+
+def pixel_perfect_resolution(image: tuple[int, int], target: tuple[int, int], resize: ControlResize) -> int:
+    """sd-webui-controlnet's pixel perfect (internal_controlnet/external_code.py `pixel_perfect_resolution`):
+    the control image's short side scaled by the larger of the two factors to the generation size (the smaller
+    for "Resize and Fill"), rounded half to even as numpy rounds; sizes are (width, height)."""
+    (raw_w, raw_h), (target_w, target_h) = image, target
+    k0, k1 = target_h / raw_h, target_w / raw_w
+    factor = min(k0, k1) if resize is ControlResize.RESIZE_AND_FILL else max(k0, k1)
+    return round(factor * min(raw_h, raw_w))
+
+
+def with_pixel_perfect(
+    unit: ControlNetUnit, image: tuple[int, int], target: tuple[int, int]
+) -> ControlNetUnit:
+    """The unit with its processor resolution from pixel perfect (when it asks for it), kept within 64–2048."""
+    if not unit.pixel_perfect:
+        return unit
+    resolution = pixel_perfect_resolution(image, target, unit.resize_mode)
+    return dataclasses.replace(unit, processor_res=min(2048, max(64, resolution)))
 
 
 def preprocessor(module: str, option: str = OPTION) -> Preprocessor:
@@ -195,6 +219,10 @@ def _typed(field: str, key: str, value: str, option: str) -> object:
         return resize_mode(value, option)
     if field in ("model", "module"):
         return value
+    if field == "pixel_perfect":
+        if value.casefold() not in (*_TRUE, *_FALSE):
+            raise InvalidRequest(option, f"{key}={value!r}: use true or false")
+        return value.casefold() in _TRUE
     try:
         return int(value) if field == "processor_res" else float(value)
     except ValueError:
@@ -215,8 +243,9 @@ def infotext_value(unit: ControlNetUnit, model_title: str) -> str:
         "guidance_start": str(float(unit.guidance_start)),
         "guidance_end": str(float(unit.guidance_end)),
         "control_mode": unit.control_mode.value,
+        "pixel_perfect": str(bool(unit.pixel_perfect)),
     }
-    return ", ".join(f"{label}: {values[f] if f else 'False'}" for label, f in _INFOTEXT_FIELDS)
+    return ", ".join(f"{label}: {values[f]}" for label, f in _INFOTEXT_FIELDS)
 
 
 def infotext_params(units: list[tuple[ControlNetUnit, str]]) -> dict[str, str]:
@@ -241,7 +270,7 @@ def _unit_of_value(key: str, value: str) -> ControlNetUnit:
         if not sep:
             raise InvalidRequest("image", f"its {key} value {value!r} is not sd-webui-controlnet's format")
         read[label] = text
-    fields = {f: read[label] for label, f in _INFOTEXT_FIELDS if f and label in read}
+    fields = {f: read[label] for label, f in _INFOTEXT_FIELDS if label in read}
     if "model" not in fields:
         raise InvalidRequest("image", f"its {key} value names no Model")
     option = f"image's {key}"
@@ -260,6 +289,7 @@ def _unit_of_value(key: str, value: str) -> ControlNetUnit:
         processor_res=int(float(fields.get("processor_res", "512"))),
         threshold_a=number("threshold_a", "-1"),
         threshold_b=number("threshold_b", "-1"),
+        pixel_perfect=fields.get("pixel_perfect", "False").strip() == "True",
     )
     if unit.processor_res < 64:
         unit = dataclasses.replace(unit, processor_res=512)

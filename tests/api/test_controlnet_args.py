@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from api.controlnet import pixel_perfect_resolution, script_units
+from api.controlnet import script_units
 from core.errors import InvalidRequest
 from engine.requests import ControlMode, ControlResize
 
@@ -42,7 +42,6 @@ def test_units_with_sd_webui_controlnet_fields():
         ({"model": "cn", "weight": "x"}, "alwayson_scripts.controlnet.args.0.weight"),
         ({"model": "cn", "resize_mode": 7}, "alwayson_scripts.controlnet.args.0.resize_mode"),
         ({"model": "../cn"}, "alwayson_scripts.controlnet.args.0.model"),
-        ({"model": "cn", "pixel_perfect": True}, "alwayson_scripts.controlnet.args.0.pixel_perfect"),
         ({"model": "cn", "mask": "aGVsbG8="}, "alwayson_scripts.controlnet.args.0.mask"),
         ({"model": "cn", "weight": 3}, "alwayson_scripts.controlnet.args.0"),
     ],
@@ -53,29 +52,10 @@ def test_refusals_name_the_field(unit, field):
     assert refused.value.option == field
 
 
-# Values of sd-webui-controlnet's own `pixel_perfect_resolution` (internal_controlnet/external_code.py at
-# 56cec5b2), run on these sizes: (image w×h, target w×h) → Just Resize, Crop and Resize, Resize and Fill.
-PIXEL_PERFECT = [
-    ((1024, 768), (512, 512), (512, 512, 384)),
-    ((768, 1024), (512, 768), (576, 576, 512)),
-    ((300, 200), (768, 512), (512, 512, 512)),
-    ((640, 480), (1024, 1024), (1024, 1024, 768)),
-    ((1000, 333), (512, 512), (512, 512, 170)),
-    ((4, 2), (5, 1), (2, 2, 1)),  # 2.5 and 3.5: numpy rounds half to even
-    ((4, 2), (7, 1), (4, 4, 1)),
-]
-
-
-@pytest.mark.parametrize(("image", "target", "expected"), PIXEL_PERFECT)
-def test_pixel_perfect_is_sd_webui_controlnets(image, target, expected):
-    modes = (ControlResize.JUST_RESIZE, ControlResize.CROP_AND_RESIZE, ControlResize.RESIZE_AND_FILL)
-    assert tuple(pixel_perfect_resolution(image, target, mode) for mode in modes) == expected
-
-
-def test_pixel_perfect_sets_the_processor_resolution_from_the_image_and_the_size():
-    own = {"model": "cn", "module": "canny", "image": "aGVsbG8=", "pixel_perfect": True, "processor_res": 64}
-    fill = {**own, "resize_mode": "Resize and Fill"}
-    borrowed = {"model": "cn", "module": "canny", "pixel_perfect": True}  # img2img's input image
-    units = script_units({"controlnet": {"args": [own, fill, borrowed]}}, decode, (512, 768), (1024, 768))
-    # the 8×8 control image to 512×768: ×96 (crop) or ×64 (fill); the 1024×768 input: ×1 of 768
-    assert [u.processor_res for u in units] == [768, 512, 768]
+def test_pixel_perfect_is_the_units_and_must_be_a_boolean():
+    own = {"model": "cn", "module": "canny", "image": "aGVsbG8=", "pixel_perfect": True}
+    (unit,) = script_units({"controlnet": {"args": [own]}}, decode)
+    assert unit.pixel_perfect and unit.processor_res == 512  # the job sets it from the image and the size
+    with pytest.raises(InvalidRequest) as refused:
+        script_units({"controlnet": {"args": [{**own, "pixel_perfect": "yes"}]}}, decode)
+    assert refused.value.option == "alwayson_scripts.controlnet.args.0.pixel_perfect"

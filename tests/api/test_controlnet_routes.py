@@ -99,6 +99,7 @@ async def test_a_client_picks_a_listed_controlnet_and_pixel_perfect_sets_the_res
     infotext = result.info["infotexts"][0]
     # 96 high to 64: ×2/3; 128 wide to 64: ×1/2 → crop takes ×2/3 of the short side 96 = 64
     assert f'ControlNet 0: "Module: canny, Model: {title}' in infotext and "Processor Res: 64" in infotext
+    assert "Pixel Perfect: True" in infotext
 
 
 async def test_detect_runs_the_preprocessor_on_each_image(serve):

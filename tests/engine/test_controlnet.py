@@ -17,10 +17,15 @@ import engine.runner as runner_module
 from core.errors import InvalidRequest, ModelNotFound, ModelRefused
 from engine.controlnet.guide import layer_scales
 from engine.controlnet.preprocess import detected_map
-from engine.controlnet.unit_text import parse_unit, units_from_infotext, with_defaults
+from engine.controlnet.unit_text import (
+    parse_unit,
+    pixel_perfect_resolution,
+    units_from_infotext,
+    with_defaults,
+)
 from engine.infotext import parse_infotext
 from engine.models.registry import ModelKind
-from engine.requests import ControlMode, ControlNetUnit, Img2ImgRequest
+from engine.requests import ControlMode, ControlNetUnit, ControlResize, Img2ImgRequest
 from tests.engine.helpers import mean_difference, pixels, request
 
 STEPS = 4
@@ -213,3 +218,38 @@ def test_sdxl_controlnet_on_an_sdxl_model_from_a_single_file(cn_engine, circle, 
     assert np.array_equal(pixels(from_file.image), pixels(guided.image))  # label_emb read as add_embedding
     with pytest.raises(InvalidRequest, match="is an SD 1.x ControlNet; the model tiny-xl is SDXL"):
         run(cn_engine, unit(circle), model="tiny-xl")
+
+
+# Values of sd-webui-controlnet's own `pixel_perfect_resolution` (internal_controlnet/external_code.py at
+# 56cec5b2), run outside this repository on these sizes: (image w×h, target w×h) → Just Resize, Crop and
+# Resize, Resize and Fill.
+PIXEL_PERFECT = [
+    ((1024, 768), (512, 512), (512, 512, 384)),
+    ((768, 1024), (512, 768), (576, 576, 512)),
+    ((300, 200), (768, 512), (512, 512, 512)),
+    ((640, 480), (1024, 1024), (1024, 1024, 768)),
+    ((1000, 333), (512, 512), (512, 512, 170)),
+    ((4, 2), (5, 1), (2, 2, 1)),  # 2.5 and 3.5: numpy rounds half to even
+    ((4, 2), (7, 1), (4, 4, 1)),
+]
+
+
+@pytest.mark.parametrize(("image", "target", "expected"), PIXEL_PERFECT)
+def test_pixel_perfect_is_sd_webui_controlnets(image, target, expected):
+    modes = (ControlResize.JUST_RESIZE, ControlResize.CROP_AND_RESIZE, ControlResize.RESIZE_AND_FILL)
+    assert tuple(pixel_perfect_resolution(image, target, mode) for mode in modes) == expected
+
+
+def test_pixel_perfect_takes_the_resolution_from_the_control_image_and_the_size(cn_engine, circle):
+    """A 128² control image for a 64² image: ×0.5 of 128 = 64, the same as asking for 64; the infotext says
+    `Pixel Perfect: True` with that resolution, and reads back so."""
+    big = circle.resize((128, 128))
+    perfect = run(cn_engine, unit(big, pixel_perfect=True))
+    asked = run(cn_engine, unit(big, processor_res=64))
+    assert np.array_equal(pixels(perfect.image), pixels(asked.image))
+    assert "Processor Res: 64" in perfect.infotext and "Pixel Perfect: True" in perfect.infotext
+    (read,) = units_from_infotext(parse_infotext(perfect.infotext).params)
+    assert read.pixel_perfect and read.processor_res == 64
+    assert parse_unit("model=x,pp=true").pixel_perfect and not parse_unit("model=x,pp=0").pixel_perfect
+    with pytest.raises(InvalidRequest, match="pp='maybe': use true or false"):
+        parse_unit("model=x,pp=maybe")
