@@ -47,10 +47,13 @@ def resolve_mode(mode: str, device: torch.device) -> str:
     return mode
 
 
-class EagerWhile:
-    """Compiled code that stays eager while a reason lasts (the modules are changed meanwhile)."""
+class CompiledPath:
+    """What the compiled paths (the UNet's FastPath, SD 3.5/Flux's FlowFastPath) share: staying eager while a
+    reason lasts (the modules are changed meanwhile), and the warm-up's report and clock."""
 
     _eager_reasons: list[str]
+    device: torch.device
+    warmup_s: float
 
     @contextmanager
     def eager_while(self, reason: str | None) -> Iterator[None]:
@@ -62,6 +65,21 @@ class EagerWhile:
         finally:
             if reason:
                 self._eager_reasons.remove(reason)
+
+    @staticmethod
+    def _warmed(logger: logging.Logger, message: str, report: Callable[[str], None] | None) -> None:
+        """One warmed shape's line, to the log and to the caller's report."""
+        logger.info(message)
+        if report is not None:
+            report(message)
+
+    def _warm_up_took(self, started: float) -> float:
+        """The seconds since `started` (the GPU's work finished first), added to `warmup_s`."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - started
+        self.warmup_s += seconds
+        return seconds
 
 
 @dataclass(frozen=True)
@@ -167,7 +185,7 @@ def _decode_call(vae, latents):
     return vae.decode(latents, return_dict=False)[0]
 
 
-class FastPath(EagerWhile):
+class FastPath(CompiledPath):
     """One model's fast path: which shapes are compiled and warm, and the calls that use them."""
 
     def __init__(
@@ -213,7 +231,7 @@ class FastPath(EagerWhile):
                 kwargs["mode"] = "max-autotune-no-cudagraphs"
         return torch.compile(fn, **kwargs)
 
-    # ----- when to stay eager: EagerWhile.eager_while ---------------------------------------------------------
+    # ----- when to stay eager: CompiledPath.eager_while ---------------------------------------------------------
 
     def _bucket_size(self, tensor: torch.Tensor) -> tuple[int, int] | None:
         """The image size (width, height) of latents whose size is compiled, or None to run eagerly."""
@@ -363,14 +381,8 @@ class FastPath(EagerWhile):
             message = (
                 f"warm-up {number}/{len(shapes)}: {_describe(key)} in {time.perf_counter() - began:.1f}s"
             )
-            log.info(message)
-            if report is not None:
-                report(message)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        seconds = time.perf_counter() - started
-        self.warmup_s += seconds
-        return seconds
+            self._warmed(log, message, report)
+        return self._warm_up_took(started)
 
     def _bucket_shapes(self) -> list[tuple]:
         shapes: list[tuple] = []

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from config import SpeedSettings
-from engine.speed.fast_path import EagerWhile, _check_compiler
+from engine.speed.fast_path import CompiledPath, _check_compiler
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def describe(key: tuple) -> str:
     return f"{rows} rows × {tokens} latent values/tokens, {text[1] if len(text) == 3 else '?'} text tokens"
 
 
-class FlowFastPath(EagerWhile):
+class FlowFastPath(CompiledPath):
     """A flow model's compiled transformer: which call shapes are warm, and the dispatcher that uses them."""
 
     def __init__(self, pipe, speed: SpeedSettings, sizes: list[tuple[int, int]], warm_prompt: dict) -> None:
@@ -154,14 +154,8 @@ class FlowFastPath(EagerWhile):
                 f"warm-up {number}/{len(shapes)}: transformer {width}x{height} batch {batch} ({new}) "
                 f"in {time.perf_counter() - began:.1f}s"
             )
-            log.info(message)
-            if report is not None:
-                report(message)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        seconds = time.perf_counter() - started
-        self.warmup_s += seconds
-        return seconds
+            self._warmed(log, message, report)
+        return self._warm_up_took(started)
 
     @property
     def warm_keys(self) -> frozenset[tuple]:
