@@ -22,7 +22,14 @@ import dataclasses
 from typing import Any
 
 from core.errors import InvalidRequest
-from engine.controlnet.unit_text import MAX_UNITS, PREPROCESSORS, control_mode, resize_mode, with_defaults
+from engine.controlnet.unit_text import (
+    LABELS,
+    MAX_UNITS,
+    PREPROCESSORS,
+    control_mode,
+    resize_mode,
+    with_defaults,
+)
 from engine.models.registry import ModelKind, ModelRegistry
 from engine.requests import ControlMode, ControlNetUnit, ControlResize
 
@@ -37,22 +44,24 @@ _NUMBERS = ("weight", "guidance_start", "guidance_end", "threshold_a", "threshol
 API_VERSION = 3  # external_code.get_api_version()
 _RESOLUTION = {"name": "Resolution", "value": 512, "min": 64, "max": 2048, "step": 8}
 # The preprocessors Salon has, in the extension's order (none first, then by sorting priority and label,
-# highest first), with their labels and visible sliders as its module_detail gives them.
+# highest first), with their labels (engine.controlnet.unit_text.LABELS where the name differs) and visible
+# sliders as its module_detail gives them.
+_SLIDERS: dict[str, list[dict[str, Any]]] = {
+    "none": [_RESOLUTION],
+    "canny": [
+        _RESOLUTION,
+        {"name": "Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1},
+        {"name": "High Threshold", "value": 200, "min": 1, "max": 255, "step": 1},
+    ],
+    "invert": [],
+    "scribble_xdog": [
+        _RESOLUTION,
+        {"name": "XDoG Threshold", "value": 32, "min": 1, "max": 64, "step": 0.01},
+    ],
+}
+_LABEL_OF = {name: label for label, name in LABELS.items()}
 MODULES: dict[str, tuple[str, list[dict[str, Any]]]] = {
-    "none": ("none", [_RESOLUTION]),
-    "canny": (
-        "canny",
-        [
-            _RESOLUTION,
-            {"name": "Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1},
-            {"name": "High Threshold", "value": 200, "min": 1, "max": 255, "step": 1},
-        ],
-    ),
-    "invert": ("invert (from white bg & black line)", []),
-    "scribble_xdog": (
-        "scribble_xdog",
-        [_RESOLUTION, {"name": "XDoG Threshold", "value": 32, "min": 1, "max": 64, "step": 0.01}],
-    ),
+    name: (_LABEL_OF.get(name, name), sliders) for name, sliders in _SLIDERS.items()
 }
 assert set(MODULES) == set(PREPROCESSORS), "every preprocessor Salon has is listed with its sliders"
 

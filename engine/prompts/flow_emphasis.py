@@ -34,7 +34,7 @@ def prompt_fragments(prompt: str) -> tuple[str, Fragments, bool]:
     BREAK."""
     text = extract_extra_networks(prompt)[0]
     parsed = parse_prompt_attention(text)
-    fragments = tuple((t, w) for t, w in ((f[0], f[1]) for f in parsed if not is_break(f)) if t.strip())
+    fragments = tuple(f for f in parsed if not is_break(f) and f[0].strip())
     plain = " ".join(t.strip() for t, _ in fragments)
     return plain, fragments, any(is_break(f) for f in parsed)
 
